@@ -1,0 +1,50 @@
+# Two commands: `make run` and `make test`. Both set up .venv from the lock file first.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+UV := $(VENV)/bin/uv
+UV_VERSION := 0.13.9
+# The first python3.10 that actually runs: PATH (pyenv shims may exist but fail), then pyenv's folder.
+PYTHON310 ?= $(shell for p in python3.10 $$HOME/.pyenv/versions/3.10*/bin/python3.10; do \
+	$$p -c 'import sys' >/dev/null 2>&1 && { command -v $$p || echo $$p; } && break; done)
+# Keras 2 (tf_keras) everywhere: see README, "Why Keras 2".
+export TF_USE_LEGACY_KERAS := 1
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+
+.PHONY: setup run test lock schema data clean benchmark
+
+setup: $(VENV)/.installed
+
+# Re-installs whenever the lock file or pyproject.toml is newer than the last install.
+$(VENV)/.installed: requirements.lock pyproject.toml
+	@test -n "$(PYTHON310)" || { echo "error: python3.10 not found on PATH or under ~/.pyenv/versions" >&2; exit 1; }
+	@test -x $(PY) || $(PYTHON310) -m venv $(VENV)
+	@test -x $(UV) || $(VENV)/bin/pip install --quiet uv==$(UV_VERSION)
+	$(UV) pip sync --python $(PY) requirements.lock
+	$(UV) pip install --python $(PY) --no-deps -e .
+	@touch $@
+
+# Re-resolves the whole stack; run after editing dependencies in pyproject.toml.
+lock:
+	@test -x $(UV) || $(MAKE) setup
+	$(UV) pip compile --python-version 3.10 --extra dev pyproject.toml -o requirements.lock
+
+run: setup
+	$(PY) local_runner.py
+
+test: setup
+	$(PY) -m pytest -q
+
+# Re-creates data/span-*/ from the CSV shipped inside the tfx wheel.
+data: setup
+	$(PY) scripts/split_data.py
+
+# Writes a starting schema from the latest SchemaGen-style inference over the data.
+schema: setup
+	$(PY) scripts/infer_schema.py
+
+benchmark: setup
+	$(PY) benchmarks/pipeline_vs_official.py
+
+clean:
+	rm -rf outputs

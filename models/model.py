@@ -1,0 +1,193 @@
+"""The Keras model, its input pipeline, training (`run_fn`) and the exported signatures.
+
+Keras 2 (`tf_keras`): see models/__init__.py for why.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Optional
+
+import tensorflow as tf
+import tensorflow_transform as tft
+import tf_keras as keras
+from absl import logging
+from tfx import v1 as tfx
+
+from models import features, hyperparameters
+
+PREDICTION_KEY = "probabilities"
+SERVING_RAW_SIGNATURE = "serving_raw"
+TRANSFORM_SIGNATURE = "transform_features"
+# Examples held in memory by tf.data's cache; the shipped data is ~15k rows.
+CACHE_MAX_FILES_BYTES = 512 * 1024 * 1024
+
+
+def model_input_keys() -> list[str]:
+    return [features.transformed_name(k) for k in features.raw_feature_keys()]
+
+
+def input_dataset(file_patterns: list[str], tf_transform_output: tft.TFTransformOutput,
+                  batch_size: int, shuffle: bool = True, repeat: bool = True,
+                  seed: Optional[int] = None) -> tf.data.Dataset:
+    """(features, label) batches from Transform's gzipped TFRecords.
+
+    Batches before parsing (one vectorized parse per batch), reads files in parallel,
+    caches the serialized records in memory when they fit, and prefetches.
+    """
+    files = sorted(f for pattern in file_patterns for f in tf.io.gfile.glob(pattern))
+    if not files:
+        raise FileNotFoundError(f"no transformed examples match {file_patterns}")
+    feature_spec = tf_transform_output.transformed_feature_spec()
+    dataset = tf.data.TFRecordDataset(files, compression_type="GZIP",
+                                      num_parallel_reads=tf.data.AUTOTUNE)
+    if sum(tf.io.gfile.stat(f).length for f in files) < CACHE_MAX_FILES_BYTES:
+        dataset = dataset.cache()
+    if shuffle:
+        dataset = dataset.shuffle(10_000, seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        dataset = dataset.repeat()
+    dataset = dataset.batch(batch_size, drop_remainder=repeat)
+
+    def parse(serialized):
+        parsed = tf.io.parse_example(serialized, feature_spec)
+        label = parsed.pop(features.LABEL_KEY)
+        return {k: parsed[k] for k in model_input_keys()}, label
+
+    return dataset.map(parse, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+def build_model(hp: "hyperparameters.keras_tuner.HyperParameters") -> keras.Model:
+    """A deep network over embeddings of the categorical inputs and the z-scored numbers."""
+    embedding_dim = hp.get("embedding_dim")
+    inputs, deep = {}, []
+    for key in features.NUMERIC_FEATURES:
+        name = features.transformed_name(key)
+        inputs[name] = keras.Input(shape=(), name=name, dtype=tf.float32)
+        deep.append(keras.layers.Reshape((1,))(inputs[name]))
+    categorical_sizes = {key: features.NUM_BUCKETS + 1 for key in features.BUCKET_FEATURES}
+    categorical_sizes.update(features.IDENTITY_FEATURES)
+    categorical_sizes.update({key: features.vocab_size(key) for key in features.VOCAB_FEATURES})
+    for key, size in categorical_sizes.items():
+        name = features.transformed_name(key)
+        inputs[name] = keras.Input(shape=(), name=name, dtype=tf.int64)
+        embedded = keras.layers.Embedding(size, embedding_dim, name=f"{key}_embedding")(inputs[name])
+        deep.append(embedded)
+
+    x = keras.layers.Concatenate()(deep)
+    for i in range(hp.get("num_layers")):
+        x = keras.layers.Dense(hp.get("hidden_units"), activation="relu", name=f"dense_{i}")(x)
+        if hp.get("dropout"):
+            x = keras.layers.Dropout(hp.get("dropout"))(x)
+    output = keras.layers.Dense(1, activation="sigmoid", name=PREDICTION_KEY)(x)
+    model = keras.Model(inputs=inputs, outputs=output)
+    model.compile(
+        optimizer=keras.optimizers.Adam(hp.get("learning_rate")),
+        loss=keras.losses.BinaryCrossentropy(),
+        metrics=[keras.metrics.AUC(name="auc"), keras.metrics.BinaryAccuracy(name="accuracy")])
+    return model
+
+
+def distribution_strategy(name: str) -> tf.distribute.Strategy:
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multi_worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if name == "default":
+        return tf.distribute.get_strategy()
+    raise ValueError(f"distribution_strategy={name!r}: expected default, mirrored or multi_worker")
+
+
+def _is_chief() -> bool:
+    """The chief writes the model: the "chief" task if the cluster has one, else worker 0."""
+    tf_config = json.loads(os.environ.get("TF_CONFIG") or "{}")
+    task = tf_config.get("task")
+    if not task:
+        return True
+    if "chief" in tf_config.get("cluster", {}):
+        return task["type"] == "chief"
+    return task["type"] == "worker" and int(task["index"]) == 0
+
+
+def _raw_input_specs(raw_feature_spec: dict) -> dict[str, tf.TensorSpec]:
+    """JSON-friendly inputs: every number as float64 (an int or a float both fit), strings
+    as strings; NaN or "" marks a missing value, as an absent value in a tf.Example would."""
+    specs = {}
+    for key in features.raw_feature_keys():
+        dtype = tf.string if raw_feature_spec[key].dtype == tf.string else tf.float64
+        specs[key] = tf.TensorSpec([None], dtype, name=key)
+    return specs
+
+
+def _raw_to_sparse(values: tf.Tensor, dtype: tf.DType) -> tf.SparseTensor:
+    """A [batch, 1] SparseTensor holding the present values, cast to the schema's dtype."""
+    present = tf.not_equal(values, "") if values.dtype == tf.string else ~tf.math.is_nan(values)
+    indices = tf.where(present)
+    kept = tf.gather_nd(values, indices)
+    if dtype != tf.string:
+        kept = tf.cast(kept, dtype)
+    return tf.SparseTensor(tf.concat([indices, tf.zeros_like(indices)], axis=1), kept,
+                           tf.stack([tf.size(values, out_type=tf.int64), tf.constant(1, tf.int64)]))
+
+
+def export_signatures(model: keras.Model, tf_transform_output: tft.TFTransformOutput) -> dict:
+    """serving_default (serialized tf.Example), serving_raw (typed raw values) and
+    transform_features (for TFMA); all apply the same Transform graph."""
+    model.tft_layer = tf_transform_output.transform_features_layer()
+    raw_feature_spec = tf_transform_output.raw_feature_spec()
+    serving_spec = {k: v for k, v in raw_feature_spec.items() if k != features.RAW_LABEL_KEY}
+    input_keys = model_input_keys()
+
+    def predict(raw: dict) -> dict:
+        transformed = model.tft_layer(raw)
+        return {PREDICTION_KEY: model({k: transformed[k] for k in input_keys})}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    def serve_examples(serialized):
+        return predict(tf.io.parse_example(serialized, serving_spec))
+
+    @tf.function(input_signature=[_raw_input_specs(raw_feature_spec)])
+    def serve_raw(raw):
+        return predict({k: _raw_to_sparse(v, raw_feature_spec[k].dtype) for k, v in raw.items()})
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    def transform_features(serialized):
+        return model.tft_layer(tf.io.parse_example(serialized, raw_feature_spec))
+
+    return {
+        "serving_default": serve_examples.get_concrete_function(),
+        SERVING_RAW_SIGNATURE: serve_raw.get_concrete_function(),
+        TRANSFORM_SIGNATURE: transform_features.get_concrete_function(),
+    }
+
+
+def run_fn(fn_args: tfx.components.FnArgs) -> None:
+    """Trains the model (TFX Trainer entry point) and exports it with its signatures."""
+    config = fn_args.custom_config or {}
+    tf_transform_output = tft.TFTransformOutput(fn_args.transform_graph_path)
+    hp = hyperparameters.from_config(fn_args.hyperparameters)
+    logging.info("Training with hyperparameters %s", hp.values)
+    batch_size = int(config.get("batch_size", 128))
+    seed = config.get("seed")
+    if seed is not None:
+        keras.utils.set_random_seed(int(seed))
+
+    strategy = distribution_strategy(config.get("distribution_strategy", "default"))
+    # Each replica gets batch_size examples: the global batch grows with the replicas.
+    global_batch = batch_size * strategy.num_replicas_in_sync
+    train = input_dataset(fn_args.train_files, tf_transform_output, global_batch, seed=seed)
+    evaluation = input_dataset(fn_args.eval_files, tf_transform_output, global_batch,
+                               shuffle=False)
+    with strategy.scope():
+        model = build_model(hp)
+    model.fit(train, steps_per_epoch=max(fn_args.train_steps // 10, 1), epochs=10,
+              validation_data=evaluation, validation_steps=fn_args.eval_steps, verbose=2)
+
+    # Under MultiWorkerMirroredStrategy every worker saves (saving is collective), but only
+    # the chief writes to the real output; the others write to a scratch directory.
+    output_dir = fn_args.serving_model_dir
+    if not _is_chief():
+        output_dir = os.path.join(fn_args.model_run_dir, "worker-scratch",
+                                  str(json.loads(os.environ["TF_CONFIG"])["task"]["index"]))
+    model.save(output_dir, save_format="tf",
+               signatures=export_signatures(model, tf_transform_output))

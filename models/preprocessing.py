@@ -1,0 +1,64 @@
+"""The one `preprocessing_fn`: Transform runs it, the Trainer trains on its output, and every
+exported serving signature applies the same graph, so training and serving cannot skew."""
+from __future__ import annotations
+
+import tensorflow as tf
+import tensorflow_transform as tft
+
+from models import features
+
+
+def _dense(x: tf.Tensor | tf.SparseTensor, default) -> tf.Tensor:
+    """A [batch] tensor from a VarLen (possibly missing) feature, missing values -> default."""
+    if isinstance(x, tf.SparseTensor):
+        x = tf.sparse.to_dense(
+            tf.SparseTensor(x.indices, x.values, [x.dense_shape[0], 1]), default_value=default)
+    return tf.reshape(x, [-1])
+
+
+def _float(x: tf.Tensor | tf.SparseTensor) -> tf.Tensor:
+    """Float values with missing -> NaN, so the caller decides how to fill them."""
+    return tf.cast(_dense(x, tf.constant(float("nan"), x.dtype) if x.dtype.is_floating
+                          else tf.constant(0, x.dtype)), tf.float32)
+
+
+def preprocessing_fn(inputs: dict) -> dict:
+    """Raw features (VarLen, as parsed from tf.Example) -> model inputs and the label."""
+    outputs = {}
+    for key in features.NUMERIC_FEATURES:
+        value = _float(inputs[key])
+        # Missing or negative amounts count as 0; log1p tames the long tail (700$ fares).
+        value = tf.math.log1p(tf.maximum(tf.where(tf.math.is_nan(value), 0.0, value), 0.0))
+        outputs[features.transformed_name(key)] = tft.scale_to_z_score(value)
+
+    for key in features.BUCKET_FEATURES:
+        value = _float(inputs[key])
+        # Missing coordinates get their own bucket (NUM_BUCKETS), after the quantile ones.
+        buckets = tft.bucketize(tf.where(tf.math.is_nan(value), 0.0, value),
+                                features.NUM_BUCKETS)
+        outputs[features.transformed_name(key)] = tf.where(
+            tf.math.is_nan(value), tf.constant(features.NUM_BUCKETS, tf.int64), buckets)
+
+    for key, num_values in features.IDENTITY_FEATURES.items():
+        value = tf.cast(_dense(inputs[key], tf.constant(0, inputs[key].dtype)), tf.int64)
+        # Missing (0) and out-of-range ids share id 0.
+        outputs[features.transformed_name(key)] = tf.where(
+            (value < 0) | (value >= num_values), tf.constant(0, tf.int64), value)
+
+    for key, (top_k, frequency_threshold) in features.VOCAB_FEATURES.items():
+        raw = inputs[key]
+        value = _dense(raw, "" if raw.dtype == tf.string else tf.constant(-1, raw.dtype))
+        if value.dtype != tf.string:
+            value = tf.strings.as_string(value)
+        outputs[features.transformed_name(key)] = tft.compute_and_apply_vocabulary(
+            value, top_k=top_k, frequency_threshold=frequency_threshold,
+            num_oov_buckets=features.NUM_OOV_BUCKETS, vocab_filename=key)
+
+    # The label exists only at training time; serving signatures never see `tips`.
+    if features.RAW_LABEL_KEY in inputs:
+        fare = _float(inputs["fare"])
+        tips = _float(inputs[features.RAW_LABEL_KEY])
+        big_tip = tf.greater(tf.where(tf.math.is_nan(tips), 0.0, tips),
+                             features.BIG_TIP_FRACTION * tf.where(tf.math.is_nan(fare), 0.0, fare))
+        outputs[features.LABEL_KEY] = tf.cast(big_tip, tf.int64)
+    return outputs

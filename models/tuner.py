@@ -1,0 +1,56 @@
+"""The TFX Tuner entry point: a Bayesian search over `hyperparameters.search_space`."""
+from __future__ import annotations
+
+import keras_tuner
+import tensorflow_transform as tft
+from tfx import v1 as tfx
+
+from models import hyperparameters, model
+
+OBJECTIVE = keras_tuner.Objective("val_auc", direction="max")
+
+
+class KerasTwoTuner(keras_tuner.engine.base_tuner.BaseTuner):
+    """Runs each trial with the template's own tf_keras training.
+
+    keras-tuner 1.4 drives Keras 3 whenever it is installed (TF 2.16 installs it), and its
+    Keras-3 callbacks cannot drive a tf_keras model; so trials train here and report the
+    objective, and keras-tuner only proposes and ranks hyperparameters.
+    """
+
+    def __init__(self, *, train, evaluation, steps: int, eval_steps: int, **kwargs):
+        super().__init__(**kwargs)
+        self._train, self._evaluation = train, evaluation
+        self._steps, self._eval_steps = steps, eval_steps
+
+    def run_trial(self, trial, **_):
+        candidate = model.build_model(trial.hyperparameters)
+        history = candidate.fit(self._train, steps_per_epoch=self._steps, epochs=1,
+                                validation_data=self._evaluation,
+                                validation_steps=self._eval_steps, verbose=0)
+        return {name: values[-1] for name, values in history.history.items()}
+
+    def save_model(self, trial_id, model, step=0):  # trials keep no weights
+        pass
+
+    def load_model(self, trial):
+        raise NotImplementedError("trials keep no weights; train with the best hyperparameters")
+
+
+def tuner_fn(fn_args: tfx.components.FnArgs) -> tfx.components.TunerFnResult:
+    """TFX Tuner entry point."""
+    config = fn_args.custom_config or {}
+    tf_transform_output = tft.TFTransformOutput(fn_args.transform_graph_path)
+    batch_size = int(config.get("batch_size", 128))
+    seed = config.get("seed")
+    tuner = KerasTwoTuner(
+        oracle=keras_tuner.oracles.BayesianOptimizationOracle(
+            objective=OBJECTIVE, hyperparameters=hyperparameters.search_space(),
+            max_trials=int(config.get("max_trials", 6)),
+            seed=None if seed is None else int(seed)),
+        train=model.input_dataset(fn_args.train_files, tf_transform_output, batch_size, seed=seed),
+        evaluation=model.input_dataset(fn_args.eval_files, tf_transform_output, batch_size,
+                                       shuffle=False),
+        steps=fn_args.train_steps, eval_steps=fn_args.eval_steps,
+        directory=fn_args.working_dir, project_name="search", overwrite=True)
+    return tfx.components.TunerFnResult(tuner=tuner, fit_kwargs={})

@@ -1,0 +1,1 @@
+"""Pipeline machinery: settings, the one `create_pipeline`, and the components around it."""
