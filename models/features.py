@@ -4,8 +4,10 @@ Edit this file (with `preprocessing.py` and `schema/schema.pbtxt`) for a new dat
 """
 from __future__ import annotations
 
-# Heavy-tailed amounts: log1p, then z-score.
+# Heavy-tailed amounts: log1p, then z-score; also quantile buckets, because their effect is
+# not monotonic (short fares and airport fares both tip well, mid-range fares less).
 NUMERIC_FEATURES = ["fare", "trip_miles", "trip_seconds"]
+NUMERIC_BUCKETS = 20
 
 # Coordinates: quantile buckets, so the model sees neighbourhoods, not raw degrees.
 BUCKET_FEATURES = ["pickup_latitude", "pickup_longitude", "dropoff_latitude", "dropoff_longitude"]
@@ -45,6 +47,10 @@ STRING_FEATURES = ["payment_type", "company"]
 
 def transformed_name(key: str) -> str:
     return key + "_xf"
+
+
+def bucketized_name(key: str) -> str:
+    return key + "_bucket_xf"
 
 
 def raw_feature_keys() -> list[str]:

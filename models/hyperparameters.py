@@ -9,11 +9,11 @@ import keras_tuner
 
 def search_space(hp: Optional[keras_tuner.HyperParameters] = None) -> keras_tuner.HyperParameters:
     hp = hp or keras_tuner.HyperParameters()
-    hp.Choice("learning_rate", [1e-3, 3e-3, 1e-2], default=3e-3)
-    hp.Int("num_layers", 1, 3, default=2)
-    hp.Choice("hidden_units", [64, 128, 256], default=128)
-    hp.Choice("embedding_dim", [4, 8, 16], default=8)
-    hp.Choice("dropout", [0.0, 0.1, 0.3], default=0.1)
+    hp.Choice("learning_rate", [3e-4, 1e-3, 3e-3], default=1e-3)
+    hp.Int("num_layers", 1, 3, default=1)
+    hp.Choice("hidden_units", [32, 64, 128], default=64)
+    hp.Choice("embedding_dim", [2, 4, 8], default=4)
+    hp.Choice("dropout", [0.0, 0.1, 0.3], default=0.3)
     return hp
 
 

@@ -23,8 +23,20 @@ TRANSFORM_SIGNATURE = "transform_features"
 CACHE_MAX_FILES_BYTES = 512 * 1024 * 1024
 
 
+def _categorical_inputs() -> dict[str, int]:
+    """Transformed categorical input name -> number of ids."""
+    sizes = {features.bucketized_name(k): features.NUMERIC_BUCKETS for k in features.NUMERIC_FEATURES}
+    sizes.update({features.transformed_name(k): features.NUM_BUCKETS + 1
+                  for k in features.BUCKET_FEATURES})
+    sizes.update({features.transformed_name(k): n for k, n in features.IDENTITY_FEATURES.items()})
+    sizes.update({features.transformed_name(k): features.vocab_size(k)
+                  for k in features.VOCAB_FEATURES})
+    return sizes
+
+
 def model_input_keys() -> list[str]:
-    return [features.transformed_name(k) for k in features.raw_feature_keys()]
+    return ([features.transformed_name(k) for k in features.NUMERIC_FEATURES]
+            + list(_categorical_inputs()))
 
 
 def input_dataset(file_patterns: list[str], tf_transform_output: tft.TFTransformOutput,
@@ -65,14 +77,10 @@ def build_model(hp: "hyperparameters.keras_tuner.HyperParameters") -> keras.Mode
         name = features.transformed_name(key)
         inputs[name] = keras.Input(shape=(), name=name, dtype=tf.float32)
         deep.append(keras.layers.Reshape((1,))(inputs[name]))
-    categorical_sizes = {key: features.NUM_BUCKETS + 1 for key in features.BUCKET_FEATURES}
-    categorical_sizes.update(features.IDENTITY_FEATURES)
-    categorical_sizes.update({key: features.vocab_size(key) for key in features.VOCAB_FEATURES})
-    for key, size in categorical_sizes.items():
-        name = features.transformed_name(key)
+    for name, size in _categorical_inputs().items():
         inputs[name] = keras.Input(shape=(), name=name, dtype=tf.int64)
-        embedded = keras.layers.Embedding(size, embedding_dim, name=f"{key}_embedding")(inputs[name])
-        deep.append(embedded)
+        deep.append(keras.layers.Embedding(size, embedding_dim, name=f"{name}_embedding")(
+            inputs[name]))
 
     x = keras.layers.Concatenate()(deep)
     for i in range(hp.get("num_layers")):

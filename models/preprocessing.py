@@ -30,6 +30,7 @@ def preprocessing_fn(inputs: dict) -> dict:
         # Missing or negative amounts count as 0; log1p tames the long tail (700$ fares).
         value = tf.math.log1p(tf.maximum(tf.where(tf.math.is_nan(value), 0.0, value), 0.0))
         outputs[features.transformed_name(key)] = tft.scale_to_z_score(value)
+        outputs[features.bucketized_name(key)] = tft.bucketize(value, features.NUMERIC_BUCKETS)
 
     for key in features.BUCKET_FEATURES:
         value = _float(inputs[key])

@@ -119,7 +119,7 @@ def _parse(field: dataclasses.Field, raw: str):
         if kind.startswith("tuple"):
             return tuple(raw.split())
     except ValueError:
-        raise ValueError(f"{name}={raw!r}: expected a {kind}") from None
+        raise ValueError(f"{name}={raw!r}: expected {kind}") from None
     return raw
 
 

@@ -9,6 +9,7 @@ from tfx import v1 as tfx
 
 from models import features, model
 from pipeline import configs
+from pipeline.baseline import CANDIDATE_KEY, LatestBlessedBaselineStrategy
 from pipeline.gate import AnomaliesGate
 
 EXAMPLE_GEN_ID = "CsvExampleGen"
@@ -82,12 +83,16 @@ def create_pipeline(settings: configs.Settings, *,
     if ingest_only_span is not None:
         return _pipeline(settings, [example_gen], metadata_connection_config)
 
-    statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
     if settings.infer_schema:
+        statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
         schema_gen = tfx.components.SchemaGen(
             statistics=statistics_gen.outputs["statistics"], infer_feature_shape=False)
     else:
         schema_gen = tfx.components.ImportSchemaGen(schema_file=settings.schema_path)
+        # With the schema, categorical INT ids (hour, day) get the top-k counts that their
+        # drift and skew comparators need.
+        statistics_gen = tfx.components.StatisticsGen(
+            examples=example_gen.outputs["examples"], schema=schema_gen.outputs["schema"])
     example_validator = tfx.components.ExampleValidator(
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"])
     anomalies_gate = AnomaliesGate(anomalies=example_validator.outputs["anomalies"])
@@ -145,9 +150,10 @@ def create_pipeline(settings: configs.Settings, *,
         custom_config=training_config)
 
     latest_blessed_model = tfx.dsl.Resolver(
-        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+        strategy_class=LatestBlessedBaselineStrategy,
         model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
         model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+        **{CANDIDATE_KEY: trainer.outputs["model"]},
     ).with_id("latest_blessed_model_resolver")
 
     # Evaluated on the newest span's held-out split only (this run's ExampleGen output).

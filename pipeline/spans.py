@@ -30,7 +30,13 @@ def ingested_spans(settings: configs.Settings, example_gen_id: str) -> set[int]:
         "node", f"{settings.pipeline_name}.{example_gen_id}")
     if context is None:
         return set()
-    return {artifact.properties["span"].int_value
-            for artifact in store.get_artifacts_by_context(context.id)
-            if "span" in artifact.properties
-            and artifact.state == mlmd.proto.Artifact.LIVE}
+    return {_span(artifact) for artifact in store.get_artifacts_by_context(context.id)
+            if artifact.type == "Examples" and artifact.state == mlmd.proto.Artifact.LIVE}
+
+
+def _span(artifact: mlmd.proto.Artifact) -> int:
+    # TFX writes `span` as a custom property, older releases as a property.
+    for properties in (artifact.custom_properties, artifact.properties):
+        if "span" in properties:
+            return properties["span"].int_value
+    raise ValueError(f"Examples artifact {artifact.id} ({artifact.uri}) has no span")

@@ -1,0 +1,92 @@
+"""create_pipeline: which components run, and how they are wired."""
+import json
+
+import pytest
+
+from pipeline import configs
+from pipeline.pipeline import EXAMPLE_GEN_ID, SPAN_WINDOW_RESOLVER_ID, create_pipeline
+
+
+@pytest.fixture
+def settings(tmp_path):
+    return configs.Settings.from_env({}, output_dir=str(tmp_path / "out"))
+
+
+def _by_id(pipeline):
+    return {component.id: component for component in pipeline.components}
+
+
+def _producer(component, input_key):
+    return component.inputs[input_key].producer_component_id
+
+
+def test_all_components_are_on_by_default(settings):
+    assert set(_by_id(create_pipeline(settings))) == {
+        EXAMPLE_GEN_ID, "StatisticsGen", "ImportSchemaGen", "ExampleValidator", "AnomaliesGate",
+        SPAN_WINDOW_RESOLVER_ID, "Transform", "Tuner", "Trainer",
+        "latest_blessed_model_resolver", "Evaluator", "Pusher"}
+
+
+def test_wiring(settings):
+    c = _by_id(create_pipeline(settings))
+    assert _producer(c["StatisticsGen"], "examples") == EXAMPLE_GEN_ID
+    assert _producer(c["StatisticsGen"], "schema") == "ImportSchemaGen"
+    assert _producer(c["ExampleValidator"], "schema") == "ImportSchemaGen"
+    assert _producer(c["AnomaliesGate"], "anomalies") == "ExampleValidator"
+    # Transform runs only after the gate passed, on the window of spans.
+    assert c["AnomaliesGate"] in c["Transform"].upstream_nodes
+    assert _producer(c["Transform"], "examples") == SPAN_WINDOW_RESOLVER_ID
+    assert c[EXAMPLE_GEN_ID] in c[SPAN_WINDOW_RESOLVER_ID].upstream_nodes
+    for consumer in ("Tuner", "Trainer"):
+        assert _producer(c[consumer], "examples") == "Transform"
+        assert _producer(c[consumer], "transform_graph") == "Transform"
+    assert _producer(c["Trainer"], "hyperparameters") == "Tuner"
+    # The Evaluator judges the trained model on this run's (newest) span against the baseline.
+    assert _producer(c["Evaluator"], "examples") == EXAMPLE_GEN_ID
+    assert _producer(c["Evaluator"], "model") == "Trainer"
+    assert _producer(c["Evaluator"], "baseline_model") == "latest_blessed_model_resolver"
+    # The baseline is resolved after training, so it can leave out the candidate itself.
+    assert c["Trainer"] in c["latest_blessed_model_resolver"].upstream_nodes
+    assert _producer(c["Pusher"], "model_blessing") == "Evaluator"
+    assert _producer(c["Pusher"], "model") == "Trainer"
+
+
+def test_without_tuning_the_trainer_takes_the_last_tuning_result(settings):
+    c = _by_id(create_pipeline(configs.Settings.from_env(
+        {"PIPELINE_ENABLE_TUNING": "false"}, output_dir=settings.output_dir)))
+    assert "Tuner" not in c
+    assert _producer(c["Trainer"], "hyperparameters") == "latest_hyperparameters_resolver"
+
+
+def test_schema_is_inferred_when_asked(settings):
+    c = _by_id(create_pipeline(configs.Settings.from_env(
+        {"PIPELINE_INFER_SCHEMA": "1"}, output_dir=settings.output_dir)))
+    assert "ImportSchemaGen" not in c
+    assert _producer(c["ExampleValidator"], "schema") == "SchemaGen"
+
+
+def test_ingest_only_pipeline_reads_exactly_one_span(settings):
+    pipeline = create_pipeline(settings, ingest_only_span=3)
+    (example_gen,) = pipeline.components
+    assert example_gen.id == EXAMPLE_GEN_ID
+    static_range = json.loads(example_gen.exec_properties["range_config"])["static_range"]
+    assert static_range == {"start_span_number": 3, "end_span_number": 3}
+
+
+def test_settings_come_from_the_environment(tmp_path):
+    settings = configs.Settings.from_env({
+        "PIPELINE_OUTPUT_DIR": str(tmp_path), "PIPELINE_TRAIN_STEPS": "7",
+        "PIPELINE_DISTRIBUTION_STRATEGY": "mirrored"})
+    assert settings.train_steps == 7 and settings.distribution_strategy == "mirrored"
+    assert settings.metadata_path.startswith(str(tmp_path))
+    assert settings.serving_model_dir.startswith(str(tmp_path))
+
+
+@pytest.mark.parametrize("variable, value, message", [
+    ("PIPELINE_TRAIN_STEPS", "many", "PIPELINE_TRAIN_STEPS='many': expected int"),
+    ("PIPELINE_DISTRIBUTION_STRATEGY", "tpu", "expected one of default, mirrored, multi_worker"),
+    ("PIPELINE_ENABLE_TUNING", "perhaps", "PIPELINE_ENABLE_TUNING='perhaps': expected bool"),
+])
+def test_bad_settings_name_the_variable(variable, value, message):
+    with pytest.raises(ValueError, match=message):
+        configs.Settings.from_env({variable: value})
