@@ -42,14 +42,17 @@ def load_anomalies(uri: str, splits: list[str]) -> dict[str, anomalies_pb2.Anoma
 
 
 @tfx.dsl.components.component
-def AnomaliesGate(anomalies: tfx.dsl.components.InputArtifact[
-        tfx.types.standard_artifacts.ExampleAnomalies]) -> None:
-    """Raises DataAnomaliesError, failing the run, when ExampleValidator found anomalies."""
+def AnomaliesGate(
+    anomalies: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.ExampleAnomalies],
+    examples: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Examples],
+) -> None:
+    """Raises DataAnomaliesError, failing the run, when ExampleValidator found anomalies in
+    the examples (which only name the span in the message)."""
     problems = describe_anomalies(load_anomalies(anomalies.uri, list(anomalies.splits)))
     if problems:
-        span = anomalies.get_int_custom_property("span") or anomalies.span
+        span = examples.get_int_custom_property("span")  # ExampleGen records it there
         raise DataAnomaliesError(
             f"ExampleValidator found {len(problems)} anomalies in span {span} "
-            f"({anomalies.uri}); the run stops before Transform, Trainer and Pusher and the "
+            f"(report: {anomalies.uri}); the run stops before Transform, Trainer and Pusher and the "
             "pushed model is unchanged. Fix the data, or update schema/schema.pbtxt if the "
             "change is expected:\n  - " + "\n  - ".join(problems))

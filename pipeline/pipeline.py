@@ -95,7 +95,8 @@ def create_pipeline(settings: configs.Settings, *,
             examples=example_gen.outputs["examples"], schema=schema_gen.outputs["schema"])
     example_validator = tfx.components.ExampleValidator(
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"])
-    anomalies_gate = AnomaliesGate(anomalies=example_validator.outputs["anomalies"])
+    anomalies_gate = AnomaliesGate(anomalies=example_validator.outputs["anomalies"],
+                                   examples=example_gen.outputs["examples"])
 
     # The newest `train_window_spans` spans ExampleGen has ingested, in this run or earlier.
     span_window = tfx.dsl.Resolver(

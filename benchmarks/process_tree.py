@@ -1,0 +1,124 @@
+"""Runs a command as a subprocess and measures its wall time and peak memory.
+
+Peak memory is the largest sum of RSS over the process and all its descendants, sampled
+every `interval_s` seconds. Summing RSS counts pages shared between processes (forked
+workers, shared libraries) once per process, so for multi-process runs it overstates the
+true footprint; the pipelines measured here run in a single process.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Mapping, Sequence
+
+try:
+    import psutil
+except ImportError:  # fall back to reading /proc ourselves
+    psutil = None
+
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+TAIL_LINES = 40
+
+
+class RunFailed(RuntimeError):
+    """A measured command exited with a non-zero status."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Measurement:
+    wall_s: float
+    peak_rss_bytes: int
+    samples: int
+
+    @property
+    def peak_rss_mb(self) -> float:
+        return self.peak_rss_bytes / 2**20
+
+
+def _tree_rss_psutil(pid: int) -> int:
+    """Sum of RSS of `pid` and its descendants, with psutil."""
+    try:
+        root = psutil.Process(pid)
+        processes = [root] + root.children(recursive=True)
+    except psutil.NoSuchProcess:
+        return 0
+    total = 0
+    for process in processes:
+        try:
+            total += process.memory_info().rss
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass  # exited between listing and reading
+    return total
+
+
+def _tree_rss_proc(pid: int) -> int:
+    """Sum of RSS of `pid` and its descendants, from /proc (Linux only)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path("/proc", entry, "stat").read_text()
+        except OSError:
+            continue
+        # "pid (comm) state ppid ...": comm may hold spaces or parentheses.
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry))
+    total, stack = 0, [pid]
+    while stack:
+        current = stack.pop()
+        try:
+            total += int(Path("/proc", str(current), "statm").read_text().split()[1]) * PAGE_SIZE
+        except (OSError, ValueError, IndexError):
+            pass
+        stack.extend(children.get(current, []))
+    return total
+
+
+def tree_rss_bytes(pid: int) -> int:
+    """Current sum of RSS over the process tree rooted at `pid`."""
+    return _tree_rss_psutil(pid) if psutil is not None else _tree_rss_proc(pid)
+
+
+def sampler_name() -> str:
+    return f"psutil {psutil.__version__}" if psutil is not None else "/proc"
+
+
+def _tail(path: Path, lines: int = TAIL_LINES) -> str:
+    text = path.read_text(errors="replace").splitlines()
+    return "\n".join(text[-lines:])
+
+
+def run_measured(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], log_path: Path,
+                 interval_s: float = 0.2) -> Measurement:
+    """Runs `argv` to completion (output to `log_path`), sampling its tree's memory.
+
+    Raises RunFailed, with the log's tail, if the command fails. On an exception here
+    (Ctrl-C) the command's process group, which this function created, is terminated."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "wb") as log:
+        start = time.monotonic()
+        process = subprocess.Popen(list(argv), cwd=cwd, env=dict(env), stdout=log,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+        peak, samples = 0, 0
+        try:
+            while process.poll() is None:
+                peak = max(peak, tree_rss_bytes(process.pid))
+                samples += 1
+                try:
+                    process.wait(timeout=interval_s)
+                except subprocess.TimeoutExpired:
+                    pass
+        except BaseException:
+            os.killpg(process.pid, signal.SIGTERM)  # the session this call started
+            process.wait()
+            raise
+        wall = time.monotonic() - start
+    if process.returncode != 0:
+        raise RunFailed(f"{' '.join(argv)} (in {cwd}) exited with {process.returncode}; "
+                        f"log {log_path}, last lines:\n{_tail(log_path)}")
+    return Measurement(wall_s=wall, peak_rss_bytes=peak, samples=samples)
