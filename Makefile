@@ -39,9 +39,9 @@ test: setup
 data: setup
 	$(PY) scripts/split_data.py
 
-# Writes a starting schema from the latest SchemaGen-style inference over the data.
+# Writes a starting schema from the latest SchemaGen output (after PIPELINE_INFER_SCHEMA=1 make run).
 schema: setup
-	$(PY) scripts/infer_schema.py
+	$(PY) scripts/export_schema.py $(ARGS)
 
 benchmark: setup
 	$(PY) benchmarks/pipeline_vs_official.py

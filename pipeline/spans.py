@@ -4,11 +4,9 @@ from __future__ import annotations
 import os
 import re
 
-import ml_metadata as mlmd
 import tensorflow as tf
-from tfx import v1 as tfx
 
-from pipeline import configs
+from pipeline import configs, metadata
 
 
 def available_spans(settings: configs.Settings) -> list[int]:
@@ -22,21 +20,8 @@ def available_spans(settings: configs.Settings) -> list[int]:
 
 def ingested_spans(settings: configs.Settings, example_gen_id: str) -> set[int]:
     """Spans with an Examples artifact from this pipeline's ExampleGen in the local MLMD."""
-    if not os.path.exists(settings.metadata_path):
+    store = metadata.open_store(settings)
+    if store is None:
         return set()
-    store = mlmd.MetadataStore(
-        tfx.orchestration.metadata.sqlite_metadata_connection_config(settings.metadata_path))
-    context = store.get_context_by_type_and_name(
-        "node", f"{settings.pipeline_name}.{example_gen_id}")
-    if context is None:
-        return set()
-    return {_span(artifact) for artifact in store.get_artifacts_by_context(context.id)
-            if artifact.type == "Examples" and artifact.state == mlmd.proto.Artifact.LIVE}
-
-
-def _span(artifact: mlmd.proto.Artifact) -> int:
-    # TFX writes `span` as a custom property, older releases as a property.
-    for properties in (artifact.custom_properties, artifact.properties):
-        if "span" in properties:
-            return properties["span"].int_value
-    raise ValueError(f"Examples artifact {artifact.id} ({artifact.uri}) has no span")
+    return {metadata.span_of(artifact) for artifact in metadata.node_outputs(
+        store, settings.pipeline_name, example_gen_id, "Examples")}

@@ -12,9 +12,8 @@ from pathlib import Path
 
 import ml_metadata as mlmd
 import tensorflow as tf
-from tfx import v1 as tfx
 
-from pipeline import configs
+from pipeline import configs, metadata
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -59,28 +58,17 @@ class PipelineRun:
         return subprocess.run([sys.executable, str(ROOT / "local_runner.py")], env=self.env,
                               capture_output=True, text=True, timeout=1200)
 
-    def store(self) -> mlmd.MetadataStore:
-        return mlmd.MetadataStore(tfx.orchestration.metadata.sqlite_metadata_connection_config(
-            self.settings.metadata_path))
-
     def executions(self, node_id: str) -> list[mlmd.proto.Execution]:
-        """The node's executions, oldest first."""
-        store = self.store()
-        context = store.get_context_by_type_and_name(
-            "node", f"{self.settings.pipeline_name}.{node_id}")
-        if context is None:
-            return []
-        return sorted(store.get_executions_by_context(context.id), key=lambda e: e.id)
+        return metadata.node_executions(self._store(), self.settings.pipeline_name, node_id)
 
     def outputs(self, node_id: str, type_name: str) -> list[mlmd.proto.Artifact]:
-        """Artifacts of a type that the node produced, oldest first."""
-        store = self.store()
-        output_events = (mlmd.proto.Event.OUTPUT, mlmd.proto.Event.DECLARED_OUTPUT)
-        ids = {event.artifact_id for execution in self.executions(node_id)
-               for event in store.get_events_by_execution_ids([execution.id])
-               if event.type in output_events}
-        return sorted((a for a in store.get_artifacts_by_id(list(ids)) if a.type == type_name),
-                      key=lambda a: a.id)
+        return metadata.node_outputs(self._store(), self.settings.pipeline_name, node_id,
+                                     type_name)
+
+    def _store(self) -> mlmd.MetadataStore:
+        store = metadata.open_store(self.settings)
+        assert store is not None, f"no MLMD store at {self.settings.metadata_path}"
+        return store
 
     def pushed_versions(self) -> list[str]:
         base = self.settings.serving_model_dir
@@ -95,10 +83,6 @@ def new_run(tmp_path: Path, **env_overrides: str) -> PipelineRun:
     settings = configs.Settings.from_env({k: v for k, v in env.items()
                                           if k.startswith("PIPELINE_")})
     return PipelineRun(settings, env)
-
-
-def span_of(artifact: mlmd.proto.Artifact) -> int:
-    return artifact.custom_properties["span"].int_value
 
 
 def read_records(pattern: str) -> list[bytes]:

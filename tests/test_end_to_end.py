@@ -16,8 +16,9 @@ import tf_keras as keras
 
 from models import features, model
 from pipeline.pipeline import EXAMPLE_GEN_ID, create_pipeline
-from tests.pipeline_run import (ROOT, PipelineRun, new_run, read_csv, read_records, span_of,
-                                write_csv, write_data_slice)
+from pipeline.metadata import span_of
+from tests.pipeline_run import (ROOT, PipelineRun, new_run, read_csv, read_records, write_csv,
+                                write_data_slice)
 
 SPANS = [1, 2, 3]
 ROWS_PER_SPAN = 400

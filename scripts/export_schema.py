@@ -1,0 +1,67 @@
+"""Writes a starting schema for a new dataset from the latest SchemaGen output.
+
+    PIPELINE_INFER_SCHEMA=1 make run     # the pipeline infers a schema with SchemaGen
+    make schema                          # = python scripts/export_schema.py
+
+The inferred schema gets TRAINING and SERVING environments, with the raw label column
+(models/features.py RAW_LABEL_KEY) left out of SERVING. Curate it (domains, presence, drift
+and skew comparators: see the comments in schema/schema.pbtxt) before you rely on it.
+An existing file is only replaced with --force, and the new one is written atomically.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import tensorflow_data_validation as tfdv
+from tensorflow_metadata.proto.v0 import schema_pb2
+
+from models import features
+from pipeline import configs, metadata
+
+SCHEMA_GEN_ID = "SchemaGen"
+
+
+def latest_inferred_schema(settings: configs.Settings) -> str:
+    """Path of the newest schema.pbtxt that SchemaGen wrote for this pipeline."""
+    store = metadata.open_store(settings)
+    schemas = metadata.node_outputs(store, settings.pipeline_name, SCHEMA_GEN_ID, "Schema") \
+        if store else []
+    if not schemas:
+        raise SystemExit(
+            f"no SchemaGen output for pipeline {settings.pipeline_name!r} in "
+            f"{settings.metadata_path}: run `PIPELINE_INFER_SCHEMA=1 make run` first")
+    return os.path.join(schemas[-1].uri, "schema.pbtxt")
+
+
+def with_environments(schema: schema_pb2.Schema, label_key: str) -> schema_pb2.Schema:
+    """TRAINING and SERVING environments, the label only in TRAINING."""
+    del schema.default_environment[:]
+    schema.default_environment.extend(["TRAINING", "SERVING"])
+    for feature in schema.feature:
+        if feature.name == label_key and "SERVING" not in feature.not_in_environment:
+            feature.not_in_environment.append("SERVING")
+    return schema
+
+
+def main() -> None:
+    settings = configs.Settings.from_env()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=settings.schema_path)
+    parser.add_argument("--force", action="store_true", help="replace an existing file")
+    args = parser.parse_args()
+    if os.path.exists(args.out) and not args.force:
+        sys.exit(f"{args.out} exists (a curated schema?): pass --force to replace it, "
+                 "or --out to write elsewhere")
+    source = latest_inferred_schema(settings)
+    schema = with_environments(tfdv.load_schema_text(source), features.RAW_LABEL_KEY)
+    temporary = args.out + ".tmp"
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    tfdv.write_schema_text(schema, temporary)
+    os.replace(temporary, args.out)
+    print(f"wrote {args.out} from {source}")
+
+
+if __name__ == "__main__":
+    main()
