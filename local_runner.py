@@ -12,7 +12,7 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # before TensorFlow loads; se
 from absl import logging  # noqa: E402
 from tfx import v1 as tfx  # noqa: E402
 
-from pipeline import configs, spans  # noqa: E402
+from pipeline import configs, spans, summary  # noqa: E402
 from pipeline.pipeline import EXAMPLE_GEN_ID, create_pipeline  # noqa: E402
 
 
@@ -38,4 +38,6 @@ def run(settings: configs.Settings) -> None:
 
 if __name__ == "__main__":
     logging.set_verbosity(logging.INFO)
-    run(configs.Settings.from_env())
+    settings = configs.Settings.from_env()
+    run(settings)
+    print(summary.latest_run_summary(settings))

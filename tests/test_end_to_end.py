@@ -35,6 +35,8 @@ def first_run(tmp_path_factory) -> PipelineRun:
     run = new_run(tmp_path)
     result = run.run()
     assert result.returncode == 0, result.stderr[-5000:]
+    # The runner ends with a summary of the evaluation and the pushed model.
+    assert "BLESSED" in result.stdout and f"Serving: {run.settings.serving_model_dir}/" in result.stdout
     return run
 
 

@@ -1,0 +1,40 @@
+"""A few lines on the latest run for the console: blessing, hold-out metrics, pushed model."""
+from __future__ import annotations
+
+import os
+
+import tensorflow_model_analysis as tfma
+
+from pipeline import configs, metadata
+
+EVALUATOR_ID, PUSHER_ID = "Evaluator", "Pusher"
+SHOWN_METRICS = ("auc", "binary_accuracy", "mean_label", "example_count")
+
+
+def overall_metrics(evaluation_uri: str) -> dict[str, float]:
+    """The overall slice's metrics of an Evaluator output."""
+    result = tfma.load_eval_result(evaluation_uri)
+    for slice_key, metrics in result.slicing_metrics:
+        if slice_key == ():
+            return {name: value["doubleValue"] for name, value in metrics[""][""].items()
+                    if "doubleValue" in value}
+    raise ValueError(f"no overall slice in {evaluation_uri}")
+
+
+def latest_run_summary(settings: configs.Settings) -> str:
+    store = metadata.open_store(settings)
+    evaluations = metadata.node_outputs(store, settings.pipeline_name, EVALUATOR_ID,
+                                        "ModelEvaluation") if store else []
+    if not evaluations:
+        return "No evaluation yet."
+    latest = evaluations[-1].uri
+    metrics = overall_metrics(latest)
+    blessed = tfma.load_validation_result(latest).validation_ok
+    shown = ", ".join(f"{name} {metrics[name]:.4g}" for name in SHOWN_METRICS if name in metrics)
+    lines = [f"Latest evaluation (newest span's hold-out): {shown}",
+             f"  {'BLESSED' if blessed else 'NOT blessed'} ({latest})"]
+    versions = sorted(os.listdir(settings.serving_model_dir)) \
+        if os.path.isdir(settings.serving_model_dir) else []
+    lines.append(f"Serving: {os.path.join(settings.serving_model_dir, versions[-1])}"
+                 if versions else "Serving: no model pushed yet")
+    return "\n".join(lines)
