@@ -20,7 +20,7 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 	@test -n "$(PYTHON310)" || { echo "error: python3.10 not found on PATH or under ~/.pyenv/versions" >&2; exit 1; }
 	@test -x $(PY) || $(PYTHON310) -m venv $(VENV)
 	@test -x $(UV) || $(VENV)/bin/pip install --quiet uv==$(UV_VERSION)
-	$(UV) pip sync --python $(PY) requirements.lock
+	$(UV) pip sync --python $(PY) --compile-bytecode requirements.lock
 	$(UV) pip install --python $(PY) --no-deps -e .
 	@touch $@
 

@@ -108,12 +108,14 @@ def _first_value(example: tf.train.Example, key: str):
 
 
 def big_tipper(example: tf.train.Example) -> int:
-    """The label both pipelines train on: tips > 20% of the fare, a missing amount = 0."""
-    tips = _first_value(example, "tips")
-    fare = _first_value(example, "fare")
-    tips = 0.0 if tips is None or np.isnan(tips) else float(tips)
-    fare = 0.0 if fare is None or np.isnan(fare) else float(fare)
-    return int(tips > BIG_TIP_FRACTION * fare)
+    """The label both pipelines train on: tips > 20% of the fare, a missing amount = 0.
+
+    In float32, as both preprocessing_fns compute it: trips tipping exactly 20% (fare 13.65,
+    tips 2.73) are not big tippers in float32 but would be in float64."""
+    def amount(key: str) -> np.float32:
+        value = _first_value(example, key)
+        return np.float32(0.0 if value is None or np.isnan(value) else value)
+    return int(amount("tips") > np.float32(BIG_TIP_FRACTION) * amount("fare"))
 
 
 def load_holdout(metadata_path: Path, pipeline_name: str) -> HoldOut:

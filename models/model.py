@@ -197,5 +197,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     if not _is_chief():
         output_dir = os.path.join(fn_args.model_run_dir, "worker-scratch",
                                   str(json.loads(os.environ["TF_CONFIG"])["task"]["index"]))
-    model.save(output_dir, save_format="tf",
+    # save_traces=False: the model has only built-in layers, and tracing each layer call for
+    # Keras reloading costs seconds; the signatures below are traced regardless.
+    model.save(output_dir, save_format="tf", save_traces=False,
                signatures=export_signatures(model, tf_transform_output))

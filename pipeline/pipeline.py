@@ -114,6 +114,9 @@ def create_pipeline(settings: configs.Settings, *,
         examples=span_window.outputs["examples"], schema=schema_gen.outputs["schema"],
         preprocessing_fn="models.preprocessing.preprocessing_fn",
         splits_config=tfx.proto.SplitsConfig(analyze=["train"], transform=["train", "eval"]),
+        # Pre/post-transform statistics cost Transform most of its time on small data;
+        # StatisticsGen already describes the raw data.
+        disable_statistics=not settings.transform_statistics,
         custom_config=code_config)
     transform.add_upstream_node(anomalies_gate)
 

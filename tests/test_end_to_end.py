@@ -139,6 +139,17 @@ def test_rerun_with_no_new_data_is_cached_and_pushes_nothing(first_run):
     assert first_run.pushed_versions() == versions
 
 
+def test_without_tuning_the_trainer_reuses_the_last_tuning_result(first_run):
+    """With the Tuner off, the Trainer gets the last tuning result: the very same inputs as
+    the tuned run, so its execution is reused instead of training with the defaults."""
+    untuned = PipelineRun(first_run.settings, {**first_run.env, "PIPELINE_ENABLE_TUNING": "0"})
+    tuner_runs = len(first_run.executions("Tuner"))
+    result = untuned.run()
+    assert result.returncode == 0, result.stderr[-5000:]
+    assert len(first_run.executions("Tuner")) == tuner_runs
+    assert first_run.executions("Trainer")[-1].last_known_state == CACHED
+
+
 def _model_digest(run: PipelineRun) -> str:
     with open(os.path.join(_pushed_model_path(run), "saved_model.pb"), "rb") as f:
         return hashlib.sha256(f.read()).hexdigest()
