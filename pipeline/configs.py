@@ -40,7 +40,8 @@ class Settings:
 
     enable_tuning: bool = True
     tuner_max_trials: int = 6
-    tuner_train_steps: int = 400
+    # Trials train as long as the Trainer does, so they rank what will be trained.
+    tuner_train_steps: int = 1000
     train_steps: int = 1000
     eval_steps: int = 50
     batch_size: int = 128
