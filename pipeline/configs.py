@@ -55,6 +55,11 @@ class Settings:
     # How much AUC the candidate may lose against the latest blessed model.
     max_auc_drop: float = 0.01
 
+    # Airflow (airflow_runner.py): the DAG's schedule, first date and task retries.
+    airflow_schedule: str = "@daily"
+    airflow_start_date: str = "2024-01-01"
+    airflow_retries: int = 1
+
     enable_cache: bool = True
     # Beam's DirectRunner: 1 = in-process; 0 = one worker process per core.
     beam_direct_num_workers: int = 1
