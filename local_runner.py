@@ -2,6 +2,7 @@
 
     python local_runner.py                     # or: make run
     tfx pipeline create --engine local --pipeline_path local_runner.py
+    tfx run create --engine local --pipeline_name taxi-tips
 
 Settings come from pipeline/configs.py and `PIPELINE_*` environment variables.
 """
@@ -12,32 +13,43 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # before TensorFlow loads; se
 from absl import logging  # noqa: E402
 from tfx import v1 as tfx  # noqa: E402
 
-from pipeline import configs, spans, summary  # noqa: E402
+from pipeline import configs, preflight, spans, summary  # noqa: E402
 from pipeline.pipeline import EXAMPLE_GEN_ID, create_pipeline  # noqa: E402
 
 
-def run(settings: configs.Settings) -> None:
-    metadata = tfx.orchestration.metadata.sqlite_metadata_connection_config(
-        settings.metadata_path)
+def ingest_earlier_spans(settings: configs.Settings, metadata) -> None:
+    """A new pipeline (or one whose window grew) first ingests the older spans of its training
+    window, one ExampleGen run each, as if they had arrived over time; the full run then
+    ingests the newest span and trains on the whole window."""
     found = spans.available_spans(settings)
-    if not found:
-        raise FileNotFoundError(
-            f"no spans in {settings.data_dir} matching {settings.span_pattern!r} "
-            "(set PIPELINE_DATA_DIR, or run `make data`)")
-    # A new pipeline (or one whose window grew) first ingests the older spans of its training
-    # window one at a time, as if they had arrived over time; the full run takes the newest.
     ingested = spans.ingested_spans(settings, EXAMPLE_GEN_ID)
     for span in found[-settings.train_window_spans:-1]:
         if span not in ingested:
             logging.info("Ingesting earlier span %d", span)
             tfx.orchestration.LocalDagRunner().run(create_pipeline(
                 settings, metadata_connection_config=metadata, ingest_only_span=span))
-    tfx.orchestration.LocalDagRunner().run(
-        create_pipeline(settings, metadata_connection_config=metadata))
+
+
+def main() -> None:
+    logging.set_verbosity(logging.INFO)
+    try:
+        settings = configs.Settings.from_env(orchestrator="local")
+        preflight.check_local_paths(settings)
+    except ValueError as error:
+        raise SystemExit(f"error: {error}") from None
+    metadata = tfx.orchestration.metadata.sqlite_metadata_connection_config(
+        settings.metadata_path)
+    pipeline = create_pipeline(settings, metadata_connection_config=metadata)
+    # `tfx pipeline create/compile` runs this file with run() patched to only capture the
+    # pipeline: nothing may be ingested then (`tfx run create` runs the file for real).
+    if hasattr(tfx.orchestration.LocalDagRunner.run, "__wrapped__"):
+        tfx.orchestration.LocalDagRunner().run(pipeline)
+        return
+    if not settings.example_gen_reads_window:
+        ingest_earlier_spans(settings, metadata)
+    tfx.orchestration.LocalDagRunner().run(pipeline)
+    print(summary.latest_run_summary(settings))
 
 
 if __name__ == "__main__":
-    logging.set_verbosity(logging.INFO)
-    settings = configs.Settings.from_env()
-    run(settings)
-    print(summary.latest_run_summary(settings))
+    main()

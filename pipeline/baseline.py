@@ -21,7 +21,7 @@ class LatestBlessedBaselineStrategy(LatestBlessedModelStrategy):
     def resolve_artifacts(
         self, store: mlmd.MetadataStore, input_dict: dict[str, list[types.Artifact]]
     ) -> Optional[dict[str, list[types.Artifact]]]:
-        candidates = input_dict[CANDIDATE_KEY]
+        candidates = this_runs_candidate(store, input_dict[CANDIDATE_KEY])
         candidate_ids = {artifact.id for artifact in candidates}
         # MLMD artifact ids are unique across types, so filtering every list is safe.
         inputs = {key: [a for a in artifacts if a.id not in candidate_ids]
@@ -30,3 +30,28 @@ class LatestBlessedBaselineStrategy(LatestBlessedModelStrategy):
         if result is None:
             return None
         return {**result, CANDIDATE_KEY: candidates}
+
+
+def this_runs_candidate(store: mlmd.MetadataStore,
+                        candidates: list[types.Artifact]) -> list[types.Artifact]:
+    """The model this run's Trainer output.
+
+    The IR runners (local, Vertex) resolve the `candidate` channel to exactly that. Airflow's
+    legacy resolver resolves every channel over all runs of the pipeline, so it passes every
+    model the Trainer ever output, and all of them would be left out of the baseline. This
+    run's is the one the newest Trainer execution output (a cached execution outputs the model
+    it reuses; Airflow runs one DAG run at a time)."""
+    if len(candidates) <= 1:
+        return candidates
+    by_id = {artifact.id: artifact for artifact in candidates}
+    outputs = [event for event in store.get_events_by_artifact_ids(list(by_id))
+               if event.type in (mlmd.proto.Event.OUTPUT, mlmd.proto.Event.DECLARED_OUTPUT)]
+    executions = {e.id: e for e in store.get_executions_by_id(
+        {event.execution_id for event in outputs})}
+    # The Trainer's type is that of the first execution to output a candidate; resolvers that
+    # passed models on record outputs too, under their own type.
+    trainer_type = executions[min(event.execution_id for event in outputs)].type_id
+    newest = max((event for event in outputs
+                  if executions[event.execution_id].type_id == trainer_type),
+                 key=lambda event: event.execution_id)
+    return [by_id[newest.artifact_id]]

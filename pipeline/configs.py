@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import re
 from pathlib import Path
 from typing import Optional
 
@@ -16,6 +17,16 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 MODELS_DIR = PROJECT_ROOT / "models"
 
 STRATEGIES = ("default", "mirrored", "multi_worker")
+# The names Kubeflow Pipelines v2 / Vertex accept; every runner uses them, so pipelines port.
+PIPELINE_NAME_PATTERN = re.compile(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?")
+
+# vertex: Vertex AI Pipelines; kubeflow: a self-hosted Kubeflow Pipelines v2 backend. Both run
+# kubeflow_runner.py's spec, every step in the pipeline image.
+ORCHESTRATORS = ("local", "airflow", "vertex", "kubeflow")
+KUBEFLOW_ORCHESTRATORS = ("vertex", "kubeflow")
+BEAM_PRESETS = ("direct", "dataflow", "flink", "spark")
+# Where the Dockerfile puts this project in the pipeline image.
+IMAGE_PROJECT_ROOT = Path("/pipeline")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,6 +42,9 @@ class Settings:
     span_pattern: str = "span-{SPAN}/*.csv"
     # How many of the newest spans the Transform and Trainer see.
     train_window_spans: int = 6
+    # A BigQuery query instead of files (BigQueryExampleGen). Its result is the whole training
+    # window, so ExampleGen reads the window every run (see example_gen_reads_window).
+    bigquery_query: str = ""
     # ExampleGen splits every span into train/eval by hash, in this ratio.
     train_hash_buckets: int = 3
     eval_hash_buckets: int = 1
@@ -59,15 +73,68 @@ class Settings:
     airflow_schedule: str = "@daily"
     airflow_start_date: str = "2024-01-01"
     airflow_retries: int = 1
+    # Shared storage (gs:// in production) for the pipeline root and pushed models of Airflow
+    # runs, which every worker reads; empty = output_dir. The SQLite MLMD store stays under
+    # output_dir: SQLite cannot live on gs://.
+    airflow_output_dir: str = ""
+
+    # Who runs the pipeline (one of ORCHESTRATORS; the runners set it). Vertex and self-hosted
+    # Kubeflow run fewer resolvers than TFX itself, which changes the pipeline (see resolvers).
+    orchestrator: str = "local"
+    # Vertex/Kubeflow (kubeflow_runner.py). The image every step runs (Dockerfile); Dataflow,
+    # Flink and Spark workers and Vertex training replicas run it too.
+    container_image: str = ""
+    # The gs:// counterpart of output_dir there: pipeline root <dir>/tfx/<name>, models pushed
+    # to files <dir>/serving_model/<name>, Beam temp files <dir>/beam-temp.
+    kubeflow_output_dir: str = ""
+    # Where kubeflow_runner.py writes the compiled spec; empty = <output_dir>/kubeflow/
+    # <pipeline name>.json (Vertex) or .yaml (self-hosted Kubeflow, whose client takes only YAML).
+    kubeflow_spec_path: str = ""
+    # Google Cloud project and region of Dataflow, Vertex training and the Vertex endpoint.
+    gcp_project: str = ""
+    gcp_region: str = ""
+    # Vertex AI training: with N > 0 replicas the Trainer runs as a Vertex custom job of one
+    # chief and N-1 workers (N > 1 needs distribution_strategy multi_worker); 0 = in the step.
+    vertex_training_replicas: int = 0
+    vertex_machine_type: str = "n1-standard-4"
+    vertex_accelerator_type: str = ""  # e.g. NVIDIA_TESLA_T4; empty = CPU only
+    vertex_accelerator_count: int = 0
+    # Vertex AI endpoint the Pusher deploys blessed models to; empty = push to files.
+    vertex_endpoint: str = ""
+    # TF Serving build of the endpoint; 2.15 is the newest prebuilt one aiplatform lists.
+    vertex_serving_image: str = "us-docker.pkg.dev/vertex-ai/prediction/tf2-cpu.2-15:latest"
+    vertex_serving_machine_type: str = "n1-standard-2"
 
     enable_cache: bool = True
+    # Where the data components' Beam pipelines run: direct, dataflow, flink or spark (see
+    # beam_preset_args).
+    beam_preset: str = "direct"
     # Beam's DirectRunner: 1 = in-process; 0 = one worker process per core.
     beam_direct_num_workers: int = 1
+    # flink: the JobManager's REST address (host:8081); spark: the master's REST URL
+    # (http://host:6066).
+    beam_cluster_address: str = ""
+    # Beam's temp files (gs:// for Dataflow and BigQuery); empty = <output dir>/beam-temp.
+    beam_temp_location: str = ""
+    # Appended to the preset's arguments, so they add to them or override them.
     extra_beam_args: tuple[str, ...] = ()
 
     @property
+    def on_kubeflow(self) -> bool:
+        """Steps run in container_image from a KFP v2 spec (Vertex AI or self-hosted)."""
+        return self.orchestrator in KUBEFLOW_ORCHESTRATORS
+
+    @property
+    def storage_dir(self) -> str:
+        """Where runs write: output_dir, or kubeflow_output_dir when steps run in containers
+        (airflow_output_dir, if set, on Airflow)."""
+        if self.orchestrator == "airflow" and self.airflow_output_dir:
+            return self.airflow_output_dir
+        return self.kubeflow_output_dir if self.on_kubeflow else self.output_dir
+
+    @property
     def pipeline_root(self) -> str:
-        return os.path.join(self.output_dir, "tfx", self.pipeline_name)
+        return os.path.join(self.storage_dir, "tfx", self.pipeline_name)
 
     @property
     def metadata_path(self) -> str:
@@ -75,26 +142,63 @@ class Settings:
 
     @property
     def serving_model_dir(self) -> str:
-        return os.path.join(self.output_dir, "serving_model", self.pipeline_name)
+        return os.path.join(self.storage_dir, "serving_model", self.pipeline_name)
+
+    @property
+    def beam_temp_dir(self) -> str:
+        return self.beam_temp_location or os.path.join(self.storage_dir, "beam-temp")
+
+    @property
+    def resolvers(self) -> str:
+        """Which resolver nodes the orchestrator runs:
+        "any"    TFX resolves inputs from MLMD itself, with any strategy (local, Airflow);
+        "stock"  Vertex runs the artifact queries TFX compiles from LatestArtifactStrategy
+                 and LatestBlessedModelStrategy, and no other strategy compiles
+                 (tfx/orchestration/kubeflow/v2/step_builder.py, _build_resolver_spec);
+        "none"   the self-hosted KFP v2 backend rejects any resolver ("resolver not
+                 implemented yet", backend/src/v2/compiler/argocompiler/argo.go, 2.0-2.16).
+        """
+        return {"vertex": "stock", "kubeflow": "none"}.get(self.orchestrator, "any")
+
+    @property
+    def example_gen_reads_window(self) -> bool:
+        """ExampleGen reads the whole training window every run, instead of one new span
+        that the span window resolver adds to the spans of earlier runs: where that resolver
+        cannot run, and for a query, whose result has no spans."""
+        return self.resolvers != "any" or bool(self.bigquery_query)
+
+    @property
+    def pipeline_caching(self) -> bool:
+        """enable_cache, unless nothing fingerprints ExampleGen's input, so a cached ExampleGen
+        would never see new data: a query's result, or files on self-hosted KFP v2, whose
+        backend skips ExampleGen's driver (the preCacheCheck hook only Vertex runs)."""
+        return (self.enable_cache and not self.bigquery_query
+                and self.orchestrator != "kubeflow")
 
     @property
     def beam_pipeline_args(self) -> list[str]:
-        # Any Beam argument makes TFX package itself into an sdist for remote workers, in
-        # every Beam component (seconds each); the in-process DirectRunner needs none.
-        if self.beam_direct_num_workers == 1:
-            args = []
-        else:
-            args = ["--direct_running_mode=multi_processing",
-                    f"--direct_num_workers={self.beam_direct_num_workers}"]
-        return args + list(self.extra_beam_args)
+        return beam_preset_args(self) + list(self.extra_beam_args)
+
+    def runtime_path(self, path: str) -> str:
+        """`path` as the pipeline's steps see it. On Vertex/Kubeflow they run in the image,
+        which holds this project at IMAGE_PROJECT_ROOT, so a path inside the checkout moves
+        there (the shipped schema, or data baked into the image); URIs and other paths stay."""
+        if not self.on_kubeflow or "://" in path:
+            return path
+        try:
+            relative = Path(os.path.abspath(path)).relative_to(PROJECT_ROOT)
+        except ValueError:
+            return path
+        return str(IMAGE_PROJECT_ROOT / relative)
 
     @classmethod
     def from_env(cls, environ: Optional[dict[str, str]] = None, **overrides) -> "Settings":
-        """Defaults, then `PIPELINE_<FIELD>` environment variables, then `overrides`."""
+        """Defaults, then `PIPELINE_<FIELD>` environment variables (see env_name), then
+        `overrides`."""
         environ = os.environ if environ is None else environ
         values = {}
         for field in dataclasses.fields(cls):
-            raw = environ.get("PIPELINE_" + field.name.upper())
+            raw = environ.get(env_name(field.name))
             if raw is not None and raw != "":
                 values[field.name] = _parse(field, raw)
         values.update(overrides)
@@ -103,18 +207,54 @@ class Settings:
         return settings
 
     def validate(self) -> None:
-        if self.distribution_strategy not in STRATEGIES:
-            raise ValueError(f"PIPELINE_DISTRIBUTION_STRATEGY={self.distribution_strategy!r}: "
-                             f"expected one of {', '.join(STRATEGIES)}")
+        _check_choice("distribution_strategy", self.distribution_strategy, STRATEGIES)
         if self.train_window_spans < 1:
             raise ValueError("PIPELINE_TRAIN_WINDOW_SPANS must be at least 1, "
                              f"got {self.train_window_spans}")
         if "{SPAN}" not in self.span_pattern:
             raise ValueError(f"PIPELINE_SPAN_PATTERN={self.span_pattern!r} must contain {{SPAN}}")
+        validate_kubeflow_name(self.pipeline_name)
+        _check_choice("orchestrator", self.orchestrator, ORCHESTRATORS)
+        _check_choice("beam_preset", self.beam_preset, BEAM_PRESETS)
+        needs_image = (self.on_kubeflow or self.beam_preset != "direct"
+                       or self.vertex_training_replicas > 0)
+        if needs_image and not self.container_image:
+            raise ValueError(
+                "PIPELINE_CONTAINER_IMAGE is not set: on Vertex/Kubeflow, cluster Beam presets "
+                "and Vertex training every step runs in the pipeline image; build and push it "
+                "(see Dockerfile), e.g. PIPELINE_CONTAINER_IMAGE=europe-west4-docker.pkg.dev/"
+                "PROJECT/pipelines/taxi-tips:TAG")
+        if self.on_kubeflow and not self.kubeflow_output_dir.startswith("gs://"):
+            raise ValueError(
+                f"PIPELINE_KUBEFLOW_OUTPUT_DIR={self.kubeflow_output_dir!r}: set a gs:// "
+                "directory (pipeline root, pushed models, Beam temp files); steps run in "
+                "containers and write it with tf.io.gfile")
+        if self.vertex_training_replicas > 1 and self.distribution_strategy != "multi_worker":
+            raise ValueError(
+                f"PIPELINE_VERTEX_TRAINING_REPLICAS={self.vertex_training_replicas} needs "
+                "PIPELINE_DISTRIBUTION_STRATEGY=multi_worker (each replica is a worker)")
+        cloud_uses = [use for use, wanted in (
+            ("PIPELINE_BEAM_PRESET=dataflow", self.beam_preset == "dataflow"),
+            ("PIPELINE_BIGQUERY_QUERY", bool(self.bigquery_query)),
+            ("PIPELINE_VERTEX_TRAINING_REPLICAS", self.vertex_training_replicas > 0),
+            ("PIPELINE_VERTEX_ENDPOINT", bool(self.vertex_endpoint))) if wanted]
+        if cloud_uses and not (self.gcp_project and self.gcp_region):
+            raise ValueError(f"{', '.join(cloud_uses)} needs PIPELINE_GCP_PROJECT and "
+                             "PIPELINE_GCP_REGION")
+
+
+def _check_choice(field_name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{env_name(field_name)}={value!r}: expected one of {', '.join(choices)}")
+
+
+def env_name(field_name: str) -> str:
+    """The environment variable of a setting: PIPELINE_ + its name (pipeline_name: PIPELINE_NAME)."""
+    return "PIPELINE_" + field_name.removeprefix("pipeline_").upper()
 
 
 def _parse(field: dataclasses.Field, raw: str):
-    name = "PIPELINE_" + field.name.upper()
+    name = env_name(field.name)
     kind = field.type
     try:
         if kind == "bool":
@@ -132,6 +272,63 @@ def _parse(field: dataclasses.Field, raw: str):
     except ValueError:
         raise ValueError(f"{name}={raw!r}: expected {kind}") from None
     return raw
+
+
+def validate_kubeflow_name(name: str) -> None:
+    """KFP v2 and Vertex accept only these names; TFX's compiler would otherwise fail deep
+    inside with a garbled message ("User provided pipeline name % is illegal")."""
+    if not PIPELINE_NAME_PATTERN.fullmatch(name):
+        raise ValueError(
+            f"PIPELINE_NAME={name!r}: use lowercase letters, digits and hyphens, starting with "
+            "a letter and at most 63 characters (Kubeflow Pipelines v2 and Vertex AI accept "
+            "nothing else), e.g. 'taxi-tips'")
+
+
+def beam_preset_args(settings: Settings) -> list[str]:
+    """Beam arguments of the data components (ExampleGen, StatisticsGen, Transform, Evaluator)
+    for `settings.beam_preset`; PIPELINE_EXTRA_BEAM_ARGS follow them and win on conflicts.
+
+    direct    Beam's DirectRunner inside the component's own process (the default).
+    dataflow  Google Cloud Dataflow in gcp_project/gcp_region, temp files in beam_temp_dir.
+    flink     an Apache Flink cluster: FlinkRunner submits an uber jar to the JobManager's REST
+              address (beam_cluster_address, host:8081); no job server to run.
+    spark     an Apache Spark cluster: SparkRunner submits an uber jar to the master's REST
+              URL (beam_cluster_address, http://host:6066).
+
+    Remote workers run container_image (it has TFX and this project installed and Beam's boot
+    entrypoint), so TFX stages no sdist of itself. Flink and Spark start it with Docker on each
+    worker; for a worker-pool sidecar instead, add
+    `--environment_type=EXTERNAL --environment_config=localhost:50000`.
+    """
+    if settings.beam_preset == "direct":
+        # Any Beam argument makes TFX package itself into an sdist for remote workers, in
+        # every Beam component (seconds each); the in-process DirectRunner needs none.
+        args = [] if settings.beam_direct_num_workers == 1 else [
+            "--direct_running_mode=multi_processing",
+            f"--direct_num_workers={settings.beam_direct_num_workers}"]
+        # BigQuery reads export through the project's jobs and a gs:// temp location.
+        return args + (_gcp_beam_args(settings) if settings.bigquery_query else [])
+    image = settings.container_image
+    if settings.beam_preset == "dataflow":
+        # Custom containers need Dataflow Runner v2.
+        return ["--runner=DataflowRunner", *_gcp_beam_args(settings),
+                f"--sdk_container_image={image}", "--experiments=use_runner_v2"]
+    portable = ["--environment_type=DOCKER", f"--environment_config={image}",
+                # Tells TFX and Beam the workers' image has every dependency: nothing staged.
+                f"--sdk_container_image={image}"]
+    if settings.beam_preset == "flink":
+        return ["--runner=FlinkRunner", f"--flink_master={settings.beam_cluster_address}",
+                "--flink_submit_uber_jar", *portable]
+    if settings.beam_preset == "spark":
+        return ["--runner=SparkRunner", f"--spark_rest_url={settings.beam_cluster_address}",
+                "--spark_submit_uber_jar", *portable]
+    raise ValueError(f"PIPELINE_BEAM_PRESET={settings.beam_preset!r}: "
+                     f"expected one of {', '.join(BEAM_PRESETS)}")
+
+
+def _gcp_beam_args(settings: Settings) -> list[str]:
+    return [f"--project={settings.gcp_project}", f"--region={settings.gcp_region}",
+            f"--temp_location={settings.beam_temp_dir}"]
 
 
 def models_fingerprint() -> str:

@@ -13,21 +13,34 @@ from pipeline.baseline import CANDIDATE_KEY, LatestBlessedBaselineStrategy
 from pipeline.gate import AnomaliesGate
 
 EXAMPLE_GEN_ID = "CsvExampleGen"
+BIGQUERY_EXAMPLE_GEN_ID = "BigQueryExampleGen"
 SPAN_WINDOW_RESOLVER_ID = "span_window_resolver"
+BASELINE_RESOLVER_ID = "latest_blessed_model_resolver"
 
 
-def _example_gen(settings: configs.Settings, span: Optional[int]) -> tfx.components.CsvExampleGen:
-    """Reads one span (the newest by default) and splits it into train/eval by hash."""
+def _example_gen(settings: configs.Settings, span: Optional[int]) -> tfx.types.BaseComponent:
+    """Reads one span (the newest by default), or the whole training window where
+    `settings.example_gen_reads_window`, and splits it into train/eval by hash."""
+    output_config = tfx.proto.Output(split_config=tfx.proto.SplitConfig(splits=[
+        tfx.proto.SplitConfig.Split(name="train", hash_buckets=settings.train_hash_buckets),
+        tfx.proto.SplitConfig.Split(name="eval", hash_buckets=settings.eval_hash_buckets),
+    ]))
+    range_config = None if span is None else tfx.proto.RangeConfig(
+        static_range=tfx.proto.StaticRange(start_span_number=span, end_span_number=span))
+    if settings.bigquery_query:
+        return tfx.extensions.google_cloud_big_query.BigQueryExampleGen(
+            query=settings.bigquery_query, output_config=output_config,
+            range_config=range_config).with_id(BIGQUERY_EXAMPLE_GEN_ID)
+    # Without a resolver to gather the spans of earlier runs, ExampleGen reads every span
+    # in the data location: the location holds the training window.
+    pattern = (settings.span_pattern.replace("{SPAN}", "*") if settings.example_gen_reads_window
+               else settings.span_pattern)
     return tfx.components.CsvExampleGen(
-        input_base=settings.data_dir,
+        input_base=settings.runtime_path(settings.data_dir),
         input_config=tfx.proto.Input(splits=[
-            tfx.proto.Input.Split(name="single_split", pattern=settings.span_pattern)]),
-        output_config=tfx.proto.Output(split_config=tfx.proto.SplitConfig(splits=[
-            tfx.proto.SplitConfig.Split(name="train", hash_buckets=settings.train_hash_buckets),
-            tfx.proto.SplitConfig.Split(name="eval", hash_buckets=settings.eval_hash_buckets),
-        ])),
-        range_config=None if span is None else tfx.proto.RangeConfig(
-            static_range=tfx.proto.StaticRange(start_span_number=span, end_span_number=span)),
+            tfx.proto.Input.Split(name="single_split", pattern=pattern)]),
+        output_config=output_config,
+        range_config=range_config,
     ).with_id(EXAMPLE_GEN_ID)
 
 
@@ -88,7 +101,8 @@ def create_pipeline(settings: configs.Settings, *,
         schema_gen = tfx.components.SchemaGen(
             statistics=statistics_gen.outputs["statistics"], infer_feature_shape=False)
     else:
-        schema_gen = tfx.components.ImportSchemaGen(schema_file=settings.schema_path)
+        schema_gen = tfx.components.ImportSchemaGen(
+            schema_file=settings.runtime_path(settings.schema_path))
         # With the schema, categorical INT ids (hour, day) get the top-k counts that their
         # drift and skew comparators need.
         statistics_gen = tfx.components.StatisticsGen(
@@ -98,20 +112,15 @@ def create_pipeline(settings: configs.Settings, *,
     anomalies_gate = AnomaliesGate(anomalies=example_validator.outputs["anomalies"],
                                    examples=example_gen.outputs["examples"])
 
-    # The newest `train_window_spans` spans ExampleGen has ingested, in this run or earlier.
-    span_window = tfx.dsl.Resolver(
-        strategy_class=tfx.dsl.experimental.SpanRangeStrategy,
-        config={"range_config": tfx.proto.RangeConfig(rolling_range=tfx.proto.RollingRange(
-            num_spans=settings.train_window_spans))},
-        examples=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Examples,
-                                 producer_component_id=example_gen.id, output_key="examples"),
-    ).with_id(SPAN_WINDOW_RESOLVER_ID)
-    # A plain Channel sees every run's artifacts but adds no edge: wait for this run's span.
-    span_window.add_upstream_node(example_gen)
+    if settings.example_gen_reads_window:
+        window_nodes, training_examples = [], example_gen.outputs["examples"]
+    else:
+        span_window = _span_window_resolver(settings, example_gen)
+        window_nodes, training_examples = [span_window], span_window.outputs["examples"]
 
     code_config = {"models_fingerprint": configs.models_fingerprint(), "seed": settings.seed}
     transform = tfx.components.Transform(
-        examples=span_window.outputs["examples"], schema=schema_gen.outputs["schema"],
+        examples=training_examples, schema=schema_gen.outputs["schema"],
         preprocessing_fn="models.preprocessing.preprocessing_fn",
         splits_config=tfx.proto.SplitsConfig(analyze=["train"], transform=["train", "eval"]),
         # Pre/post-transform statistics cost Transform most of its time on small data;
@@ -123,7 +132,7 @@ def create_pipeline(settings: configs.Settings, *,
     training_config = {**code_config, "batch_size": settings.batch_size,
                        "distribution_strategy": settings.distribution_strategy}
     components = [example_gen, statistics_gen, schema_gen, example_validator, anomalies_gate,
-                  span_window, transform]
+                  *window_nodes, transform]
     if settings.enable_tuning:
         tuner = tfx.components.Tuner(
             tuner_fn="models.tuner.tuner_fn",
@@ -135,15 +144,23 @@ def create_pipeline(settings: configs.Settings, *,
         hyperparameters = tuner.outputs["best_hyperparameters"]
         components.append(tuner)
     else:
-        # No tuning this run: the last tuning result, if any (else the model's defaults).
-        latest_tuning = tfx.dsl.Resolver(
-            strategy_class=tfx.dsl.experimental.LatestArtifactStrategy,
-            hyperparameters=tfx.dsl.Channel(type=tfx.types.standard_artifacts.HyperParameters),
-        ).with_id("latest_hyperparameters_resolver")
-        hyperparameters = latest_tuning.outputs["hyperparameters"]
-        components.append(latest_tuning)
+        # No tuning this run: the last tuning result, if any and if the orchestrator can
+        # resolve it (else the model's defaults).
+        hyperparameters = None
+        if settings.resolvers != "none":
+            latest_tuning = tfx.dsl.Resolver(
+                strategy_class=tfx.dsl.experimental.LatestArtifactStrategy,
+                hyperparameters=tfx.dsl.Channel(
+                    type=tfx.types.standard_artifacts.HyperParameters),
+            ).with_id("latest_hyperparameters_resolver")
+            hyperparameters = latest_tuning.outputs["hyperparameters"]
+            components.append(latest_tuning)
 
-    trainer = tfx.components.Trainer(
+    trainer_class, vertex_config = tfx.components.Trainer, {}
+    if settings.vertex_training_replicas:
+        trainer_class = tfx.extensions.google_cloud_ai_platform.Trainer
+        vertex_config = _vertex_training_config(settings)
+    trainer = trainer_class(
         run_fn="models.model.run_fn",
         examples=transform.outputs["transformed_examples"],
         transform_graph=transform.outputs["transform_graph"],
@@ -151,32 +168,109 @@ def create_pipeline(settings: configs.Settings, *,
         hyperparameters=hyperparameters,
         train_args=tfx.proto.TrainArgs(num_steps=settings.train_steps),
         eval_args=tfx.proto.EvalArgs(num_steps=settings.eval_steps),
-        custom_config=training_config)
+        custom_config={**training_config, **vertex_config})
 
-    latest_blessed_model = tfx.dsl.Resolver(
-        strategy_class=LatestBlessedBaselineStrategy,
-        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
-        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
-        **{CANDIDATE_KEY: trainer.outputs["model"]},
-    ).with_id("latest_blessed_model_resolver")
+    baseline = _baseline_resolver(settings, trainer.outputs["model"])
 
-    # Evaluated on the newest span's held-out split only (this run's ExampleGen output).
+    # Evaluated on the held-out split of this run's ExampleGen output only: the newest span
+    # (or the whole window, where ExampleGen reads it).
     evaluator = tfx.components.Evaluator(
         examples=example_gen.outputs["examples"],
         model=trainer.outputs["model"],
-        baseline_model=latest_blessed_model.outputs["model"],
+        # Without a baseline TFMA skips the change threshold: the value thresholds decide.
+        baseline_model=baseline.outputs["model"] if baseline else None,
         example_splits=["eval"],
         eval_config=eval_config(settings))
 
-    pusher = tfx.components.Pusher(
-        model=trainer.outputs["model"],
-        model_blessing=evaluator.outputs["blessing"],
+    pusher = _pusher(settings, trainer.outputs["model"], evaluator.outputs["blessing"])
+
+    components += [node for node in (trainer, baseline, evaluator, pusher) if node]
+    return _pipeline(settings, components, metadata_connection_config)
+
+
+def _span_window_resolver(settings: configs.Settings,
+                          example_gen: tfx.types.BaseComponent) -> tfx.dsl.Resolver:
+    """The newest `train_window_spans` spans ExampleGen has ingested, in this run or earlier."""
+    span_window = tfx.dsl.Resolver(
+        strategy_class=tfx.dsl.experimental.SpanRangeStrategy,
+        config={"range_config": tfx.proto.RangeConfig(rolling_range=tfx.proto.RollingRange(
+            num_spans=settings.train_window_spans))},
+        examples=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Examples,
+                                 producer_component_id=example_gen.id, output_key="examples"),
+    ).with_id(SPAN_WINDOW_RESOLVER_ID)
+    # A plain Channel sees every run's artifacts but adds no edge: wait for this run's span.
+    span_window.add_upstream_node(example_gen)
+    return span_window
+
+
+def _baseline_resolver(settings: configs.Settings,
+                       candidate: tfx.types.BaseChannel) -> Optional[tfx.dsl.Resolver]:
+    """The latest blessed model, the Evaluator's baseline; None where no resolver runs."""
+    if settings.resolvers == "none":
+        return None
+    if settings.resolvers == "any":
+        # Resolved after training, and never the candidate itself (pipeline/baseline.py).
+        strategy, candidate_input = LatestBlessedBaselineStrategy, {CANDIDATE_KEY: candidate}
+    else:
+        # The stock strategy, which Vertex runs as queries at the start of a run: after a
+        # rerun whose Trainer was cached, the blessed model is its own baseline, so the
+        # Evaluator and Pusher run once more for it.
+        strategy, candidate_input = tfx.dsl.experimental.LatestBlessedModelStrategy, {}
+    return tfx.dsl.Resolver(
+        strategy_class=strategy,
+        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+        **candidate_input,
+    ).with_id(BASELINE_RESOLVER_ID)
+
+
+def _pusher(settings: configs.Settings, model: tfx.types.BaseChannel,
+            blessing: tfx.types.BaseChannel) -> tfx.types.BaseComponent:
+    """Pushes blessed models to the Vertex AI endpoint if one is set, else to files."""
+    if settings.vertex_endpoint:
+        return tfx.extensions.google_cloud_ai_platform.Pusher(
+            model=model, model_blessing=blessing, custom_config=_vertex_serving_config(settings))
+    return tfx.components.Pusher(
+        model=model, model_blessing=blessing,
         push_destination=tfx.proto.PushDestination(
             filesystem=tfx.proto.PushDestination.Filesystem(
                 base_directory=settings.serving_model_dir)))
 
-    components += [trainer, latest_blessed_model, evaluator, pusher]
-    return _pipeline(settings, components, metadata_connection_config)
+
+def _vertex_training_config(settings: configs.Settings) -> dict:
+    """custom_config of the Google Cloud Trainer: a Vertex AI custom job whose first worker
+    pool is the chief (Vertex allows one replica there) and the second the other workers;
+    every replica runs the pipeline image (TFX sets the command)."""
+    vertex = tfx.extensions.google_cloud_ai_platform
+    machine_spec = {"machine_type": settings.vertex_machine_type}
+    if settings.vertex_accelerator_type:
+        machine_spec.update(accelerator_type=settings.vertex_accelerator_type,
+                            accelerator_count=settings.vertex_accelerator_count)
+    pool = {"machine_spec": machine_spec,
+            "container_spec": {"image_uri": settings.container_image}}
+    pools = [{**pool, "replica_count": 1}]
+    if settings.vertex_training_replicas > 1:
+        pools.append({**pool, "replica_count": settings.vertex_training_replicas - 1})
+    return {
+        vertex.ENABLE_VERTEX_KEY: True,
+        vertex.VERTEX_REGION_KEY: settings.gcp_region,
+        vertex.TRAINING_ARGS_KEY: {"project": settings.gcp_project,
+                                   "job_spec": {"worker_pool_specs": pools}},
+    }
+
+
+def _vertex_serving_config(settings: configs.Settings) -> dict:
+    """custom_config of the Google Cloud Pusher: upload each blessed model to Vertex AI and
+    deploy it to the endpoint (created if missing) with all traffic."""
+    vertex = tfx.extensions.google_cloud_ai_platform
+    return {
+        vertex.ENABLE_VERTEX_KEY: True,
+        vertex.VERTEX_REGION_KEY: settings.gcp_region,
+        vertex.VERTEX_CONTAINER_IMAGE_URI_KEY: settings.vertex_serving_image,
+        vertex.SERVING_ARGS_KEY: {"project_id": settings.gcp_project,
+                                  "endpoint_name": settings.vertex_endpoint,
+                                  "machine_type": settings.vertex_serving_machine_type},
+    }
 
 
 def _pipeline(settings: configs.Settings, components: list,
@@ -185,7 +279,7 @@ def _pipeline(settings: configs.Settings, components: list,
         pipeline_name=settings.pipeline_name,
         pipeline_root=settings.pipeline_root,
         components=components,
-        enable_cache=settings.enable_cache,
+        enable_cache=settings.pipeline_caching,
         metadata_connection_config=metadata_connection_config,
         beam_pipeline_args=settings.beam_pipeline_args,
     )

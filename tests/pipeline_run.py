@@ -54,9 +54,7 @@ class PipelineRun:
     env: dict[str, str]
 
     def run(self) -> subprocess.CompletedProcess:
-        """`python local_runner.py`, as `make run` does, with this run's environment."""
-        return subprocess.run([sys.executable, str(ROOT / "local_runner.py")], env=self.env,
-                              capture_output=True, text=True, timeout=1200)
+        return run_local_runner(self.env)
 
     def executions(self, node_id: str) -> list[mlmd.proto.Execution]:
         return metadata.node_executions(self._store(), self.settings.pipeline_name, node_id)
@@ -75,11 +73,22 @@ class PipelineRun:
         return sorted(os.listdir(base)) if os.path.isdir(base) else []
 
 
+def run_env(tmp_path: Path, **env_overrides: str) -> dict[str, str]:
+    """The environment of a small run with data in tmp_path/data, outputs in tmp_path/outputs."""
+    return {**os.environ, **SMALL_RUN_ENV,
+            "PIPELINE_DATA_DIR": str(tmp_path / "data"),
+            "PIPELINE_OUTPUT_DIR": str(tmp_path / "outputs"),
+            "TF_USE_LEGACY_KERAS": "1", **env_overrides}
+
+
+def run_local_runner(env: dict[str, str]) -> subprocess.CompletedProcess:
+    """`python local_runner.py`, as `make run` does, with this environment."""
+    return subprocess.run([sys.executable, str(ROOT / "local_runner.py")], env=env,
+                          capture_output=True, text=True, timeout=1200)
+
+
 def new_run(tmp_path: Path, **env_overrides: str) -> PipelineRun:
-    env = {**os.environ, **SMALL_RUN_ENV,
-           "PIPELINE_DATA_DIR": str(tmp_path / "data"),
-           "PIPELINE_OUTPUT_DIR": str(tmp_path / "outputs"),
-           "TF_USE_LEGACY_KERAS": "1", **env_overrides}
+    env = run_env(tmp_path, **env_overrides)
     settings = configs.Settings.from_env({k: v for k, v in env.items()
                                           if k.startswith("PIPELINE_")})
     return PipelineRun(settings, env)

@@ -1,0 +1,80 @@
+"""Runs the pipeline on Apache Airflow with TFX's AirflowDagRunner, one DAG run per schedule.
+
+    cp airflow_runner.py $AIRFLOW_HOME/dags/       # or, with the TFX CLI:
+    tfx pipeline create --engine airflow --pipeline_path airflow_runner.py
+    tfx run create --engine airflow --pipeline_name taxi-tips
+
+Airflow imports this file from its own dags/ folder, under a module name of its own, in the
+scheduler and in every task: the DAG is built at module level, and `pipeline` and `models`
+come from this project installed in Airflow's environment (`pip install -e .`). Settings come
+from the `PIPELINE_*` variables of that environment, as for local_runner.py.
+
+TFX 1.16 has no AirflowDagRunner under `tfx.v1`; tfx.orchestration.airflow still ships it.
+It orchestrates the legacy (pre-IR) way: each node is a PythonOperator that runs its driver,
+executor and publisher against MLMD, and a resolver's channels hold every run's artifacts.
+For the same pipeline as the other runners: the first task ingests the older spans of the
+training window on a new pipeline (as local_runner.py does); Transform gets one output
+artifact per span, which the legacy driver mishandles (OnePerInputDriver); and the
+Evaluator's baseline strategy picks this run's model out of all of them (pipeline/baseline.py).
+"""
+import os
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # before TensorFlow loads; see models/
+
+import datetime  # noqa: E402
+import functools  # noqa: E402
+
+from airflow import models as airflow_models  # noqa: E402
+from airflow.operators.python import PythonOperator  # noqa: E402
+from tfx.orchestration.airflow.airflow_dag_runner import (  # noqa: E402
+    AirflowDagRunner,
+    AirflowPipelineConfig,
+)
+
+from pipeline import configs  # noqa: E402
+from pipeline.airflow_support import (  # noqa: E402
+    ingest_earlier_spans,
+    metadata_config,
+    transform_per_span_outputs,
+)
+from pipeline.pipeline import EXAMPLE_GEN_ID, create_pipeline  # noqa: E402
+
+INGEST_TASK_ID = "ingest_earlier_spans"
+
+
+def airflow_settings() -> configs.Settings:
+    """Settings from the environment, with the orchestrator this runner is."""
+    return configs.Settings.from_env(orchestrator="airflow")
+
+
+def dag_config(settings: configs.Settings) -> AirflowPipelineConfig:
+    """Schedule, first date and task retries from the settings.
+
+    No catch-up: every run ingests the newest span there is, so replaying missed intervals
+    would only repeat the same run. One active run at a time: each run's training window and
+    baseline build on what the previous run recorded. One task at a time: the SQLite MLMD
+    store takes one writer, and the DAG is nearly a chain anyway."""
+    start = datetime.datetime.fromisoformat(settings.airflow_start_date)
+    return AirflowPipelineConfig(airflow_dag_config={
+        "schedule": settings.airflow_schedule,
+        "start_date": start if start.tzinfo else start.replace(tzinfo=datetime.timezone.utc),
+        "catchup": False,
+        "max_active_runs": 1,
+        "max_active_tasks": 1,
+        "default_args": {"retries": settings.airflow_retries},
+    })
+
+
+def build_dag(settings: configs.Settings) -> airflow_models.DAG:
+    """The pipeline's DAG, with the ingestion of earlier spans before ExampleGen (unless
+    ExampleGen reads the whole window every run, as for a BigQuery query)."""
+    dag = AirflowDagRunner(dag_config(settings)).run(transform_per_span_outputs(
+        create_pipeline(settings, metadata_connection_config=metadata_config(settings))))
+    if not settings.example_gen_reads_window:
+        ingest = PythonOperator(task_id=INGEST_TASK_ID, dag=dag,
+                                python_callable=functools.partial(ingest_earlier_spans, settings))
+        ingest >> dag.get_task(EXAMPLE_GEN_ID)
+    return dag
+
+
+DAG = build_dag(airflow_settings())

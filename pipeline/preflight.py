@@ -1,0 +1,32 @@
+"""Checks a runner makes before any work, so a bad setting fails fast and says which to fix."""
+from __future__ import annotations
+
+import os
+import tempfile
+
+from pipeline import configs, spans
+
+
+class SettingsError(ValueError):
+    """A setting that cannot work; the message names the PIPELINE_* variable to change."""
+
+
+def check_local_paths(settings: configs.Settings) -> None:
+    """The data directory holds spans and the output directory is writable (local paths only;
+    `gs://` and other remote locations are checked by the orchestrator that uses them)."""
+    if "://" not in settings.data_dir and not settings.bigquery_query:
+        if not os.path.isdir(settings.data_dir):
+            raise SettingsError(f"PIPELINE_DATA_DIR={settings.data_dir!r} is not a directory: "
+                                "point it at your data, or run `make data` for the shipped sample")
+        if not spans.available_spans(settings):
+            raise SettingsError(
+                f"PIPELINE_DATA_DIR={settings.data_dir!r} has no files matching "
+                f"PIPELINE_SPAN_PATTERN={settings.span_pattern!r} (e.g. span-1/data.csv)")
+    if "://" not in settings.output_dir:
+        try:
+            os.makedirs(settings.output_dir, exist_ok=True)
+            with tempfile.TemporaryFile(dir=settings.output_dir):
+                pass
+        except OSError as error:
+            raise SettingsError(f"PIPELINE_OUTPUT_DIR={settings.output_dir!r} is not writable "
+                                f"({error.strerror}): set it to a directory you can write") from None

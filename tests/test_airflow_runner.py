@@ -1,0 +1,277 @@
+"""The pipeline on Apache Airflow, for real: airflow_runner.py imported by Airflow from its own
+dags/ folder and run with `airflow dags test`, and the TFX CLI's Airflow flow.
+
+Airflow keeps everything (config, SQLite database, logs, dags/) under AIRFLOW_HOME, and the
+TFX CLI writes there too; both, and HOME, point into temp dirs, so nothing reaches ~/airflow.
+The DAG tests run in file order on one pipeline: a first run on a new pipeline, a rerun with
+no new data, then a run with a new span.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import ml_metadata as mlmd
+import pytest
+import tensorflow as tf
+
+from models import model
+from pipeline import configs, metadata
+from pipeline.metadata import span_of
+from pipeline.pipeline import EXAMPLE_GEN_ID
+from tests.pipeline_run import ROOT, PipelineRun, new_run, read_records, write_data_slice
+
+AIRFLOW = Path(sys.executable).with_name("airflow")
+TFX_CLI = Path(sys.executable).with_name("tfx")
+SPANS, NEW_SPAN, ROWS_PER_SPAN = [1, 2, 3], 4, 400
+# Three spans, so the run with the new span shows the window sliding past span 1.
+WINDOW_SPANS = 3
+# Nodes with an execution of their own (resolvers record one too, always "cached").
+TFX_NODES = ["CsvExampleGen", "ImportSchemaGen", "StatisticsGen", "ExampleValidator",
+             "AnomaliesGate", "Transform", "Tuner", "Trainer", "Evaluator", "Pusher"]
+TASKS = {*TFX_NODES, "ingest_earlier_spans", "span_window_resolver",
+         "latest_blessed_model_resolver"}
+UNTUNED_TASKS = (TASKS - {"Tuner"}) | {"latest_hyperparameters_resolver"}
+
+
+def airflow_env(tmp_path: Path, env: dict[str, str]) -> dict[str, str]:
+    """`env` with an Airflow of its own under tmp_path (and none of the caller's settings)."""
+    airflow_home = tmp_path / "airflow"
+    return {
+        **{key: value for key, value in env.items() if not key.startswith("AIRFLOW")},
+        "HOME": str(tmp_path / "home"),
+        "AIRFLOW_HOME": str(airflow_home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(airflow_home / "dags"),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{airflow_home / 'airflow.db'}",
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        # Importing TensorFlow and TFX takes 10 s or more: the default limit is 30 s.
+        "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "300",
+        # Airflow logs INFO lines to stdout, ahead of the JSON that `-o json` prints (and that
+        # `tfx run list` parses).
+        "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
+        # A failing task fails the test at once instead of waiting for its retry.
+        "PIPELINE_AIRFLOW_RETRIES": "0",
+        # The TFX CLI runs `airflow` from PATH.
+        "PATH": f"{AIRFLOW.parent}{os.pathsep}{env.get('PATH', '')}",
+    }
+
+
+@dataclasses.dataclass
+class Airflow:
+    """One Airflow installation, driven through its CLI."""
+    env: dict[str, str]
+
+    @property
+    def dags_folder(self) -> Path:
+        return Path(self.env["AIRFLOW__CORE__DAGS_FOLDER"])
+
+    def cli(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        return _run([str(AIRFLOW), *args], env or self.env)
+
+    def json(self, *args: str) -> list[dict]:
+        result = self.cli(*args, "-o", "json")
+        assert result.returncode == 0, result.stderr[-3000:]
+        return json.loads(result.stdout)
+
+    def task_states(self, dag_id: str, run_id: str) -> dict[str, str]:
+        return {row["task_id"]: row["state"]
+                for row in self.json("tasks", "states-for-dag-run", dag_id, run_id)}
+
+
+def new_airflow(tmp_path: Path, env: dict[str, str]) -> Airflow:
+    """A fresh Airflow with its database created, as `airflow db migrate` does on install."""
+    airflow = Airflow(airflow_env(tmp_path, env))
+    Path(airflow.env["HOME"]).mkdir(exist_ok=True)
+    migrated = airflow.cli("db", "migrate")
+    assert migrated.returncode == 0, migrated.stderr[-3000:]
+    return airflow
+
+
+def _run(command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True,
+                          timeout=1200)
+
+
+@dataclasses.dataclass
+class AirflowPipeline:
+    """The pipeline installed in an Airflow, run with `airflow dags test` (each date once)."""
+    airflow: Airflow
+    run: PipelineRun
+
+    @property
+    def dag_id(self) -> str:
+        return self.run.settings.pipeline_name
+
+    def test_dag(self, date: str, **env_overrides: str) -> dict[str, str]:
+        """Runs the DAG once for `date` inside the `airflow` process (no scheduler needed);
+        returns its tasks' states."""
+        result = self.airflow.cli("dags", "test", self.dag_id, date,
+                                  env={**self.airflow.env, **env_overrides})
+        assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
+        return self.airflow.task_states(self.dag_id, f"manual__{date}T00:00:00+00:00")
+
+    def executions(self, node_id: str) -> list[mlmd.proto.Execution]:
+        """The node's executions, oldest first. AirflowDagRunner records them the legacy way
+        (a component_id property), not under the IR contexts pipeline/metadata.py reads."""
+        store = metadata.open_store(self.run.settings)
+        return sorted((e for e in store.get_executions()
+                       if e.properties["component_id"].string_value == node_id),
+                      key=lambda e: e.id)
+
+    def artifacts(self, execution: mlmd.proto.Execution, key: str,
+                  event_type: int = mlmd.proto.Event.INPUT) -> list[mlmd.proto.Artifact]:
+        """What `execution` read (or wrote) under `key`, in id order."""
+        store = metadata.open_store(self.run.settings)
+        return sorted(store.get_artifacts_by_id(self.artifact_ids(execution, key, event_type)),
+                      key=lambda a: a.id)
+
+    def artifact_ids(self, execution: mlmd.proto.Execution, key: str,
+                     event_type: int = mlmd.proto.Event.INPUT) -> list[int]:
+        store = metadata.open_store(self.run.settings)
+        return sorted(event.artifact_id
+                      for event in store.get_events_by_execution_ids([execution.id])
+                      if event.type == event_type and event.path.steps[0].key == key)
+
+    def ingested(self) -> dict[int, mlmd.proto.Artifact]:
+        """ExampleGen's Examples by span, from every run (the earlier spans' own included)."""
+        return {span_of(artifact): artifact
+                for execution in self.executions(EXAMPLE_GEN_ID)
+                for artifact in self.artifacts(execution, "examples", mlmd.proto.Event.OUTPUT)}
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory) -> AirflowPipeline:
+    """airflow_runner.py alone in a fresh Airflow's dags/ folder, as Airflow deployments and
+    the TFX CLI install it; data and outputs in temp dirs."""
+    tmp_path = tmp_path_factory.mktemp("airflow")
+    write_data_slice(tmp_path / "data", SPANS, ROWS_PER_SPAN)
+    run = new_run(tmp_path, PIPELINE_TRAIN_WINDOW_SPANS=str(WINDOW_SPANS))
+    airflow = new_airflow(tmp_path, run.env)
+    airflow.dags_folder.mkdir(parents=True)
+    shutil.copy(ROOT / "airflow_runner.py", airflow.dags_folder)
+    return AirflowPipeline(airflow, run)
+
+
+@pytest.fixture(scope="module")
+def first_run(pipeline) -> dict[str, str]:
+    return pipeline.test_dag("2024-01-02")
+
+
+def test_airflow_imports_the_dag_file(pipeline):
+    assert pipeline.airflow.json("dags", "list-import-errors") == []
+
+
+def test_first_run_ingests_earlier_spans_and_pushes_a_model(pipeline, first_run):
+    assert first_run == {task: "success" for task in TASKS}
+    # The first task ingested the earlier spans; the run's ExampleGen the newest.
+    assert sorted(pipeline.ingested()) == SPANS
+    (transform,) = pipeline.executions("Transform")
+    assert sorted(span_of(a) for a in pipeline.artifacts(transform, "examples")) == SPANS
+    # One transformed artifact per span, each with its splits (the legacy driver's fix).
+    transformed = pipeline.artifacts(transform, "transformed_examples", mlmd.proto.Event.OUTPUT)
+    assert len(transformed) == len(SPANS)
+    assert all(os.path.isdir(os.path.join(a.uri, "Split-train")) for a in transformed)
+    assert len(pipeline.run.pushed_versions()) == 1
+
+
+def test_pushed_model_predicts_examples_of_the_run(pipeline, first_run):
+    serialized = read_records(os.path.join(
+        pipeline.ingested()[SPANS[-1]].uri, "Split-eval", "*.gz"))[:20]
+    (version,) = pipeline.run.pushed_versions()
+    loaded = tf.saved_model.load(os.path.join(pipeline.run.settings.serving_model_dir, version))
+    scores = loaded.signatures["serving_default"](examples=tf.constant(serialized))
+    probabilities = scores[model.PREDICTION_KEY].numpy().ravel()
+    assert len(probabilities) == len(serialized) == 20
+    assert ((probabilities >= 0) & (probabilities <= 1)).all()
+
+
+def test_rerun_with_no_new_data_is_cached_and_pushes_nothing(pipeline, first_run):
+    versions = pipeline.run.pushed_versions()
+    assert pipeline.test_dag("2024-01-03") == {task: "success" for task in TASKS}
+    for node in TFX_NODES:
+        runs = pipeline.executions(node)
+        assert [e.properties["state"].string_value for e in runs[-1:]] == ["cached"], node
+    # The cached Transform handed the Trainer the same per-span artifacts.
+    first, cached = pipeline.executions("Trainer")
+    assert pipeline.artifact_ids(cached, "examples") == pipeline.artifact_ids(first, "examples")
+    assert pipeline.run.pushed_versions() == versions
+
+
+def test_new_span_slides_the_window_and_is_compared_with_the_blessed_model(pipeline, first_run):
+    """Airflow's resolvers read every run: the baseline must still be the model the first
+    run blessed, not nothing (pipeline/baseline.py), and without tuning the Trainer takes
+    the first run's tuning result."""
+    write_data_slice(Path(pipeline.run.settings.data_dir), [NEW_SPAN], ROWS_PER_SPAN)
+    states = pipeline.test_dag("2024-01-04", PIPELINE_ENABLE_TUNING="0")
+    assert states == {task: "success" for task in UNTUNED_TASKS}
+
+    transform = pipeline.executions("Transform")[-1]
+    assert sorted(span_of(a) for a in pipeline.artifacts(transform, "examples")) == \
+        [*SPANS, NEW_SPAN][-WINDOW_SPANS:]
+    first_trainer, *_, trainer = pipeline.executions("Trainer")
+    tuner = pipeline.executions("Tuner")[0]
+    assert pipeline.artifact_ids(trainer, "hyperparameters") == \
+        pipeline.artifact_ids(tuner, "best_hyperparameters", mlmd.proto.Event.OUTPUT)
+    evaluator = pipeline.executions("Evaluator")[-1]
+    assert pipeline.artifact_ids(evaluator, "model") == \
+        pipeline.artifact_ids(trainer, "model", mlmd.proto.Event.OUTPUT)
+    assert pipeline.artifact_ids(evaluator, "baseline_model") == \
+        pipeline.artifact_ids(first_trainer, "model", mlmd.proto.Event.OUTPUT)
+
+
+def _tfx(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    result = _run([str(TFX_CLI), *args, "--engine", "airflow"], env)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    return result
+
+
+def test_tfx_cli_creates_the_pipeline_and_a_run(tmp_path):
+    """`tfx run create` only triggers a DAG run in Airflow's database (the scheduler would
+    execute it), so registering it is what there is to check."""
+    run = new_run(tmp_path, PIPELINE_AIRFLOW_SCHEDULE="@weekly",
+                  PIPELINE_AIRFLOW_START_DATE="2024-01-01")
+    airflow = new_airflow(tmp_path, run.env)
+    name = run.settings.pipeline_name
+
+    created = _tfx(airflow.env, "pipeline", "create", "--pipeline_path", "airflow_runner.py")
+    assert f'Pipeline "{name}" created successfully.' in created.stdout
+    assert (airflow.dags_folder / name / "airflow_runner.py").is_file()
+    # Building the DAG ingests and trains nothing.
+    assert not os.path.exists(run.settings.metadata_path)
+
+    # What the scheduler does when it finds a new file in dags/: `tfx run create` needs it.
+    reserialized = airflow.cli("dags", "reserialize")
+    assert reserialized.returncode == 0, reserialized.stderr[-3000:]
+    (details,) = airflow.json("dags", "details", name)
+    assert details["schedule_interval"]["value"] == "@weekly"
+    assert details["max_active_runs"] == details["max_active_tasks"] == "1"
+    # No catch-up: the first scheduled run is the latest week, not the start date's.
+    first_scheduled = datetime.datetime.fromisoformat(details["next_dagrun"])
+    assert datetime.datetime.now(datetime.timezone.utc) - first_scheduled < \
+        datetime.timedelta(days=15)
+    created_run = _tfx(airflow.env, "run", "create", "--pipeline_name", name)
+    assert f"Run created for pipeline: {name}" in created_run.stdout
+
+    (dag_run,) = airflow.json("dags", "list-runs", "-d", name)
+    assert dag_run["state"] == "queued" and dag_run["run_id"].startswith("manual__")
+    listed = _tfx(airflow.env, "run", "list", "--pipeline_name", name)
+    assert dag_run["run_id"] in listed.stdout
+
+
+def test_airflow_output_dir_moves_artifacts_and_models_but_not_the_metadata_store():
+    """Workers share the pipeline root (gs:// in production); SQLite cannot live there."""
+    settings = configs.Settings.from_env(
+        {"PIPELINE_OUTPUT_DIR": "/var/tfx", "PIPELINE_AIRFLOW_OUTPUT_DIR": "gs://bucket/taxi"},
+        orchestrator="airflow")
+    assert settings.pipeline_root == "gs://bucket/taxi/tfx/taxi-tips"
+    assert settings.serving_model_dir == "gs://bucket/taxi/serving_model/taxi-tips"
+    assert settings.metadata_path == "/var/tfx/metadata/taxi-tips/metadata.db"
+    # Other runners ignore it.
+    local = dataclasses.replace(settings, orchestrator="local")
+    assert local.pipeline_root == "/var/tfx/tfx/taxi-tips"
