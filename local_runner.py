@@ -21,13 +21,11 @@ def ingest_earlier_spans(settings: configs.Settings, metadata) -> None:
     """A new pipeline (or one whose window grew) first ingests the older spans of its training
     window, one ExampleGen run each, as if they had arrived over time; the full run then
     ingests the newest span and trains on the whole window."""
-    found = spans.available_spans(settings)
     ingested = spans.ingested_spans(settings, EXAMPLE_GEN_ID)
-    for span in found[-settings.train_window_spans:-1]:
-        if span not in ingested:
-            logging.info("Ingesting earlier span %d", span)
-            tfx.orchestration.LocalDagRunner().run(create_pipeline(
-                settings, metadata_connection_config=metadata, ingest_only_span=span))
+    for span in spans.earlier_spans_to_ingest(settings, ingested):
+        logging.info("Ingesting earlier span %d", span)
+        tfx.orchestration.LocalDagRunner().run(create_pipeline(
+            settings, metadata_connection_config=metadata, ingest_only_span=span))
 
 
 def main() -> None:

@@ -126,9 +126,7 @@ def ingest_earlier_spans(settings: configs.Settings, run_id: str) -> list[int]:
     run trains on the whole window; later runs find nothing to do. `run_id` is the DAG run's
     (Airflow passes it by name); returns the spans ingested (the task's XCom)."""
     preflight.check_local_paths(settings)
-    ingested = ingested_spans(settings)
-    missing = [span for span in spans.available_spans(settings)[-settings.train_window_spans:-1]
-               if span not in ingested]
+    missing = spans.earlier_spans_to_ingest(settings, ingested_spans(settings))
     for span in missing:
         ingest_span(settings, span, run_id)
     return missing

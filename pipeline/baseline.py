@@ -36,7 +36,8 @@ def this_runs_candidate(store: mlmd.MetadataStore,
                         candidates: list[types.Artifact]) -> list[types.Artifact]:
     """The model this run's Trainer output.
 
-    The IR runners (local, Vertex) resolve the `candidate` channel to exactly that. Airflow's
+    The local (IR) runner resolves the `candidate` channel to exactly that (Vertex uses the
+    stock strategy, see configs.Settings.resolvers). Airflow's
     legacy resolver resolves every channel over all runs of the pipeline, so it passes every
     model the Trainer ever output, and all of them would be left out of the baseline. This
     run's is the one the newest Trainer execution output (a cached execution outputs the model

@@ -18,6 +18,13 @@ def available_spans(settings: configs.Settings) -> list[int]:
     return sorted(spans)
 
 
+def earlier_spans_to_ingest(settings: configs.Settings, ingested: set[int]) -> list[int]:
+    """The older spans of the training window (all but the newest, which a full run ingests)
+    that ExampleGen has not ingested yet: what a new pipeline, or a grown window, catches up."""
+    window = available_spans(settings)[-settings.train_window_spans:-1]
+    return [span for span in window if span not in ingested]
+
+
 def ingested_spans(settings: configs.Settings, example_gen_id: str) -> set[int]:
     """Spans with an Examples artifact from this pipeline's ExampleGen in the local MLMD."""
     store = metadata.open_store(settings)
