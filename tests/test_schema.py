@@ -12,7 +12,6 @@ Statistics are computed in three modes (STATS_MODES):
 """
 from __future__ import annotations
 
-import csv
 import functools
 from pathlib import Path
 from collections.abc import Callable, Iterable
@@ -24,6 +23,8 @@ from tensorflow_metadata.proto.v0 import anomalies_pb2, schema_pb2, statistics_p
 from tfx.components.example_gen.csv_example_gen import executor as csv_executor
 from tfx.utils import io_utils
 from tfx_bsl.coders import csv_decoder
+
+from tests.pipeline_run import read_csv, write_csv
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA_PATH = ROOT / "schema" / "schema.pbtxt"
@@ -44,16 +45,11 @@ StatsOf = Callable[[Path, str], Stats]
 
 # ---- helpers ----------------------------------------------------------------------------------
 
-def read_rows(path: Path) -> list[Row]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
+read_rows = read_csv
 
 
 def write_rows(path: Path, rows: list[Row]) -> Path:
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]), lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(path, rows)
     return path
 
 
