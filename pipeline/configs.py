@@ -119,6 +119,14 @@ class Settings:
     # Appended to the preset's arguments, so they add to them or override them.
     extra_beam_args: tuple[str, ...] = ()
 
+    # --- Serving (serving/): the local model server, batch predictions, skew detection.
+
+    # --- Continuous training: triggers, warm start, progressive validation, streaming.
+
+    # --- Exploring results: report, lineage, leakage check.
+
+    # --- Scale: growth data, TF Lite export.
+
     @property
     def on_kubeflow(self) -> bool:
         """Steps run in container_image from a KFP v2 spec (Vertex AI or self-hosted)."""

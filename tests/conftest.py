@@ -1,5 +1,25 @@
-"""Shared test setup: Keras 2 before TensorFlow loads, quiet logs."""
+"""Shared test setup: Keras 2 before TensorFlow loads, quiet logs, and one small finished
+pipeline run that tests which only read a run's outputs share."""
 import os
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory):
+    """A complete local run (two spans of 400 rows, Tuner off) with a pushed model.
+
+    Shared by the whole session: treat its outputs as read-only (copy the serving
+    directory or the data before changing them)."""
+    from tests.pipeline_run import new_run, write_data_slice
+
+    tmp_path = tmp_path_factory.mktemp("finished_run")
+    write_data_slice(tmp_path / "data", [1, 2], 400)
+    run = new_run(tmp_path, PIPELINE_ENABLE_TUNING="0")
+    result = run.run()
+    assert result.returncode == 0, result.stderr[-5000:]
+    assert run.pushed_versions(), "the shared run pushed no model"
+    return run
