@@ -32,7 +32,7 @@ lock:
 run: setup
 	$(PY) local_runner.py
 
-test: setup
+test: setup browser
 	$(PY) -m pytest -q
 
 # Re-creates data/span-*/ from the CSV shipped inside the tfx wheel.
@@ -45,6 +45,60 @@ schema: setup
 
 benchmark: setup
 	$(PY) benchmarks/pipeline_vs_official.py
+
+# Serving: the local TF Serving-compatible server, batch predictions, skew check, benchmark.
+.PHONY: serve batch-predict serving-skew benchmark-serving
+serve: setup
+	$(PY) -m serving.server
+
+batch-predict: setup
+	$(PY) -m serving.batch_predict $(ARGS)
+
+serving-skew: setup
+	$(PY) -m serving.skew $(ARGS)
+
+benchmark-serving: setup
+	$(PY) benchmarks/serving.py $(ARGS)
+
+.PHONY: watch replay stream
+# Continuous training: run the pipeline whenever a new complete span lands in the data location.
+watch: setup
+	$(PY) -m pipeline.trigger $(ARGS)
+
+# Replays the shipped spans one at a time (warm vs fresh start): outputs/replay/report.md.
+replay: setup
+	$(PY) scripts/replay.py $(ARGS)
+
+# Streaming ingestion: events (JSON lines) -> complete spans, e.g. ARGS="--input 'events/*.jsonl'".
+stream: setup
+	$(PY) -m streaming.job $(ARGS)
+
+# Exploring results: the HTML run report, the served model's lineage (MODEL=<path> for another
+# model), and the headless Chromium that tests/test_report.py renders the report in.
+.PHONY: report lineage browser
+report: setup
+	$(PY) -m analysis.report $(ARGS)
+
+lineage: setup
+	$(PY) -m analysis.lineage $(MODEL)
+
+browser:
+	@test -x /usr/bin/chromium || { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y --no-install-recommends chromium; }
+
+# Scale: larger generated datasets, the growth benchmark (15k/150k/1.5M rows, both Beam modes;
+# an hour or more on 2 cores) and the input-path benchmark. ROWS/DIR for data-large.
+.PHONY: data-large benchmark-growth benchmark-input
+ROWS ?= 1500000
+data-large: setup
+	$(PY) scripts/generate_data.py $(or $(DIR),outputs/data-$(ROWS)) --rows $(ROWS) $(ARGS)
+
+benchmark-growth: setup
+	$(PY) benchmarks/growth.py $(ARGS)
+
+benchmark-input: setup
+	$(PY) benchmarks/input_path.py $(ARGS)
 
 clean:
 	rm -rf outputs

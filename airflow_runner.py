@@ -25,14 +25,15 @@ import datetime  # noqa: E402
 import functools  # noqa: E402
 
 from airflow import models as airflow_models  # noqa: E402
-from airflow.operators.python import PythonOperator  # noqa: E402
+from airflow.operators.python import PythonOperator, ShortCircuitOperator  # noqa: E402
 from tfx.orchestration.airflow.airflow_dag_runner import (  # noqa: E402
     AirflowDagRunner,
     AirflowPipelineConfig,
 )
 
-from pipeline import configs  # noqa: E402
+from pipeline import configs, spans  # noqa: E402
 from pipeline.airflow_support import (  # noqa: E402
+    check_new_span,
     ingest_earlier_spans,
     metadata_config,
     transform_per_span_outputs,
@@ -40,6 +41,7 @@ from pipeline.airflow_support import (  # noqa: E402
 from pipeline.pipeline import EXAMPLE_GEN_ID, create_pipeline  # noqa: E402
 
 INGEST_TASK_ID = "ingest_earlier_spans"
+CHECK_TASK_ID = "check_new_span"
 
 
 def airflow_settings() -> configs.Settings:
@@ -66,14 +68,24 @@ def dag_config(settings: configs.Settings) -> AirflowPipelineConfig:
 
 
 def build_dag(settings: configs.Settings) -> airflow_models.DAG:
-    """The pipeline's DAG, with the ingestion of earlier spans before ExampleGen (unless
-    ExampleGen reads the whole window every run, as for a BigQuery query)."""
+    """The pipeline's DAG. Unless ExampleGen reads the whole window every run (as for a
+    BigQuery query), it starts with a check for a new complete span that skips the run when
+    there is none, then the ingestion of earlier spans; ExampleGen reads the newest complete
+    span (Airflow imports this file again for every task, so that is the span at run time)."""
+    reads_window = settings.example_gen_reads_window
+    complete = [] if reads_window else spans.complete_spans(settings)
     dag = AirflowDagRunner(dag_config(settings)).run(transform_per_span_outputs(
-        create_pipeline(settings, metadata_connection_config=metadata_config(settings))))
-    if not settings.example_gen_reads_window:
+        create_pipeline(settings, metadata_connection_config=metadata_config(settings),
+                        span=complete[-1] if complete else None)))
+    if not reads_window:
+        check = ShortCircuitOperator(task_id=CHECK_TASK_ID, dag=dag,
+                                     python_callable=functools.partial(check_new_span, settings))
         ingest = PythonOperator(task_id=INGEST_TASK_ID, dag=dag,
                                 python_callable=functools.partial(ingest_earlier_spans, settings))
-        ingest >> dag.get_task(EXAMPLE_GEN_ID)
+        roots = [task for task in dag.roots if task.task_id != CHECK_TASK_ID]
+        check >> ingest >> dag.get_task(EXAMPLE_GEN_ID)
+        # Every other first task too (ImportSchemaGen, resolvers): a skipped run runs nothing.
+        check >> [task for task in roots if task.task_id not in (INGEST_TASK_ID, EXAMPLE_GEN_ID)]
     return dag
 
 

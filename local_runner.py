@@ -37,7 +37,12 @@ def main() -> None:
         raise SystemExit(f"error: {error}") from None
     metadata = tfx.orchestration.metadata.sqlite_metadata_connection_config(
         settings.metadata_path)
-    pipeline = create_pipeline(settings, metadata_connection_config=metadata)
+    try:
+        # ExampleGen reads the newest *complete* span, never a half-copied newer folder.
+        span = None if settings.example_gen_reads_window else spans.newest_complete_span(settings)
+    except ValueError as error:
+        raise SystemExit(f"error: {error}") from None
+    pipeline = create_pipeline(settings, metadata_connection_config=metadata, span=span)
     # `tfx pipeline create/compile` runs this file with run() patched to only capture the
     # pipeline: nothing may be ingested then (`tfx run create` runs the file for real).
     if hasattr(tfx.orchestration.LocalDagRunner.run, "__wrapped__"):

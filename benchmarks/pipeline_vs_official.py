@@ -28,7 +28,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Mapping, Optional, Sequence
+from typing import Callable, Mapping, Optional, Sequence
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # before TensorFlow loads (in holdout)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -38,7 +38,9 @@ import official_template  # noqa: E402
 import process_tree  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-SNAPSHOT_ITEMS = ("pipeline", "models", "schema", "data", "local_runner.py")
+# Every package the pipeline may import (serving/, streaming/, analysis/ when present).
+SNAPSHOT_ITEMS = ("pipeline", "models", "schema", "data", "local_runner.py", "analysis",
+                  "serving", "streaming")
 OUR_PIPELINE_NAME = "taxi-tips"
 OUR_OUTPUT_KEY = "probabilities"
 OUR_COMPONENT_DIRS = ("CsvExampleGen", "ImportSchemaGen", "StatisticsGen", "ExampleValidator",
@@ -96,6 +98,8 @@ def snapshot_project(repo: Path, destination: Path) -> Path:
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     for item in SNAPSHOT_ITEMS:
         source = repo / item
+        if not source.exists():
+            continue
         if source.is_dir():
             shutil.copytree(source, destination / item, ignore=ignore)
         else:
@@ -277,19 +281,25 @@ def official_sample_csv() -> Path:
     return path
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = parse_args(argv)
-    workdir = Path(tempfile.mkdtemp(prefix="pipeline_vs_official-"))
+def run_in_workdir(prefix: str, keep: bool, body: Callable[[Path], None]) -> int:
+    """Runs body(a new temporary directory); keeps the directory if asked or on failure."""
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
     try:
-        run_benchmark(args, workdir)
+        body(workdir)
     except BaseException:
         print(f"\nfailed; kept {workdir} (logs in {workdir / 'logs'})", file=sys.stderr)
         raise
-    if args.keep:
+    if keep:
         print(f"kept {workdir}")
     else:
         shutil.rmtree(workdir, ignore_errors=True)
     return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    return run_in_workdir("pipeline_vs_official-", args.keep,
+                          lambda workdir: run_benchmark(args, workdir))
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Optional, Sequence
 
 try:
     import psutil
@@ -94,8 +94,10 @@ def _tail(path: Path, lines: int = TAIL_LINES) -> str:
 
 
 def run_measured(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], log_path: Path,
-                 interval_s: float = 0.2) -> Measurement:
-    """Runs `argv` to completion (output to `log_path`), sampling its tree's memory.
+                 interval_s: float = 0.2,
+                 on_sample: Optional[Callable[[int], None]] = None) -> Measurement:
+    """Runs `argv` to completion (output to `log_path`), sampling its tree's memory;
+    `on_sample(pid)`, if given, is called at each sample too (for more per-sample figures).
 
     Raises RunFailed, with the log's tail, if the command fails. On an exception here
     (Ctrl-C) the command's process group, which this function created, is terminated."""
@@ -108,6 +110,8 @@ def run_measured(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], log_
         try:
             while process.poll() is None:
                 peak = max(peak, tree_rss_bytes(process.pid))
+                if on_sample is not None:
+                    on_sample(process.pid)
                 samples += 1
                 try:
                     process.wait(timeout=interval_s)

@@ -14,10 +14,14 @@ import tf_keras as keras
 from absl import logging
 from tfx import v1 as tfx
 
-from models import features, hyperparameters
+from models import features, hyperparameters, warm_start
 
 PREDICTION_KEY = "probabilities"
 SERVING_RAW_SIGNATURE = "serving_raw"
+# serving_raw plus a `key` string that is passed through untouched: batch predictions
+# (serving/batch_predict.py) stay joinable to their rows whatever order a runner emits them in.
+SERVING_KEYED_SIGNATURE = "serving_keyed"
+KEY_INPUT = "key"
 TRANSFORM_SIGNATURE = "transform_features"
 # Examples held in memory by tf.data's cache; the shipped data is ~15k rows.
 CACHE_MAX_FILES_BYTES = 512 * 1024 * 1024
@@ -41,11 +45,17 @@ def model_input_keys() -> list[str]:
 
 def input_dataset(file_patterns: list[str], tf_transform_output: tft.TFTransformOutput,
                   batch_size: int, shuffle: bool = True, repeat: bool = True,
-                  seed: Optional[int] = None) -> tf.data.Dataset:
+                  seed: Optional[int] = None,
+                  input_context: Optional[tf.distribute.InputContext] = None) -> tf.data.Dataset:
     """(features, label) batches from Transform's gzipped TFRecords.
 
     Batches before parsing (one vectorized parse per batch), reads files in parallel,
     caches the serialized records in memory when they fit, and prefetches.
+
+    With an `input_context` of several input pipelines (one per worker), every worker reads
+    the same seeded, shuffled stream and keeps every n-th record: a global step then trains on
+    exactly the consecutive records one worker would batch alone (so a multi-worker run
+    matches a single-worker run with the global batch size). `batch_size` is per pipeline.
     """
     files = sorted(f for pattern in file_patterns for f in tf.io.gfile.glob(pattern))
     if not files:
@@ -59,6 +69,9 @@ def input_dataset(file_patterns: list[str], tf_transform_output: tft.TFTransform
         dataset = dataset.shuffle(10_000, seed=seed, reshuffle_each_iteration=True)
     if repeat:
         dataset = dataset.repeat()
+    if input_context is not None and input_context.num_input_pipelines > 1:
+        dataset = dataset.shard(input_context.num_input_pipelines,
+                                input_context.input_pipeline_id)
     dataset = dataset.batch(batch_size, drop_remainder=repeat)
 
     def parse(serialized):
@@ -97,13 +110,34 @@ def build_model(hp: "hyperparameters.keras_tuner.HyperParameters") -> keras.Mode
 
 
 def distribution_strategy(name: str) -> tf.distribute.Strategy:
+    """default: one device; mirrored: synchronous replicas on this machine's GPUs, or on its
+    logical CPU devices if it has no GPU and several are configured; multi_worker: synchronous
+    all-reduce across the workers TF_CONFIG lists."""
     if name == "mirrored":
+        if not tf.config.list_logical_devices("GPU"):
+            cpus = [d.name for d in tf.config.list_logical_devices("CPU")]
+            if len(cpus) > 1:
+                return tf.distribute.MirroredStrategy(cpus)
         return tf.distribute.MirroredStrategy()
     if name == "multi_worker":
         return tf.distribute.MultiWorkerMirroredStrategy()
     if name == "default":
         return tf.distribute.get_strategy()
     raise ValueError(f"distribution_strategy={name!r}: expected default, mirrored or multi_worker")
+
+
+def _distributed_input(strategy: tf.distribute.Strategy, file_patterns: list[str],
+                       tf_transform_output: tft.TFTransformOutput, global_batch: int,
+                       **kwargs):
+    """input_dataset for `strategy`: across workers, each worker builds its own share (see
+    input_dataset) instead of tf.data's auto-sharding by file, whose split depends on how
+    many files Transform wrote; on one machine, the plain dataset."""
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return input_dataset(file_patterns, tf_transform_output, global_batch, **kwargs)
+    return strategy.distribute_datasets_from_function(
+        lambda context: input_dataset(file_patterns, tf_transform_output,
+                                      global_batch // context.num_input_pipelines,
+                                      input_context=context, **kwargs))
 
 
 def _is_chief() -> bool:
@@ -139,8 +173,9 @@ def _raw_to_sparse(values: tf.Tensor, dtype: tf.DType) -> tf.SparseTensor:
 
 
 def export_signatures(model: keras.Model, tf_transform_output: tft.TFTransformOutput) -> dict:
-    """serving_default (serialized tf.Example), serving_raw (typed raw values) and
-    transform_features (for TFMA); all apply the same Transform graph."""
+    """serving_default (serialized tf.Example), serving_raw (typed raw values), serving_keyed
+    (serving_raw plus a passed-through `key`) and transform_features (for TFMA); all apply
+    the same Transform graph."""
     model.tft_layer = tf_transform_output.transform_features_layer()
     raw_feature_spec = tf_transform_output.raw_feature_spec()
     serving_spec = {k: v for k, v in raw_feature_spec.items() if k != features.RAW_LABEL_KEY}
@@ -158,6 +193,17 @@ def export_signatures(model: keras.Model, tf_transform_output: tft.TFTransformOu
     def serve_raw(raw):
         return predict({k: _raw_to_sparse(v, raw_feature_spec[k].dtype) for k, v in raw.items()})
 
+    keyed_specs = {**_raw_input_specs(raw_feature_spec),
+                   KEY_INPUT: tf.TensorSpec([None], tf.string, name=KEY_INPUT)}
+
+    @tf.function(input_signature=[keyed_specs])
+    def serve_keyed(raw):
+        raw = dict(raw)
+        key = raw.pop(KEY_INPUT)
+        outputs = predict({k: _raw_to_sparse(v, raw_feature_spec[k].dtype)
+                           for k, v in raw.items()})
+        return {**outputs, KEY_INPUT: tf.identity(key)}
+
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
     def transform_features(serialized):
         return model.tft_layer(tf.io.parse_example(serialized, raw_feature_spec))
@@ -165,6 +211,7 @@ def export_signatures(model: keras.Model, tf_transform_output: tft.TFTransformOu
     return {
         "serving_default": serve_examples.get_concrete_function(),
         SERVING_RAW_SIGNATURE: serve_raw.get_concrete_function(),
+        SERVING_KEYED_SIGNATURE: serve_keyed.get_concrete_function(),
         TRANSFORM_SIGNATURE: transform_features.get_concrete_function(),
     }
 
@@ -183,12 +230,20 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     strategy = distribution_strategy(config.get("distribution_strategy", "default"))
     # Each replica gets batch_size examples: the global batch grows with the replicas.
     global_batch = batch_size * strategy.num_replicas_in_sync
-    train = input_dataset(fn_args.train_files, tf_transform_output, global_batch, seed=seed)
-    evaluation = input_dataset(fn_args.eval_files, tf_transform_output, global_batch,
-                               shuffle=False)
+    logging.info("Training on %d replica(s) with %s, global batch %d",
+                 strategy.num_replicas_in_sync, type(strategy).__name__, global_batch)
+    train = _distributed_input(strategy, fn_args.train_files, tf_transform_output,
+                               global_batch, seed=seed)
+    evaluation = _distributed_input(strategy, fn_args.eval_files, tf_transform_output,
+                                    global_batch, shuffle=False)
     with strategy.scope():
         model = build_model(hp)
-    model.fit(train, steps_per_epoch=max(fn_args.train_steps // 10, 1), epochs=10,
+    train_steps = fn_args.train_steps
+    # Warm start (Settings.warm_start): from the served model's weights, fewer steps do.
+    if fn_args.base_model and warm_start.warm_start(model, fn_args.base_model,
+                                                    tf_transform_output):
+        train_steps = max(int(train_steps * float(config["warm_start_steps_fraction"])), 10)
+    model.fit(train, steps_per_epoch=max(train_steps // 10, 1), epochs=10,
               validation_data=evaluation, validation_steps=fn_args.eval_steps, verbose=2)
 
     # Under MultiWorkerMirroredStrategy every worker saves (saving is collective), but only

@@ -28,7 +28,11 @@ def preprocessing_fn(inputs: dict) -> dict:
     for key in features.NUMERIC_FEATURES:
         value = _float(inputs[key])
         # Missing or negative amounts count as 0; log1p tames the long tail (700$ fares).
-        value = tf.math.log1p(tf.maximum(tf.where(tf.math.is_nan(value), 0.0, value), 0.0))
+        value = tf.maximum(tf.where(tf.math.is_nan(value), 0.0, value), 0.0)
+        # log1p in float64, then float32: float32 log1p differs in the last bit between
+        # TensorFlow's vectorized and scalar paths, so the same trip could land in another
+        # quantile bucket depending on the batch it is served in (micro-batching, batch jobs).
+        value = tf.cast(tf.math.log1p(tf.cast(value, tf.float64)), tf.float32)
         outputs[features.transformed_name(key)] = tft.scale_to_z_score(value)
         outputs[features.bucketized_name(key)] = tft.bucketize(value, features.NUMERIC_BUCKETS)
 
@@ -57,9 +61,15 @@ def preprocessing_fn(inputs: dict) -> dict:
 
     # The label exists only at training time; serving signatures never see `tips`.
     if features.RAW_LABEL_KEY in inputs:
-        fare = _float(inputs["fare"])
-        tips = _float(inputs[features.RAW_LABEL_KEY])
-        big_tip = tf.greater(tf.where(tf.math.is_nan(tips), 0.0, tips),
-                             features.BIG_TIP_FRACTION * tf.where(tf.math.is_nan(fare), 0.0, fare))
-        outputs[features.LABEL_KEY] = tf.cast(big_tip, tf.int64)
+        outputs[features.LABEL_KEY] = label(inputs)
     return outputs
+
+
+def label(inputs: dict) -> tf.Tensor:
+    """The label from raw features (as parsed from tf.Example): 1 when the tip is above
+    BIG_TIP_FRACTION of the fare. Also used eagerly by the leakage check (analysis/leakage.py)."""
+    fare = _float(inputs["fare"])
+    tips = _float(inputs[features.RAW_LABEL_KEY])
+    big_tip = tf.greater(tf.where(tf.math.is_nan(tips), 0.0, tips),
+                         features.BIG_TIP_FRACTION * tf.where(tf.math.is_nan(fare), 0.0, fare))
+    return tf.cast(big_tip, tf.int64)

@@ -6,6 +6,7 @@ import functools
 import os
 
 import ml_metadata as mlmd
+from absl import logging
 from tfx import v1 as tfx
 from tfx.dsl.components.base import base_driver
 from tfx.orchestration import data_types
@@ -118,6 +119,23 @@ def ingest_span(settings: configs.Settings, span: int, run_id: str) -> None:
         additional_pipeline_args={"tmp_dir": os.path.join(settings.pipeline_root, ".temp", "")},
         component_config=component_config,
     ).launch()
+
+
+def check_new_span(settings: configs.Settings, dag_run=None) -> bool:
+    """The first task of every run (a ShortCircuitOperator): True when a new complete span
+    waits to be ingested; else it logs that there is nothing new and the rest of the run is
+    skipped. A run triggered with the conf {"force": true} goes ahead regardless (a rerun)."""
+    span = spans.new_span(settings, ingested_spans(settings))
+    if span is not None:
+        logging.info("new span %d: running the pipeline", span)
+        return True
+    if dag_run is not None and (dag_run.conf or {}).get("force"):
+        logging.info("no new span, but the run was forced (conf force=true)")
+        return True
+    complete = spans.complete_spans(settings)
+    logging.info("nothing new: %s; skipping the run", f"span {complete[-1]} was already ingested"
+                 if complete else f"no complete span in {settings.data_dir}")
+    return False
 
 
 def ingest_earlier_spans(settings: configs.Settings, run_id: str) -> list[int]:

@@ -17,6 +17,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 MODELS_DIR = PROJECT_ROOT / "models"
 
 STRATEGIES = ("default", "mirrored", "multi_worker")
+TFLITE_QUANTIZATIONS = ("dynamic", "int8")  # see pipeline/tflite.py
 # The names Kubeflow Pipelines v2 / Vertex accept; every runner uses them, so pipelines port.
 PIPELINE_NAME_PATTERN = re.compile(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?")
 
@@ -120,12 +121,72 @@ class Settings:
     extra_beam_args: tuple[str, ...] = ()
 
     # --- Serving (serving/): the local model server, batch predictions, skew detection.
+    # Loopback by default: exposing the server is a deliberate choice (0.0.0.0 in a container).
+    serving_host: str = "127.0.0.1"
+    serving_port: int = 8501  # TF Serving's REST port, so clients work against both
+    # Model name in the URLs (/v1/models/<name>); empty = the pipeline name.
+    serving_model_name: str = ""
+    # Larger request bodies get 413 before anything is parsed.
+    serving_max_body_bytes: int = 4 * 1024 * 1024
+    # Micro-batching: concurrent requests merge into one model call of at most this many rows;
+    # under concurrent load a batch waits at most this long for company (a lone client never).
+    serving_max_batch_size: int = 256
+    serving_max_batch_wait_ms: float = 2.0
+    # How often the server looks for newly pushed versions, and how many newest it keeps loaded.
+    serving_poll_seconds: float = 2.0
+    serving_keep_versions: int = 2
+    # Request/response log (JSON lines) for monitoring and skew detection; rate 0 = off.
+    serving_log_sampling_rate: float = 0.0
+    serving_log_path: str = ""  # empty = <output_dir>/serving_logs/requests.jsonl
+    # Hybrid serving: answer keyed requests from the batch predictions table when it has the key.
+    serving_hybrid: bool = False
+    # Batch predictions: "sqlite" (a local file) or "bigquery" (needs GCP settings).
+    batch_predict_warehouse: str = "sqlite"
+    batch_predict_sqlite_path: str = ""  # empty = <output_dir>/warehouse/predictions.db
+    batch_predict_table: str = "predictions"  # SQLite table, or BigQuery dataset.table
+    batch_predict_span: int = 0  # 0 = the newest span in data_dir
 
     # --- Continuous training: triggers, warm start, progressive validation, streaming.
+    # A span folder counts as complete (ingestible) once this file is in it, so a half-copied
+    # span is never read; empty = every span folder counts as complete.
+    span_complete_marker: str = "_COMPLETE"
+    # The Trainer starts from the latest blessed model's weights when the model's inputs match.
+    warm_start: bool = True
+    # A warm-started retrain runs this fraction of train_steps (it starts near a good model).
+    warm_start_steps_fraction: float = 0.3
+    # The blessed model is evaluated on each new span before that span is trained on.
+    progressive_validation: bool = True
+    # Drift of the new span against the previous span (the schema's drift comparators).
+    check_drift: bool = True
+    # `make watch`: seconds between two looks at the data location.
+    watch_interval_seconds: float = 30.0
+    # Streaming ingestion (streaming/): event-time window of one span, and how long after a
+    # window closed a late event is still caught (and dead-lettered as late, not dropped).
+    streaming_window_seconds: int = 86400
+    streaming_allowed_lateness_seconds: int = 7 * 86400
+    # The event field that holds the event time (Unix seconds).
+    streaming_event_time_field: str = "trip_start_timestamp"
 
     # --- Exploring results: report, lineage, leakage check.
+    # The LeakageCheck step after ExampleValidator (analysis/leakage.py); off = no such step.
+    leakage_check: bool = True
+    # A leak fails the run before Transform (nothing trained or pushed); off = a warning only.
+    leakage_fails_run: bool = False
+    # A feature whose single-feature AUC for the label exceeds this is reported as a leak
+    # (payment_type scores 0.89-0.95 on the shipped spans: cash tips are not recorded).
+    leakage_auc_threshold: float = 0.98
+    # Rows of the new span's train split the AUC is computed on (bounds the step's time).
+    leakage_sample_rows: int = 5000
+    # Where `make report` writes its HTML file; empty = <output_dir>/report/<pipeline name>.html.
+    report_path: str = ""
 
     # --- Scale: growth data, TF Lite export.
+    # After the Pusher, also export each pushed model as TF Lite (pipeline/tflite.py).
+    tflite_export: bool = False
+    # dynamic: int8 weights (no data needed); int8: full-integer, calibrated on transformed data.
+    tflite_quantization: str = "dynamic"
+    # How many transformed training examples calibrate full-integer quantization.
+    tflite_representative_examples: int = 200
 
     @property
     def on_kubeflow(self) -> bool:
@@ -216,12 +277,22 @@ class Settings:
 
     def validate(self) -> None:
         _check_choice("distribution_strategy", self.distribution_strategy, STRATEGIES)
+        _check_choice("tflite_quantization", self.tflite_quantization, TFLITE_QUANTIZATIONS)
+        if self.tflite_representative_examples < 1:
+            raise ValueError("PIPELINE_TFLITE_REPRESENTATIVE_EXAMPLES must be at least 1, "
+                             f"got {self.tflite_representative_examples}")
         if self.train_window_spans < 1:
             raise ValueError("PIPELINE_TRAIN_WINDOW_SPANS must be at least 1, "
                              f"got {self.train_window_spans}")
         if "{SPAN}" not in self.span_pattern:
             raise ValueError(f"PIPELINE_SPAN_PATTERN={self.span_pattern!r} must contain {{SPAN}}")
         validate_kubeflow_name(self.pipeline_name)
+        if not 0 < self.warm_start_steps_fraction <= 1:
+            raise ValueError("PIPELINE_WARM_START_STEPS_FRACTION must be in (0, 1], "
+                             f"got {self.warm_start_steps_fraction}")
+        if "/" in self.span_complete_marker or self.streaming_window_seconds < 1:
+            raise ValueError("PIPELINE_SPAN_COMPLETE_MARKER must be a file name and "
+                             "PIPELINE_STREAMING_WINDOW_SECONDS at least 1")
         _check_choice("orchestrator", self.orchestrator, ORCHESTRATORS)
         _check_choice("beam_preset", self.beam_preset, BEAM_PRESETS)
         needs_image = (self.on_kubeflow or self.beam_preset != "direct"
@@ -249,6 +320,25 @@ class Settings:
         if cloud_uses and not (self.gcp_project and self.gcp_region):
             raise ValueError(f"{', '.join(cloud_uses)} needs PIPELINE_GCP_PROJECT and "
                              "PIPELINE_GCP_REGION")
+        # Exploring results
+        if not 0.5 <= self.leakage_auc_threshold <= 1.0:
+            raise ValueError("PIPELINE_LEAKAGE_AUC_THRESHOLD must be between 0.5 and 1, "
+                             f"got {self.leakage_auc_threshold}")
+        if self.leakage_sample_rows < 100:
+            raise ValueError("PIPELINE_LEAKAGE_SAMPLE_ROWS must be at least 100, "
+                             f"got {self.leakage_sample_rows}")
+        # Serving
+        if not 0.0 <= self.serving_log_sampling_rate <= 1.0:
+            raise ValueError("PIPELINE_SERVING_LOG_SAMPLING_RATE must be between 0 and 1, "
+                             f"got {self.serving_log_sampling_rate}")
+        for name in ("serving_max_body_bytes", "serving_max_batch_size", "serving_keep_versions"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{env_name(name)} must be at least 1, got {getattr(self, name)}")
+        _check_choice("batch_predict_warehouse", self.batch_predict_warehouse, ("sqlite", "bigquery"))
+        if self.batch_predict_warehouse == "bigquery" and not (
+                self.gcp_project and "." in self.batch_predict_table):
+            raise ValueError("PIPELINE_BATCH_PREDICT_WAREHOUSE=bigquery needs PIPELINE_GCP_PROJECT "
+                             "and PIPELINE_BATCH_PREDICT_TABLE as dataset.table")
 
 
 def _check_choice(field_name: str, value: str, choices: tuple[str, ...]) -> None:

@@ -7,9 +7,12 @@ from typing import Optional
 import tensorflow_model_analysis as tfma
 from tfx import v1 as tfx
 
+from analysis.leakage import leakage_check
 from models import features, model
 from pipeline import configs
+from pipeline import tflite
 from pipeline.baseline import CANDIDATE_KEY, LatestBlessedBaselineStrategy
+from pipeline.continuous import AcceptedSpanRangeStrategy, continuous_nodes
 from pipeline.gate import AnomaliesGate
 
 EXAMPLE_GEN_ID = "CsvExampleGen"
@@ -86,13 +89,15 @@ def eval_config(settings: configs.Settings) -> tfma.EvalConfig:
 
 def create_pipeline(settings: configs.Settings, *,
                     metadata_connection_config=None,
-                    ingest_only_span: Optional[int] = None) -> tfx.dsl.Pipeline:
+                    ingest_only_span: Optional[int] = None,
+                    span: Optional[int] = None) -> tfx.dsl.Pipeline:
     """The full pipeline; with `ingest_only_span`, only ExampleGen for that span (used to
-    ingest spans that arrived before this pipeline's first run).
+    ingest spans that arrived before this pipeline's first run). `span` pins the span a full
+    run ingests (runners pass the newest complete one); None = the newest span folder.
 
     `metadata_connection_config` comes from the runner (None where the orchestrator
     provides its own, as Kubeflow does)."""
-    example_gen = _example_gen(settings, ingest_only_span)
+    example_gen = _example_gen(settings, span if ingest_only_span is None else ingest_only_span)
     if ingest_only_span is not None:
         return _pipeline(settings, [example_gen], metadata_connection_config)
 
@@ -128,11 +133,22 @@ def create_pipeline(settings: configs.Settings, *,
         disable_statistics=not settings.transform_statistics,
         custom_config=code_config)
     transform.add_upstream_node(anomalies_gate)
+    # The data-leakage check (analysis/leakage.py), None when off; a leak it is told to fail
+    # on stops the run before Transform, as the gate does.
+    leakage = leakage_check(settings, example_gen.outputs["examples"],
+                            schema_gen.outputs["schema"], statistics_gen.outputs["statistics"])
+    if leakage:
+        transform.add_upstream_node(leakage)
+    # Warm start, progressive validation and drift (pipeline/continuous.py).
+    continuous = continuous_nodes(settings, example_gen, statistics_gen, schema_gen)
+    for node in continuous.before_training:
+        transform.add_upstream_node(node)
 
     training_config = {**code_config, "batch_size": settings.batch_size,
                        "distribution_strategy": settings.distribution_strategy}
     components = [example_gen, statistics_gen, schema_gen, example_validator, anomalies_gate,
-                  *window_nodes, transform]
+                  *window_nodes, *continuous.nodes, transform]
+    components += [leakage] if leakage else []
     if settings.enable_tuning:
         tuner = tfx.components.Tuner(
             tuner_fn="models.tuner.tuner_fn",
@@ -166,9 +182,12 @@ def create_pipeline(settings: configs.Settings, *,
         transform_graph=transform.outputs["transform_graph"],
         schema=schema_gen.outputs["schema"],
         hyperparameters=hyperparameters,
+        base_model=continuous.base_model,
         train_args=tfx.proto.TrainArgs(num_steps=settings.train_steps),
         eval_args=tfx.proto.EvalArgs(num_steps=settings.eval_steps),
-        custom_config={**training_config, **vertex_config})
+        custom_config={**training_config, **vertex_config, **(
+            {"warm_start_steps_fraction": settings.warm_start_steps_fraction}
+            if continuous.base_model else {})})
 
     baseline = _baseline_resolver(settings, trainer.outputs["model"])
 
@@ -185,14 +204,17 @@ def create_pipeline(settings: configs.Settings, *,
     pusher = _pusher(settings, trainer.outputs["model"], evaluator.outputs["blessing"])
 
     components += [node for node in (trainer, baseline, evaluator, pusher) if node]
+    if settings.tflite_export:
+        components.append(tflite.exporter(settings, pusher, transform))
     return _pipeline(settings, components, metadata_connection_config)
 
 
 def _span_window_resolver(settings: configs.Settings,
                           example_gen: tfx.types.BaseComponent) -> tfx.dsl.Resolver:
-    """The newest `train_window_spans` spans ExampleGen has ingested, in this run or earlier."""
+    """The newest `train_window_spans` spans ExampleGen has ingested, in this run or earlier,
+    leaving out spans a validation rejected (pipeline/continuous.py)."""
     span_window = tfx.dsl.Resolver(
-        strategy_class=tfx.dsl.experimental.SpanRangeStrategy,
+        strategy_class=AcceptedSpanRangeStrategy,
         config={"range_config": tfx.proto.RangeConfig(rolling_range=tfx.proto.RollingRange(
             num_spans=settings.train_window_spans))},
         examples=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Examples,

@@ -1,8 +1,14 @@
-"""Which spans exist in the data location, and which ExampleGen has already ingested."""
+"""Which spans exist in the data location, which are complete, and which ExampleGen has
+already ingested.
+
+A span is complete once its folder holds the marker file (`span_complete_marker`, `_COMPLETE`
+by default), written last by whoever delivers the span (scripts/split_data.py, the streaming
+job, a copy job), so a half-copied span is never ingested."""
 from __future__ import annotations
 
 import os
 import re
+from typing import Optional
 
 import tensorflow as tf
 
@@ -10,7 +16,7 @@ from pipeline import configs, metadata
 
 
 def available_spans(settings: configs.Settings) -> list[int]:
-    """Span numbers whose input files exist, ascending."""
+    """Span numbers whose input files exist, complete or not, ascending."""
     glob = os.path.join(settings.data_dir, settings.span_pattern.replace("{SPAN}", "*"))
     regex = re.compile(re.escape(os.path.join(settings.data_dir, settings.span_pattern))
                        .replace(re.escape("{SPAN}"), r"(\d+)").replace(r"\*", "[^/]*") + "$")
@@ -18,11 +24,67 @@ def available_spans(settings: configs.Settings) -> list[int]:
     return sorted(spans)
 
 
+def span_dir(settings: configs.Settings, span: int) -> str:
+    """The folder of one span: the directory part of the span pattern."""
+    folder = os.path.dirname(settings.span_pattern)
+    if "{SPAN}" not in folder:
+        raise ValueError(
+            f"PIPELINE_SPAN_PATTERN={settings.span_pattern!r}: completion markers need one "
+            "folder per span (e.g. 'span-{SPAN}/*.csv'); or set PIPELINE_SPAN_COMPLETE_MARKER=''")
+    return os.path.join(settings.data_dir, folder.replace("{SPAN}", str(span)))
+
+
+def marker_path(settings: configs.Settings, span: int) -> str:
+    return os.path.join(span_dir(settings, span), settings.span_complete_marker)
+
+
+def is_complete(settings: configs.Settings, span: int) -> bool:
+    return not settings.span_complete_marker or tf.io.gfile.exists(marker_path(settings, span))
+
+
+def complete_spans(settings: configs.Settings) -> list[int]:
+    """Span numbers with input files and a completion marker, ascending."""
+    return [span for span in available_spans(settings) if is_complete(settings, span)]
+
+
+def newest_complete_span(settings: configs.Settings) -> int:
+    """The span a full run ingests; an error naming the data location when there is none."""
+    complete = complete_spans(settings)
+    if not complete:
+        incomplete = available_spans(settings)
+        hint = (f" (spans {incomplete} have files but no {settings.span_complete_marker!r} "
+                "marker yet)" if incomplete else "")
+        raise ValueError(
+            f"PIPELINE_DATA_DIR={settings.data_dir!r}: no complete span matching "
+            f"{settings.span_pattern!r}{hint}; a span counts once its folder holds "
+            f"{settings.span_complete_marker!r}")
+    return complete[-1]
+
+
+def mark_complete(span_folder: str, marker: str = "_COMPLETE") -> None:
+    """Writes the marker (last, after the span's files), atomically."""
+    path = os.path.join(span_folder, marker)
+    tmp = path + ".tmp"
+    with tf.io.gfile.GFile(tmp, "w") as f:
+        f.write("")
+    tf.io.gfile.rename(tmp, path, overwrite=True)
+
+
 def earlier_spans_to_ingest(settings: configs.Settings, ingested: set[int]) -> list[int]:
-    """The older spans of the training window (all but the newest, which a full run ingests)
-    that ExampleGen has not ingested yet: what a new pipeline, or a grown window, catches up."""
-    window = available_spans(settings)[-settings.train_window_spans:-1]
+    """The older complete spans of the training window (all but the newest, which a full run
+    ingests) that ExampleGen has not ingested yet: what a new pipeline, or a grown window,
+    catches up."""
+    window = complete_spans(settings)[-settings.train_window_spans:-1]
     return [span for span in window if span not in ingested]
+
+
+def new_span(settings: configs.Settings, ingested: set[int]) -> Optional[int]:
+    """The newest complete span if ExampleGen has not ingested it yet, else None: what a
+    trigger checks before starting a run."""
+    complete = complete_spans(settings)
+    if not complete or complete[-1] in ingested:
+        return None
+    return complete[-1]
 
 
 def ingested_spans(settings: configs.Settings, example_gen_id: str) -> set[int]:

@@ -19,6 +19,7 @@ import os
 from pathlib import Path
 
 NUM_SPANS = 6
+COMPLETE_MARKER = "_COMPLETE"  # Settings.span_complete_marker's default
 TIMESTAMP_COLUMN = "trip_start_timestamp"
 SECONDS_PER_DAY = 86400
 
@@ -70,6 +71,8 @@ def split(source: Path, out_dir: Path, num_spans: int = NUM_SPANS) -> list[dict]
             writer.writerow(header)
             writer.writerows(span_rows)
         os.replace(tmp, span_dir / "data.csv")
+        # Last: the marker that makes the span complete (ingestible), see pipeline/spans.py.
+        (span_dir / COMPLETE_MARKER).touch()
         stamps = [int(r[ts_index]) for r in span_rows]
         manifest.append({"span": span, "rows": len(span_rows),
                          "first_trip": _day(min(stamps)), "last_trip": _day(max(stamps))})

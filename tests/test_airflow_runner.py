@@ -38,9 +38,10 @@ MIN_PREDICTION_CORRELATION, MIN_DECISION_AGREEMENT = 0.85, 0.85
 WINDOW_SPANS = 3
 # Nodes with an execution of their own (resolvers record one too, always "cached").
 TFX_NODES = ["CsvExampleGen", "ImportSchemaGen", "StatisticsGen", "ExampleValidator",
-             "AnomaliesGate", "Transform", "Tuner", "Trainer", "Evaluator", "Pusher"]
-TASKS = {*TFX_NODES, "ingest_earlier_spans", "span_window_resolver",
-         "latest_blessed_model_resolver"}
+             "LeakageCheck", "AnomaliesGate", "ProgressiveValidation", "Transform", "Tuner",
+             "Trainer", "Evaluator", "Pusher"]
+TASKS = {*TFX_NODES, "check_new_span", "ingest_earlier_spans", "span_window_resolver",
+         "current_model_resolver", "latest_blessed_model_resolver"}
 UNTUNED_TASKS = (TASKS - {"Tuner"}) | {"latest_hyperparameters_resolver"}
 
 
@@ -112,10 +113,11 @@ class AirflowPipeline:
     def dag_id(self) -> str:
         return self.run.settings.pipeline_name
 
-    def test_dag(self, date: str, **env_overrides: str) -> dict[str, str]:
+    def test_dag(self, date: str, conf: dict | None = None, **env_overrides: str) -> dict[str, str]:
         """Runs the DAG once for `date` inside the `airflow` process (no scheduler needed);
         returns its tasks' states."""
         result = self.airflow.cli("dags", "test", self.dag_id, date,
+                                  *(["--conf", json.dumps(conf)] if conf else []),
                                   env={**self.airflow.env, **env_overrides})
         assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
         return self.airflow.task_states(self.dag_id, f"manual__{date}T00:00:00+00:00")
@@ -195,9 +197,19 @@ def test_pushed_model_predicts_examples_of_the_run(pipeline, first_run):
     assert ((probabilities >= 0) & (probabilities <= 1)).all()
 
 
+def test_scheduled_run_with_no_new_span_skips_everything_after_the_check(pipeline, first_run):
+    executions = len(metadata.open_store(pipeline.run.settings).get_executions())
+    states = pipeline.test_dag("2024-01-05")
+    assert states == {task: "success" if task == "check_new_span" else "skipped"
+                      for task in TASKS}
+    assert len(metadata.open_store(pipeline.run.settings).get_executions()) == executions
+
+
 def test_rerun_with_no_new_data_is_cached_and_pushes_nothing(pipeline, first_run):
+    """Forced (conf force=true) past the new-span check, every node is cached."""
     versions = pipeline.run.pushed_versions()
-    assert pipeline.test_dag("2024-01-03") == {task: "success" for task in TASKS}
+    assert pipeline.test_dag("2024-01-03", conf={"force": True}) == \
+        {task: "success" for task in TASKS}
     for node in TFX_NODES:
         runs = pipeline.executions(node)
         assert [e.properties["state"].string_value for e in runs[-1:]] == ["cached"], node

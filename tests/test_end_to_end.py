@@ -17,6 +17,7 @@ import tf_keras as keras
 from models import features, model
 from pipeline.pipeline import EXAMPLE_GEN_ID, create_pipeline
 from pipeline.metadata import span_of
+from pipeline.spans import mark_complete
 from tests.pipeline_run import (ROOT, PipelineRun, new_run, read_csv, read_records, write_csv,
                                 write_data_slice)
 
@@ -24,7 +25,8 @@ SPANS = [1, 2, 3]
 ROWS_PER_SPAN = 400
 # Components that record executions (resolvers resolve inline and record none).
 EXECUTED = ["CsvExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator",
-            "AnomaliesGate", "Transform", "Tuner", "Trainer", "Evaluator", "Pusher"]
+            "LeakageCheck", "AnomaliesGate", "Transform", "Tuner", "Trainer", "Evaluator",
+            "Pusher"]
 COMPLETE, CACHED = 3, 5  # mlmd Execution.State
 
 
@@ -163,6 +165,7 @@ def test_anomalies_gate_stops_a_bad_span_before_training(first_run):
     for row in bad:
         del row["trip_miles"]            # a missing column
     write_csv(Path(first_run.settings.data_dir) / "span-4" / "data.csv", bad)
+    mark_complete(str(Path(first_run.settings.data_dir) / "span-4"))
 
     versions, digest = first_run.pushed_versions(), _model_digest(first_run)
     trained = len(first_run.executions("Trainer"))

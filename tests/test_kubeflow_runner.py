@@ -150,8 +150,11 @@ def test_the_dag_is_the_pipelines(compiled):
 
 
 def test_the_dag_is_the_local_one_but_for_the_resolvers_kubeflow_cannot_run(compiled, tmp_path):
-    local = create_pipeline(configs.Settings.from_env(kubeflow_environ(tmp_path),
-                                                      orchestrator="local"))
+    # Continuous training's nodes (warm start, progressive validation, drift) need custom
+    # resolvers and exist only locally and on Airflow.
+    local = create_pipeline(configs.Settings.from_env(
+        kubeflow_environ(tmp_path), orchestrator="local", warm_start=False,
+        progressive_validation=False, check_drift=False))
     # ExampleGen reads the whole window itself: no span window resolver in between.
     expected = contract(pipeline_edges(local), SPAN_WINDOW_RESOLVER_ID)
     if compiled.settings.orchestrator == "vertex":

@@ -24,7 +24,21 @@ def test_all_components_are_on_by_default(settings):
     assert set(_by_id(create_pipeline(settings))) == {
         EXAMPLE_GEN_ID, "StatisticsGen", "ImportSchemaGen", "ExampleValidator", "AnomaliesGate",
         SPAN_WINDOW_RESOLVER_ID, "Transform", "Tuner", "Trainer",
-        "latest_blessed_model_resolver", "Evaluator", "Pusher"}
+        "latest_blessed_model_resolver", "Evaluator", "Pusher", "LeakageCheck",
+        # continuous training (pipeline/continuous.py)
+        "current_model_resolver", "ProgressiveValidation", "previous_span_resolver",
+        "DriftCheck"}
+
+
+def test_leakage_check_runs_before_transform_and_can_be_switched_off(settings):
+    c = _by_id(create_pipeline(settings))
+    assert _producer(c["LeakageCheck"], "statistics") == "StatisticsGen"
+    assert _producer(c["LeakageCheck"], "examples") == EXAMPLE_GEN_ID
+    assert c["LeakageCheck"] in c["Transform"].upstream_nodes
+    assert c["LeakageCheck"].exec_properties["fail_on_leak"] == 0
+    off = _by_id(create_pipeline(configs.Settings.from_env(
+        {"PIPELINE_LEAKAGE_CHECK": "0"}, output_dir=settings.output_dir)))
+    assert "LeakageCheck" not in off
 
 
 def test_wiring(settings):

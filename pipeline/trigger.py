@@ -1,0 +1,96 @@
+"""The local trigger: runs the pipeline when a new complete span lands in the data location.
+
+    python -m pipeline.trigger           # or: make watch   (polls every watch_interval_seconds)
+    python -m pipeline.trigger --once    # one look: run if there is a new span, else say so
+
+A span is new when it is complete (its folder holds the `_COMPLETE` marker) and ExampleGen has
+not ingested it yet. Each run is `python local_runner.py` in a process of its own, with the
+same PIPELINE_* settings; a look that finds nothing new costs an MLMD query and a glob.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from typing import Callable, Optional
+
+from pipeline import configs, spans
+
+# CsvExampleGen's node id (pipeline.pipeline.EXAMPLE_GEN_ID), without importing TFX here.
+EXAMPLE_GEN_ID = "CsvExampleGen"
+LOCAL_RUNNER = os.path.join(configs.PROJECT_ROOT, "local_runner.py")
+
+
+def new_span(settings: configs.Settings) -> Optional[int]:
+    """The newest complete span if no run has ingested it yet."""
+    return spans.new_span(settings, spans.ingested_spans(settings, EXAMPLE_GEN_ID))
+
+
+def nothing_new_message(settings: configs.Settings) -> str:
+    complete = spans.complete_spans(settings)
+    waiting = [s for s in spans.available_spans(settings) if s not in complete]
+    message = (f"nothing new: span {complete[-1]} is the newest complete span and was already "
+               "ingested" if complete else
+               f"nothing new: no complete span in {settings.data_dir}")
+    if waiting:
+        message += (f"; spans {waiting} have files but no {settings.span_complete_marker!r} "
+                    "marker yet")
+    return message
+
+
+def run_local_pipeline() -> int:
+    """`python local_runner.py` with this process's environment; its exit code."""
+    return subprocess.run([sys.executable, LOCAL_RUNNER], check=False).returncode
+
+
+def trigger_once(settings: configs.Settings,
+                 run: Callable[[], int] = run_local_pipeline) -> Optional[int]:
+    """Runs the pipeline if there is a new span and returns its exit code; None (and a line
+    saying so) if there is nothing new."""
+    span = new_span(settings)
+    if span is None:
+        print(nothing_new_message(settings), flush=True)
+        return None
+    print(f"new span {span}: running the pipeline", flush=True)
+    code = run()
+    print(f"span {span}: the run {'succeeded' if code == 0 else f'failed (exit code {code})'}",
+          flush=True)
+    return code
+
+
+def watch(settings: configs.Settings, interval: float) -> None:
+    """Looks every `interval` seconds, forever; a failed run (a rejected span) is reported
+    and the watch goes on with the next span."""
+    print(f"watching {settings.data_dir} every {interval:g} s (Ctrl-C stops)", flush=True)
+    while True:
+        trigger_once(settings)
+        time.sleep(interval)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--once", action="store_true", help="look once, then exit")
+    parser.add_argument("--interval", type=float, default=None,
+                        help="seconds between looks (default: PIPELINE_WATCH_INTERVAL_SECONDS)")
+    args = parser.parse_args(argv)
+    try:
+        settings = configs.Settings.from_env(orchestrator="local")
+    except ValueError as error:
+        raise SystemExit(f"error: {error}") from None
+    if settings.example_gen_reads_window:
+        raise SystemExit("error: the trigger watches span files; with PIPELINE_BIGQUERY_QUERY "
+                         "every run reads the whole query, so schedule `make run` instead")
+    if args.once:
+        code = trigger_once(settings)
+        return code or 0
+    try:
+        watch(settings, args.interval or settings.watch_interval_seconds)
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

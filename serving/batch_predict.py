@@ -1,0 +1,235 @@
+"""Static serving: a Beam job that predicts every row of a span with the pushed model and writes
+keyed predictions to the warehouse table (SQLite locally, BigQuery in production).
+
+    python -m serving.batch_predict [--span N] [--version V]     # or `make batch-predict`
+
+The taxi data has no id column, so each row gets a stable key from where it lives:
+`<span>:<file name>:<row number>` (row 0 is the first data row). The model's `serving_keyed`
+signature takes the key with the raw features and passes it through, so a prediction stays
+tied to its row whatever order the runner processes rows in. Runs with the pipeline's Beam
+settings (PIPELINE_BEAM_PRESET), so on Dataflow it scales out like the data components.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import io
+import math
+import os
+import sys
+import time
+import uuid
+from typing import Any, Iterable, Optional, Sequence
+
+import apache_beam as beam
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+from apache_beam.ml.inference.base import ModelHandler, RunInference
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from models import features
+from models.model import KEY_INPUT, SERVING_KEYED_SIGNATURE
+from pipeline import configs, spans
+from serving import paths, warehouse
+from serving.tensors import Signature
+
+# Rows per chunk: one model call, one Beam element.
+CHUNK_ROWS = 2048
+
+
+def row_key(span: int, file_name: str, row_number: int) -> str:
+    return f"{span}:{file_name}:{row_number}"
+
+
+def raw_values(row: dict[str, str], where: str) -> dict[str, Any]:
+    """A CSV row as serving_raw's inputs: numbers as floats (NaN when empty), strings as is."""
+    values = {}
+    for key in features.raw_feature_keys():
+        if key not in row:
+            raise ValueError(f"{where}: column '{key}' is missing")
+        text = row[key]
+        if key in features.STRING_FEATURES:
+            values[key] = text
+            continue
+        try:
+            values[key] = float(text) if text != "" else math.nan
+        except ValueError:
+            raise ValueError(f"{where}: column '{key}' = {text!r} is not a number") from None
+    return values
+
+
+def json_instance(values: dict[str, Any]) -> dict[str, Any]:
+    """Raw values as a JSON request instance: a missing number (NaN) as null."""
+    return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in values.items()}
+
+
+def read_span_file(path: str, span: int, chunk_rows: int) -> Iterable[dict[str, Any]]:
+    """The keyed raw rows of one CSV file of a span, as columns of up to `chunk_rows` rows
+    (numbers as float64 arrays, NaN when empty): Beam then moves a few thousand-row chunks
+    instead of every row, and each chunk is one model call. pandas' C parser reads the file."""
+    name = os.path.basename(path)
+    with tf.io.gfile.GFile(path) as f:
+        frame = pd.read_csv(f, dtype=str, keep_default_na=False)
+    columns: dict[str, Any] = {}
+    for key in features.raw_feature_keys():
+        if key not in frame:
+            raise ValueError(f"{path}: column '{key}' is missing")
+        if key in features.STRING_FEATURES:
+            columns[key] = frame[key].tolist()
+            continue
+        text = frame[key]
+        numbers = pd.to_numeric(text.where(text != ""), errors="coerce")
+        bad = numbers.isna() & (text != "")
+        if bad.any():
+            row = int(bad.idxmax())
+            raise ValueError(f"{path} row {row + 1}: column '{key}' = {frame[key][row]!r} is "
+                             "not a number")
+        columns[key] = numbers.to_numpy(dtype=np.float64)
+    columns[KEY_INPUT] = [row_key(span, name, n) for n in range(len(frame))]
+    for start in range(0, len(frame), chunk_rows):
+        yield {key: values[start:start + chunk_rows] for key, values in columns.items()}
+
+
+class KeyedSignatureHandler(ModelHandler):
+    """RunInference over the SavedModel's serving_keyed signature: each element is a chunk of
+    keyed rows (columns), each output the chunk's {key, probability} rows (the key comes back
+    from the model itself)."""
+
+    def __init__(self, model_path: str):
+        self.model_path = model_path
+
+    def load_model(self) -> Signature:
+        loaded = tf.saved_model.load(self.model_path)
+        signature = Signature(SERVING_KEYED_SIGNATURE, loaded.signatures[SERVING_KEYED_SIGNATURE])
+        signature.loaded = loaded  # keeps the variables alive
+        return signature
+
+    def run_inference(self, batch: Sequence[dict], model: Signature,
+                      inference_args: Optional[dict] = None) -> Iterable[list[dict]]:
+        for chunk in batch:
+            outputs = model({key: chunk[key] for key in model.inputs})  # already typed
+            yield [{"key": key.decode("utf-8"), "probability": float(probability)}
+                   for key, probability in zip(outputs[KEY_INPUT],
+                                               outputs["probabilities"].reshape(-1))]
+
+    def batch_elements_kwargs(self):
+        return {"min_batch_size": 1, "max_batch_size": 1}  # a chunk is a batch already
+
+
+class _WriteSQLite(beam.DoFn):
+    """Appends each bundle's chunks to the staging table in one transaction."""
+
+    def __init__(self, db_path: str, table: str):
+        self.db_path, self.table = db_path, table
+
+    def start_bundle(self):
+        self._rows = []
+
+    def process(self, rows: list[dict]):
+        self._rows.extend(rows)
+        return []
+
+    def finish_bundle(self):
+        if self._rows:
+            with warehouse.connect(self.db_path) as connection:
+                warehouse.insert(connection, self.table, self._rows)
+
+
+@dataclasses.dataclass
+class BatchResult:
+    span: int
+    version: int
+    rows: int
+    seconds: float
+    destination: str
+
+
+def newest_version(base_path: str) -> int:
+    versions = [int(n) for n in (os.listdir(base_path) if os.path.isdir(base_path) else [])
+                if n.isdigit() and os.path.exists(os.path.join(base_path, n, "saved_model.pb"))]
+    if not versions:
+        raise FileNotFoundError(f"no pushed model under {base_path}: run the pipeline first "
+                                "(`make run`)")
+    return max(versions)
+
+
+def run(settings: configs.Settings, span: Optional[int] = None,
+        version: Optional[int] = None) -> BatchResult:
+    span = span or settings.batch_predict_span or max(spans.available_spans(settings), default=0)
+    pattern = os.path.join(settings.data_dir, settings.span_pattern.replace("{SPAN}", str(span)))
+    files = sorted(tf.io.gfile.glob(pattern))
+    if not files:
+        raise FileNotFoundError(f"no input files for span {span}: nothing matches {pattern}")
+    version = version or newest_version(settings.serving_model_dir)
+    model_path = os.path.join(settings.serving_model_dir, str(version))
+    if not tf.io.gfile.exists(os.path.join(model_path, "saved_model.pb")):
+        raise FileNotFoundError(f"model version {version}: no saved_model.pb in {model_path}")
+
+    bigquery = settings.batch_predict_warehouse == "bigquery"
+    if bigquery:
+        destination = f"{settings.gcp_project}:{settings.batch_predict_table}"
+    else:
+        warehouse.check_table_name(settings.batch_predict_table)
+        db_path = paths.predictions_db_path(settings)
+        os.makedirs(os.path.dirname(os.path.abspath(db_path)), exist_ok=True)
+        staging = f"{settings.batch_predict_table}__staging_{uuid.uuid4().hex[:8]}"
+        with warehouse.connect(db_path) as connection:
+            warehouse.create_table(connection, staging)
+        destination = f"{db_path}:{settings.batch_predict_table}"
+
+    started = time.perf_counter()
+    try:
+        with beam.Pipeline(options=PipelineOptions(settings.beam_pipeline_args)) as p:
+            predictions = (
+                p
+                | "Files" >> beam.Create(files)
+                | "ReadChunks" >> beam.FlatMap(read_span_file, span, CHUNK_ROWS)
+                | "Spread" >> beam.Reshuffle()  # chunks of one file to many workers
+                | "Predict" >> RunInference(KeyedSignatureHandler(model_path))
+                | "Describe" >> beam.Map(lambda rows: [
+                    {**row, "model_version": str(version), "span": span} for row in rows]))
+            if bigquery:
+                prediction_rows = predictions | "Rows" >> beam.FlatMap(lambda chunk: chunk)
+                prediction_rows | "Write" >> beam.io.WriteToBigQuery(
+                    settings.batch_predict_table, project=settings.gcp_project,
+                    schema=warehouse.BIGQUERY_SCHEMA,
+                    write_disposition=beam.io.BigQueryDisposition.WRITE_TRUNCATE,
+                    create_disposition=beam.io.BigQueryDisposition.CREATE_IF_NEEDED,
+                    custom_gcs_temp_location=settings.beam_temp_dir)
+            else:
+                predictions | "Write" >> beam.ParDo(_WriteSQLite(db_path, staging))
+    except BaseException:
+        if not bigquery:
+            warehouse.drop_table(db_path, staging)  # the old table stays as it was
+        raise
+    seconds = time.perf_counter() - started
+    if bigquery:
+        rows = _count_rows(files)
+    else:
+        rows = warehouse.count_rows(db_path, staging)
+        warehouse.replace_table(db_path, staging, settings.batch_predict_table)
+    return BatchResult(span, version, rows, seconds, destination)
+
+
+def _count_rows(files: list[str]) -> int:
+    return sum(sum(1 for _ in csv.DictReader(io.StringIO(tf.io.gfile.GFile(f).read())))
+               for f in files)
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    parser = argparse.ArgumentParser(description="Batch predictions of one span into the "
+                                                 "warehouse table.")
+    parser.add_argument("--span", type=int, help="default: PIPELINE_BATCH_PREDICT_SPAN, else "
+                                                 "the newest span")
+    parser.add_argument("--version", type=int, help="model version; default: the newest pushed")
+    args = parser.parse_args(argv)
+    result = run(configs.Settings.from_env(), args.span, args.version)
+    print(f"span {result.span}: {result.rows} predictions of model version {result.version} "
+          f"-> {result.destination} in {result.seconds:.1f} s "
+          f"({result.rows / result.seconds:.0f} rows/s)", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

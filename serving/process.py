@@ -1,0 +1,73 @@
+"""Starting the server as a separate process on a free loopback port (tests, benchmarks), and a
+small JSON client over plain HTTP."""
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from typing import Any, Iterator, Optional
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def call(url: str, body: Any = None, data: Optional[bytes] = None,
+         timeout: float = 60) -> tuple[int, Any, dict]:
+    """(status, JSON body, headers) of a GET (no body) or POST; HTTP errors are returned."""
+    if body is not None:
+        data = json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method="POST" if data is not None else "GET")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, json.loads(response.read()), dict(response.headers)
+    except urllib.error.HTTPError as error:
+        text = error.read()
+        try:
+            payload = json.loads(text)
+        except json.JSONDecodeError:
+            payload = text.decode(errors="replace")
+        return error.code, payload, dict(error.headers)
+
+
+@contextlib.contextmanager
+def running_server(env: dict[str, str], log_path: str, startup_timeout: float = 180,
+                   model_name: str = "taxi-tips") -> Iterator[str]:
+    """`python -m serving.server` with this environment on a free port; yields its base URL
+    once the model answers its status endpoint; stops the process afterwards."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "serving.server", "--port", str(port)],
+            env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + startup_timeout
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"the server exited with {process.returncode}; see {log_path}")
+            try:
+                status, _, _ = call(f"{url}/v1/models/{model_name}", timeout=5)
+                if status == 200:
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the server did not come up in {startup_timeout} s; "
+                                   f"see {log_path}")
+            time.sleep(0.3)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

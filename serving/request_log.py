@@ -1,0 +1,55 @@
+"""Request/response logging as JSON lines, sampled, for monitoring and skew detection.
+
+One line per sampled request: time, model, version, signature, method, HTTP status, latency
+and the request and response bodies as JSON. Lines are appended whole (one write of one line),
+so a reader never sees half a record from a running server.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import threading
+import time
+from typing import Any, Iterator, Optional
+
+
+class RequestLogger:
+    def __init__(self, path: str, sampling_rate: float, seed: Optional[int] = None):
+        self.path = path
+        self.sampling_rate = sampling_rate
+        self._random = random.Random(seed)
+        self._lock = threading.Lock()
+        self._file = None
+        if sampling_rate > 0:
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            self._file = open(path, "a", encoding="utf-8")
+
+    def sampled(self) -> bool:
+        return self._file is not None and self._random.random() < self.sampling_rate
+
+    def log(self, *, model: str, version: Optional[int], signature: Optional[str], method: str,
+            status: int, latency_ms: float, request: Any, response: Any) -> None:
+        record = {"time": time.time(), "model": model,
+                  "version": None if version is None else str(version),
+                  "signature_name": signature, "method": method, "status": status,
+                  "latency_ms": round(latency_ms, 3), "request": request, "response": response}
+        line = json.dumps(record, separators=(",", ":")) + "\n"
+        with self._lock:
+            self._file.write(line)
+            self._file.flush()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+def read(path: str) -> Iterator[dict]:
+    """The records of a log file, skipping a torn last line (a server killed mid-write)."""
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                yield json.loads(line)
+            except json.JSONDecodeError:
+                continue

@@ -1,0 +1,341 @@
+"""A local model server speaking TensorFlow Serving's REST API (aiohttp).
+
+    python -m serving.server            # or `make serve`; settings: PIPELINE_SERVING_*
+
+Endpoints, as TF Serving's (https://www.tensorflow.org/tfx/serving/api_rest):
+    GET  /v1/models/{name}                                  version status
+    GET  /v1/models/{name}[/versions/{v}|/labels/{l}]       status of one version
+    GET  /v1/models/{name}[/versions/{v}|/labels/{l}]/metadata   signature_def
+    POST /v1/models/{name}[/versions/{v}|/labels/{l}]:predict    {"instances"} or {"inputs"}
+    POST ...:classify | :regress                            {"examples": [...], "context"}
+    GET  /monitoring/hybrid                                 hybrid serving hit rate
+Errors are {"error": "..."} with a 4xx status for client mistakes. Labels: `latest` (the newest
+loaded version) and `previous`. Each predict response carries the version that answered in
+the `X-Model-Version` header.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import math
+import sys
+import time
+from typing import Any, Optional
+
+import numpy as np
+from aiohttp import web
+
+from pipeline import configs
+from serving import paths
+from serving.batching import Batcher
+from serving.hybrid import PredictionTable
+from serving.model_store import LoadedVersion, ModelStore
+from serving.request_log import RequestLogger
+from serving.tensors import RequestError, columnar_response, row_response, rows
+
+log = logging.getLogger("serving")
+
+KEYED_SIGNATURE = "serving_keyed"
+RAW_SIGNATURE = "serving_raw"
+NAME = r"{name:[^/:]+}"
+VERSION = r"{version:[^/:]+}"
+LABEL = r"{label:[^/:]+}"
+METHOD = r"{method:[A-Za-z]+}"
+
+
+class App:
+    def __init__(self, settings: configs.Settings, store: ModelStore,
+                 table: Optional[PredictionTable] = None):
+        self.settings = settings
+        self.model_name = paths.model_name(settings)
+        self.store = store
+        self.table = table
+        self.batcher = Batcher(settings.serving_max_batch_size,
+                               settings.serving_max_batch_wait_ms / 1000)
+        self.logger = RequestLogger(paths.request_log_path(settings),
+                                    settings.serving_log_sampling_rate)
+
+    # ---- routing -------------------------------------------------------------------------
+    def web_app(self) -> web.Application:
+        app = web.Application(client_max_size=self.settings.serving_max_body_bytes,
+                              middlewares=[self._errors])
+        base = f"/v1/models/{NAME}"
+        for prefix in (base, f"{base}/versions/{VERSION}", f"{base}/labels/{LABEL}"):
+            app.router.add_get(prefix, self.status)
+            app.router.add_get(prefix + "/metadata", self.metadata)
+            app.router.add_post(prefix + ":" + METHOD, self.call)
+        app.router.add_get("/monitoring/hybrid", self.hybrid_stats)
+        app.on_startup.append(self._start_polling)
+        app.on_cleanup.append(self._stop)
+        return app
+
+    @web.middleware
+    async def _errors(self, request: web.Request, handler):
+        """Every error as TF Serving's {"error": "..."}; the server keeps serving."""
+        try:
+            return await handler(request)
+        except RequestError as error:
+            return _error(error.status, str(error))
+        except web.HTTPRequestEntityTooLarge as error:
+            size = f"{request.content_length} bytes" if request.content_length else "larger"
+            return _error(413, f"request body too large: {size}, the limit is "
+                               f"{self.settings.serving_max_body_bytes} bytes "
+                               "(PIPELINE_SERVING_MAX_BODY_BYTES)")
+        except web.HTTPException as error:
+            if error.status < 400:
+                raise
+            return _error(error.status, f"{error.reason}: {request.method} {request.path}")
+        except Exception as error:  # noqa: BLE001 - a model failure is a 500, not a crash
+            log.exception("error answering %s", request.path)
+            return _error(500, f"{type(error).__name__}: {error}")
+
+    def _model(self, request: web.Request) -> LoadedVersion:
+        name = request.match_info["name"]
+        if name != self.model_name:
+            raise RequestError(f"Servable not found for request: model '{name}' (this server "
+                               f"serves '{self.model_name}')", 404)
+        version, label = request.match_info.get("version"), request.match_info.get("label")
+        if label is not None:
+            model = self.store.label(label)
+            if model is None:
+                raise RequestError(f"Unrecognized servable version label: '{label}' (known: "
+                                   "latest, previous, when loaded)", 404)
+            return model
+        if version is not None:
+            if not version.isdigit():
+                raise RequestError(f"version '{version}' is not a number", 400)
+            model = self.store.get(int(version))
+            if model is None:
+                raise RequestError(f"Servable not found for request: Specific({name}, {version})"
+                                   f"; loaded versions: {sorted(self.store.versions)}", 404)
+            return model
+        model = self.store.get()
+        if model is None:
+            raise RequestError(f"Servable not found for request: Latest({name}); no version "
+                               f"loaded from {self.store.base_path}", 404)
+        return model
+
+    # ---- GET ------------------------------------------------------------------------------
+    async def status(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        if name != self.model_name:
+            raise RequestError(f"Servable not found for request: model '{name}'", 404)
+        statuses = self.store.status()
+        if not statuses:  # as TF Serving: NOT_FOUND until a version exists (readiness probe)
+            raise RequestError(f"Could not find any versions of model {name} under "
+                               f"{self.store.base_path}", 404)
+        if "label" in request.match_info:
+            version = str(self._model(request).version)
+            statuses = [s for s in statuses if s["version"] == version]
+        elif "version" in request.match_info:  # any known version, failed ones too
+            version = request.match_info["version"]
+            statuses = [s for s in statuses if s["version"] == version]
+            if not statuses:
+                raise RequestError(f"Servable not found for request: Specific({name}, "
+                                   f"{version})", 404)
+        return web.json_response({"model_version_status": statuses})
+
+    async def metadata(self, request: web.Request) -> web.Response:
+        model = self._model(request)
+        return web.json_response({
+            "model_spec": {"name": self.model_name, "signature_name": "",
+                           "version": str(model.version)},
+            "metadata": {"signature_def": model.signature_def}})
+
+    async def hybrid_stats(self, request: web.Request) -> web.Response:
+        if self.table is None:
+            raise RequestError("hybrid serving is off (PIPELINE_SERVING_HYBRID=1 turns it on)", 404)
+        return web.json_response(self.table.stats())
+
+    # ---- POST -----------------------------------------------------------------------------
+    async def call(self, request: web.Request) -> web.Response:
+        started = time.perf_counter()
+        method = request.match_info["method"]
+        model, body, signature_name, status = None, None, None, 200
+        try:
+            if method not in ("predict", "classify", "regress"):
+                raise RequestError(f"unknown method ':{method}'; expected :predict, :classify "
+                                   "or :regress", 404)
+            model = self._model(request)
+            body = await _json_body(request)
+            signature_name = body.get("signature_name") or (
+                "serving_default" if method == "predict" else RAW_SIGNATURE)
+            if not isinstance(signature_name, str):
+                raise RequestError("'signature_name' must be a string")
+            answer = await (self._predict(model, signature_name, body) if method == "predict"
+                            else self._classify_regress(model, signature_name, body, method))
+            response = web.json_response(answer, dumps=_dumps)
+            response.headers["X-Model-Version"] = str(model.version)
+        except RequestError as error:
+            status, answer = error.status, {"error": str(error)}
+            response = _error(status, str(error))
+        if self.logger.sampled():
+            self.logger.log(model=self.model_name, version=model and model.version,
+                            signature=signature_name, method=method, status=status,
+                            latency_ms=(time.perf_counter() - started) * 1000,
+                            request=body, response=answer)
+        return response
+
+    async def _predict(self, model: LoadedVersion, signature_name: str, body: dict) -> dict:
+        signature = model.signature(signature_name)
+        if ("instances" in body) == ("inputs" in body):
+            raise RequestError("the body needs exactly one of 'instances' (row format) or "
+                               "'inputs' (columnar format)")
+        row_format = "instances" in body
+        columns = (signature.columns_from_instances(body["instances"]) if row_format
+                   else signature.columns_from_inputs(body["inputs"]))
+        if self.table is not None and signature_name == KEYED_SIGNATURE:
+            outputs = await self._hybrid(model, signature, columns)
+        else:
+            outputs = await self.batcher.predict(model, signature, columns)
+        return ({"predictions": row_response(outputs)} if row_format
+                else {"outputs": columnar_response(outputs)})
+
+    async def _hybrid(self, model: LoadedVersion, signature, columns: dict) -> dict:
+        """Table answers for known keys, the model for the rest; `source` says which."""
+        keys = [k.decode("utf-8", "replace") for k in columns["key"]]
+        found = self.table.lookup(keys)
+        missing = [i for i, f in enumerate(found) if f is None]
+        probabilities = np.zeros((len(keys), 1), dtype=np.float32)
+        for i, f in enumerate(found):
+            if f is not None:
+                probabilities[i, 0] = f[0]
+        if missing:
+            outputs = await self.batcher.predict(
+                model, signature, {k: [v[i] for i in missing] for k, v in columns.items()})
+            probabilities[missing] = outputs["probabilities"].reshape(len(missing), -1)
+        return {"key": np.array(columns["key"], dtype=object), "probabilities": probabilities,
+                "source": np.array([b"table" if f else b"model" for f in found], dtype=object)}
+
+    async def _classify_regress(self, model: LoadedVersion, signature_name: str, body: dict,
+                                method: str) -> dict:
+        """tf.Example-style feature dicts (plus shared `context`) through a raw-value
+        signature. classify returns [["0", 1-p], ["1", p]] per example, regress p."""
+        signature = model.signature(signature_name)
+        examples, context = body.get("examples"), body.get("context") or {}
+        if not isinstance(examples, list) or not examples:
+            raise RequestError("'examples' must be a non-empty list of feature objects")
+        if not isinstance(context, dict):
+            raise RequestError("'context' must be an object of features")
+        instances = []
+        for i, example in enumerate(examples):
+            if not isinstance(example, dict):
+                raise RequestError(f"example {i} must be an object of features")
+            merged = {**context, **example}
+            # tf.Example features are lists; one value (or none = missing) per feature here.
+            for key, value in merged.items():
+                if isinstance(value, list):
+                    if len(value) > 1:
+                        raise RequestError(f"example {i}: feature '{key}' has {len(value)} "
+                                           "values; the model takes one")
+                    merged[key] = value[0] if value else None
+            instances.append(merged)
+        columns = signature.columns_from_instances(instances)
+        outputs = await self.batcher.predict(model, signature, columns)
+        if "probabilities" not in outputs:
+            raise RequestError(f"signature '{signature_name}' has no 'probabilities' output "
+                               f"for :{method}")
+        scores = outputs["probabilities"].reshape(rows(columns), -1)[:, 0].tolist()
+        if method == "regress":
+            return {"result": scores}
+        return {"result": [[["0", 1.0 - p], ["1", p]] for p in scores]}
+
+    # ---- lifecycle ------------------------------------------------------------------------
+    async def _start_polling(self, app: web.Application) -> None:
+        self._poller = asyncio.create_task(self._poll())
+
+    async def _poll(self) -> None:
+        while True:
+            try:
+                newly = await asyncio.to_thread(self.store.refresh)
+                if newly:
+                    self.batcher.forget(set(self.store.versions))
+            except Exception:  # noqa: BLE001 - keep watching whatever happens
+                log.exception("refreshing %s", self.store.base_path)
+            await asyncio.sleep(self.settings.serving_poll_seconds)
+
+    async def _stop(self, app: web.Application) -> None:
+        self._poller.cancel()
+        await self.batcher.close()
+        self.logger.close()
+        if self.table is not None:
+            log.info("hybrid serving: %s", json.dumps(self.table.stats()))
+
+
+async def _json_body(request: web.Request) -> dict:
+    raw = await request.read()  # raises 413 past client_max_size, before parsing
+    try:
+        body = json.loads(raw, parse_constant=_reject_constant)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise RequestError(f"malformed JSON body: {error}") from None
+    if not isinstance(body, dict):
+        raise RequestError(f"the body must be a JSON object, got {type(body).__name__}")
+    return body
+
+
+def _reject_constant(name: str):
+    raise RequestError(f"malformed JSON body: {name} is not JSON")
+
+
+def _dumps(value: Any) -> str:
+    # NaN is not JSON; TF Serving writes it as NaN too, but clients choke on it: null instead.
+    return json.dumps(value, allow_nan=False, default=str) if _finite(value) else json.dumps(
+        _nan_to_none(value))
+
+
+def _finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(_finite(v) for v in value.values())
+    if isinstance(value, list):
+        return all(_finite(v) for v in value)
+    return True
+
+
+def _nan_to_none(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _nan_to_none(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_nan_to_none(v) for v in value]
+    return value
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+def build(settings: configs.Settings) -> App:
+    store = ModelStore(settings.serving_model_dir, settings.serving_keep_versions)
+    store.refresh()  # serve at once if a model is pushed; the poller picks up later ones
+    table = None
+    if settings.serving_hybrid:
+        table = PredictionTable(paths.predictions_db_path(settings), settings.batch_predict_table)
+    return App(settings, store, table)
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--host", help="overrides PIPELINE_SERVING_HOST")
+    parser.add_argument("--port", type=int, help="overrides PIPELINE_SERVING_PORT")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    overrides = {k: v for k, v in (("serving_host", args.host), ("serving_port", args.port))
+                 if v is not None}
+    settings = configs.Settings.from_env(**overrides)
+    app = build(settings)
+    if not app.store.versions:
+        log.warning("no model version under %s yet; waiting for the Pusher",
+                    settings.serving_model_dir)
+    print(f"serving '{app.model_name}' from {settings.serving_model_dir} on "
+          f"http://{settings.serving_host}:{settings.serving_port}", file=sys.stderr, flush=True)
+    web.run_app(app.web_app(), host=settings.serving_host, port=settings.serving_port,
+                print=None, access_log=None)
+
+
+if __name__ == "__main__":
+    main()

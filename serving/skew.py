@@ -1,0 +1,181 @@
+"""Serving skew: TFDV statistics of the logged serving requests against the schema's SERVING
+environment and the training statistics, with the schema's skew comparators.
+
+    python -m serving.skew [--log PATH] [--training-statistics PATH]   # or `make serving-skew`
+
+Exits 1 and names each feature when skew (or a schema anomaly) is found, 0 when none is.
+The training statistics default to the newest StatisticsGen train split recorded in MLMD.
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import math
+import os
+import sys
+import tempfile
+from typing import Any, Iterable, Optional
+
+import tensorflow as tf
+import tensorflow_data_validation as tfdv
+from tensorflow_metadata.proto.v0 import anomalies_pb2, schema_pb2, statistics_pb2
+
+from models import features
+from pipeline import configs, metadata
+from serving import paths, request_log
+
+SERVING_ENVIRONMENT = "SERVING"
+
+
+class SkewError(RuntimeError):
+    pass
+
+
+def logged_rows(records: Iterable[dict]) -> Iterable[dict[str, Any]]:
+    """Raw feature rows of the successful requests in a request log (every format the server
+    takes: instances, inputs, classify/regress examples, b64 tf.Examples)."""
+    for record in records:
+        body = record.get("request")
+        if record.get("status") != 200 or not isinstance(body, dict):
+            continue
+        if "examples" in body and record.get("method") in ("classify", "regress"):
+            context = body.get("context") or {}
+            for example in body["examples"]:
+                yield {k: (v[0] if v else None) if isinstance(v, list) else v
+                       for k, v in {**context, **example}.items()}
+        elif "instances" in body:
+            for instance in body["instances"]:
+                yield from _instance_rows(instance)
+        elif "inputs" in body:
+            inputs = body["inputs"]
+            if isinstance(inputs, list):
+                inputs = {"examples": inputs}
+            length = max(len(v) if isinstance(v, list) else 1 for v in inputs.values())
+            for i in range(length):
+                yield from _instance_rows({k: v[i] if isinstance(v, list) else v
+                                           for k, v in inputs.items()})
+
+
+def _instance_rows(instance: Any) -> Iterable[dict[str, Any]]:
+    if isinstance(instance, dict) and set(instance) == {"examples"}:
+        instance = instance["examples"]
+    if isinstance(instance, dict) and set(instance) == {"b64"}:
+        example = tf.train.Example.FromString(base64.b64decode(instance["b64"]))
+        row = {}
+        for key, feature in example.features.feature.items():
+            values = list(getattr(feature, feature.WhichOneof("kind")).value) \
+                if feature.WhichOneof("kind") else []
+            row[key] = values[0] if values else None
+        yield row
+    elif isinstance(instance, dict):
+        yield instance
+
+
+def to_example(row: dict[str, Any], schema: schema_pb2.Schema) -> tf.train.Example:
+    """A row typed as the schema says; a missing value becomes an empty value list, as
+    CsvExampleGen writes an empty cell, so serving and training statistics compare alike."""
+    example = tf.train.Example()
+    for feature in schema.feature:
+        if feature.name not in row:
+            continue
+        value = row[feature.name]
+        if isinstance(value, bytes):
+            value = value.decode("utf-8", "replace")
+        missing = value is None or value == "" or (isinstance(value, float) and math.isnan(value))
+        target = example.features.feature[feature.name]
+        if feature.type == schema_pb2.BYTES:
+            target.bytes_list.value.extend([] if missing else [str(value).encode("utf-8")])
+        elif feature.type == schema_pb2.INT and (missing or float(value).is_integer()):
+            target.int64_list.value.extend([] if missing else [int(float(value))])
+        else:  # FLOAT, or a fractional value of an INT feature (TFDV then reports the type)
+            target.float_list.value.extend([] if missing else [float(value)])
+    return example
+
+
+def serving_statistics(rows: list[dict], schema: schema_pb2.Schema
+                       ) -> statistics_pb2.DatasetFeatureStatisticsList:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "requests.tfrecord")
+        with tf.io.TFRecordWriter(path) as writer:
+            for row in rows:
+                writer.write(to_example(row, schema).SerializeToString())
+        return tfdv.generate_statistics_from_tfrecord(
+            path, stats_options=tfdv.StatsOptions(schema=schema))
+
+
+def training_statistics_path(settings: configs.Settings) -> str:
+    """The newest StatisticsGen output's train split, from MLMD."""
+    store = metadata.open_store(settings)
+    artifacts = (metadata.node_outputs(store, settings.pipeline_name, "StatisticsGen",
+                                       "ExampleStatistics") if store else [])
+    if not artifacts:
+        raise SkewError(f"no StatisticsGen output in {settings.metadata_path}: run the pipeline "
+                        "first, or pass --training-statistics")
+    return os.path.join(artifacts[-1].uri, "Split-train", "FeatureStats.pb")
+
+
+def serving_schema(schema: schema_pb2.Schema) -> schema_pb2.Schema:
+    """The schema with the columns no serving request carries (not a model input, e.g. the
+    trip timestamp that only orders trips into spans) moved out of the SERVING environment,
+    as the label already is: their absence from requests is not an anomaly."""
+    schema = schema_pb2.Schema.FromString(schema.SerializeToString())
+    inputs = set(features.raw_feature_keys())
+    for feature in schema.feature:
+        if feature.name not in inputs and SERVING_ENVIRONMENT not in feature.not_in_environment:
+            feature.not_in_environment.append(SERVING_ENVIRONMENT)
+    return schema
+
+
+def find_skew(rows: list[dict], schema: schema_pb2.Schema,
+              training: statistics_pb2.DatasetFeatureStatisticsList) -> dict[str, list[str]]:
+    """feature -> descriptions of its skew and SERVING-environment anomalies."""
+    if not rows:
+        raise SkewError("the request log has no successful requests to compare")
+    schema = serving_schema(schema)
+    serving = serving_statistics(rows, schema)
+    found: dict[str, list[str]] = {}
+    for anomalies in (
+            # The requests themselves against the schema's SERVING environment...
+            tfdv.validate_statistics(serving, schema, environment=SERVING_ENVIRONMENT),
+            # ...and against the training statistics, with the skew comparators.
+            tfdv.validate_statistics(training, schema, environment="TRAINING",
+                                     serving_statistics=serving)):
+        for feature, info in anomalies.anomaly_info.items():
+            for reason in info.reason:
+                found.setdefault(feature, []).append(
+                    f"{anomalies_pb2.AnomalyInfo.Type.Name(reason.type)}: {reason.description}")
+    return found
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    settings = configs.Settings.from_env()
+    parser = argparse.ArgumentParser(description="Serving skew over the request log.")
+    parser.add_argument("--log", default=paths.request_log_path(settings))
+    parser.add_argument("--training-statistics", help="FeatureStats.pb; default: from MLMD")
+    parser.add_argument("--schema", default=settings.schema_path)
+    args = parser.parse_args(argv)
+    try:
+        if not os.path.exists(args.log):
+            raise SkewError(f"no request log at {args.log}: serve with "
+                            "PIPELINE_SERVING_LOG_SAMPLING_RATE>0 first")
+        schema = tfdv.load_schema_text(args.schema)
+        stats_path = args.training_statistics or training_statistics_path(settings)
+        training = tfdv.load_stats_binary(stats_path)
+        rows = list(logged_rows(request_log.read(args.log)))
+        found = find_skew(rows, schema, training)
+    except SkewError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"{len(rows)} logged rows from {args.log} against {stats_path}")
+    if not found:
+        print("no serving skew: every feature is within the schema's skew thresholds")
+        return 0
+    print(f"serving skew in {len(found)} feature(s):")
+    for feature, reasons in sorted(found.items()):
+        for reason in reasons:
+            print(f"  - {feature}: {reason}")
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,179 @@
+"""JSON request bodies <-> the tensors of a SavedModel signature, in TF Serving's REST formats.
+
+Only plain JSON is ever read: numbers, strings and `{"b64": "..."}` for bytes. Nothing in a
+request is evaluated or unpickled.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import math
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+
+class RequestError(ValueError):
+    """A client error: the message names the field and what was expected (HTTP 400)."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+# dtype of each input -> how a JSON value becomes one element of it.
+def _to_string(name: str, value: Any) -> bytes:
+    if value is None:
+        return b""  # missing value, as serving_raw documents
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    if isinstance(value, dict) and set(value) == {"b64"} and isinstance(value["b64"], str):
+        try:
+            return base64.b64decode(value["b64"], validate=True)
+        except (binascii.Error, ValueError):
+            raise RequestError(f"input '{name}': invalid base64 in {{\"b64\": ...}}") from None
+    raise RequestError(f"input '{name}' expects a string or {{\"b64\": ...}}, got "
+                       f"{_describe(value)}")
+
+
+def _to_float(name: str, value: Any) -> float:
+    if value is None:
+        return math.nan  # missing value
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise RequestError(f"input '{name}' expects a number, got {_describe(value)}")
+    return float(value)
+
+
+def _to_int(name: str, value: Any) -> int:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise RequestError(f"input '{name}' expects an integer, got {_describe(value)}")
+    return value
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    return f"{type(value).__name__} {text[:40]}{'...' if len(text) > 40 else ''}"
+
+
+class Signature:
+    """One signature of a loaded model: its scalar-per-row inputs and its outputs."""
+
+    def __init__(self, name: str, function):
+        self.name = name
+        self.function = function
+        _, kwargs = function.structured_input_signature
+        self.inputs: dict[str, tf.DType] = {}
+        for key, spec in kwargs.items():
+            if spec.shape.rank != 1:
+                raise ValueError(f"signature '{name}': input '{key}' has shape {spec.shape}; "
+                                 "the server handles one value per row ([None]) only")
+            self.inputs[key] = spec.dtype
+        self.outputs = sorted(function.structured_outputs)
+
+    def convert(self, key: str, value: Any):
+        dtype = self.inputs[key]
+        if dtype == tf.string:
+            return _to_string(key, value)
+        if dtype.is_floating:
+            return _to_float(key, value)
+        if dtype.is_integer:
+            return _to_int(key, value)
+        raise RequestError(f"input '{key}' has unsupported dtype {dtype.name}")
+
+    # ---- requests -> columns -----------------------------------------------------------
+    def columns_from_instances(self, instances: Any) -> dict[str, list]:
+        """Row format: a list of instances, each a {input: value} object (or, for a
+        single-input signature, the bare value)."""
+        if not isinstance(instances, list):
+            raise RequestError(f"'instances' must be a list, got {_describe(instances)}")
+        if not instances:
+            raise RequestError("'instances' is empty: send at least one instance")
+        columns: dict[str, list] = {key: [] for key in self.inputs}
+        single = next(iter(self.inputs)) if len(self.inputs) == 1 else None
+        for i, instance in enumerate(instances):
+            if single and not (isinstance(instance, dict) and single in instance):
+                instance = {single: instance}
+            if not isinstance(instance, dict):
+                raise RequestError(f"instance {i} must be an object of inputs "
+                                   f"({', '.join(self.inputs)}), got {_describe(instance)}")
+            self._check_keys(instance, f"instance {i}")
+            for key, value in instance.items():
+                if isinstance(value, list):
+                    raise RequestError(f"instance {i}: input '{key}' takes one value per "
+                                       f"instance, got a list")
+                columns[key].append(self.convert(key, value))
+        return columns
+
+    def columns_from_inputs(self, inputs: Any) -> dict[str, list]:
+        """Columnar format: {input: [values]} (or, for a single-input signature, [values])."""
+        if isinstance(inputs, list) and len(self.inputs) == 1:
+            inputs = {next(iter(self.inputs)): inputs}
+        if not isinstance(inputs, dict):
+            raise RequestError(f"'inputs' must be an object of inputs ({', '.join(self.inputs)})"
+                               f", got {_describe(inputs)}")
+        self._check_keys(inputs, "'inputs'")
+        columns, rows = {}, None
+        for key, values in inputs.items():
+            if not isinstance(values, list):
+                values = [values]
+            if rows is not None and len(values) != rows:
+                raise RequestError(f"'inputs': input '{key}' has {len(values)} values, "
+                                   f"others have {rows}")
+            rows = len(values)
+            columns[key] = [self.convert(key, v) for v in values]
+        if not rows:
+            raise RequestError("'inputs' is empty: send at least one value per input")
+        return columns
+
+    def _check_keys(self, given: dict, where: str) -> None:
+        unknown = sorted(set(given) - set(self.inputs))
+        missing = sorted(set(self.inputs) - set(given))
+        if unknown:
+            raise RequestError(f"{where}: unknown input(s) {', '.join(unknown)} for signature "
+                               f"'{self.name}' (expects {', '.join(self.inputs)})")
+        if missing:
+            raise RequestError(f"{where}: missing input(s) {', '.join(missing)} for signature "
+                               f"'{self.name}'")
+
+    # ---- model call --------------------------------------------------------------------
+    def __call__(self, columns: dict[str, list]) -> dict[str, np.ndarray]:
+        tensors = {key: tf.constant(np.asarray(values, dtype=object if dtype == tf.string
+                                               else dtype.as_numpy_dtype), dtype=dtype)
+                   for key, values in columns.items() for dtype in [self.inputs[key]]}
+        return {key: value.numpy() for key, value in self.function(**tensors).items()}
+
+
+def rows(columns: dict[str, list]) -> int:
+    return len(next(iter(columns.values())))
+
+
+def to_json_value(array: np.ndarray) -> Any:
+    """A numpy output as JSON: bytes as UTF-8 text (base64 if not text), numbers as numbers."""
+    if array.dtype == object:
+        def text(value):
+            if isinstance(value, bytes):
+                try:
+                    return value.decode("utf-8")
+                except UnicodeDecodeError:
+                    return {"b64": base64.b64encode(value).decode("ascii")}
+            return [text(v) for v in value]
+        return [text(v) for v in array]
+    return array.tolist()
+
+
+def row_response(outputs: dict[str, np.ndarray]) -> list:
+    """TF Serving's row format: one entry per row; the bare value if there is one output."""
+    values = {key: to_json_value(array) for key, array in outputs.items()}
+    if len(values) == 1:
+        return next(iter(values.values()))
+    n = len(next(iter(values.values())))
+    return [{key: column[i] for key, column in values.items()} for i in range(n)]
+
+
+def columnar_response(outputs: dict[str, np.ndarray]) -> Any:
+    """TF Serving's columnar format: {output: values}, or the bare values if one output."""
+    values = {key: to_json_value(array) for key, array in outputs.items()}
+    return next(iter(values.values())) if len(values) == 1 else values
