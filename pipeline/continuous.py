@@ -165,7 +165,10 @@ def progressive_eval_config() -> tfma.EvalConfig:
 @tfx.dsl.components.component
 def ProgressiveValidation(
     examples: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Examples],
-    evaluation: tfx.dsl.components.OutputArtifact[tfx.types.standard_artifacts.ModelEvaluation],
+    # Output keys differ from the Evaluator's and ExampleValidator's: Airflow's legacy driver
+    # names artifacts <output key>:<run id>, and MLMD wants names unique per type.
+    current_model_evaluation: tfx.dsl.components.OutputArtifact[
+        tfx.types.standard_artifacts.ModelEvaluation],
     model: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Model] = None,
     split: tfx.dsl.components.Parameter[str] = "eval",
 ) -> None:
@@ -174,7 +177,7 @@ def ProgressiveValidation(
     and records `auc`, `span` and `model_id` on the output in MLMD. Without a blessed model
     yet (a new pipeline) it records nothing to compare."""
     span = examples.get_int_custom_property("span")
-    evaluation.set_int_custom_property(SPAN_PROPERTY, span)
+    current_model_evaluation.set_int_custom_property(SPAN_PROPERTY, span)
     if model is None:
         logging.info("Progressive validation: no blessed model yet, nothing to score on span %d",
                      span)
@@ -185,10 +188,10 @@ def ProgressiveValidation(
     tfma.run_model_analysis(
         eval_shared_model=shared_model, eval_config=eval_config,
         data_location=os.path.join(examples.uri, f"Split-{split}", "*"),
-        file_format="tfrecords", output_path=evaluation.uri)
-    metrics = overall_metrics(evaluation.uri)
-    evaluation.set_float_custom_property(AUC_PROPERTY, metrics["auc"])
-    evaluation.set_int_custom_property(MODEL_ID_PROPERTY, model.id)
+        file_format="tfrecords", output_path=current_model_evaluation.uri)
+    metrics = overall_metrics(current_model_evaluation.uri)
+    current_model_evaluation.set_float_custom_property(AUC_PROPERTY, metrics["auc"])
+    current_model_evaluation.set_int_custom_property(MODEL_ID_PROPERTY, model.id)
     logging.info("Progressive validation: the current model (artifact %d) scores AUC %.4f on "
                  "span %d before training on it", model.id, metrics["auc"], span)
 
@@ -204,7 +207,7 @@ DRIFT_ANOMALIES = {anomalies_pb2.AnomalyInfo.Type.Value(name)
                    if name.startswith("COMPARATOR_")}
 
 
-def drift_anomalies(current, previous, schema) -> anomalies_pb2.Anomalies:
+def compare_drift(current, previous, schema) -> anomalies_pb2.Anomalies:
     """TFDV's drift comparators of `schema`, current vs previous statistics; only the
     comparator anomalies (ExampleValidator reports the others)."""
     anomalies = tfdv.validate_statistics(current, schema, previous_statistics=previous)
@@ -225,7 +228,8 @@ def DriftCheck(
     statistics: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.ExampleStatistics],
     schema: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Schema],
     examples: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Examples],
-    anomalies: tfx.dsl.components.OutputArtifact[tfx.types.standard_artifacts.ExampleAnomalies],
+    drift_anomalies: tfx.dsl.components.OutputArtifact[
+        tfx.types.standard_artifacts.ExampleAnomalies],
     previous_span: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Examples] = None,
     split: tfx.dsl.components.Parameter[str] = "train",
 ) -> None:
@@ -234,19 +238,19 @@ def DriftCheck(
     comparators; raises DataDriftError, stopping the run before Transform, when any fires.
     The report goes to Split-<split>/SchemaDiff.pb like ExampleValidator's."""
     span = examples.get_int_custom_property("span")
-    anomalies.split_names = f'["{split}"]'
+    drift_anomalies.split_names = f'["{split}"]'
     report = anomalies_pb2.Anomalies()
     schema_proto = tfdv.load_schema_text(io_utils.get_only_uri_in_dir(schema.uri))
     if previous_span is not None:
         before = previous_span
         previous_stats = statistics_of(before, split, schema_proto)
         current = stats_artifact_utils.load_statistics(statistics, split).proto()
-        report = drift_anomalies(current, previous_stats, schema_proto)
+        report = compare_drift(current, previous_stats, schema_proto)
         logging.info("Drift of span %d against span %d: %d features over their threshold",
                      span, before.get_int_custom_property("span"), len(report.anomaly_info))
     else:
         logging.info("Drift: no accepted span before span %d, nothing to compare", span)
-    path = os.path.join(anomalies.uri, f"Split-{split}", ANOMALIES_FILE)
+    path = os.path.join(drift_anomalies.uri, f"Split-{split}", ANOMALIES_FILE)
     tf.io.gfile.makedirs(os.path.dirname(path))
     with tf.io.gfile.GFile(path, "wb") as f:
         f.write(report.SerializeToString())
@@ -280,10 +284,12 @@ class ContinuousNodes:
     before_training: list = dataclasses.field(default_factory=list)
 
 
-def continuous_nodes(settings: configs.Settings, example_gen, statistics_gen,
-                     schema_gen) -> ContinuousNodes:
+def continuous_nodes(settings: configs.Settings, example_gen, statistics_gen, schema_gen,
+                     anomalies_gate) -> ContinuousNodes:
     """Warm start, progressive validation and the drift check, as the settings ask; none
-    where the orchestrator cannot run custom resolvers (Vertex, Kubeflow: README)."""
+    where the orchestrator cannot run custom resolvers (Vertex, Kubeflow: README). Both
+    checks run after the anomalies gate: a span that breaks the schema stops the run with
+    the gate's clear message, before any model or statistics code parses it."""
     result = ContinuousNodes(nodes=[])
     if settings.resolvers != "any" or settings.example_gen_reads_window:
         return result
@@ -296,6 +302,7 @@ def continuous_nodes(settings: configs.Settings, example_gen, statistics_gen,
             validation = ProgressiveValidation(
                 examples=example_gen.outputs["examples"],
                 model=current.outputs["model"]).with_id(PROGRESSIVE_VALIDATION_ID)
+            validation.add_upstream_node(anomalies_gate)
             result.nodes.append(validation)
             result.before_training.append(validation)
     if settings.check_drift and not settings.infer_schema:
@@ -305,6 +312,7 @@ def continuous_nodes(settings: configs.Settings, example_gen, statistics_gen,
             schema=schema_gen.outputs["schema"],
             examples=example_gen.outputs["examples"],
             previous_span=previous.outputs["examples"]).with_id(DRIFT_CHECK_ID)
+        drift.add_upstream_node(anomalies_gate)
         result.nodes += [previous, drift]
         result.before_training.append(drift)
     return result

@@ -140,7 +140,8 @@ def create_pipeline(settings: configs.Settings, *,
     if leakage:
         transform.add_upstream_node(leakage)
     # Warm start, progressive validation and drift (pipeline/continuous.py).
-    continuous = continuous_nodes(settings, example_gen, statistics_gen, schema_gen)
+    continuous = continuous_nodes(settings, example_gen, statistics_gen, schema_gen,
+                                  anomalies_gate)
     for node in continuous.before_training:
         transform.add_upstream_node(node)
 

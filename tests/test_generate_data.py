@@ -1,0 +1,64 @@
+"""scripts/generate_data.py: larger taxi-like data, reproducible, in the shipped layout."""
+from __future__ import annotations
+
+import csv
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from tests.pipeline_run import ROOT, read_csv
+
+spec = importlib.util.spec_from_file_location("generate_data", ROOT / "scripts" / "generate_data.py")
+generate_data = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(generate_data)
+
+
+def _label(row: dict[str, str]) -> bool:
+    return bool(row["tips"]) and bool(row["fare"]) and float(row["tips"]) > 0.2 * float(row["fare"])
+
+
+def test_spans_rows_markers_and_chronology(tmp_path: Path):
+    manifest = generate_data.generate(tmp_path / "a", rows=1203, num_spans=12, seed=3)
+    assert [m["span"] for m in manifest] == list(range(1, 13))
+    assert sum(m["rows"] for m in manifest) == 1203
+    assert [m["source_span"] for m in manifest[:3]] == [1, 1, 2]
+    previous_last = 0
+    for span in range(1, 13):
+        folder = tmp_path / "a" / f"span-{span}"
+        assert (folder / "_COMPLETE").is_file()
+        rows = read_csv(folder / "data.csv")
+        stamps = [int(r["trip_start_timestamp"]) for r in rows]
+        assert stamps == sorted(stamps) and stamps[0] >= previous_last
+        previous_last = stamps[-1]
+    header = next(csv.reader(open(ROOT / "data" / "span-1" / "data.csv")))
+    assert next(csv.reader(open(tmp_path / "a" / "span-1" / "data.csv"))) == header
+
+
+def test_same_seed_same_files_and_jitter_keeps_labels_and_domains(tmp_path: Path):
+    generate_data.generate(tmp_path / "a", rows=3000, num_spans=6, seed=5)
+    generate_data.generate(tmp_path / "b", rows=3000, num_spans=6, seed=5)
+    generate_data.generate(tmp_path / "c", rows=3000, num_spans=6, seed=6)
+    first = (tmp_path / "a" / "span-6" / "data.csv").read_bytes()
+    assert first == (tmp_path / "b" / "span-6" / "data.csv").read_bytes()
+    assert first != (tmp_path / "c" / "span-6" / "data.csv").read_bytes()
+
+    rows = read_csv(tmp_path / "a" / "span-6" / "data.csv")
+    shipped = read_csv(ROOT / "data" / "span-6" / "data.csv")
+    # Jittered, not copied: most fares differ from every shipped fare string.
+    shipped_fares = {r["fare"] for r in shipped}
+    assert sum(r["fare"] not in shipped_fares for r in rows) > 0.5 * len(rows)
+    # The label rate stays that of the source span (tips and fare share one factor).
+    rate = sum(map(_label, rows)) / len(rows)
+    assert rate == pytest.approx(sum(map(_label, shipped)) / len(shipped), abs=0.04)
+    for row in rows:
+        assert row["trip_seconds"] == "" or row["trip_seconds"].isdigit()
+        for column, (low, high) in generate_data.COORDINATE_DOMAINS.items():
+            assert row[column] == "" or low <= float(row[column]) <= high
+
+
+def test_bad_arguments_are_named(tmp_path: Path):
+    with pytest.raises(ValueError, match="--spans 3: at least 6"):
+        generate_data.generate(tmp_path, rows=100, num_spans=3, seed=1)
+    with pytest.raises(ValueError, match="shipped data directory"):
+        generate_data.generate(ROOT / "data", rows=100, num_spans=6, seed=1)
