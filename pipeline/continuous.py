@@ -96,11 +96,12 @@ class PreviousSpanStrategy(tfx.dsl.experimental.ResolverStrategy):
                 NEW_SPAN_KEY: [new_span] if new_span else []}
 
 
-VALIDATION_NODES = ("AnomaliesGate", "DriftCheck")
+# Nodes that stop a run on bad data before Transform (LeakageCheck: analysis/leakage.py).
+VALIDATION_NODES = ("AnomaliesGate", "DriftCheck", "LeakageCheck")
 
 
 def rejected_examples(store: mlmd.MetadataStore, artifact_ids: list[int]) -> set[int]:
-    """Of these Examples, those read by a failed AnomaliesGate or DriftCheck execution."""
+    """Of these Examples, those read by a failed validation (VALIDATION_NODES) execution."""
     if not artifact_ids:
         return set()
     events = [e for e in store.get_events_by_artifact_ids(artifact_ids)

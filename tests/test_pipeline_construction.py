@@ -26,8 +26,7 @@ def test_all_components_are_on_by_default(settings):
         SPAN_WINDOW_RESOLVER_ID, "Transform", "Tuner", "Trainer",
         "latest_blessed_model_resolver", "Evaluator", "Pusher", "LeakageCheck",
         # continuous training (pipeline/continuous.py)
-        "current_model_resolver", "ProgressiveValidation", "previous_span_resolver",
-        "DriftCheck"}
+        "current_model_resolver", "ProgressiveValidation"}
 
 
 def test_leakage_check_runs_before_transform_and_can_be_switched_off(settings):
