@@ -138,6 +138,9 @@ def create_pipeline(settings: configs.Settings, *,
     leakage = leakage_check(settings, example_gen.outputs["examples"],
                             schema_gen.outputs["schema"], statistics_gen.outputs["statistics"])
     if leakage:
+        # After the gate: a span that breaks the schema stops with the gate's message
+        # before the check parses its examples.
+        leakage.add_upstream_node(anomalies_gate)
         transform.add_upstream_node(leakage)
     # Warm start, progressive validation and drift (pipeline/continuous.py).
     continuous = continuous_nodes(settings, example_gen, statistics_gen, schema_gen,
