@@ -156,9 +156,9 @@ class Settings:
     warm_start_steps_fraction: float = 0.3
     # The blessed model is evaluated on each new span before that span is trained on.
     progressive_validation: bool = True
-    # Drift of the new span against the previous span (the schema's drift comparators). Off:
-    # in a pipeline run its previous-span resolver resolved nothing (README, Continuous training).
-    check_drift: bool = False
+    # Drift of the new span against the previous accepted span of the training window (the
+    # schema's drift comparators); a drifted span stops the run before Transform.
+    check_drift: bool = True
     # `make watch`: seconds between two looks at the data location.
     watch_interval_seconds: float = 30.0
     # Streaming ingestion (streaming/): event-time window of one span, and how long after a

@@ -7,7 +7,7 @@ They need TFX to resolve inputs from MLMD with custom strategies (`Settings.reso
 import dataclasses
 import os
 import tempfile
-from typing import Optional
+from typing import List, Optional
 
 import ml_metadata as mlmd
 import tensorflow as tf
@@ -29,7 +29,6 @@ from pipeline.gate import ANOMALIES_FILE, describe_anomalies
 from pipeline.summary import overall_metrics
 
 CURRENT_MODEL_RESOLVER_ID = "current_model_resolver"
-PREVIOUS_SPAN_RESOLVER_ID = "previous_span_resolver"
 PROGRESSIVE_VALIDATION_ID = "ProgressiveValidation"
 DRIFT_CHECK_ID = "DriftCheck"
 NEW_SPAN_KEY = "new_span"
@@ -77,25 +76,6 @@ def current_model_resolver(example_gen: tfx.types.BaseComponent) -> tfx.dsl.Reso
     ).with_id(CURRENT_MODEL_RESOLVER_ID)
 
 
-class PreviousSpanStrategy(tfx.dsl.experimental.ResolverStrategy):
-    """The newest span before this run's that no validation rejected: what the new span's
-    drift is measured against. A span the gate or the drift check stopped (a failed
-    execution that read it) is skipped, so one bad span does not fail the next good one."""
-
-    def resolve_artifacts(self, store: mlmd.MetadataStore,
-                          input_dict: dict[str, list[types.Artifact]]
-                          ) -> Optional[dict[str, list[types.Artifact]]]:
-        new_span = newest_examples(input_dict[NEW_SPAN_KEY])
-        earlier = sorted(
-            (a for a in input_dict["examples"] if new_span is not None
-             and a.get_int_custom_property("span") < new_span.get_int_custom_property("span")),
-            key=lambda a: (a.get_int_custom_property("span"), a.id), reverse=True)
-        rejected = rejected_examples(store, [a.id for a in earlier])
-        previous = next((a for a in earlier if a.id not in rejected), None)
-        return {"examples": [previous] if previous else [],
-                NEW_SPAN_KEY: [new_span] if new_span else []}
-
-
 # Nodes that stop a run on bad data before Transform (LeakageCheck: analysis/leakage.py).
 VALIDATION_NODES = ("AnomaliesGate", "DriftCheck", "LeakageCheck")
 
@@ -135,16 +115,6 @@ class AcceptedSpanRangeStrategy(tfx.dsl.experimental.SpanRangeStrategy):
         return super().resolve_artifacts(store, {
             key: [a for a in artifacts if a.id not in rejected]
             for key, artifacts in input_dict.items()})
-
-
-def previous_span_resolver(example_gen: tfx.types.BaseComponent) -> tfx.dsl.Resolver:
-    resolver = tfx.dsl.Resolver(
-        strategy_class=PreviousSpanStrategy,
-        examples=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Examples,
-                                 producer_component_id=example_gen.id, output_key="examples"),
-        **{NEW_SPAN_KEY: example_gen.outputs["examples"]},
-    ).with_id(PREVIOUS_SPAN_RESOLVER_ID)
-    return resolver
 
 
 # ---- Progressive validation ----------------------------------------------------------------
@@ -231,7 +201,7 @@ def DriftCheck(
     examples: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Examples],
     drift_anomalies: tfx.dsl.components.OutputArtifact[
         tfx.types.standard_artifacts.ExampleAnomalies],
-    previous_span: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Examples] = None,
+    window: tfx.dsl.components.InputArtifact[List[tfx.types.standard_artifacts.Examples]],
     split: tfx.dsl.components.Parameter[str] = "train",
 ) -> None:
     """Compares the new span's statistics with the previous accepted span's (computed here
@@ -242,8 +212,8 @@ def DriftCheck(
     drift_anomalies.split_names = f'["{split}"]'
     report = anomalies_pb2.Anomalies()
     schema_proto = tfdv.load_schema_text(io_utils.get_only_uri_in_dir(schema.uri))
-    if previous_span is not None:
-        before = previous_span
+    before = previous_span(window, span)
+    if before is not None:
         previous_stats = statistics_of(before, split, schema_proto)
         current = stats_artifact_utils.load_statistics(statistics, split).proto()
         report = compare_drift(current, previous_stats, schema_proto)
@@ -262,6 +232,13 @@ def DriftCheck(
             f"(report: {path}); the run stops before Transform, Trainer and Pusher. If the "
             "change is expected, raise the threshold in schema/schema.pbtxt or set "
             "PIPELINE_CHECK_DRIFT=0:\n  - " + "\n  - ".join(problems))
+
+
+def previous_span(window: list[types.Artifact], span: int) -> Optional[types.Artifact]:
+    """The newest span of the training window older than `span`. The window resolver has
+    already left out spans a validation rejected (AcceptedSpanRangeStrategy)."""
+    earlier = [a for a in window if a.get_int_custom_property("span") < span]
+    return max(earlier, key=lambda a: (a.get_int_custom_property("span"), a.id), default=None)
 
 
 def statistics_of(examples: types.Artifact, split: str, schema):
@@ -286,7 +263,7 @@ class ContinuousNodes:
 
 
 def continuous_nodes(settings: configs.Settings, example_gen, statistics_gen, schema_gen,
-                     anomalies_gate) -> ContinuousNodes:
+                     anomalies_gate, training_window: tfx.types.BaseChannel) -> ContinuousNodes:
     """Warm start, progressive validation and the drift check, as the settings ask; none
     where the orchestrator cannot run custom resolvers (Vertex, Kubeflow: README). Both
     checks run after the anomalies gate: a span that breaks the schema stops the run with
@@ -307,13 +284,12 @@ def continuous_nodes(settings: configs.Settings, example_gen, statistics_gen, sc
             result.nodes.append(validation)
             result.before_training.append(validation)
     if settings.check_drift and not settings.infer_schema:
-        previous = previous_span_resolver(example_gen)
         drift = DriftCheck(
             statistics=statistics_gen.outputs["statistics"],
             schema=schema_gen.outputs["schema"],
             examples=example_gen.outputs["examples"],
-            previous_span=previous.outputs["examples"]).with_id(DRIFT_CHECK_ID)
+            window=training_window).with_id(DRIFT_CHECK_ID)
         drift.add_upstream_node(anomalies_gate)
-        result.nodes += [previous, drift]
+        result.nodes.append(drift)
         result.before_training.append(drift)
     return result

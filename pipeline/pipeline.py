@@ -144,7 +144,7 @@ def create_pipeline(settings: configs.Settings, *,
         transform.add_upstream_node(leakage)
     # Warm start, progressive validation and drift (pipeline/continuous.py).
     continuous = continuous_nodes(settings, example_gen, statistics_gen, schema_gen,
-                                  anomalies_gate)
+                                  anomalies_gate, training_examples)
     for node in continuous.before_training:
         transform.add_upstream_node(node)
 

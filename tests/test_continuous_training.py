@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 
 from pipeline import configs, spans, trigger
-from pipeline.continuous import (AUC_PROPERTY, MODEL_ID_PROPERTY, PROGRESSIVE_VALIDATION_ID,
-                                 SPAN_PROPERTY)
+from pipeline.continuous import (AUC_PROPERTY, DRIFT_CHECK_ID, MODEL_ID_PROPERTY,
+                                 PROGRESSIVE_VALIDATION_ID, SPAN_PROPERTY)
 from pipeline.metadata import span_of
 from pipeline.pipeline import EXAMPLE_GEN_ID
 from pipeline.spans import mark_complete
@@ -150,6 +150,25 @@ def test_the_next_good_span_proceeds_without_the_rejected_one(pipeline, first_ru
     validation = pipeline.outputs(PROGRESSIVE_VALIDATION_ID, "ModelEvaluation")[-1]
     assert validation.custom_properties[SPAN_PROPERTY].int_value == 4
     assert AUC_PROPERTY in validation.custom_properties
+
+
+def test_a_span_that_drifted_from_the_previous_one_stops_before_training(tmp_path):
+    """Whole shipped spans (small slices drift by sampling alone): span 6 arrives with every
+    trip paid in cash. The runner first ingests span 5, then the drift check compares the
+    two with the schema's comparators and stops the run before Transform."""
+    write_data_slice(tmp_path / "data", [5], rows_per_span=10_000)
+    rows = read_csv(ROOT / "data" / "span-6" / "data.csv")
+    write_csv(tmp_path / "data" / "span-6" / "data.csv",
+              [{**row, "payment_type": "Cash"} for row in rows])
+    mark_complete(str(tmp_path / "data" / "span-6"))
+    run = new_run(tmp_path, PIPELINE_CHECK_DRIFT="1", PIPELINE_ENABLE_TUNING="0")
+    result = run.run()
+    assert result.returncode != 0
+    assert "DataDriftError: span 6 drifted from the previous span" in result.stderr
+    assert "feature 'payment_type': High Linfty distance" in result.stderr
+    assert not run.executions("Transform") and not run.pushed_versions()
+    (drift,) = run.executions(DRIFT_CHECK_ID)
+    assert drift.last_known_state == mlmd.proto.Execution.FAILED
 
 
 # ---- Without a pipeline run ------------------------------------------------------------------

@@ -26,7 +26,15 @@ def test_all_components_are_on_by_default(settings):
         SPAN_WINDOW_RESOLVER_ID, "Transform", "Tuner", "Trainer",
         "latest_blessed_model_resolver", "Evaluator", "Pusher", "LeakageCheck",
         # continuous training (pipeline/continuous.py)
-        "current_model_resolver", "ProgressiveValidation"}
+        "current_model_resolver", "ProgressiveValidation", "DriftCheck"}
+
+
+def test_drift_check_compares_the_new_span_with_the_training_window(settings):
+    c = _by_id(create_pipeline(settings))
+    assert _producer(c["DriftCheck"], "statistics") == "StatisticsGen"
+    assert _producer(c["DriftCheck"], "window") == SPAN_WINDOW_RESOLVER_ID
+    assert c["AnomaliesGate"] in c["DriftCheck"].upstream_nodes
+    assert c["DriftCheck"] in c["Transform"].upstream_nodes
 
 
 def test_leakage_check_runs_before_transform_and_can_be_switched_off(settings):
