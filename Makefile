@@ -33,7 +33,7 @@ run: setup
 	$(PY) local_runner.py
 
 test: setup browser
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=20
 
 # Re-creates data/span-*/ from the CSV shipped inside the tfx wheel.
 data: setup

@@ -33,7 +33,9 @@ from tests.pipeline_run import ROOT, PipelineRun, new_run, read_records, write_d
 AIRFLOW = Path(sys.executable).with_name("airflow")
 TFX_CLI = Path(sys.executable).with_name("tfx")
 SPANS, NEW_SPAN, ROWS_PER_SPAN = [1, 2, 3], 4, 400
-MIN_PREDICTION_CORRELATION, MIN_DECISION_AGREEMENT = 0.85, 0.85
+# Beam's combiners add the Transform statistics in no fixed order: z-scores may differ in the
+# last float32 bits, and training carries that through.
+PREDICTION_TOLERANCE = 1e-3
 # Three spans, so the run with the new span shows the window sliding past span 1.
 WINDOW_SPANS = 3
 # Nodes with an execution of their own (resolvers record one too, always "cached").
@@ -260,12 +262,11 @@ def test_local_and_airflow_runs_of_the_same_slice_agree(pipeline, first_run, tmp
         loaded = tf.saved_model.load(os.path.join(run.settings.serving_model_dir, version))
         predictions[name] = loaded.signatures["serving_default"](
             examples=tf.constant(serialized))[model.PREDICTION_KEY].numpy().ravel()
-    # Same data, seeds and search space, but Beam writes Transform's records in no fixed
-    # order, so batches, the Tuner's pick and the weights differ: the models agree as models
-    # trained on the same data do, not to the last digit.
+    # Same data, seeds and search space, and training reads the records in content order
+    # (models/model.py), so the Tuner picks the same trial and training repeats itself.
     local, airflow = predictions["local"], predictions["airflow"]
-    assert np.corrcoef(local, airflow)[0, 1] > MIN_PREDICTION_CORRELATION
-    assert np.mean((local > 0.5) == (airflow > 0.5)) > MIN_DECISION_AGREEMENT
+    print("largest prediction difference, local vs Airflow:", np.abs(local - airflow).max())
+    np.testing.assert_allclose(local, airflow, atol=PREDICTION_TOLERANCE)
 
 
 def test_new_span_slides_the_window_and_is_compared_with_the_blessed_model(pipeline, first_run):
