@@ -291,9 +291,12 @@ class Settings:
         if not 0 < self.warm_start_steps_fraction <= 1:
             raise ValueError("PIPELINE_WARM_START_STEPS_FRACTION must be in (0, 1], "
                              f"got {self.warm_start_steps_fraction}")
-        if "/" in self.span_complete_marker or self.streaming_window_seconds < 1:
-            raise ValueError("PIPELINE_SPAN_COMPLETE_MARKER must be a file name and "
-                             "PIPELINE_STREAMING_WINDOW_SECONDS at least 1")
+        if "/" in self.span_complete_marker:
+            raise ValueError("PIPELINE_SPAN_COMPLETE_MARKER must be a file name, "
+                             f"got {self.span_complete_marker!r}")
+        if self.streaming_window_seconds < 1:
+            raise ValueError("PIPELINE_STREAMING_WINDOW_SECONDS must be at least 1, "
+                             f"got {self.streaming_window_seconds}")
         _check_choice("orchestrator", self.orchestrator, ORCHESTRATORS)
         _check_choice("beam_preset", self.beam_preset, BEAM_PRESETS)
         needs_image = (self.on_kubeflow or self.beam_preset != "direct"
