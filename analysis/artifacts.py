@@ -170,3 +170,10 @@ def ingested_examples(settings: configs.Settings,
 
 def split_uri(artifact: mlmd.proto.Artifact, split: str) -> str:
     return os.path.join(artifact.uri, f"Split-{split}")
+
+
+def load_statistics(statistics_uri: str, split: str):
+    """One split of a StatisticsGen output (a DatasetFeatureStatisticsList)."""
+    import tensorflow_data_validation as tfdv  # heavy: only where statistics are read
+    return tfdv.load_stats_binary(os.path.join(statistics_uri, f"Split-{split}",
+                                               "FeatureStats.pb"))

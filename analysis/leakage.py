@@ -25,6 +25,7 @@ from tensorflow_metadata.proto.v0 import schema_pb2, statistics_pb2
 from tfx import v1 as tfx
 from tfx.types.artifact import Artifact
 
+from analysis import artifacts
 from models import features
 
 LEAKAGE_CHECK_ID = "LeakageCheck"
@@ -271,11 +272,6 @@ def _load_schema(uri: str) -> schema_pb2.Schema:
     return io_utils.SchemaReader().read(os.path.join(uri, "schema.pbtxt"))
 
 
-def _load_statistics(uri: str, split: str) -> statistics_pb2.DatasetFeatureStatisticsList:
-    import tensorflow_data_validation as tfdv
-    return tfdv.load_stats_binary(os.path.join(uri, f"Split-{split}", "FeatureStats.pb"))
-
-
 def write_report(report: LeakageReport, uri: str) -> None:
     """Written to a temp file and renamed, so a reader never sees half a report."""
     tf.io.gfile.makedirs(uri)
@@ -289,7 +285,7 @@ def run_check(examples_uri: str, schema_uri: str, statistics_uri: str, report_ur
               auc_threshold: float, sample_rows: int, fail_on_leak: bool) -> LeakageReport:
     """The step's work: check, write the report, then warn or raise."""
     report = check(examples_uri, _load_schema(schema_uri),
-                   _load_statistics(statistics_uri, TRAIN_SPLIT), auc_threshold, sample_rows)
+                   artifacts.load_statistics(statistics_uri, TRAIN_SPLIT), auc_threshold, sample_rows)
     write_report(report, report_uri)
     problems = report.describe()
     if problems and fail_on_leak:

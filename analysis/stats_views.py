@@ -16,7 +16,7 @@ from tensorflow_metadata.proto.v0 import (
 )
 
 from analysis import artifacts
-from pipeline import gate, metadata
+from pipeline import continuous, gate, metadata
 
 Statistics = statistics_pb2.DatasetFeatureStatisticsList
 SPLITS = ("train", "eval")
@@ -30,15 +30,10 @@ def load_schema(run: artifacts.Run) -> schema_pb2.Schema:
     return tfdv.load_schema_text(os.path.join(run.require(node, "schema").uri, "schema.pbtxt"))
 
 
-def load_statistics(statistics_uri: str, split: str) -> Statistics:
-    return tfdv.load_stats_binary(os.path.join(statistics_uri, f"Split-{split}",
-                                               "FeatureStats.pb"))
-
-
 def run_statistics(run: artifacts.Run) -> dict[str, Statistics]:
     """The run's StatisticsGen output per split (its new span)."""
     uri = run.require("StatisticsGen", "statistics").uri
-    return {split: load_statistics(uri, split) for split in SPLITS}
+    return {split: artifacts.load_statistics(uri, split) for split in SPLITS}
 
 
 def run_anomalies(run: artifacts.Run) -> dict[str, anomalies_pb2.Anomalies]:
@@ -51,10 +46,8 @@ def span_statistics(run: artifacts.Run, examples, schema: schema_pb2.Schema,
     here with TFDV (spans ingested before the pipeline's first full run have none)."""
     stats = artifacts.statistics_of_examples(run.store, run.settings.pipeline_name, examples.id)
     if stats is not None:
-        return load_statistics(stats.uri, split)
-    return tfdv.generate_statistics_from_tfrecord(
-        data_location=os.path.join(artifacts.split_uri(examples, split), "*"),
-        stats_options=tfdv.StatsOptions(schema=schema))
+        return artifacts.load_statistics(stats.uri, split)
+    return continuous.statistics_of(examples, split, schema)
 
 
 # ---- Tables ----------------------------------------------------------------------------------
