@@ -28,6 +28,9 @@ CACHE_MAX_FILES_BYTES = 512 * 1024 * 1024
 # Below this (compressed) size the records are held in memory in content order, which makes
 # training repeatable (see _in_content_order); the shipped data is ~2 MB.
 CONTENT_ORDER_MAX_FILES_BYTES = 64 * 1024 * 1024
+# Decimals of the floats in the content-order key: coarse enough that a last-bit difference
+# rarely crosses a rounding boundary, fine enough that distinct records keep distinct keys.
+ORDER_KEY_FLOAT_DECIMALS = 2
 
 
 def _categorical_inputs() -> dict[str, int]:
@@ -69,7 +72,7 @@ def input_dataset(file_patterns: list[str], tf_transform_output: tft.TFTransform
                                       num_parallel_reads=tf.data.AUTOTUNE)
     files_bytes = sum(tf.io.gfile.stat(f).length for f in files)
     if files_bytes < CONTENT_ORDER_MAX_FILES_BYTES:
-        dataset = _in_content_order(dataset)
+        dataset = _in_content_order(dataset, feature_spec)
     elif files_bytes < CACHE_MAX_FILES_BYTES:
         dataset = dataset.cache()
     if shuffle:
@@ -89,17 +92,33 @@ def input_dataset(file_patterns: list[str], tf_transform_output: tft.TFTransform
     return dataset.map(parse, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
-def _in_content_order(records: tf.data.Dataset) -> tf.data.Dataset:
+def _in_content_order(records: tf.data.Dataset,
+                      feature_spec: dict[str, tf.io.FixedLenFeature]) -> tf.data.Dataset:
     """The records in memory, in an order set by their content alone.
 
     Beam writes Transform's output in no fixed order, so two runs on the same data (or the
     same data written by another runner) would otherwise shuffle, batch and train
-    differently; with the order fixed, the seeds make training repeatable."""
+    differently; with the order fixed, the seeds make training repeatable. The order key
+    rounds the floats (ORDER_KEY_FLOAT_DECIMALS): Beam's combiners add Transform's
+    statistics in no fixed order, so a z-score may differ in its last bit from run to run,
+    and a key over the raw bytes would then reorder most records."""
     batches = list(records.batch(65_536))
     if not batches:
         return records
     serialized = tf.concat(batches, axis=0)
-    order = tf.argsort(tf.strings.to_hash_bucket_fast(serialized, 2**62))
+    parsed = tf.io.parse_example(serialized, feature_spec)
+    columns = []
+    for name in sorted(parsed):
+        value = tf.reshape(parsed[name], [tf.shape(serialized)[0], -1])
+        if value.dtype.is_floating:
+            value = tf.cast(tf.round(tf.cast(value, tf.float64) * 10.0**ORDER_KEY_FLOAT_DECIMALS),
+                            tf.int64)
+        if value.dtype != tf.string:
+            value = tf.strings.as_string(value)
+        columns.append(tf.strings.reduce_join(value, axis=1, separator=","))
+    keys = tf.strings.reduce_join(tf.stack(columns, axis=1), axis=1, separator="|")
+    # Stable: records with equal keys (near-duplicates) keep their relative order.
+    order = tf.argsort(tf.strings.to_hash_bucket_fast(keys, 2**62), stable=True)
     return tf.data.Dataset.from_tensor_slices(tf.gather(serialized, order))
 
 

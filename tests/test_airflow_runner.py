@@ -34,12 +34,11 @@ AIRFLOW = Path(sys.executable).with_name("airflow")
 TFX_CLI = Path(sys.executable).with_name("tfx")
 SPANS, NEW_SPAN, ROWS_PER_SPAN = [1, 2, 3], 4, 400
 # Not to the last digit: Beam's combiners add Transform's statistics in no fixed order, so a
-# z-score may differ in its last float32 bit; that changes the record's bytes and so its place
-# in the content order that training reads. Measured: correlation 0.9992, mean difference
-# 0.007, largest 0.06, 99% same decisions (before the content order this test could ask for
-# no more than correlation > 0.85).
+# z-score may differ in its last float32 bit. Training's content order rounds the floats
+# (models/model.py), so such a difference rarely moves a record; measured: the same
+# predictions to 4 decimals (a key over the raw bytes gave correlations from 0.955 to 0.9992).
 MIN_PREDICTION_CORRELATION, MAX_MEAN_PREDICTION_DIFFERENCE, MIN_DECISION_AGREEMENT = \
-    0.99, 0.03, 0.95
+    0.999, 0.005, 0.99
 # Three spans, so the run with the new span shows the window sliding past span 1.
 WINDOW_SPANS = 3
 # Nodes with an execution of their own (resolvers record one too, always "cached").
