@@ -14,6 +14,7 @@ from pipeline import tflite
 from pipeline.baseline import CANDIDATE_KEY, LatestBlessedBaselineStrategy
 from pipeline.continuous import AcceptedSpanRangeStrategy, continuous_nodes
 from pipeline.gate import AnomaliesGate
+from pipeline.window import WINDOW_EXAMPLES_ID, WindowExamples
 
 EXAMPLE_GEN_ID = "CsvExampleGen"
 BIGQUERY_EXAMPLE_GEN_ID = "BigQueryExampleGen"
@@ -118,10 +119,15 @@ def create_pipeline(settings: configs.Settings, *,
                                    examples=example_gen.outputs["examples"])
 
     if settings.example_gen_reads_window:
-        window_nodes, training_examples = [], example_gen.outputs["examples"]
+        window_nodes, window = [], example_gen.outputs["examples"]
+        training_examples = window
     else:
         span_window = _span_window_resolver(settings, example_gen)
-        window_nodes, training_examples = [span_window], span_window.outputs["examples"]
+        window = span_window.outputs["examples"]
+        # One artifact for Transform: one Beam dataset per split instead of one per span.
+        merged = WindowExamples(window=window).with_id(WINDOW_EXAMPLES_ID)
+        merged.add_upstream_node(anomalies_gate)
+        window_nodes, training_examples = [span_window, merged], merged.outputs["examples"]
 
     code_config = {"models_fingerprint": configs.models_fingerprint(), "seed": settings.seed}
     transform = tfx.components.Transform(
@@ -144,7 +150,7 @@ def create_pipeline(settings: configs.Settings, *,
         transform.add_upstream_node(leakage)
     # Warm start, progressive validation and drift (pipeline/continuous.py).
     continuous = continuous_nodes(settings, example_gen, statistics_gen, schema_gen,
-                                  anomalies_gate, training_examples)
+                                  anomalies_gate, window)
     for node in continuous.before_training:
         transform.add_upstream_node(node)
 

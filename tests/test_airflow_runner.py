@@ -43,7 +43,8 @@ MIN_PREDICTION_CORRELATION, MAX_MEAN_PREDICTION_DIFFERENCE, MIN_DECISION_AGREEME
 WINDOW_SPANS = 3
 # Nodes with an execution of their own (resolvers record one too, always "cached").
 TFX_NODES = ["CsvExampleGen", "ImportSchemaGen", "StatisticsGen", "ExampleValidator",
-             "LeakageCheck", "AnomaliesGate", "ProgressiveValidation", "Transform", "Tuner",
+             "LeakageCheck", "AnomaliesGate", "ProgressiveValidation", "WindowExamples",
+             "Transform", "Tuner",
              "Trainer", "Evaluator", "Pusher"]
 TASKS = {*TFX_NODES, "check_new_span", "ingest_earlier_spans", "span_window_resolver",
          "current_model_resolver", "latest_blessed_model_resolver"}
@@ -182,12 +183,13 @@ def test_first_run_ingests_earlier_spans_and_pushes_a_model(pipeline, first_run)
     assert first_run == {task: "success" for task in TASKS}
     # The first task ingested the earlier spans; the run's ExampleGen the newest.
     assert sorted(pipeline.ingested()) == SPANS
+    # The window resolver read the spans of every run; Transform got them as one artifact.
+    (merge,) = pipeline.executions("WindowExamples")
+    assert sorted(span_of(a) for a in pipeline.artifacts(merge, "window")) == SPANS
     (transform,) = pipeline.executions("Transform")
-    assert sorted(span_of(a) for a in pipeline.artifacts(transform, "examples")) == SPANS
-    # One transformed artifact per span, each with its splits (the legacy driver's fix).
     transformed = pipeline.artifacts(transform, "transformed_examples", mlmd.proto.Event.OUTPUT)
-    assert len(transformed) == len(SPANS)
-    assert all(os.path.isdir(os.path.join(a.uri, "Split-train")) for a in transformed)
+    assert len(transformed) == 1
+    assert os.path.isdir(os.path.join(transformed[0].uri, "Split-train"))
     assert len(pipeline.run.pushed_versions()) == 1
 
 
@@ -218,7 +220,7 @@ def test_rerun_with_no_new_data_is_cached_and_pushes_nothing(pipeline, first_run
     for node in TFX_NODES:
         runs = pipeline.executions(node)
         assert [e.properties["state"].string_value for e in runs[-1:]] == ["cached"], node
-    # The cached Transform handed the Trainer the same per-span artifacts.
+    # The cached Transform handed the Trainer the same artifacts.
     first, cached = pipeline.executions("Trainer")
     assert pipeline.artifact_ids(cached, "examples") == pipeline.artifact_ids(first, "examples")
     assert pipeline.run.pushed_versions() == versions
@@ -284,8 +286,8 @@ def test_new_span_slides_the_window_and_is_compared_with_the_blessed_model(pipel
     states = pipeline.test_dag("2024-01-04", PIPELINE_ENABLE_TUNING="0")
     assert states == {task: "success" for task in UNTUNED_TASKS}
 
-    transform = pipeline.executions("Transform")[-1]
-    assert sorted(span_of(a) for a in pipeline.artifacts(transform, "examples")) == \
+    merge = pipeline.executions("WindowExamples")[-1]
+    assert sorted(span_of(a) for a in pipeline.artifacts(merge, "window")) == \
         [*SPANS, NEW_SPAN][-WINDOW_SPANS:]
     first_trainer, *_, trainer = pipeline.executions("Trainer")
     tuner = pipeline.executions("Tuner")[0]

@@ -6,6 +6,7 @@ data, then a bad span that the anomalies gate must stop.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -25,8 +26,8 @@ SPANS = [1, 2, 3]
 ROWS_PER_SPAN = 400
 # Components that record executions (resolvers resolve inline and record none).
 EXECUTED = ["CsvExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator",
-            "LeakageCheck", "AnomaliesGate", "Transform", "Tuner", "Trainer", "Evaluator",
-            "Pusher"]
+            "LeakageCheck", "AnomaliesGate", "WindowExamples", "Transform", "Tuner", "Trainer",
+            "Evaluator", "Pusher"]
 COMPLETE, CACHED = 3, 5  # mlmd Execution.State
 
 
@@ -81,9 +82,12 @@ def test_every_component_executed(first_run):
     for node_id in EXECUTED:
         states = [e.last_known_state for e in first_run.executions(node_id)]
         assert states and all(s == COMPLETE for s in states), (node_id, states)
-    # Earlier spans were ingested one per run, then the window fed all of them to Transform.
+    # Earlier spans were ingested one per run, then the window fed all of them to Transform,
+    # gathered into one artifact.
     assert sorted(span_of(a) for a in first_run.outputs(EXAMPLE_GEN_ID, "Examples")) == SPANS
-    assert len(first_run.outputs("Transform", "Examples")) == len(SPANS)
+    (window,) = first_run.outputs("WindowExamples", "Examples")
+    assert json.loads(window.custom_properties["spans"].string_value) == SPANS
+    assert len(first_run.outputs("Transform", "Examples")) == 1
     # Every component of the pipeline definition is accounted for.
     defined = {c.id for c in create_pipeline(first_run.settings).components}
     assert set(EXECUTED) <= defined
@@ -104,8 +108,9 @@ def test_pushed_model_predicts_the_hold_out(first_run):
 def test_serving_signatures_and_transform_output_agree(first_run):
     """No training/serving skew: the tf.Example signature, the raw-value signature and the
     model applied to Transform's own (Beam-computed) output give the same predictions."""
-    serialized = _newest_span_examples(first_run, "train")
-    assert len(serialized) > 200
+    serialized = [record for artifact in first_run.outputs(EXAMPLE_GEN_ID, "Examples")
+                  for record in read_records(os.path.join(artifact.uri, "Split-train", "*.gz"))]
+    assert len(serialized) > 600
     path = _pushed_model_path(first_run)
     loaded = tf.saved_model.load(path)
     from_examples = loaded.signatures["serving_default"](examples=tf.constant(serialized))
@@ -113,8 +118,8 @@ def test_serving_signatures_and_transform_output_agree(first_run):
     np.testing.assert_allclose(from_raw[model.PREDICTION_KEY].numpy(),
                                from_examples[model.PREDICTION_KEY].numpy(), atol=1e-5)
 
-    # Transform wrote one transformed artifact per window span, in span order.
-    transformed_artifact = first_run.outputs("Transform", "Examples")[-1]
+    # Transform's output: the whole window's train split (every span's rows).
+    (transformed_artifact,) = first_run.outputs("Transform", "Examples")
     transformed = read_records(os.path.join(transformed_artifact.uri, "Split-train", "*.gz"))
     assert len(transformed) == len(serialized)
     keras_model = keras.models.load_model(path)

@@ -25,6 +25,7 @@ from pipeline.pipeline import (
     SPAN_WINDOW_RESOLVER_ID,
     create_pipeline,
 )
+from pipeline.window import WINDOW_EXAMPLES_ID
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGE = "europe-west4-docker.pkg.dev/test-project/pipelines/taxi-tips:test"
@@ -155,8 +156,9 @@ def test_the_dag_is_the_local_one_but_for_the_resolvers_kubeflow_cannot_run(comp
     local = create_pipeline(configs.Settings.from_env(
         kubeflow_environ(tmp_path), orchestrator="local", warm_start=False,
         progressive_validation=False, check_drift=False))
-    # ExampleGen reads the whole window itself: no span window resolver in between.
-    expected = contract(pipeline_edges(local), SPAN_WINDOW_RESOLVER_ID)
+    # ExampleGen reads the whole window itself: no span window resolver, nothing to gather.
+    expected = contract(contract(pipeline_edges(local), SPAN_WINDOW_RESOLVER_ID),
+                        WINDOW_EXAMPLES_ID)
     if compiled.settings.orchestrator == "vertex":
         # The stock baseline strategy takes no candidate, so it waits for no Trainer.
         expected -= {("Trainer", BASELINE_RESOLVER_ID)}

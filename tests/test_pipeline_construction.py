@@ -5,6 +5,7 @@ import pytest
 
 from pipeline import configs
 from pipeline.pipeline import EXAMPLE_GEN_ID, SPAN_WINDOW_RESOLVER_ID, create_pipeline
+from pipeline.window import WINDOW_EXAMPLES_ID
 
 
 @pytest.fixture
@@ -23,7 +24,7 @@ def _producer(component, input_key):
 def test_all_components_are_on_by_default(settings):
     assert set(_by_id(create_pipeline(settings))) == {
         EXAMPLE_GEN_ID, "StatisticsGen", "ImportSchemaGen", "ExampleValidator", "AnomaliesGate",
-        SPAN_WINDOW_RESOLVER_ID, "Transform", "Tuner", "Trainer",
+        SPAN_WINDOW_RESOLVER_ID, WINDOW_EXAMPLES_ID, "Transform", "Tuner", "Trainer",
         "latest_blessed_model_resolver", "Evaluator", "Pusher", "LeakageCheck",
         # continuous training (pipeline/continuous.py)
         "current_model_resolver", "ProgressiveValidation", "DriftCheck"}
@@ -54,9 +55,11 @@ def test_wiring(settings):
     assert _producer(c["StatisticsGen"], "schema") == "ImportSchemaGen"
     assert _producer(c["ExampleValidator"], "schema") == "ImportSchemaGen"
     assert _producer(c["AnomaliesGate"], "anomalies") == "ExampleValidator"
-    # Transform runs only after the gate passed, on the window of spans.
+    # Transform runs only after the gate passed, on the window of spans gathered into one
+    # artifact.
     assert c["AnomaliesGate"] in c["Transform"].upstream_nodes
-    assert _producer(c["Transform"], "examples") == SPAN_WINDOW_RESOLVER_ID
+    assert _producer(c["Transform"], "examples") == WINDOW_EXAMPLES_ID
+    assert _producer(c[WINDOW_EXAMPLES_ID], "window") == SPAN_WINDOW_RESOLVER_ID
     assert c[EXAMPLE_GEN_ID] in c[SPAN_WINDOW_RESOLVER_ID].upstream_nodes
     for consumer in ("Tuner", "Trainer"):
         assert _producer(c[consumer], "examples") == "Transform"
