@@ -14,7 +14,9 @@ import tf_keras as keras
 from absl import logging
 from tfx import v1 as tfx
 
-from models import features, hyperparameters, warm_start
+from models import autograph, features, hyperparameters, warm_start
+
+autograph.leave_tf_keras_alone()  # tracing fit() 12 s -> 1 s (models/autograph.py)
 
 PREDICTION_KEY = "probabilities"
 SERVING_RAW_SIGNATURE = "serving_raw"

@@ -98,3 +98,13 @@ def test_training_batches_do_not_depend_on_the_order_beam_wrote_records_in(finis
     # And the seed still shuffles: another seed gives other batches.
     other = first_batches(str(tmp_path / "reordered" / "*.gz"), seed=8)
     assert not np.array_equal(other[0][fare], original[0][fare])
+
+
+def test_autograph_leaves_keras_internals_alone_but_converts_user_code():
+    """models/autograph.py: tracing fit() must not re-compile tf_keras (12 s per trace)."""
+    import tf_keras as keras
+    from tensorflow.python.autograph.impl import conversion
+
+    assert conversion.is_allowlisted(keras.layers.Dense.call)
+    assert conversion.is_allowlisted(keras.Model.train_step)
+    assert not conversion.is_allowlisted(model.build_model)
