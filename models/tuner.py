@@ -1,8 +1,11 @@
 """The TFX Tuner entry point: a Bayesian search over `hyperparameters.search_space`."""
 from __future__ import annotations
 
+from typing import Optional
+
 import keras_tuner
 import tensorflow_transform as tft
+import tf_keras as keras
 from tfx import v1 as tfx
 
 from models import hyperparameters, model
@@ -18,12 +21,18 @@ class KerasTwoTuner(keras_tuner.engine.base_tuner.BaseTuner):
     objective, and keras-tuner only proposes and ranks hyperparameters.
     """
 
-    def __init__(self, *, train, evaluation, steps: int, eval_steps: int, **kwargs):
+    def __init__(self, *, train, evaluation, steps: int, eval_steps: int,
+                 seed: Optional[int] = None, **kwargs):
         super().__init__(**kwargs)
         self._train, self._evaluation = train, evaluation
         self._steps, self._eval_steps = steps, eval_steps
+        self._seed = seed
 
     def run_trial(self, trial, **_):
+        if self._seed is not None:
+            # Every trial starts from the same random state: trials differ only by their
+            # hyperparameters, and a rerun (or another runner) ranks them the same way.
+            keras.utils.set_random_seed(self._seed)
         candidate = model.build_model(trial.hyperparameters)
         history = candidate.fit(self._train, steps_per_epoch=self._steps, epochs=1,
                                 validation_data=self._evaluation,
@@ -52,5 +61,6 @@ def tuner_fn(fn_args: tfx.components.FnArgs) -> tfx.components.TunerFnResult:
         evaluation=model.input_dataset(fn_args.eval_files, tf_transform_output, batch_size,
                                        shuffle=False),
         steps=fn_args.train_steps, eval_steps=fn_args.eval_steps,
+        seed=None if seed is None else int(seed),
         directory=fn_args.working_dir, project_name="search", overwrite=True)
     return tfx.components.TunerFnResult(tuner=tuner, fit_kwargs={})

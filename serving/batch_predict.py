@@ -68,28 +68,46 @@ def json_instance(values: dict[str, Any]) -> dict[str, Any]:
 def read_span_file(path: str, span: int, chunk_rows: int) -> Iterable[dict[str, Any]]:
     """The keyed raw rows of one CSV file of a span, as columns of up to `chunk_rows` rows
     (numbers as float64 arrays, NaN when empty): Beam then moves a few thousand-row chunks
-    instead of every row, and each chunk is one model call. pandas' C parser reads the file."""
+    instead of every row, and each chunk is one model call. pandas' C parser reads the file
+    and its numbers; a value that is not a number is then located and named."""
     name = os.path.basename(path)
     with tf.io.gfile.GFile(path) as f:
-        frame = pd.read_csv(f, dtype=str, keep_default_na=False)
+        text = f.read()
+    numeric = [k for k in features.raw_feature_keys() if k not in features.STRING_FEATURES]
+    try:
+        frame = pd.read_csv(io.StringIO(text), keep_default_na=False,
+                            dtype={**{k: str for k in features.STRING_FEATURES},
+                                   **{k: np.float64 for k in numeric}},
+                            na_values={k: [""] for k in numeric})
+    except ValueError:
+        frame = _numbers_checked(pd.read_csv(io.StringIO(text), dtype=str,
+                                             keep_default_na=False), path, numeric)
     columns: dict[str, Any] = {}
     for key in features.raw_feature_keys():
         if key not in frame:
             raise ValueError(f"{path}: column '{key}' is missing")
-        if key in features.STRING_FEATURES:
-            columns[key] = frame[key].tolist()
-            continue
+        columns[key] = (frame[key].tolist() if key in features.STRING_FEATURES
+                        else frame[key].to_numpy(dtype=np.float64))
+    columns[KEY_INPUT] = [row_key(span, name, n) for n in range(len(frame))]
+    for start in range(0, len(frame), chunk_rows):
+        yield {key: values[start:start + chunk_rows] for key, values in columns.items()}
+
+
+def _numbers_checked(frame: pd.DataFrame, path: str, numeric: list[str]) -> pd.DataFrame:
+    """`frame` (all text) with its numeric columns as numbers; the first value that is not a
+    number raises an error naming the file, row and column."""
+    for key in numeric:
+        if key not in frame:
+            continue  # reported as missing by the caller
         text = frame[key]
         numbers = pd.to_numeric(text.where(text != ""), errors="coerce")
         bad = numbers.isna() & (text != "")
         if bad.any():
             row = int(bad.idxmax())
-            raise ValueError(f"{path} row {row + 1}: column '{key}' = {frame[key][row]!r} is "
+            raise ValueError(f"{path} row {row + 1}: column '{key}' = {text[row]!r} is "
                              "not a number")
-        columns[key] = numbers.to_numpy(dtype=np.float64)
-    columns[KEY_INPUT] = [row_key(span, name, n) for n in range(len(frame))]
-    for start in range(0, len(frame), chunk_rows):
-        yield {key: values[start:start + chunk_rows] for key, values in columns.items()}
+        frame[key] = numbers
+    return frame
 
 
 class KeyedSignatureHandler(ModelHandler):

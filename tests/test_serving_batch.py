@@ -12,7 +12,7 @@ import pytest
 
 from pipeline import configs
 from serving import batch_predict, process, warehouse
-from tests.pipeline_run import read_csv
+from tests.pipeline_run import read_csv, write_csv
 
 SPAN = 2
 HEAD = 100
@@ -99,3 +99,32 @@ def test_batch_matches_online_and_hybrid_answers_head_from_table(batch):
         assert status == 200
         assert (stats["table_hits"], stats["model_requests"]) == (HEAD, len(keys) - HEAD)
         assert stats["hit_rate"] == pytest.approx(HEAD / len(keys))
+
+
+@pytest.mark.parametrize("column, value, expected", [
+    ("fare", "12.5O", "row 4: column 'fare' = '12.5O' is not a number"),
+    ("company", None, "column 'company' is missing"),
+])
+def test_a_bad_span_names_the_problem_and_keeps_the_table(batch, tmp_path, column, value,
+                                                          expected):
+    """A span the job cannot read fails with the file, row and column; the table written
+    before stays as it was (the job writes a staging table and swaps it in only at the end)."""
+    rows = [dict(row) for row in batch["rows"]]
+    if value is None:
+        rows = [{k: v for k, v in row.items() if k != column} for row in rows]
+    else:
+        rows[3][column] = value
+    write_csv(tmp_path / "data" / f"span-{SPAN}" / "data.csv", rows)
+    db = tmp_path / "warehouse.db"
+    shutil.copy(batch["db"], db)
+    settings = configs.Settings.from_env(
+        {k: v for k, v in batch["env"].items() if k.startswith("PIPELINE_")},
+        data_dir=str(tmp_path / "data"), batch_predict_sqlite_path=str(db))
+    with pytest.raises(Exception, match=expected) as error:
+        batch_predict.run(settings, span=SPAN)
+    assert "data.csv" in str(error.value)
+    assert warehouse.read_table(str(db), settings.batch_predict_table) == batch["table"]
+    with sqlite3.connect(db) as connection:
+        assert [n for (n,) in connection.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'")] == \
+            [settings.batch_predict_table]
