@@ -13,9 +13,8 @@ TFX 1.16 has no AirflowDagRunner under `tfx.v1`; tfx.orchestration.airflow still
 It orchestrates the legacy (pre-IR) way: each node is a PythonOperator that runs its driver,
 executor and publisher against MLMD, and a resolver's channels hold every run's artifacts.
 For the same pipeline as the other runners: the first task ingests the older spans of the
-training window on a new pipeline (as local_runner.py does); Transform gets one output
-artifact per span, which the legacy driver mishandles (OnePerInputDriver); and the
-Evaluator's baseline strategy picks this run's model out of all of them (pipeline/baseline.py).
+training window on a new pipeline (as local_runner.py does), and the Evaluator's baseline
+strategy picks this run's model out of all of them (pipeline/baseline.py).
 """
 import os
 
@@ -36,7 +35,6 @@ from pipeline.airflow_support import (  # noqa: E402
     check_new_span,
     ingest_earlier_spans,
     metadata_config,
-    transform_per_span_outputs,
 )
 from pipeline.pipeline import EXAMPLE_GEN_ID, create_pipeline  # noqa: E402
 
@@ -74,9 +72,9 @@ def build_dag(settings: configs.Settings) -> airflow_models.DAG:
     span (Airflow imports this file again for every task, so that is the span at run time)."""
     reads_window = settings.example_gen_reads_window
     complete = [] if reads_window else spans.complete_spans(settings)
-    dag = AirflowDagRunner(dag_config(settings)).run(transform_per_span_outputs(
+    dag = AirflowDagRunner(dag_config(settings)).run(
         create_pipeline(settings, metadata_connection_config=metadata_config(settings),
-                        span=complete[-1] if complete else None)))
+                        span=complete[-1] if complete else None))
     if not reads_window:
         check = ShortCircuitOperator(task_id=CHECK_TASK_ID, dag=dag,
                                      python_callable=functools.partial(check_new_span, settings))
