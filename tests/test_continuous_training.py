@@ -23,6 +23,7 @@ from pipeline.continuous import (AUC_PROPERTY, DRIFT_CHECK_ID, MODEL_ID_PROPERTY
 from pipeline.metadata import span_of
 from pipeline.pipeline import EXAMPLE_GEN_ID
 from pipeline.spans import mark_complete
+from pipeline.window import WINDOW_EXAMPLES_ID
 from tests.pipeline_run import (ROOT, PipelineRun, new_run, read_csv, write_csv,
                                 write_data_slice)
 
@@ -97,8 +98,8 @@ def test_second_span_warm_starts_validates_progressively_and_pushes(pipeline, fi
     first_trainer, trainer = pipeline.executions("Trainer")
     (first_model,) = _output_ids(pipeline, first_trainer, "model")
     # The window holds both spans.
-    transform = pipeline.executions("Transform")[-1]
-    window = pipeline._store().get_artifacts_by_id(_input_ids(pipeline, transform, "examples"))
+    merge = pipeline.executions(WINDOW_EXAMPLES_ID)[-1]
+    window = pipeline._store().get_artifacts_by_id(_input_ids(pipeline, merge, "window"))
     assert sorted(span_of(a) for a in window) == [1, 2]
     # Warm-started from the first (blessed, pushed) model, with fewer steps.
     assert _input_ids(pipeline, trainer, "base_model") == [first_model]
@@ -110,6 +111,7 @@ def test_second_span_warm_starts_validates_progressively_and_pushes(pipeline, fi
     auc = validation.custom_properties[AUC_PROPERTY].double_value
     assert 0.5 < auc <= 1.0, auc
     (progressive,) = [e for e in pipeline.executions(PROGRESSIVE_VALIDATION_ID)][-1:]
+    transform = pipeline.executions("Transform")[-1]
     assert progressive.id < transform.id  # before the new span was trained on
     # The candidate was compared with that same model and a new version pushed.
     evaluator = pipeline.executions("Evaluator")[-1]
@@ -143,8 +145,8 @@ def test_the_next_good_span_proceeds_without_the_rejected_one(pipeline, first_ru
     write_data_slice(Path(pipeline.settings.data_dir), [4], ROWS_PER_SPAN)
     result = _trigger(pipeline)
     assert result.returncode == 0, result.stderr[-5000:]
-    transform = pipeline.executions("Transform")[-1]
-    window = pipeline._store().get_artifacts_by_id(_input_ids(pipeline, transform, "examples"))
+    merge = pipeline.executions(WINDOW_EXAMPLES_ID)[-1]
+    window = pipeline._store().get_artifacts_by_id(_input_ids(pipeline, merge, "window"))
     # The newest three spans ingested are 2, 3 and 4; the rejected span 3 is left out.
     assert sorted(span_of(a) for a in window) == [2, 4]
     validation = pipeline.outputs(PROGRESSIVE_VALIDATION_ID, "ModelEvaluation")[-1]
