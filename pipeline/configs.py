@@ -110,8 +110,12 @@ class Settings:
     # Where the data components' Beam pipelines run: direct, dataflow, flink or spark (see
     # beam_preset_args).
     beam_preset: str = "direct"
-    # Beam's DirectRunner: 1 = in-process; 0 = one worker process per core.
-    beam_direct_num_workers: int = 1
+    # Beam's DirectRunner: "auto" = one worker process per core once the training window's
+    # input files reach beam_multiprocessing_min_mb, else in-process (on small data starting
+    # the worker processes costs more than the second core saves: README, Growth);
+    # 1 = in-process; 0 = one worker process per core; N = N processes.
+    beam_direct_num_workers: str = "auto"
+    beam_multiprocessing_min_mb: int = 100
     # flink: the JobManager's REST address (host:8081); spark: the master's REST URL
     # (http://host:6066).
     beam_cluster_address: str = ""
@@ -299,6 +303,10 @@ class Settings:
                              f"got {self.streaming_window_seconds}")
         _check_choice("orchestrator", self.orchestrator, ORCHESTRATORS)
         _check_choice("beam_preset", self.beam_preset, BEAM_PRESETS)
+        if self.beam_direct_num_workers != "auto" and not self.beam_direct_num_workers.isdigit():
+            raise ValueError(f"PIPELINE_BEAM_DIRECT_NUM_WORKERS={self.beam_direct_num_workers!r}:"
+                             " expected auto, 1 (in-process), 0 (one process per core) or a "
+                             "number of processes")
         needs_image = (self.on_kubeflow or self.beam_preset != "direct"
                        or self.vertex_training_replicas > 0)
         if needs_image and not self.container_image:
@@ -405,9 +413,11 @@ def beam_preset_args(settings: Settings) -> list[str]:
     if settings.beam_preset == "direct":
         # Any Beam argument makes TFX package itself into an sdist for remote workers, in
         # every Beam component (seconds each); the in-process DirectRunner needs none.
-        args = [] if settings.beam_direct_num_workers == 1 else [
-            "--direct_running_mode=multi_processing",
-            f"--direct_num_workers={settings.beam_direct_num_workers}"]
+        # "auto" is resolved against the data when the pipeline is built
+        # (spans.with_beam_workers); unresolved (e.g. the batch job) it means in-process.
+        workers = settings.beam_direct_num_workers
+        args = [] if workers in ("auto", "1") else [
+            "--direct_running_mode=multi_processing", f"--direct_num_workers={workers}"]
         # BigQuery reads export through the project's jobs and a gs:// temp location.
         return args + (_gcp_beam_args(settings) if settings.bigquery_query else [])
     image = settings.container_image

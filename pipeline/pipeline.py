@@ -9,8 +9,7 @@ from tfx import v1 as tfx
 
 from analysis.leakage import leakage_check
 from models import features, model
-from pipeline import configs
-from pipeline import tflite
+from pipeline import configs, spans, tflite
 from pipeline.baseline import CANDIDATE_KEY, LatestBlessedBaselineStrategy
 from pipeline.continuous import AcceptedSpanRangeStrategy, continuous_nodes
 from pipeline.gate import AnomaliesGate
@@ -98,6 +97,7 @@ def create_pipeline(settings: configs.Settings, *,
 
     `metadata_connection_config` comes from the runner (None where the orchestrator
     provides its own, as Kubeflow does)."""
+    settings = spans.with_beam_workers(settings)
     example_gen = _example_gen(settings, span if ingest_only_span is None else ingest_only_span)
     if ingest_only_span is not None:
         return _pipeline(settings, [example_gen], metadata_connection_config)

@@ -6,11 +6,13 @@ by default), written last by whoever delivers the span (scripts/split_data.py, t
 job, a copy job), so a half-copied span is never ingested."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from typing import Optional
 
 import tensorflow as tf
+from absl import logging
 
 from pipeline import configs, metadata
 
@@ -94,3 +96,30 @@ def ingested_spans(settings: configs.Settings, example_gen_id: str) -> set[int]:
         return set()
     return {metadata.span_of(artifact) for artifact in metadata.node_outputs(
         store, settings.pipeline_name, example_gen_id, "Examples")}
+
+
+def window_input_bytes(settings: configs.Settings) -> int:
+    """Bytes of the input files of the newest `train_window_spans` complete spans."""
+    total = 0
+    for span in complete_spans(settings)[-settings.train_window_spans:]:
+        pattern = os.path.join(settings.data_dir,
+                               settings.span_pattern.replace("{SPAN}", str(span)))
+        total += sum(tf.io.gfile.stat(path).length for path in tf.io.gfile.glob(pattern))
+    return total
+
+
+def with_beam_workers(settings: configs.Settings) -> configs.Settings:
+    """The settings with PIPELINE_BEAM_DIRECT_NUM_WORKERS=auto resolved against the data: one
+    DirectRunner worker process per core for a training window of at least
+    `beam_multiprocessing_min_mb`, else in-process. Only for local and Airflow runs reading
+    files: a compiled Kubeflow/Vertex spec must not depend on the compiling machine's view of
+    the data (there "auto" stays in-process; use a cluster preset)."""
+    if (settings.beam_direct_num_workers != "auto" or settings.beam_preset != "direct"
+            or settings.bigquery_query or settings.on_kubeflow):
+        return settings
+    megabytes = window_input_bytes(settings) / 2**20
+    large = megabytes >= settings.beam_multiprocessing_min_mb
+    logging.info("Beam DirectRunner: %s (training window %.0f MB, threshold %d MB)",
+                 "one worker process per core" if large else "in-process", megabytes,
+                 settings.beam_multiprocessing_min_mb)
+    return dataclasses.replace(settings, beam_direct_num_workers="0" if large else "1")

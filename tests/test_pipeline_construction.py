@@ -114,3 +114,24 @@ def test_settings_come_from_the_environment(tmp_path):
 def test_bad_settings_name_the_variable(variable, value, message):
     with pytest.raises(ValueError, match=message):
         configs.Settings.from_env({variable: value})
+
+
+def test_beam_runs_in_process_on_small_data_and_on_every_core_on_large(settings):
+    multi_processing = ["--direct_running_mode=multi_processing", "--direct_num_workers=0"]
+    # The shipped spans (about 2 MB) are far below the default threshold: in-process, and no
+    # Beam argument at all (any would make TFX build an sdist of itself in every component).
+    assert create_pipeline(settings).beam_pipeline_args == []
+
+    def with_env(**env):
+        return configs.Settings.from_env(env, output_dir=settings.output_dir)
+
+    # The same data over a threshold below its size: one worker process per core.
+    low = with_env(PIPELINE_BEAM_MULTIPROCESSING_MIN_MB="1")
+    assert create_pipeline(low).beam_pipeline_args == multi_processing
+    # An explicit setting wins either way.
+    assert create_pipeline(with_env(PIPELINE_BEAM_MULTIPROCESSING_MIN_MB="1",
+                                    PIPELINE_BEAM_DIRECT_NUM_WORKERS="1")).beam_pipeline_args == []
+    assert create_pipeline(with_env(PIPELINE_BEAM_DIRECT_NUM_WORKERS="0")).beam_pipeline_args \
+        == multi_processing
+    with pytest.raises(ValueError, match="PIPELINE_BEAM_DIRECT_NUM_WORKERS='two': expected auto"):
+        with_env(PIPELINE_BEAM_DIRECT_NUM_WORKERS="two")
