@@ -115,7 +115,7 @@ class Settings:
     # the worker processes costs more than the second core saves: README, Growth);
     # 1 = in-process; 0 = one worker process per core; N = N processes.
     beam_direct_num_workers: str = "auto"
-    beam_multiprocessing_min_mb: int = 100
+    beam_multiprocessing_min_mb: int = 120
     # flink: the JobManager's REST address (host:8081); spark: the master's REST URL
     # (http://host:6066).
     beam_cluster_address: str = ""
