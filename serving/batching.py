@@ -35,9 +35,6 @@ class Batcher:
         self._executor = concurrent.futures.ThreadPoolExecutor(threads, "model")
         self._queues: dict[tuple[int, str], asyncio.Queue] = {}
         self._workers: dict[tuple[int, str], asyncio.Task] = {}
-        # Model calls running per (version, signature): a request that finds none running and
-        # nobody queued is alone, and skips the queue and the worker (one event-loop hop less).
-        self._running: dict[tuple[int, str], int] = {}
         self.calls = 0  # model calls made, for the benchmark and tests
         self.rows = 0
 
@@ -48,22 +45,12 @@ class Batcher:
             return await self._call(signature, columns)  # already a full batch
         key = (model.version, signature.name)
         queue = self._queues.get(key)
-        if not self._running.get(key) and (queue is None or queue.empty()):
-            return await self._call_counted(key, signature, columns)
         if queue is None:
             queue = self._queues[key] = asyncio.Queue()
-            self._workers[key] = asyncio.create_task(self._work(key, queue, signature))
+            self._workers[key] = asyncio.create_task(self._work(queue, signature))
         future = asyncio.get_running_loop().create_future()
         await queue.put(_Pending(columns, n, future))
         return await future
-
-    async def _call_counted(self, key: tuple[int, str], signature: Signature,
-                            columns: dict[str, list]):
-        self._running[key] = self._running.get(key, 0) + 1
-        try:
-            return await self._call(signature, columns)
-        finally:
-            self._running[key] -= 1
 
     async def _call(self, signature: Signature, columns: dict[str, list]):
         self.calls += 1
@@ -71,8 +58,7 @@ class Batcher:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, signature, columns)
 
-    async def _work(self, key: tuple[int, str], queue: asyncio.Queue,
-                    signature: Signature) -> None:
+    async def _work(self, queue: asyncio.Queue, signature: Signature) -> None:
         carry: Optional[_Pending] = None
         concurrent_load = False
         while True:
@@ -98,14 +84,13 @@ class Batcher:
                 batch.append(item)
                 total += item.rows
             concurrent_load = len(batch) > 1 or carry is not None or not queue.empty()
-            await self._run(key, signature, batch)
+            await self._run(signature, batch)
 
-    async def _run(self, key: tuple[int, str], signature: Signature,
-                   batch: list[_Pending]) -> None:
+    async def _run(self, signature: Signature, batch: list[_Pending]) -> None:
         merged = {key: [v for item in batch for v in item.columns[key]]
                   for key in batch[0].columns}
         try:
-            outputs = await self._call_counted(key, signature, merged)
+            outputs = await self._call(signature, merged)
         except Exception as error:  # noqa: BLE001 - every waiting request gets the error
             for item in batch:
                 if not item.future.done():
