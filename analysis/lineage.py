@@ -164,10 +164,11 @@ def lineage(settings: configs.Settings, model_path: Optional[str] = None) -> Lin
     transform_graph = trainer_inputs["transform_graph"][0]
     transform = graph.producer(transform_graph.id)
     raw_examples = graph.inputs(transform.id)["examples"]
-    if len(raw_examples) == 1 and graph.node_of.get(
-            graph.producer(raw_examples[0].id).id) == WINDOW_EXAMPLES_ID:
-        # The window's spans, gathered into one artifact for Transform (pipeline/window.py).
-        raw_examples = graph.inputs(graph.producer(raw_examples[0].id).id)["window"]
+    if len(raw_examples) == 1:
+        merge = graph.producer(raw_examples[0].id)
+        if graph.node_of.get(merge.id) == WINDOW_EXAMPLES_ID:
+            # The window's spans, gathered into one artifact for Transform (pipeline/window.py).
+            raw_examples = graph.inputs(merge.id)["window"]
     spans = sorted(metadata.span_of(e) for e in raw_examples)
     statistics = {}
     for examples in raw_examples:
