@@ -1,7 +1,8 @@
 """The whole pipeline on growing data: wall time, peak memory and CPU use per component.
 
     TF_USE_LEGACY_KERAS=1 .venv/bin/python benchmarks/growth.py \
-        [--rows 15000 150000 1500000] [--workers 1 0] [--data-root DIR] [--keep] [--json FILE]
+        [--rows 15000 150000 1500000] [--workers 1 0] [--files-per-span F]
+        [--data-root DIR] [--keep] [--json FILE]
 
 For each size, scripts/generate_data.py resamples the shipped spans into six spans of that
 many rows in total (seeded; kept under --data-root and reused when present). For each size
@@ -151,15 +152,18 @@ def component_figures(sampler: TreeSampler,
                             busy_cores=cpu_s / busy_wall if busy_wall else 0.0)
 
 
-def ensure_data(data_root: Path, rows: int) -> Path:
-    """data_root/rows-N, generated (seeded) unless a complete copy is there."""
-    data_dir = data_root / f"rows-{rows}"
+def ensure_data(data_root: Path, rows: int, files_per_span: int = 1) -> Path:
+    """data_root/rows-N (…-files-F when a span is cut into F files), generated (seeded)
+    unless a complete copy is there."""
+    suffix = "" if files_per_span == 1 else f"-files-{files_per_span}"
+    data_dir = data_root / f"rows-{rows}{suffix}"
     manifest = data_dir / "spans.json"
     if manifest.is_file() and json.loads(manifest.read_text()).get("rows") == rows:
         return data_dir
     print(f"generating {rows} rows into {data_dir} ...", flush=True)
     subprocess.run([sys.executable, str(REPO / "scripts" / "generate_data.py"), str(data_dir),
-                    "--rows", str(rows), "--spans", str(NUM_SPANS)], check=True)
+                    "--rows", str(rows), "--spans", str(NUM_SPANS),
+                    "--files-per-span", str(files_per_span)], check=True)
     return data_dir
 
 
@@ -245,6 +249,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--rows", type=int, nargs="+", default=[15_000, 150_000, 1_500_000])
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 0],
                         help="PIPELINE_BEAM_DIRECT_NUM_WORKERS values (1 in-process, 0 all cores)")
+    parser.add_argument("--files-per-span", type=int, default=1,
+                        help="CSV files per generated span (CsvExampleGen reads a file in one "
+                             "piece: several files spread it over the Beam workers)")
     parser.add_argument("--data-root", type=Path, default=None,
                         help="where generated data is kept and reused (default: in the work dir)")
     parser.add_argument("--sample-interval", type=float, default=0.5, metavar="SECONDS")
@@ -260,7 +267,7 @@ def run_benchmark(args: argparse.Namespace, workdir: Path) -> None:
           f"{machine_load()}", flush=True)
     results = []
     for rows in args.rows:
-        data_dir = ensure_data(args.data_root or workdir / "data", rows)
+        data_dir = ensure_data(args.data_root or workdir / "data", rows, args.files_per_span)
         for workers in args.workers:
             results.append(run_once(project, data_dir, rows, workers, workdir, env,
                                     args.sample_interval))

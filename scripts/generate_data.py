@@ -104,25 +104,38 @@ def plan(num_sources: int, num_spans: int) -> list[list[int]]:
     return groups
 
 
-def write_span(frame: pd.DataFrame, path: Path, marker: str) -> None:
-    """The span's file (temporary file, then rename), then its completion marker."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    frame.to_csv(tmp, index=False, lineterminator="\n")
-    os.replace(tmp, path)
+def span_file_names(files: int) -> list[str]:
+    """`data.csv`, or `part-00000-of-0000N.csv` ... when a span is cut into several files
+    (CsvExampleGen reads each file in one piece, so several files spread a span's reading
+    over Beam's worker processes)."""
+    return ["data.csv"] if files == 1 else [f"part-{i:05d}-of-{files:05d}.csv"
+                                            for i in range(files)]
+
+
+def write_span(frame: pd.DataFrame, folder: Path, marker: str, files: int = 1) -> None:
+    """The span's file(s), consecutive rows in each (temporary file, then rename), then its
+    completion marker."""
+    folder.mkdir(parents=True, exist_ok=True)
+    bounds = np.linspace(0, len(frame), files + 1).astype(int)
+    for name, start, stop in zip(span_file_names(files), bounds, bounds[1:]):
+        tmp = folder / f".{name}.tmp"
+        frame.iloc[start:stop].to_csv(tmp, index=False, lineterminator="\n")
+        os.replace(tmp, folder / name)
     if marker:
-        mark_complete(str(path.parent), marker)
+        mark_complete(str(folder), marker)
 
 
 def generate(out_dir: Path, rows: int, num_spans: int, seed: int,
-             source_dir: Path = SOURCE_DIR) -> list[dict]:
-    """Writes `rows` rows over `num_spans` spans to out_dir/span-N/data.csv; returns the
-    manifest (also written to out_dir/spans.json)."""
+             source_dir: Path = SOURCE_DIR, files_per_span: int = 1) -> list[dict]:
+    """Writes `rows` rows over `num_spans` spans to out_dir/span-N/ (data.csv, or
+    `files_per_span` part files); returns the manifest (also written to out_dir/spans.json)."""
     sources = source_spans(source_dir)
     if num_spans < len(sources):
         raise ValueError(f"--spans {num_spans}: at least {len(sources)} (one per shipped span)")
     if rows < num_spans:
         raise ValueError(f"--rows {rows}: at least one row per span ({num_spans})")
+    if files_per_span < 1:
+        raise ValueError(f"--files-per-span {files_per_span}: at least 1")
     if out_dir.resolve() == source_dir.resolve():
         raise ValueError(f"{out_dir} is the shipped data directory; choose another")
     marker = configs.Settings.from_env().span_complete_marker
@@ -144,11 +157,11 @@ def generate(out_dir: Path, rows: int, num_spans: int, seed: int,
         for span, size in zip(targets, sizes):
             part = picked.iloc[start:start + size]
             start += size
-            write_span(part, out_dir / f"span-{span}" / "data.csv", marker)
+            write_span(part, out_dir / f"span-{span}", marker, files_per_span)
             manifest.append({"span": span, "rows": size, "source_span": source})
     (out_dir / "spans.json").write_text(json.dumps(
         {"rows": rows, "spans": num_spans, "seed": seed, "source": str(source_dir),
-         "files": manifest}, indent=2) + "\n")
+         "files_per_span": files_per_span, "files": manifest}, indent=2) + "\n")
     return manifest
 
 
@@ -158,11 +171,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--rows", type=int, default=150_000, help="total rows (default 150000)")
     parser.add_argument("--spans", type=int, default=6, help="number of spans (default 6)")
     parser.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
+    parser.add_argument("--files-per-span", type=int, default=1,
+                        help="CSV files per span (default 1: data.csv)")
     parser.add_argument("--source", type=Path, default=SOURCE_DIR,
                         help="shipped spans to resample (default data/)")
     args = parser.parse_args(argv)
     try:
-        manifest = generate(args.out_dir, args.rows, args.spans, args.seed, args.source)
+        manifest = generate(args.out_dir, args.rows, args.spans, args.seed, args.source,
+                            args.files_per_span)
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

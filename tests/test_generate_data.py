@@ -62,3 +62,20 @@ def test_bad_arguments_are_named(tmp_path: Path):
         generate_data.generate(tmp_path, rows=100, num_spans=3, seed=1)
     with pytest.raises(ValueError, match="shipped data directory"):
         generate_data.generate(ROOT / "data", rows=100, num_spans=6, seed=1)
+
+
+def test_a_span_cut_into_files_holds_the_same_rows_in_order(tmp_path: Path):
+    generate_data.generate(tmp_path / "one", rows=900, num_spans=6, seed=2)
+    generate_data.generate(tmp_path / "three", rows=900, num_spans=6, seed=2, files_per_span=3)
+    for span in range(1, 7):
+        whole = read_csv(tmp_path / "one" / f"span-{span}" / "data.csv")
+        folder = tmp_path / "three" / f"span-{span}"
+        names = sorted(p.name for p in folder.glob("*.csv"))
+        assert names == [f"part-0000{i}-of-00003.csv" for i in range(3)]
+        parts = [read_csv(folder / name) for name in names]
+        assert all(len(part) == 50 for part in parts)  # 150 rows per span, cut evenly
+        assert [row for part in parts for row in part] == whole
+        assert (folder / "_COMPLETE").is_file()
+    with pytest.raises(ValueError, match="--files-per-span 0: at least 1"):
+        generate_data.generate(tmp_path / "zero", rows=900, num_spans=6, seed=2,
+                               files_per_span=0)
