@@ -10,11 +10,14 @@ import os
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # before TensorFlow loads; see models/
 
-from absl import logging  # noqa: E402
-from tfx import v1 as tfx  # noqa: E402
+from pipeline import garbage_collection  # noqa: E402 (imports nothing heavy)
 
-from pipeline import configs, preflight, spans, summary  # noqa: E402
-from pipeline.pipeline import EXAMPLE_GEN_ID, create_pipeline  # noqa: E402
+with garbage_collection.paused_for_imports():
+    from absl import logging
+    from tfx import v1 as tfx
+
+    from pipeline import configs, preflight, spans, summary
+    from pipeline.pipeline import EXAMPLE_GEN_ID, create_pipeline
 
 
 def ingest_earlier_spans(settings: configs.Settings, metadata) -> None:
@@ -52,6 +55,7 @@ def main() -> None:
         ingest_earlier_spans(settings, metadata)
     tfx.orchestration.LocalDagRunner().run(pipeline)
     print(summary.latest_run_summary(settings))
+    garbage_collection.skip_final_collection()
 
 
 if __name__ == "__main__":
