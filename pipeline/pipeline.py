@@ -59,6 +59,9 @@ def eval_config(settings: configs.Settings) -> tfma.EvalConfig:
     return tfma.EvalConfig(
         model_specs=[tfma.ModelSpec(
             signature_name="serving_default", label_key=features.LABEL_KEY,
+            # Called through its signatures only; naming the type spares TFMA a trial Keras
+            # load of the model to find it out.
+            model_type="tf_generic",
             prediction_key=model.PREDICTION_KEY,
             # The label is derived by Transform, so TFMA reads it from the transformed features.
             preprocessing_function_names=[model.TRANSFORM_SIGNATURE])],
@@ -145,7 +148,7 @@ def create_pipeline(settings: configs.Settings, *,
         # Pre/post-transform statistics cost Transform most of its time on small data;
         # StatisticsGen already describes the raw data.
         disable_statistics=not settings.transform_statistics,
-        custom_config=code_config)
+        custom_config=code_config, force_tf_compat_v1=settings.transform_tf1_graph)
     transform.add_upstream_node(anomalies_gate)
     # The data-leakage check (analysis/leakage.py), None when off; a leak it is told to fail
     # on stops the run before Transform, as the gate does.
