@@ -135,3 +135,11 @@ def test_beam_runs_in_process_on_small_data_and_on_every_core_on_large(settings)
         == multi_processing
     with pytest.raises(ValueError, match="PIPELINE_BEAM_DIRECT_NUM_WORKERS='two': expected auto"):
         with_env(PIPELINE_BEAM_DIRECT_NUM_WORKERS="two")
+
+
+def test_transform_traces_one_tf1_graph_unless_switched_off(settings):
+    assert _by_id(create_pipeline(settings))["Transform"].exec_properties[
+        "force_tf_compat_v1"] == 1
+    tf2 = _by_id(create_pipeline(configs.Settings.from_env(
+        {"PIPELINE_TRANSFORM_TF1_GRAPH": "0"}, output_dir=settings.output_dir)))
+    assert tf2["Transform"].exec_properties["force_tf_compat_v1"] == 0
