@@ -3,7 +3,8 @@ into one model call.
 
 One worker per (version, signature) takes the waiting requests (up to `max_batch_size` rows),
 calls the model in a thread (TensorFlow releases the GIL, so the event loop keeps accepting
-requests meanwhile), and splits the outputs back. While a call runs, new requests queue up
+requests meanwhile; a lone request with nobody waiting is called on the loop itself, which
+skips the hand-off), and splits the outputs back. While a call runs, new requests queue up
 and form the next batch, so batches grow with the load. Only under concurrent load (the
 previous batch merged several requests) does it also wait up to `max_wait` for company: a
 lone client pays no batching delay.
@@ -84,13 +85,20 @@ class Batcher:
                 batch.append(item)
                 total += item.rows
             concurrent_load = len(batch) > 1 or carry is not None or not queue.empty()
-            await self._run(signature, batch)
+            # A lone request with nobody waiting is called on the event loop itself: handing
+            # it to a thread and back costs ~0.2 ms, a third of the model call. Under load the
+            # loop stays free to take requests while the model runs.
+            await self._run(signature, batch, on_loop=not concurrent_load)
 
-    async def _run(self, signature: Signature, batch: list[_Pending]) -> None:
+    async def _run(self, signature: Signature, batch: list[_Pending], on_loop: bool) -> None:
         merged = {key: [v for item in batch for v in item.columns[key]]
                   for key in batch[0].columns}
         try:
-            outputs = await self._call(signature, merged)
+            if on_loop:
+                self.calls, self.rows = self.calls + 1, self.rows + rows(merged)
+                outputs = signature(merged)
+            else:
+                outputs = await self._call(signature, merged)
         except Exception as error:  # noqa: BLE001 - every waiting request gets the error
             for item in batch:
                 if not item.future.done():

@@ -2,6 +2,7 @@
 one model call, concurrent requests share calls and each gets its own rows back, and a
 failing call fails every request it carried."""
 import asyncio
+import threading
 import types
 
 import pytest
@@ -51,6 +52,38 @@ def test_lone_requests_are_one_call_each_and_concurrent_ones_share_calls(signatu
     # go in one merged call (at most 256 rows).
     assert batcher.calls - calls_alone <= 3
     assert batcher.rows == 3 + 100
+
+
+class _ThreadRecordingSignature(Signature):
+    """The real signature, noting which thread called the model."""
+
+    def __init__(self, signature: Signature):
+        super().__init__(signature.name, signature.function)
+        self.threads: list[str] = []
+
+    def __call__(self, columns):
+        self.threads.append(threading.current_thread().name)
+        return super().__call__(columns)
+
+
+def test_a_lone_request_is_called_on_the_event_loop_and_a_merged_batch_in_a_thread(signature):
+    recording = _ThreadRecordingSignature(signature)
+    batcher = Batcher(max_batch_size=256, max_wait_seconds=0.002)
+
+    async def scenario():
+        lone = await batcher.predict(MODEL, recording, {"x": [4.0]})
+        loop_thread = threading.current_thread().name
+        await asyncio.gather(*(batcher.predict(MODEL, recording, {"x": [float(i)]})
+                               for i in range(20)))
+        await batcher.close()
+        return lone, loop_thread
+
+    lone, loop_thread = asyncio.run(scenario())
+    assert lone["y"].tolist() == [8.0]
+    # The hand-off to a thread and back costs more than a one-row call; under load the loop
+    # must stay free, so merged batches run in the batcher's threads.
+    assert recording.threads[0] == loop_thread
+    assert any(name.startswith("model") for name in recording.threads[1:])
 
 
 def test_a_failing_call_fails_every_request_it_carried(signature):
