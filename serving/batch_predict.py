@@ -112,11 +112,12 @@ def _numbers_checked(frame: pd.DataFrame, path: str, numeric: list[str]) -> pd.D
 
 class KeyedSignatureHandler(ModelHandler):
     """RunInference over the SavedModel's serving_keyed signature: each element is a chunk of
-    keyed rows (columns), each output the chunk's {key, probability} rows (the key comes back
-    from the model itself)."""
+    keyed rows (columns), each output the chunk's warehouse rows, tuples in
+    `warehouse.COLUMNS` order (the key comes back from the model itself)."""
 
-    def __init__(self, model_path: str):
+    def __init__(self, model_path: str, version: int, span: int):
         self.model_path = model_path
+        self.version, self.span = str(version), span
 
     def load_model(self) -> Signature:
         loaded = tf.saved_model.load(self.model_path)
@@ -128,12 +129,18 @@ class KeyedSignatureHandler(ModelHandler):
                       inference_args: Optional[dict] = None) -> Iterable[list[dict]]:
         for chunk in batch:
             outputs = model({key: chunk[key] for key in model.inputs})  # already typed
-            yield [{"key": key.decode("utf-8"), "probability": float(probability)}
-                   for key, probability in zip(outputs[KEY_INPUT],
-                                               outputs["probabilities"].reshape(-1))]
+            yield [(key.decode("utf-8"), probability, self.version, self.span)
+                   for key, probability in zip(outputs[KEY_INPUT].tolist(),
+                                               outputs["probabilities"].reshape(-1).tolist())]
 
     def batch_elements_kwargs(self):
         return {"min_batch_size": 1, "max_batch_size": 1}  # a chunk is a batch already
+
+    def get_num_bytes(self, batch: Sequence[dict]) -> int:
+        """For RunInference's metrics: the arrays' bytes and 8 per list item. (The default
+        pickles every chunk to measure it.)"""
+        return sum(values.nbytes if isinstance(values, np.ndarray) else 8 * len(values)
+                   for chunk in batch for values in chunk.values())
 
 
 class _WriteSQLite(beam.DoFn):
@@ -205,11 +212,10 @@ def run(settings: configs.Settings, span: Optional[int] = None,
                 | "Files" >> beam.Create(files)
                 | "ReadChunks" >> beam.FlatMap(read_span_file, span, CHUNK_ROWS)
                 | "Spread" >> beam.Reshuffle()  # chunks of one file to many workers
-                | "Predict" >> RunInference(KeyedSignatureHandler(model_path))
-                | "Describe" >> beam.Map(lambda rows: [
-                    {**row, "model_version": str(version), "span": span} for row in rows]))
+                | "Predict" >> RunInference(KeyedSignatureHandler(model_path, version, span)))
             if bigquery:
-                prediction_rows = predictions | "Rows" >> beam.FlatMap(lambda chunk: chunk)
+                prediction_rows = predictions | "Rows" >> beam.FlatMap(
+                    lambda chunk: [dict(zip(warehouse.COLUMN_NAMES, row)) for row in chunk])
                 prediction_rows | "Write" >> beam.io.WriteToBigQuery(
                     settings.batch_predict_table, project=settings.gcp_project,
                     schema=warehouse.BIGQUERY_SCHEMA,

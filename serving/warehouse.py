@@ -11,6 +11,7 @@ from typing import Iterable
 
 COLUMNS = (("key", "TEXT PRIMARY KEY", "STRING"), ("probability", "REAL", "FLOAT"),
            ("model_version", "TEXT", "STRING"), ("span", "INTEGER", "INTEGER"))
+COLUMN_NAMES = tuple(name for name, _, _ in COLUMNS)
 BIGQUERY_SCHEMA = ",".join(f"{name}:{bq}" for name, _, bq in COLUMNS)
 TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -34,12 +35,11 @@ def create_table(connection: sqlite3.Connection, table: str) -> None:
     connection.execute(f'CREATE TABLE IF NOT EXISTS "{table}" ({columns})')
 
 
-def insert(connection: sqlite3.Connection, table: str, rows: Iterable[dict]) -> None:
-    names = [name for name, _, _ in COLUMNS]
-    values = [tuple(row[name] for name in names) for row in rows]
+def insert(connection: sqlite3.Connection, table: str, rows: Iterable[tuple]) -> None:
+    """Rows as tuples in COLUMNS order, in one transaction."""
     connection.execute("BEGIN IMMEDIATE")
-    connection.executemany(f'INSERT INTO "{table}" ({", ".join(names)}) VALUES '
-                           f'({", ".join("?" for _ in names)})', values)
+    connection.executemany(f'INSERT INTO "{table}" ({", ".join(COLUMN_NAMES)}) VALUES '
+                           f'({", ".join("?" for _ in COLUMN_NAMES)})', rows)
     connection.execute("COMMIT")
 
 

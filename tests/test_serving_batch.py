@@ -29,8 +29,7 @@ def batch(finished_run, tmp_path_factory):
     # An older table of the same name is replaced whole.
     with warehouse.connect(str(db_path)) as connection:
         warehouse.create_table(connection, settings.batch_predict_table)
-        warehouse.insert(connection, settings.batch_predict_table, [
-            {"key": "stale", "probability": 0.5, "model_version": "0", "span": 0}])
+        warehouse.insert(connection, settings.batch_predict_table, [("stale", 0.5, "0", 0)])
     result = batch_predict.run(settings, span=SPAN)
     csv_rows = read_csv(Path(settings.data_dir) / f"span-{SPAN}" / "data.csv")
     return {"tmp": tmp, "settings": settings, "result": result, "db": db_path,
