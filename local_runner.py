@@ -55,7 +55,7 @@ def main() -> None:
         ingest_earlier_spans(settings, metadata)
     tfx.orchestration.LocalDagRunner().run(pipeline)
     print(summary.latest_run_summary(settings))
-    garbage_collection.skip_final_collection()
+    garbage_collection.freeze_live_objects()
 
 
 if __name__ == "__main__":

@@ -21,12 +21,13 @@ def paused_for_imports() -> Iterator[None]:
     try:
         yield
     finally:
-        gc.freeze()
+        freeze_live_objects()
         gc.enable()
 
 
-def skip_final_collection() -> None:
-    """For the end of a run, just before the process exits: the operating system frees the
-    memory anyway, so the interpreter's last full collection over every live object is
-    wasted work. Freezing them keeps it to the (empty) unfrozen remainder."""
+def freeze_live_objects() -> None:
+    """Moves every object alive now out of the collector's sight. For objects that live until
+    the process exits anyway: a command's imports and loaded model before its main work, or
+    everything at the end of a run, where the interpreter's last full collection over them
+    would be wasted work (the operating system frees the memory)."""
     gc.freeze()

@@ -27,7 +27,7 @@ from typing import Any, Optional
 import numpy as np
 from aiohttp import web
 
-from pipeline import configs
+from pipeline import configs, garbage_collection
 from serving import paths
 from serving.batching import Batcher
 from serving.hybrid import PredictionTable
@@ -328,6 +328,9 @@ def main(argv: Optional[list[str]] = None) -> None:
                  if v is not None}
     settings = configs.Settings.from_env(**overrides)
     app = build(settings)
+    # TensorFlow and the loaded models live as long as the server: full collections that
+    # walk them again would stall requests.
+    garbage_collection.freeze_live_objects()
     if not app.store.versions:
         log.warning("no model version under %s yet; waiting for the Pusher",
                     settings.serving_model_dir)

@@ -17,7 +17,7 @@ with garbage_collection.paused_for_imports():
 after_imports = {"enabled": gc.isenabled(), "frozen": gc.get_freeze_count()}
 made_by_the_run = [[i] for i in range(50_000)]
 collections_after = len(collections)
-garbage_collection.skip_final_collection()
+garbage_collection.freeze_live_objects()
 print(json.dumps({"during": collections_during_imports, "after_imports": after_imports,
                   "collections_after": collections_after, "frozen_at_end": gc.get_freeze_count()}))
 """
