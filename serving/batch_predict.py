@@ -126,7 +126,7 @@ class KeyedSignatureHandler(ModelHandler):
         return signature
 
     def run_inference(self, batch: Sequence[dict], model: Signature,
-                      inference_args: Optional[dict] = None) -> Iterable[list[dict]]:
+                      inference_args: Optional[dict] = None) -> Iterable[list[tuple]]:
         for chunk in batch:
             outputs = model({key: chunk[key] for key in model.inputs})  # already typed
             yield [(key.decode("utf-8"), probability, self.version, self.span)
