@@ -11,6 +11,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import tensorflow_model_analysis as tfma
+from tensorflow_model_analysis.writers import eval_config_writer
 
 from analysis import artifacts
 from analysis.stats_views import finished
@@ -50,7 +51,9 @@ def load(run: artifacts.Run) -> Evaluation:
 
 
 def load_uri(uri: str, blessed: bool) -> Evaluation:
-    config = tfma.load_eval_result(uri).config
+    # The config alone first: loading results without a model name, when a baseline was
+    # evaluated too, makes TFMA warn that it found no plots.
+    config = eval_config_writer.load_eval_run(uri)[0]
     names = [s.name for s in config.model_specs]
     results = {name: tfma.load_eval_result(uri, model_name=name or None) for name in names}
     return Evaluation(uri, config, results, tfma.load_validation_result(uri), blessed)
