@@ -37,9 +37,8 @@ from tests.pipeline_run import read_csv, write_csv  # noqa: E402
 def span_rows(settings: configs.Settings) -> list[dict]:
     rows = []
     for span in spans.available_spans(settings):
-        for path in sorted(Path(settings.data_dir).glob(
-                settings.span_pattern.replace("{SPAN}", str(span)))):
-            rows += read_csv(path)
+        for path in sorted(tf.io.gfile.glob(spans.span_files_pattern(settings, span))):
+            rows += read_csv(Path(path))
     return rows
 
 

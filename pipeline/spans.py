@@ -26,6 +26,11 @@ def available_spans(settings: configs.Settings) -> list[int]:
     return sorted(spans)
 
 
+def span_files_pattern(settings: configs.Settings, span: int) -> str:
+    """The glob of one span's input files."""
+    return os.path.join(settings.data_dir, settings.span_pattern.replace("{SPAN}", str(span)))
+
+
 def span_dir(settings: configs.Settings, span: int) -> str:
     """The folder of one span: the directory part of the span pattern."""
     folder = os.path.dirname(settings.span_pattern)
@@ -102,9 +107,8 @@ def window_input_bytes(settings: configs.Settings) -> int:
     """Bytes of the input files of the newest `train_window_spans` complete spans."""
     total = 0
     for span in complete_spans(settings)[-settings.train_window_spans:]:
-        pattern = os.path.join(settings.data_dir,
-                               settings.span_pattern.replace("{SPAN}", str(span)))
-        total += sum(tf.io.gfile.stat(path).length for path in tf.io.gfile.glob(pattern))
+        total += sum(tf.io.gfile.stat(path).length
+                     for path in tf.io.gfile.glob(span_files_pattern(settings, span)))
     return total
 
 

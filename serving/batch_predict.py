@@ -183,7 +183,7 @@ def newest_version(base_path: str) -> int:
 def run(settings: configs.Settings, span: Optional[int] = None,
         version: Optional[int] = None) -> BatchResult:
     span = span or settings.batch_predict_span or max(spans.available_spans(settings), default=0)
-    pattern = os.path.join(settings.data_dir, settings.span_pattern.replace("{SPAN}", str(span)))
+    pattern = spans.span_files_pattern(settings, span)
     files = sorted(tf.io.gfile.glob(pattern))
     if not files:
         raise FileNotFoundError(f"no input files for span {span}: nothing matches {pattern}")

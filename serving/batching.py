@@ -53,9 +53,11 @@ class Batcher:
         await queue.put(_Pending(columns, n, future))
         return await future
 
-    async def _call(self, signature: Signature, columns: dict[str, list]):
+    async def _call(self, signature: Signature, columns: dict[str, list], on_loop: bool = False):
         self.calls += 1
         self.rows += rows(columns)
+        if on_loop:
+            return signature(columns)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, signature, columns)
 
@@ -94,11 +96,7 @@ class Batcher:
         merged = {key: [v for item in batch for v in item.columns[key]]
                   for key in batch[0].columns}
         try:
-            if on_loop:
-                self.calls, self.rows = self.calls + 1, self.rows + rows(merged)
-                outputs = signature(merged)
-            else:
-                outputs = await self._call(signature, merged)
+            outputs = await self._call(signature, merged, on_loop)
         except Exception as error:  # noqa: BLE001 - every waiting request gets the error
             for item in batch:
                 if not item.future.done():
