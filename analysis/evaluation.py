@@ -17,7 +17,6 @@ from analysis import artifacts
 from analysis.stats_views import finished
 
 EVALUATOR_ID = "Evaluator"
-SLICE_FEATURES = ("payment_type", "trip_start_hour")
 MAIN_METRICS = ("example_count", "auc", "binary_accuracy", "precision", "recall",
                 "auc_precision_recall", "calibration", "mean_label", "mean_prediction")
 
@@ -29,6 +28,13 @@ class Evaluation:
     results: dict[str, "tfma.EvalResult"]  # by model name: "" alone, or candidate/baseline
     validation: "tfma.ValidationResult"
     blessed: bool
+
+    @property
+    def slice_features(self) -> list[str]:
+        """The features the Evaluator sliced by, one at a time (models/features.py's
+        EVAL_SLICES when it ran), read from the evaluation's own config."""
+        return [key for spec in self.config.slicing_specs if len(spec.feature_keys) == 1
+                for key in spec.feature_keys]
 
     @property
     def candidate_name(self) -> str:

@@ -27,6 +27,7 @@ from tfx.types.artifact import Artifact
 
 from analysis import artifacts
 from models import features
+from pipeline import label_expression
 
 LEAKAGE_CHECK_ID = "LeakageCheck"
 REPORT_FILE = "leakage.json"
@@ -119,7 +120,7 @@ def training_only_features(
     total = statistics.datasets[0].num_examples
     findings = []
     for name, count in sorted(present_counts(statistics).items()):
-        if count == 0 or name == features.RAW_LABEL_KEY:
+        if count == 0 or name in features.label_columns():
             continue
         where = f"has values in {count} of {total} training examples"
         if name not in by_name:
@@ -129,8 +130,8 @@ def training_only_features(
         elif SERVING not in environments(by_name[name], schema):
             findings.append(Finding(name, "training_only",
                                     f"{where} but the schema leaves it out of the {SERVING} "
-                                    "environment (only the label's source "
-                                    f"'{features.RAW_LABEL_KEY}' may be)"))
+                                    "environment (only the label's source columns "
+                                    f"{features.label_columns()} may be)"))
     return findings
 
 
@@ -154,9 +155,11 @@ def load_sample(examples_uri: str, schema: schema_pb2.Schema, max_rows: int,
     spec = {f.name: tf.io.VarLenFeature(dtypes[f.type]) for f in schema.feature
             if f.type in dtypes}
     parsed = tf.io.parse_example(tf.stack(records), spec)
-    missing_label_inputs = [k for k in (features.RAW_LABEL_KEY, "fare") if k not in parsed]
+    missing_label_inputs = [k for k in label_expression.columns(features.LABEL)
+                            if k not in parsed]
     if missing_label_inputs:
-        raise ValueError(f"the schema has no {missing_label_inputs}: the label cannot be derived")
+        raise ValueError(f"the schema has no {missing_label_inputs}: the label "
+                         f"{features.LABEL!r} (models/features.py) cannot be derived")
     labels = preprocessing.label(parsed).numpy()
     columns = {}
     for name, sparse in parsed.items():
@@ -234,7 +237,7 @@ def strong_features(columns: dict[str, np.ndarray], labels: np.ndarray,
     by_name = {f.name: f for f in schema.feature}
     aucs, findings = {}, []
     for name in sorted(columns):
-        if name == features.RAW_LABEL_KEY:
+        if name in features.label_columns():
             continue  # the label's source predicts the label by definition
         values = columns[name]
         has_value = values != None if values.dtype == object else ~np.isnan(values)  # noqa: E711

@@ -141,7 +141,7 @@ def evaluation_section(run: artifacts.Run) -> str:
         figure_html(evaluation.roc_pr_curves(result), "ROC and PR curves"),
         figure_html(evaluation.calibration_plot(result), "calibration"),
     ]
-    for feature in evaluation.SLICE_FEATURES:
+    for feature in result.slice_features:
         parts += [f"<h3>Per {html.escape(feature)}</h3>",
                   table_html(evaluation.metrics_table(result.candidate, feature)),
                   figure_html(evaluation.metric_per_slice(result, feature), f"auc per {feature}")]

@@ -220,7 +220,8 @@ def export_signatures(model: keras.Model, tf_transform_output: tft.TFTransformOu
     the same Transform graph."""
     model.tft_layer = tf_transform_output.transform_features_layer()
     raw_feature_spec = tf_transform_output.raw_feature_spec()
-    serving_spec = {k: v for k, v in raw_feature_spec.items() if k != features.RAW_LABEL_KEY}
+    training_only = features.label_columns()
+    serving_spec = {k: v for k, v in raw_feature_spec.items() if k not in training_only}
     input_keys = model_input_keys()
 
     def predict(raw: dict) -> dict:

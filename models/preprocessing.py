@@ -6,6 +6,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 
 from models import features
+from pipeline import label_expression
 
 
 def _dense(x: tf.Tensor | tf.SparseTensor, default) -> tf.Tensor:
@@ -25,14 +26,16 @@ def _float(x: tf.Tensor | tf.SparseTensor) -> tf.Tensor:
 def preprocessing_fn(inputs: dict) -> dict:
     """Raw features (VarLen, as parsed from tf.Example) -> model inputs and the label."""
     outputs = {}
-    for key in features.NUMERIC_FEATURES:
+    for key, scale in features.NUMERIC_FEATURES.items():
         value = _float(inputs[key])
-        # Missing or negative amounts count as 0; log1p tames the long tail (700$ fares).
-        value = tf.maximum(tf.where(tf.math.is_nan(value), 0.0, value), 0.0)
-        # log1p in float64, then float32: float32 log1p differs in the last bit between
-        # TensorFlow's vectorized and scalar paths, so the same trip could land in another
-        # quantile bucket depending on the batch it is served in (micro-batching, batch jobs).
-        value = tf.cast(tf.math.log1p(tf.cast(value, tf.float64)), tf.float32)
+        value = tf.where(tf.math.is_nan(value), 0.0, value)  # missing counts as 0
+        if scale == "log":
+            # Negative amounts count as 0; log1p tames the long tail. In float64, then
+            # float32: float32 log1p differs in the last bit between TensorFlow's vectorized
+            # and scalar paths, so the same row could land in another quantile bucket
+            # depending on the batch it is served in (micro-batching, batch jobs).
+            value = tf.cast(tf.math.log1p(tf.cast(tf.maximum(value, 0.0), tf.float64)),
+                            tf.float32)
         outputs[features.transformed_name(key)] = tft.scale_to_z_score(value)
         outputs[features.bucketized_name(key)] = tft.bucketize(value, features.NUMERIC_BUCKETS)
 
@@ -59,17 +62,22 @@ def preprocessing_fn(inputs: dict) -> dict:
             value, top_k=top_k, frequency_threshold=frequency_threshold,
             num_oov_buckets=features.NUM_OOV_BUCKETS, vocab_filename=key)
 
-    # The label exists only at training time; serving signatures never see `tips`.
-    if features.RAW_LABEL_KEY in inputs:
+    # The label's training-only columns exist only at training time: serving signatures
+    # never see them, and then there is no label to compute.
+    if all(column in inputs for column in features.label_columns()):
         outputs[features.LABEL_KEY] = label(inputs)
     return outputs
 
 
 def label(inputs: dict) -> tf.Tensor:
-    """The label from raw features (as parsed from tf.Example): 1 when the tip is above
-    BIG_TIP_FRACTION of the fare. Also used eagerly by the leakage check (analysis/leakage.py)."""
-    fare = _float(inputs["fare"])
-    tips = _float(inputs[features.RAW_LABEL_KEY])
-    big_tip = tf.greater(tf.where(tf.math.is_nan(tips), 0.0, tips),
-                         features.BIG_TIP_FRACTION * tf.where(tf.math.is_nan(fare), 0.0, fare))
-    return tf.cast(big_tip, tf.int64)
+    """The label (features.LABEL) from raw features as parsed from tf.Example: missing
+    numbers count as 0, missing strings as ""."""
+    def column(name: str, as_string: bool) -> tf.Tensor:
+        raw = inputs[name]
+        if raw.dtype == tf.string or as_string:
+            value = _dense(raw, "" if raw.dtype == tf.string else tf.constant(0, raw.dtype))
+            return value if value.dtype == tf.string else tf.strings.as_string(value)
+        value = _float(raw)
+        return tf.where(tf.math.is_nan(value), 0.0, value)
+
+    return label_expression.evaluate(features.LABEL, column)

@@ -12,6 +12,8 @@ import re
 from pathlib import Path
 from typing import Optional
 
+from models import features
+
 # The checkout (or installed editable project) that holds pipeline/, models/, data/, schema/.
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 MODELS_DIR = PROJECT_ROOT / "models"
@@ -32,7 +34,8 @@ IMAGE_PROJECT_ROOT = Path("/pipeline")
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-    pipeline_name: str = "taxi-tips"
+    # Dataset facts (name, blessing thresholds, event time) default to models/features.py.
+    pipeline_name: str = features.PIPELINE_NAME
     data_dir: str = str(PROJECT_ROOT / "data")
     # All local state (pipeline root, MLMD store, pushed models) lives under this directory.
     output_dir: str = str(PROJECT_ROOT / "outputs")
@@ -69,10 +72,10 @@ class Settings:
     seed: int = 42
 
     # Evaluator: the candidate is blessed only if it clears every bound here.
-    min_auc: float = 0.90
-    min_binary_accuracy: float = 0.80
+    min_auc: float = features.MIN_AUC
+    min_binary_accuracy: float = features.MIN_BINARY_ACCURACY
     # How much AUC the candidate may lose against the latest blessed model.
-    max_auc_drop: float = 0.01
+    max_auc_drop: float = features.MAX_AUC_DROP
 
     # Airflow (airflow_runner.py): the DAG's schedule, first date and task retries.
     airflow_schedule: str = "@daily"
@@ -174,7 +177,7 @@ class Settings:
     streaming_window_seconds: int = 86400
     streaming_allowed_lateness_seconds: int = 7 * 86400
     # The event field that holds the event time (Unix seconds).
-    streaming_event_time_field: str = "trip_start_timestamp"
+    streaming_event_time_field: str = features.TIME_COLUMN
 
     # --- Exploring results: report, lineage, leakage check.
     # The LeakageCheck step after ExampleValidator (analysis/leakage.py); off = no such step.
@@ -182,7 +185,7 @@ class Settings:
     # A leak fails the run before Transform (nothing trained or pushed); off = a warning only.
     leakage_fails_run: bool = False
     # A feature whose single-feature AUC for the label exceeds this is reported as a leak
-    # (payment_type scores 0.89-0.95 on the shipped spans: cash tips are not recorded).
+    # (a strong legitimate feature may score 0.9-0.95: the taxi sample's payment type does).
     leakage_auc_threshold: float = 0.98
     # Rows of the new span's train split the AUC is computed on (bounds the step's time).
     leakage_sample_rows: int = 5000
@@ -318,7 +321,7 @@ class Settings:
                 "PIPELINE_CONTAINER_IMAGE is not set: on Vertex/Kubeflow, cluster Beam presets "
                 "and Vertex training every step runs in the pipeline image; build and push it "
                 "(see Dockerfile), e.g. PIPELINE_CONTAINER_IMAGE=europe-west4-docker.pkg.dev/"
-                "PROJECT/pipelines/taxi-tips:TAG")
+                f"PROJECT/pipelines/{self.pipeline_name}:TAG")
         if self.on_kubeflow and not self.kubeflow_output_dir.startswith("gs://"):
             raise ValueError(
                 f"PIPELINE_KUBEFLOW_OUTPUT_DIR={self.kubeflow_output_dir!r}: set a gs:// "
@@ -395,7 +398,7 @@ def validate_kubeflow_name(name: str) -> None:
         raise ValueError(
             f"PIPELINE_NAME={name!r}: use lowercase letters, digits and hyphens, starting with "
             "a letter and at most 63 characters (Kubeflow Pipelines v2 and Vertex AI accept "
-            "nothing else), e.g. 'taxi-tips'")
+            "nothing else), e.g. 'my-pipeline'")
 
 
 def beam_preset_args(settings: Settings) -> list[str]:

@@ -67,8 +67,7 @@ def eval_config(settings: configs.Settings) -> tfma.EvalConfig:
             preprocessing_function_names=[model.TRANSFORM_SIGNATURE])],
         slicing_specs=[
             tfma.SlicingSpec(),
-            tfma.SlicingSpec(feature_keys=["payment_type"]),
-            tfma.SlicingSpec(feature_keys=["trip_start_hour"]),
+            *(tfma.SlicingSpec(feature_keys=[key]) for key in features.EVAL_SLICES),
         ],
         metrics_specs=[tfma.MetricsSpec(metrics=[
             tfma.MetricConfig(class_name="ExampleCount"),

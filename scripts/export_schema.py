@@ -4,7 +4,7 @@
     make schema                          # = python scripts/export_schema.py
 
 The inferred schema gets TRAINING and SERVING environments, with the raw label column
-(models/features.py RAW_LABEL_KEY) left out of SERVING. Curate it (domains, presence, drift
+(models/features.py label_columns, KNOWN_AFTER_LABEL) left out of SERVING. Curate it (domains, presence, drift
 and skew comparators: see the comments in schema/schema.pbtxt) before you rely on it.
 An existing file is only replaced with --force, and the new one is written atomically.
 """
@@ -35,12 +35,14 @@ def latest_inferred_schema(settings: configs.Settings) -> str:
     return os.path.join(schemas[-1].uri, "schema.pbtxt")
 
 
-def with_environments(schema: schema_pb2.Schema, label_key: str) -> schema_pb2.Schema:
-    """TRAINING and SERVING environments, the label only in TRAINING."""
+def with_environments(schema: schema_pb2.Schema,
+                      training_only: list[str]) -> schema_pb2.Schema:
+    """TRAINING and SERVING environments, the training-only columns (the label's sources,
+    columns known only after the label) only in TRAINING."""
     del schema.default_environment[:]
     schema.default_environment.extend(["TRAINING", "SERVING"])
     for feature in schema.feature:
-        if feature.name == label_key and "SERVING" not in feature.not_in_environment:
+        if feature.name in training_only and "SERVING" not in feature.not_in_environment:
             feature.not_in_environment.append("SERVING")
     return schema
 
@@ -55,7 +57,8 @@ def main() -> None:
         sys.exit(f"{args.out} exists (a curated schema?): pass --force to replace it, "
                  "or --out to write elsewhere")
     source = latest_inferred_schema(settings)
-    schema = with_environments(tfdv.load_schema_text(source), features.RAW_LABEL_KEY)
+    schema = with_environments(tfdv.load_schema_text(source),
+                               features.label_columns() + features.KNOWN_AFTER_LABEL)
     temporary = args.out + ".tmp"
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     tfdv.write_schema_text(schema, temporary)
