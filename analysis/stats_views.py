@@ -165,7 +165,7 @@ def _grid(count: int, columns: int = 4) -> tuple[plt.Figure, list]:
 
 def _quantile_density(feature: statistics_pb2.FeatureNameStatistics):
     """(bucket edges, density) from the quantile histogram: equal-count buckets, so single
-    outliers (a 1710-mile trip) do not squash the plot as equal-width buckets do."""
+    outliers (one huge value) do not squash the plot as equal-width buckets do."""
     hist = next((h for h in feature.num_stats.histograms
                  if h.type == statistics_pb2.Histogram.QUANTILES), None)
     if hist is None or not hist.buckets:

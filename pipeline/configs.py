@@ -140,7 +140,7 @@ class Settings:
     # Larger request bodies get 413 before anything is parsed.
     serving_max_body_bytes: int = 4 * 1024 * 1024
     # Micro-batching: concurrent requests merge into one model call of at most this many rows;
-    # under concurrent load a batch waits at most this long for company (a lone client never).
+    # under concurrent load a batch waits at most this long for others to join (a lone client never).
     serving_max_batch_size: int = 256
     serving_max_batch_wait_ms: float = 2.0
     # How often the server looks for newly pushed versions, and how many newest it keeps loaded.
@@ -185,7 +185,7 @@ class Settings:
     # A leak fails the run before Transform (nothing trained or pushed); off = a warning only.
     leakage_fails_run: bool = False
     # A feature whose single-feature AUC for the label exceeds this is reported as a leak
-    # (a strong legitimate feature may score 0.9-0.95: the taxi sample's payment type does).
+    # (a strong legitimate feature may score 0.9-0.95).
     leakage_auc_threshold: float = 0.98
     # Rows of the new span's train split the AUC is computed on (bounds the step's time).
     leakage_sample_rows: int = 5000

@@ -16,7 +16,7 @@ class DataAnomaliesError(RuntimeError):
 
 
 def describe_anomalies(anomalies_by_split: dict[str, anomalies_pb2.Anomalies]) -> list[str]:
-    """One line per (split, feature) anomaly: "split 'train': feature 'fare': <reason>"."""
+    """One line per (split, feature) anomaly: "split 'train': feature 'x': <reason>"."""
     lines = []
     for split, anomalies in sorted(anomalies_by_split.items()):
         for feature, info in sorted(anomalies.anomaly_info.items()):

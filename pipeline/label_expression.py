@@ -1,10 +1,10 @@
 """The label as an expression over raw columns, declared in models/features.py (`LABEL`):
-`tips > 0.2 * fare`, `arr_delay > 15`, `status == 'late'`, `is_fraud`.
+`tip > 0.2 * price`, `arr_delay > 15`, `status == 'late'`, `is_fraud`.
 
 One definition serves Transform (TensorFlow, `evaluate`), the new-dataset command and the
 leakage check (`evaluate` on numpy columns through TensorFlow's eager mode), so the label
-cannot mean two things. Missing numbers count as 0 and missing strings as "" (a missing tip is
-no tip); a declared expression that needs another rule can be replaced by a function in
+cannot mean two things. Missing numbers count as 0 and missing strings as "" (a missing amount
+is none); a declared expression that needs another rule can be replaced by a function in
 models/preprocessing.py.
 
 Grammar (Python syntax, nothing else): column names, number and string literals, + - * /,

@@ -3,7 +3,7 @@ keyed predictions to the warehouse table (SQLite locally, BigQuery in production
 
     python -m serving.batch_predict [--span N] [--version V]     # or `make batch-predict`
 
-The taxi data has no id column, so each row gets a stable key from where it lives:
+Rows need no id column: each gets a stable key from where it lives:
 `<span>:<file name>:<row number>` (row 0 is the first data row). The model's `serving_keyed`
 signature takes the key with the raw features and passes it through, so a prediction stays
 tied to its row whatever order the runner processes rows in. Runs with the pipeline's Beam

@@ -6,7 +6,7 @@ calls the model in a thread (TensorFlow releases the GIL, so the event loop keep
 requests meanwhile; a lone request with nobody waiting is called on the loop itself, which
 skips the hand-off), and splits the outputs back. While a call runs, new requests queue up
 and form the next batch, so batches grow with the load. Only under concurrent load (the
-previous batch merged several requests) does it also wait up to `max_wait` for company: a
+previous batch merged several requests) does it also wait up to `max_wait` for others to join: a
 lone client pays no batching delay.
 """
 from __future__ import annotations

@@ -39,9 +39,14 @@ def call(url: str, body: Any = None, data: Optional[bytes] = None,
 
 @contextlib.contextmanager
 def running_server(env: dict[str, str], log_path: str, startup_timeout: float = 180,
-                   model_name: str = "taxi-tips") -> Iterator[str]:
+                   model_name: Optional[str] = None) -> Iterator[str]:
     """`python -m serving.server` with this environment on a free port; yields its base URL
-    once the model answers its status endpoint; stops the process afterwards."""
+    once the model answers its status endpoint; stops the process afterwards. The model is
+    served under `model_name`, by default the name the settings in `env` give it."""
+    if model_name is None:
+        from pipeline import configs
+        from serving import paths
+        model_name = paths.model_name(configs.Settings.from_env(env))
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     with open(log_path, "ab") as log:

@@ -115,8 +115,8 @@ def training_statistics_path(settings: configs.Settings) -> str:
 
 
 def serving_schema(schema: schema_pb2.Schema) -> schema_pb2.Schema:
-    """The schema with the columns no serving request carries (not a model input, e.g. the
-    trip timestamp that only orders trips into spans) moved out of the SERVING environment,
+    """The schema with the columns no serving request carries (not a model input, e.g. a
+    timestamp that only orders rows into spans) moved out of the SERVING environment,
     as the label already is: their absence from requests is not an anomaly."""
     schema = schema_pb2.Schema.FromString(schema.SerializeToString())
     inputs = set(features.raw_feature_keys())
