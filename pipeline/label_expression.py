@@ -140,9 +140,12 @@ def evaluate_columns(expression: str, values: Mapping[str, object]):
             try:
                 array = np.array([np.nan if v is None or v == "" else float(v) for v in raw])
             except (TypeError, ValueError):
-                raise LabelExpressionError(
-                    f"label expression {expression!r} uses column '{name}' as a number, but "
-                    "it holds text; compare it with a string, e.g. name == 'value'") from None
+                return column(name, True)  # text, as Transform reads a BYTES column
         return tf.constant(np.nan_to_num(array.astype(np.float64), nan=0.0), tf.float32)
 
-    return evaluate(expression, column).numpy()
+    try:
+        return evaluate(expression, column).numpy()
+    except (TypeError, tf.errors.InvalidArgumentError) as error:
+        raise LabelExpressionError(
+            f"label expression {expression!r} mixes text and numbers ({error}); compare a text "
+            "column with a string, e.g. status == 'late'") from None

@@ -26,7 +26,7 @@ from tfx_bsl.coders import csv_decoder
 
 from tests.pipeline_run import read_csv, write_csv
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_PATH = ROOT / "schema" / "schema.pbtxt"
 SPAN_CSVS = sorted((ROOT / "data").glob("span-*/data.csv"), key=lambda p: int(p.parent.name[5:]))
 # mode -> (encoding, statistics generated with the schema as StatsOptions)
