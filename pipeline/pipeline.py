@@ -109,24 +109,15 @@ def create_pipeline(settings: configs.Settings, *,
     provides its own, as Kubeflow does)."""
     settings = spans.with_beam_workers(settings)
     example_gen = _example_gen(settings, span if ingest_only_span is None else ingest_only_span)
-    if ingest_only_span is not None:
+    if ingest_only_span is not None and settings.infer_schema:
         return _pipeline(settings, [example_gen], metadata_connection_config)
-
-    if settings.infer_schema:
-        statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
-        schema_gen = tfx.components.SchemaGen(
-            statistics=statistics_gen.outputs["statistics"], infer_feature_shape=False)
-    else:
-        schema_gen = tfx.components.ImportSchemaGen(
-            schema_file=settings.runtime_path(settings.schema_path))
-        # With the schema, categorical INT ids (hour, day) get the top-k counts that their
-        # drift and skew comparators need.
-        statistics_gen = tfx.components.StatisticsGen(
-            examples=example_gen.outputs["examples"], schema=schema_gen.outputs["schema"])
-    example_validator = tfx.components.ExampleValidator(
-        statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"])
-    anomalies_gate = AnomaliesGate(anomalies=example_validator.outputs["anomalies"],
-                                   examples=example_gen.outputs["examples"])
+    statistics_gen, schema_gen, example_validator, anomalies_gate = _validation(
+        settings, example_gen)
+    if ingest_only_span is not None:
+        # An earlier span is validated like a new one: a bad one is rejected and stays out
+        # of every training window.
+        return _pipeline(settings, [example_gen, statistics_gen, schema_gen, example_validator,
+                                    anomalies_gate], metadata_connection_config)
 
     if settings.example_gen_reads_window:
         window_nodes, window = [], example_gen.outputs["examples"]
@@ -227,6 +218,27 @@ def create_pipeline(settings: configs.Settings, *,
     if settings.tflite_export:
         components.append(tflite.exporter(settings, pusher, transform))
     return _pipeline(settings, components, metadata_connection_config)
+
+
+def _validation(settings: configs.Settings, example_gen: tfx.types.BaseComponent) -> tuple:
+    """StatisticsGen, the schema (imported, or inferred from the span where
+    settings.infer_schema), ExampleValidator and the gate that stops a run on anomalies."""
+    if settings.infer_schema:
+        statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
+        schema_gen = tfx.components.SchemaGen(
+            statistics=statistics_gen.outputs["statistics"], infer_feature_shape=False)
+    else:
+        schema_gen = tfx.components.ImportSchemaGen(
+            schema_file=settings.runtime_path(settings.schema_path))
+        # With the schema, categorical INT ids get the top-k counts that their drift and
+        # skew comparators need.
+        statistics_gen = tfx.components.StatisticsGen(
+            examples=example_gen.outputs["examples"], schema=schema_gen.outputs["schema"])
+    example_validator = tfx.components.ExampleValidator(
+        statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"])
+    anomalies_gate = AnomaliesGate(anomalies=example_validator.outputs["anomalies"],
+                                   examples=example_gen.outputs["examples"])
+    return statistics_gen, schema_gen, example_validator, anomalies_gate
 
 
 def _span_window_resolver(settings: configs.Settings,

@@ -89,10 +89,11 @@ def test_schema_is_inferred_when_asked(settings):
     assert _producer(c["ExampleValidator"], "schema") == "SchemaGen"
 
 
-def test_ingest_only_pipeline_reads_exactly_one_span(settings):
-    pipeline = create_pipeline(settings, ingest_only_span=3)
-    (example_gen,) = pipeline.components
-    assert example_gen.id == EXAMPLE_GEN_ID
+def test_ingest_only_pipeline_reads_exactly_one_span_and_validates_it(settings):
+    c = _by_id(create_pipeline(settings, ingest_only_span=3))
+    assert set(c) == {EXAMPLE_GEN_ID, "StatisticsGen", "ImportSchemaGen", "ExampleValidator",
+                      "AnomaliesGate"}
+    example_gen = c[EXAMPLE_GEN_ID]
     static_range = json.loads(example_gen.exec_properties["range_config"])["static_range"]
     assert static_range == {"start_span_number": 3, "end_span_number": 3}
 
