@@ -11,7 +11,7 @@ PYTHON310 ?= $(shell for p in python3.10 $$HOME/.pyenv/versions/3.10*/bin/python
 export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: setup run test lock schema data clean benchmark
+.PHONY: setup run test test-fast lock schema data clean benchmark
 
 setup: $(VENV)/.installed
 
@@ -34,6 +34,10 @@ run: setup
 
 test: setup browser
 	$(PY) -m pytest -q --durations=20
+
+# The quick loop: everything but the slow tier (tests that run a pipeline several times).
+test-fast: setup browser
+	$(PY) -m pytest -q -m "not slow" --durations=10
 
 # Re-creates data/span-*/ from the CSV shipped inside the tfx wheel.
 data: setup

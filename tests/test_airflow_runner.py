@@ -30,6 +30,9 @@ from pipeline.metadata import span_of
 from pipeline.pipeline import EXAMPLE_GEN_ID
 from tests.pipeline_run import ROOT, PipelineRun, new_run, read_records, write_data_slice
 
+# Runs the pipeline several times: the slow tier (`make test-fast` leaves it out).
+pytestmark = pytest.mark.slow
+
 AIRFLOW = Path(sys.executable).with_name("airflow")
 TFX_CLI = Path(sys.executable).with_name("tfx")
 SPANS, NEW_SPAN, ROWS_PER_SPAN = [1, 2, 3], 4, 400

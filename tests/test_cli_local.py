@@ -2,10 +2,15 @@
 import os
 import subprocess
 import sys
+import pytest
+
 from pathlib import Path
 
 from pipeline.metadata import span_of
 from tests.pipeline_run import ROOT, new_run, write_data_slice
+
+# Runs the pipeline several times: the slow tier (`make test-fast` leaves it out).
+pytestmark = pytest.mark.slow
 
 TFX_CLI = str(Path(sys.executable).with_name("tfx"))
 

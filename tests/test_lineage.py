@@ -9,6 +9,9 @@ from analysis import lineage
 from pipeline import metadata
 from tests.pipeline_run import ROOT, new_run, write_data_slice
 
+# Runs the pipeline several times: the slow tier (`make test-fast` leaves it out).
+pytestmark = pytest.mark.slow
+
 # Two spans per training window, so the two runs train on different spans (1-2, then 2-3);
 # thresholds any trained model clears, so both runs push.
 TWO_RUN_ENV = {"PIPELINE_ENABLE_TUNING": "0", "PIPELINE_TRAIN_WINDOW_SPANS": "2",

@@ -27,6 +27,9 @@ from pipeline.window import WINDOW_EXAMPLES_ID
 from tests.pipeline_run import (ROOT, PipelineRun, new_run, read_csv, write_csv,
                                 write_data_slice)
 
+# Runs the pipeline several times: the slow tier (`make test-fast` leaves it out).
+pytestmark = pytest.mark.slow
+
 ROWS_PER_SPAN = 300
 
 

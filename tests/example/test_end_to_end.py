@@ -22,6 +22,9 @@ from pipeline.spans import mark_complete
 from tests.pipeline_run import (ROOT, PipelineRun, new_run, read_csv, read_records, write_csv,
                                 write_data_slice)
 
+# Runs the pipeline several times: the slow tier (`make test-fast` leaves it out).
+pytestmark = pytest.mark.slow
+
 SPANS = [1, 2, 3]
 ROWS_PER_SPAN = 400
 # Components that record executions (resolvers resolve inline and record none).
