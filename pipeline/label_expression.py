@@ -1,5 +1,5 @@
 """The label as an expression over raw columns, declared in models/features.py (`LABEL`):
-`tip > 0.2 * price`, `arr_delay > 15`, `status == 'late'`, `is_fraud`.
+`amount > 0.2 * price`, `arr_delay > 15`, `status == 'late'`, `is_fraud`.
 
 One definition serves Transform (TensorFlow, `evaluate`), the new-dataset command and the
 leakage check (`evaluate` on numpy columns through TensorFlow's eager mode), so the label

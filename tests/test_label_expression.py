@@ -7,7 +7,7 @@ from pipeline import label_expression
 
 
 def test_columns_are_listed_in_order_of_first_use():
-    assert label_expression.columns("tip > 0.2 * price and price > 0") == ["tip", "price"]
+    assert label_expression.columns("amount > 0.2 * price and price > 0") == ["amount", "price"]
     assert label_expression.columns("status == 'late'") == ["status"]
 
 
