@@ -283,7 +283,7 @@ def write_request_log(path, rows: list[dict]) -> None:
         f.write('{"time": 1, "request": {"inst')
 
 
-def test_the_step_finds_every_hidden_leak_from_files(dataset, tmp_path):
+def test_the_step_finds_every_hidden_leak_from_files(dataset, tmp_path, monkeypatch):
     uris = write_artifacts(tmp_path, visits(600, 1))
     log = tmp_path / "serving_logs" / "requests.jsonl"
     log.parent.mkdir()
@@ -315,6 +315,7 @@ def test_the_step_finds_every_hidden_leak_from_files(dataset, tmp_path):
     assert report.auc_by_feature["label_copy"] == pytest.approx(0.9879, abs=1e-4)
     assert report.notes == []  # the torn last line and the failed request are skipped quietly
     assert leakage.load_report(str(tmp_path / "report")) == report
+    assert_report_section_shows(report, monkeypatch)
 
     # With fail_on_leak the step stops, naming the leaks, then the warnings.
     with pytest.raises(leakage.DataLeakageError) as error:
@@ -325,6 +326,31 @@ def test_the_step_finds_every_hidden_leak_from_files(dataset, tmp_path):
     leaks, warnings = message.split("Warnings (these alone would not stop the run):")
     assert all(f"feature '{n}'" in leaks for n in ("hospital", "lab_value", "discharge_hour"))
     assert "feature 'label_copy': single-feature AUC 0.988" in warnings
+
+
+def assert_report_section_shows(report: leakage.LeakageReport, monkeypatch) -> None:
+    """The run report's leakage section: the summary, each finding with its severity and
+    measures (leaks first), the serving comparison per input, and the AUC table."""
+    from analysis import report as run_report
+    from analysis import stats_views
+
+    findings, aucs = stats_views.leakage_tables(report)
+    assert list(findings["severity"]) == ["leak"] * 3 + ["warning"] * 2
+    hospital = findings.set_index("feature").loc["hospital"]
+    assert (hospital["kind"], hospital["training_presence"], hospital["serving_presence"]) == (
+        "serving_presence", 1.0, 0.0)
+    assert findings.set_index("feature").loc["lab_value", "distance"] == pytest.approx(0.7833)
+    serving = stats_views.leakage_serving_table(report)
+    assert list(serving.columns) == ["training_presence", "serving_presence", "distance",
+                                     "outside_training_range"]
+    assert serving.loc["hospital", "serving_presence"] == 0.0
+    assert aucs.index[0] == "severity_score"
+    monkeypatch.setattr(stats_views, "leakage_report", lambda run: report)
+    html = run_report.leakage_section(None)
+    assert "3 leak(s) and 2 warning(s)." in html and 'class="bad"' in html
+    assert "The training sample against 300 logged serving rows" in html
+    assert "serving_distribution" in html and "known_after_label" in html
+    assert "above 0.98 is a warning" in html
 
 
 def test_warnings_alone_never_fail_the_run_and_a_missing_log_is_a_note(dataset, tmp_path,
@@ -339,6 +365,8 @@ def test_warnings_alone_never_fail_the_run_and_a_missing_log_is_a_note(dataset, 
     assert {f.severity for f in report.findings} == {"warning"}
     assert report.leaks() == [] and len(report.warnings()) == 2
     assert max(m["distance"] for m in report.serving_by_feature.values()) < 0.1
+    from analysis import stats_views
+    assert stats_views.leakage_summary(report).startswith("No leak found; 2 warning(s) to check")
     missing = str(tmp_path / "none.jsonl")
     report = leakage.run_check(*uris, report_uri=str(tmp_path / "report"), auc_threshold=0.98,
                                sample_rows=5000, fail_on_leak=True, serving_log=missing)
@@ -348,7 +376,7 @@ def test_warnings_alone_never_fail_the_run_and_a_missing_log_is_a_note(dataset, 
                             "not compared with serving requests"]
 
 
-def test_empty_split_constant_label_and_bad_files_are_reported(dataset, tmp_path):
+def test_empty_split_constant_label_and_bad_files_are_reported(dataset, tmp_path, monkeypatch):
     empty = write_artifacts(tmp_path / "empty", [])
     report = leakage.run_check(*empty, report_uri=str(tmp_path / "r1"), auc_threshold=0.98,
                                sample_rows=5000, fail_on_leak=False,
@@ -358,6 +386,11 @@ def test_empty_split_constant_label_and_bad_files_are_reported(dataset, tmp_path
                                "and no comparison with serving requests")
     # The declared known-after-label input needs no data: still a leak.
     assert [f.kind for f in report.findings] == ["known_after_label"]
+    from analysis import report as run_report
+    from analysis import stats_views
+    monkeypatch.setattr(stats_views, "leakage_report", lambda run: report)
+    html = run_report.leakage_section(None)  # no label rate, no AUC: shown, not a crash
+    assert "has no examples" in html and "no single-feature AUC" in html
 
     rows = visits(300, 1)
     for row in rows:
