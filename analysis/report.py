@@ -95,13 +95,25 @@ def leakage_section(run: artifacts.Run) -> str:
         return _p("The leakage check did not run in this run (PIPELINE_LEAKAGE_CHECK off, or "
                   "the run stopped before it).", "note")
     findings, aucs = stats_views.leakage_tables(report)
-    summary = (f"{len(report.findings)} possible leaks" if report.findings
-               else "No leakage found.")
-    return "".join([
-        _p(summary, "bad" if report.findings else "ok"),
-        _p(f"Single-feature AUC on {report.sample_rows} rows of the {report.split} split "
-           f"(label rate {report.label_rate:.3f}); threshold {report.auc_threshold}.", "note"),
-        table_html(findings, "no findings"), table_html(aucs)])
+    leaks = (findings["severity"] == "leak").any() if not findings.empty else False
+    label_rate = ("" if report.label_rate is None
+                  else f" (label rate {report.label_rate:.3f})")
+    parts = [_p(stats_views.leakage_summary(report), "bad" if leaks else "ok"),
+             table_html(findings, "no findings")]
+    for note in getattr(report, "notes", []):
+        parts.append(_p(note, "note"))
+    serving = stats_views.leakage_serving_table(report)
+    if serving is not None:
+        thresholds = report.serving_thresholds
+        parts += [_p(f"The training sample against {report.serving_rows} logged serving rows "
+                     f"({report.serving_log}): a leak when the presence rates differ by more "
+                     f"than {thresholds.get('presence_gap')} or the distance exceeds "
+                     f"{thresholds.get('distribution_distance')}.", "note"),
+                  table_html(serving)]
+    parts += [_p(f"Single-feature AUC on {report.sample_rows} rows of the {report.split} split"
+                 f"{label_rate}; above {report.auc_threshold} is a warning.", "note"),
+              table_html(aucs, "no single-feature AUC")]
+    return "".join(parts)
 
 
 def drift_section(run: artifacts.Run) -> str:

@@ -259,14 +259,44 @@ def leakage_report(run: artifacts.Run):
 
 
 def leakage_tables(report) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(findings with their evidence, single-feature AUC per feature, strongest first)."""
-    findings = pd.DataFrame([{"feature": f.feature, "kind": f.kind, "evidence": f.evidence}
-                             for f in report.findings],
-                            columns=["feature", "kind", "evidence"])
+    """(findings with their severity, evidence and measures, leaks first; single-feature AUC
+    per feature, strongest first)."""
+    measures = sorted({k for f in report.findings for k in getattr(f, "measures", {})})
+    rows = [{"feature": f.feature, "severity": getattr(f, "severity", "leak"), "kind": f.kind,
+             **{k: getattr(f, "measures", {}).get(k) for k in measures}, "evidence": f.evidence}
+            for f in report.findings]
+    findings = pd.DataFrame(rows, columns=["feature", "severity", "kind", *measures, "evidence"])
+    findings = findings.sort_values("severity", key=lambda s: s != "leak", kind="stable")
+    findings = findings.reset_index(drop=True)
     aucs = pd.Series(report.auc_by_feature, name="single-feature AUC", dtype=float).sort_values(
         ascending=False).to_frame()
     aucs.index.name = "feature"
     return findings, aucs
+
+
+def leakage_serving_table(report) -> Optional[pd.DataFrame]:
+    """Per model input, the new span's training sample against the logged serving requests:
+    presence rates, distribution distance (and share outside the training range for numbers);
+    None when the check compared no requests."""
+    by_feature = getattr(report, "serving_by_feature", None)
+    if not by_feature:
+        return None
+    table = pd.DataFrame.from_dict(by_feature, orient="index")
+    table.index.name = "feature"
+    order = ["training_presence", "serving_presence", "distance", "outside_training_range"]
+    return table[[c for c in order if c in table.columns]]
+
+
+def leakage_summary(report) -> str:
+    """One line: leaks and warnings, or that nothing was found."""
+    leaks = [f for f in report.findings if getattr(f, "severity", "leak") == "leak"]
+    warnings = len(report.findings) - len(leaks)
+    if not report.findings:
+        return "No leakage found."
+    if not leaks:
+        return (f"No leak found; {warnings} warning(s) to check (a strong feature is a leak "
+                "only if its value is not known when a prediction is made).")
+    return f"{len(leaks)} leak(s)" + (f" and {warnings} warning(s)." if warnings else ".")
 
 
 def serving_skew(run: artifacts.Run, schema: schema_pb2.Schema,

@@ -184,11 +184,23 @@ class Settings:
     leakage_check: bool = True
     # A leak fails the run before Transform (nothing trained or pushed); off = a warning only.
     leakage_fails_run: bool = False
-    # A feature whose single-feature AUC for the label exceeds this is reported as a leak
-    # (a strong legitimate feature may score 0.9-0.95).
+    # A feature whose single-feature AUC for the label exceeds this is reported as a warning
+    # (never fails the run: a strong legitimate feature may score 0.9-0.95).
     leakage_auc_threshold: float = 0.98
-    # Rows of the new span's train split the AUC is computed on (bounds the step's time).
+    # Rows of the new span's train split the checks use (bounds the step's time); also the
+    # most logged serving requests read (the newest).
     leakage_sample_rows: int = 5000
+    # Compare the new span's training rows with the model server's request log
+    # (serving_log_path, if the file exists where the step runs): a model input present far
+    # more often, or distributed very differently, in training than in requests is a leak.
+    leakage_serving_log: bool = True
+    # ...judged only with at least this many logged rows (and values, for a distribution);
+    leakage_min_serving_rows: int = 200
+    # ...a leak when the share of rows with a value differs by more than this;
+    leakage_presence_gap: float = 0.2
+    # ...or the L-infinity distance of value (category, or training-decile bin) frequencies
+    # exceeds this.
+    leakage_distribution_distance: float = 0.25
     # Where `make report` writes its HTML file; empty = <output_dir>/report/<pipeline name>.html.
     report_path: str = ""
 
@@ -346,6 +358,13 @@ class Settings:
         if self.leakage_sample_rows < 100:
             raise ValueError("PIPELINE_LEAKAGE_SAMPLE_ROWS must be at least 100, "
                              f"got {self.leakage_sample_rows}")
+        if self.leakage_min_serving_rows < 1:
+            raise ValueError("PIPELINE_LEAKAGE_MIN_SERVING_ROWS must be at least 1, "
+                             f"got {self.leakage_min_serving_rows}")
+        for name in ("leakage_presence_gap", "leakage_distribution_distance"):
+            if not 0 < getattr(self, name) < 1:
+                raise ValueError(f"{env_name(name)} must be between 0 and 1, "
+                                 f"got {getattr(self, name)}")
         # Serving
         if not 0.0 <= self.serving_log_sampling_rate <= 1.0:
             raise ValueError("PIPELINE_SERVING_LOG_SAMPLING_RATE must be between 0 and 1, "

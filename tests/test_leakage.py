@@ -13,6 +13,7 @@ from tensorflow_metadata.proto.v0 import schema_pb2
 
 from analysis import leakage
 from models import features
+from pipeline import label_expression
 from tests.pipeline_run import ROOT, read_csv
 
 LEAK = "tip_flag"  # a label copy with noise
@@ -57,9 +58,10 @@ def _write_examples_and_stats(tmp_path, rows: list[dict], schema: schema_pb2.Sch
 def _leaky_rows(span: int) -> list[dict]:
     rng = np.random.default_rng(0)
     rows = read_csv(ROOT / "data" / f"span-{span}" / "data.csv")
-    for row in rows:
-        big_tip = float(row["tips"] or 0) > features.BIG_TIP_FRACTION * float(row["fare"] or 0)
-        row[LEAK] = f"{big_tip + rng.normal(0, 0.3):.4f}"
+    labels = label_expression.evaluate_columns(
+        features.LABEL, {c: [r[c] for r in rows] for c in label_expression.columns(features.LABEL)})
+    for row, label in zip(rows, labels):
+        row[LEAK] = f"{label + rng.normal(0, 0.3):.4f}"
         row[TRAINING_ONLY] = rng.choice(["radio", "app", "street"])
     return rows
 
