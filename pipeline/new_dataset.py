@@ -32,6 +32,7 @@ import re
 import shutil
 import sys
 import tempfile
+import textwrap
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
@@ -562,7 +563,8 @@ def features_source(options: Options, name: str, plan: FeaturePlan, label_key: s
         "# Columns that are strings; all other columns are numbers.",
         list_line("STRING_FEATURES", plan.strings),
         "",
-        "# In the data but not model inputs: " + unused_notes + ".",
+        *textwrap.wrap("In the data but not model inputs: " + unused_notes + ".", 94,
+                       initial_indent="# ", subsequent_indent="# "),
         list_line("UNUSED_FEATURES", plan.unused),
         "",
         "# The label: an expression over raw columns (pipeline/label_expression.py: numbers, strings,",
