@@ -322,6 +322,7 @@ def test_drop_removes_columns_from_the_spans(tmp_path):
 
 def _pushed(project: Path, name: str, result) -> None:
     assert result.returncode == 0, result.stderr[-6000:]
+    print(result.stdout[result.stdout.find("Latest evaluation"):])  # pytest -rP shows it
     assert "BLESSED" in result.stdout and "NOT blessed" not in result.stdout, result.stdout
     versions = project_copy.serving_versions(project, name)
     assert versions, result.stdout[-2000:]
