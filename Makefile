@@ -43,6 +43,12 @@ test-fast: setup browser
 data: setup
 	$(PY) scripts/split_data.py
 
+# From a raw CSV to a ready project: spans in data/, models/features.py, schema/schema.pbtxt,
+# e.g. ARGS="--csv flights.csv --label 'arr_delay > 15' --time-column time_hour --span-by month".
+.PHONY: new-dataset
+new-dataset: setup
+	$(PY) -m pipeline.new_dataset $(ARGS)
+
 # Writes a starting schema from the latest SchemaGen output (after PIPELINE_INFER_SCHEMA=1 make run).
 schema: setup
 	$(PY) scripts/export_schema.py $(ARGS)
