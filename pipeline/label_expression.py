@@ -140,12 +140,15 @@ def evaluate_columns(expression: str, values: Mapping[str, object]):
             try:
                 array = np.array([np.nan if v is None or v == "" else float(v) for v in raw])
             except (TypeError, ValueError):
+                text_columns.append(name)
                 return column(name, True)  # text, as Transform reads a BYTES column
         return tf.constant(np.nan_to_num(array.astype(np.float64), nan=0.0), tf.float32)
 
+    text_columns: list[str] = []
     try:
         return evaluate(expression, column).numpy()
-    except (TypeError, tf.errors.InvalidArgumentError) as error:
+    except (TypeError, tf.errors.InvalidArgumentError):
+        named = ", ".join(f"'{c}'" for c in text_columns) or "a column"
         raise LabelExpressionError(
-            f"label expression {expression!r} mixes text and numbers ({error}); compare a text "
-            "column with a string, e.g. status == 'late'") from None
+            f"label expression {expression!r} uses column {named} as a number, but it holds "
+            "text: compare a text column with a string, e.g. status == 'late'") from None

@@ -755,8 +755,22 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> Options:
                    time_zone=args.time_zone, project_dir=args.project_dir)
 
 
+def _quiet_libraries() -> None:
+    """Importing TFDV and running Beam print pages of warnings about Python versions and
+    deprecations that say nothing about the user's data: the summary should stand alone."""
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    for name in ("apache_beam", "tensorflow", "absl"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     options = parse_args(argv)
+    _quiet_libraries()
     try:
         result = create(options)
     except NewDatasetError as error:
