@@ -71,7 +71,9 @@ def check_span_files(settings: configs.Settings, span: int) -> int:
     rows = sum(count_rows(path, span) for path in files)
     names = ", ".join(files)
     if rows == 0:
-        raise _reject(span, f"the span is empty: {names} hold a header but no rows")
+        raise _reject(span, f"the span is empty: {names} has a header but no rows"
+                      if len(files) == 1 else
+                      f"the span is empty: its files ({names}) have a header but no rows")
     if rows < settings.min_span_rows:
         raise _reject(span, f"{rows} rows in {names}, fewer than "
                             f"PIPELINE_MIN_SPAN_ROWS={settings.min_span_rows} (too few to "
