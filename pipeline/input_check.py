@@ -16,7 +16,7 @@ from pipeline import configs, spans
 from pipeline.rejections import SPAN_FILES_CHECK, SpanRejectedError
 
 WHAT_TO_DO = ("Fix the data and deliver it as a new span; later runs skip span {span} "
-              "(to retry it instead, fix its files and delete its rejection record)")
+              "(or fix its files and delete its rejection record to retry it)")
 
 
 def _reject(span: int, problem: str) -> SpanRejectedError:
