@@ -181,7 +181,10 @@ def test_a_crash_inside_a_check_does_not_reject_the_span(pipeline):
     """Progressive validation scores the served model on the new span; with that model's
     files corrupted, the check crashes. That says nothing about span 7: it is not rejected,
     and once the model is repaired the next run trains on it."""
-    write_data_slice(Path(pipeline.settings.data_dir), [7], ROWS_PER_SPAN)
+    # Only six spans are shipped: span 7 gets the rows of shipped span 3.
+    write_csv(Path(pipeline.settings.data_dir) / "span-7" / "data.csv",
+              read_csv(ROOT / "data" / "span-3" / "data.csv")[:ROWS_PER_SPAN])
+    mark_complete(os.path.join(pipeline.settings.data_dir, "span-7"))
     versions = pipeline.pushed_versions()
     originals = {path: Path(path).read_bytes() for path in _model_files(pipeline)}
     assert originals
