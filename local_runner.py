@@ -31,19 +31,6 @@ class RunState:
     span: Optional[int] = None
 
 
-def accept_span_files(settings: configs.Settings, span: int) -> bool:
-    """The strict check of an earlier span's files (pipeline/input_check.py); a bad span is
-    recorded as rejected and skipped, so it never blocks a run."""
-    try:
-        input_check.check_span_files(settings, span)
-    except rejections.SpanRejectedError as error:
-        rejections.reject(rejections.records_dir(settings), span, rejections.SPAN_FILES_CHECK,
-                          f"{type(error).__name__}: {error}")
-        logging.warning("Span %d is rejected and skipped: %s", span, error)
-        return False
-    return True
-
-
 def ingest_earlier_spans(settings: configs.Settings, metadata,
                          state: Optional[RunState] = None) -> None:
     """A new pipeline (or one whose window grew) first ingests the older spans of its training
@@ -58,7 +45,7 @@ def ingest_earlier_spans(settings: configs.Settings, metadata,
         if not todo:
             return
         state.span = todo[0]
-        if accept_span_files(settings, state.span):
+        if input_check.accept_earlier_span(settings, state.span):
             logging.info("Ingesting earlier span %d", state.span)
             tfx.orchestration.LocalDagRunner().run(create_pipeline(
                 settings, metadata_connection_config=metadata, ingest_only_span=state.span))

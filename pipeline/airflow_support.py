@@ -92,15 +92,10 @@ def ingest_earlier_spans(settings: configs.Settings, run_id: str) -> list[int]:
     while todo := spans.earlier_spans_to_ingest(settings, ingested,
                                                 rejections.of_pipeline(settings)):
         span = todo[0]
-        try:
-            input_check.check_span_files(settings, span)
-        except rejections.SpanRejectedError as error:
-            rejections.record_failure(settings, span, rejections.SPAN_FILES_CHECK, error)
-            logging.warning("Span %d is rejected and skipped: %s", span, error)
-            continue
-        ingest_span(settings, span, run_id)
-        ingested.add(span)
-        done.append(span)
+        if input_check.accept_earlier_span(settings, span):
+            ingest_span(settings, span, run_id)
+            ingested.add(span)
+            done.append(span)
     return done
 
 

@@ -11,8 +11,9 @@ import csv
 from typing import Iterator
 
 import tensorflow as tf
+from absl import logging
 
-from pipeline import configs, spans
+from pipeline import configs, rejections, spans
 from pipeline.rejections import SPAN_FILES_CHECK, SpanRejectedError
 
 WHAT_TO_DO = ("Fix the data and deliver it as a new span; later runs skip span {span} "
@@ -80,3 +81,15 @@ def check_span_files(settings: configs.Settings, span: int) -> int:
                             "train and evaluate on; lower the setting if such spans are normal)")
     return rows
 
+
+
+def accept_earlier_span(settings: configs.Settings, span: int) -> bool:
+    """The check of an earlier span of the window before the runner ingests it: a bad one is
+    recorded as rejected and skipped (False), so it never blocks a run."""
+    try:
+        check_span_files(settings, span)
+    except SpanRejectedError as error:
+        rejections.record_failure(settings, span, SPAN_FILES_CHECK, error)
+        logging.warning("Span %d is rejected and skipped: %s", span, error)
+        return False
+    return True
