@@ -16,13 +16,10 @@ from absl import logging
 from pipeline import configs, rejections, spans
 from pipeline.rejections import SPAN_FILES_CHECK, SpanRejectedError
 
-WHAT_TO_DO = ("Fix the data and deliver it as a new span; later runs skip span {span} "
-              "(or fix its files and delete its rejection record to retry it)")
-
-
 def _reject(span: int, problem: str) -> SpanRejectedError:
     return SpanRejectedError(f"span {span}: {problem}. The run stops before ExampleGen reads "
-                             f"it. {WHAT_TO_DO.format(span=span)}.", span, SPAN_FILES_CHECK)
+                             "it: fix the data and deliver it as a new span.", span,
+                             SPAN_FILES_CHECK)
 
 
 def _lines(path: str, span: int) -> Iterator[str]:

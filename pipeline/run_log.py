@@ -149,9 +149,9 @@ def _error_text(error: BaseException) -> str:
 def rejection_message(rejection: rejections.Rejection, settings: configs.Settings) -> str:
     return (f"error: span {rejection.span} was rejected by {rejection.check}: "
             f"{rejection.reason.strip()}\n"
-            f"Span {rejection.span} is recorded as rejected ({rejection.path}): later runs "
-            f"skip it and train on the newest {settings.train_window_spans} accepted spans; "
-            "nothing was trained or pushed by this run.")
+            f"Span {rejection.span} is recorded as rejected ({rejection.path}; delete it to "
+            f"retry the span): later runs skip it and train on the newest "
+            f"{settings.train_window_spans} accepted spans. Nothing was trained or pushed.")
 
 
 def crash_message(error: BaseException, node: Optional[str], span: Optional[int]) -> str:
