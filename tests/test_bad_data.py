@@ -261,3 +261,7 @@ def test_records_are_read_back_and_a_crash_is_not_a_rejection(tmp_path):
     assert rejections.of_pipeline(settings) == {4: recorded}
     assert json.loads(Path(recorded.path).read_text())["reason"] == \
         "SpanRejectedError: too few rows"
+    # A leak the run is told to fail on is a rejection too (of the run's span).
+    from analysis.leakage import DataLeakageError
+    leak = rejections.record_failure(settings, 5, "LeakageCheck", DataLeakageError("a leak"))
+    assert (leak.span, leak.check) == (5, "LeakageCheck")
