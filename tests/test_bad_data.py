@@ -11,6 +11,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -206,6 +207,23 @@ def test_a_crash_inside_a_check_does_not_reject_the_span(pipeline):
     assert fixed.returncode == 0, fixed.stderr[-5000:]
     assert _window(pipeline) == [2, 6, 7]
     assert len(pipeline.pushed_versions()) == len(versions) + 1
+
+
+@pytest.mark.slow
+def test_a_span_with_an_empty_split_is_rejected_by_the_gate(pipeline):
+    """The file check counts rows, not splits: 60 copies of one row all hash into the same
+    split, so the other is empty, which the gate finds in StatisticsGen's counts."""
+    row = read_csv(ROOT / "data" / "span-2" / "data.csv")[0]
+    write_csv(Path(pipeline.settings.data_dir) / "span-8" / "data.csv", [row] * 60)
+    mark_complete(os.path.join(pipeline.settings.data_dir, "span-8"))
+    versions = pipeline.pushed_versions()
+    result = pipeline.run()
+    assert result.returncode != 0
+    assert re.search(r"error: span 8 was rejected by AnomaliesGate: DataAnomaliesError: span 8 "
+                     r"has too few rows to train and evaluate on: split '(train|eval)' has no "
+                     r"rows", result.stderr), result.stderr[-3000:]
+    assert _rejected(pipeline)[8].check == "AnomaliesGate"
+    assert 8 in _ingested(pipeline) and pipeline.pushed_versions() == versions
 
 
 # ---- Without a pipeline run ------------------------------------------------------------------
