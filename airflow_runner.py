@@ -30,11 +30,12 @@ from tfx.orchestration.airflow.airflow_dag_runner import (  # noqa: E402
     AirflowPipelineConfig,
 )
 
-from pipeline import configs, spans  # noqa: E402
+from pipeline import configs, rejections, spans  # noqa: E402
 from pipeline.airflow_support import (  # noqa: E402
     check_new_span,
     ingest_earlier_spans,
     metadata_config,
+    record_rejection,
 )
 from pipeline.pipeline import EXAMPLE_GEN_ID, create_pipeline  # noqa: E402
 
@@ -69,12 +70,15 @@ def build_dag(settings: configs.Settings) -> airflow_models.DAG:
     """The pipeline's DAG. Unless ExampleGen reads the whole window every run (as for a
     BigQuery query), it starts with a check for a new complete span that skips the run when
     there is none, then the ingestion of earlier spans; ExampleGen reads the newest complete
-    span (Airflow imports this file again for every task, so that is the span at run time)."""
+    span no check rejected (Airflow imports this file again for every task, so that is the
+    span at run time). A task that fails on a rejection records it (pipeline/rejections.py)."""
     reads_window = settings.example_gen_reads_window
-    complete = [] if reads_window else spans.complete_spans(settings)
+    accepted = [] if reads_window else spans.accepted_spans(settings,
+                                                             rejections.of_pipeline(settings))
+    span = accepted[-1] if accepted else None
     dag = AirflowDagRunner(dag_config(settings)).run(
         create_pipeline(settings, metadata_connection_config=metadata_config(settings),
-                        span=complete[-1] if complete else None))
+                        span=span))
     if not reads_window:
         check = ShortCircuitOperator(task_id=CHECK_TASK_ID, dag=dag,
                                      python_callable=functools.partial(check_new_span, settings))
@@ -84,6 +88,8 @@ def build_dag(settings: configs.Settings) -> airflow_models.DAG:
         check >> ingest >> dag.get_task(EXAMPLE_GEN_ID)
         # Every other first task too (ImportSchemaGen, resolvers): a skipped run runs nothing.
         check >> [task for task in roots if task.task_id not in (INGEST_TASK_ID, EXAMPLE_GEN_ID)]
+    for task in dag.tasks:
+        task.on_failure_callback = functools.partial(record_rejection, settings, span)
     return dag
 
 

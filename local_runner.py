@@ -4,9 +4,13 @@
     tfx pipeline create --engine local --pipeline_path local_runner.py
     tfx run create --engine local --pipeline_name taxi-tips
 
-Settings come from pipeline/configs.py and `PIPELINE_*` environment variables.
+Settings come from pipeline/configs.py and `PIPELINE_*` environment variables. The full log
+of a run goes to <output dir>/logs/ (pipeline/run_log.py); the console shows the project's
+own log lines, then the summary, or on failure one message naming the span and what to do.
 """
+import dataclasses
 import os
+from typing import Optional
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # before TensorFlow loads; see models/
 
@@ -16,19 +20,57 @@ with garbage_collection.paused_for_imports():
     from absl import logging
     from tfx import v1 as tfx
 
-    from pipeline import configs, preflight, spans, summary
+    from pipeline import (configs, input_check, preflight, rejections, run_log, spans,
+                          summary)
     from pipeline.pipeline import EXAMPLE_GEN_ID, create_pipeline
 
 
-def ingest_earlier_spans(settings: configs.Settings, metadata) -> None:
+@dataclasses.dataclass
+class RunState:
+    """Where a run is, for its failure message: the span being ingested or checked."""
+    span: Optional[int] = None
+
+
+def ingest_earlier_spans(settings: configs.Settings, metadata,
+                         state: Optional[RunState] = None) -> None:
     """A new pipeline (or one whose window grew) first ingests the older spans of its training
     window, one ExampleGen run each, as if they had arrived over time; the full run then
-    ingests the newest span and trains on the whole window."""
+    ingests the newest span and trains on the whole window. Rejected spans are skipped and
+    the window reaches back past them."""
+    state = state or RunState()
     ingested = spans.ingested_spans(settings, EXAMPLE_GEN_ID)
-    for span in spans.earlier_spans_to_ingest(settings, ingested):
-        logging.info("Ingesting earlier span %d", span)
-        tfx.orchestration.LocalDagRunner().run(create_pipeline(
-            settings, metadata_connection_config=metadata, ingest_only_span=span))
+    while True:
+        rejected = rejections.of_pipeline(settings)
+        todo = spans.earlier_spans_to_ingest(settings, ingested, rejected)
+        if not todo:
+            return
+        state.span = todo[0]
+        if input_check.accept_earlier_span(settings, state.span):
+            logging.info("Ingesting earlier span %d", state.span)
+            tfx.orchestration.LocalDagRunner().run(create_pipeline(
+                settings, metadata_connection_config=metadata, ingest_only_span=state.span))
+            ingested.add(state.span)
+
+
+def run(settings: configs.Settings, metadata, span: Optional[int], state: RunState) -> None:
+    """Checks the new span's files, ingests the window's earlier spans, runs the pipeline."""
+    if span is not None:
+        state.span = span
+        if span not in spans.ingested_spans(settings, EXAMPLE_GEN_ID):
+            input_check.check_span_files(settings, span)
+        ingest_earlier_spans(settings, metadata, state)
+        state.span = span
+    tfx.orchestration.LocalDagRunner().run(
+        create_pipeline(settings, metadata_connection_config=metadata, span=span))
+
+
+def failure_message(settings: configs.Settings, error: Exception, state: RunState) -> str:
+    """A rejection is recorded against its span and said so; anything else is a crash."""
+    node = run_log.failed_node(error)
+    rejection = rejections.record_failure(settings, state.span, node or "", error)
+    if rejection is not None:
+        return run_log.rejection_message(rejection, settings)
+    return run_log.crash_message(error, node, state.span)
 
 
 def main() -> None:
@@ -36,25 +78,28 @@ def main() -> None:
     try:
         settings = configs.Settings.from_env(orchestrator="local")
         preflight.check_local_paths(settings)
+        # ExampleGen reads the newest complete span no check rejected, never a half-copied
+        # newer folder.
+        span = None if settings.example_gen_reads_window else spans.newest_complete_span(
+            settings, rejections.of_pipeline(settings))
     except ValueError as error:
         raise SystemExit(f"error: {error}") from None
     metadata = tfx.orchestration.metadata.sqlite_metadata_connection_config(
         settings.metadata_path)
-    try:
-        # ExampleGen reads the newest *complete* span, never a half-copied newer folder.
-        span = None if settings.example_gen_reads_window else spans.newest_complete_span(settings)
-    except ValueError as error:
-        raise SystemExit(f"error: {error}") from None
-    pipeline = create_pipeline(settings, metadata_connection_config=metadata, span=span)
     # `tfx pipeline create/compile` runs this file with run() patched to only capture the
     # pipeline: nothing may be ingested then (`tfx run create` runs the file for real).
     if hasattr(tfx.orchestration.LocalDagRunner.run, "__wrapped__"):
-        tfx.orchestration.LocalDagRunner().run(pipeline)
+        tfx.orchestration.LocalDagRunner().run(
+            create_pipeline(settings, metadata_connection_config=metadata, span=span))
         return
-    if not settings.example_gen_reads_window:
-        ingest_earlier_spans(settings, metadata)
-    tfx.orchestration.LocalDagRunner().run(pipeline)
-    print(summary.latest_run_summary(settings))
+    with run_log.to_file(settings) as log:
+        state = RunState()
+        try:
+            run(settings, metadata, span, state)
+        except Exception as error:  # noqa: BLE001 (every failure ends with its message)
+            log.fail(failure_message(settings, error, state))
+            raise SystemExit(1) from None
+        log.print(summary.latest_run_summary(settings))
     garbage_collection.freeze_live_objects()
 
 

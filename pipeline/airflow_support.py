@@ -1,7 +1,9 @@
 """What AirflowDagRunner (TFX 1.16's legacy, pre-IR orchestration) needs to run the same
-pipeline as the other runners: the check for a new span and the ingestion of a new pipeline's
-earlier spans. airflow_runner.py uses it; nothing else does."""
+pipeline as the other runners: the check for a new span, the ingestion of a new pipeline's
+earlier spans, and the record of a rejected span when a task fails on one.
+airflow_runner.py uses it; nothing else does."""
 import os
+from typing import Optional
 
 from absl import logging
 from tfx import v1 as tfx
@@ -11,7 +13,7 @@ from tfx.orchestration.airflow.airflow_dag_runner import AirflowPipelineConfig
 from tfx.orchestration.config import config_utils
 from tfx.types.standard_component_specs import EXAMPLES_KEY
 
-from pipeline import configs, metadata, preflight, spans
+from pipeline import configs, input_check, metadata, preflight, rejections, spans
 from pipeline.pipeline import EXAMPLE_GEN_ID, create_pipeline
 
 
@@ -62,27 +64,55 @@ def ingest_span(settings: configs.Settings, span: int, run_id: str) -> None:
 def check_new_span(settings: configs.Settings, dag_run=None) -> bool:
     """The first task of every run (a ShortCircuitOperator): True when a new complete span
     waits to be ingested; else it logs that there is nothing new and the rest of the run is
-    skipped. A run triggered with the conf {"force": true} goes ahead regardless (a rerun)."""
-    span = spans.new_span(settings, ingested_spans(settings))
+    skipped. A run triggered with the conf {"force": true} goes ahead regardless (a rerun).
+    The new span's files are parsed first: a bad one fails the task with SpanRejectedError,
+    which the failure callback records, so later runs skip the span."""
+    span = spans.new_span(settings, ingested_spans(settings), rejections.of_pipeline(settings))
     if span is not None:
+        input_check.check_span_files(settings, span)
         logging.info("new span %d: running the pipeline", span)
         return True
     if dag_run is not None and (dag_run.conf or {}).get("force"):
         logging.info("no new span, but the run was forced (conf force=true)")
         return True
-    complete = spans.complete_spans(settings)
-    logging.info("nothing new: %s; skipping the run", f"span {complete[-1]} was already ingested"
-                 if complete else f"no complete span in {settings.data_dir}")
+    accepted = spans.accepted_spans(settings, rejections.of_pipeline(settings))
+    logging.info("nothing new: %s; skipping the run", f"span {accepted[-1]} was already ingested"
+                 if accepted else f"no complete span in {settings.data_dir}")
     return False
 
 
 def ingest_earlier_spans(settings: configs.Settings, run_id: str) -> list[int]:
     """The first task of every run. A new pipeline (or one whose window grew) ingests the
     older spans of its training window one at a time, as local_runner.py does, so its first
-    run trains on the whole window; later runs find nothing to do. `run_id` is the DAG run's
-    (Airflow passes it by name); returns the spans ingested (the task's XCom)."""
+    run trains on the whole window; later runs find nothing to do. A span whose files do not
+    parse is recorded as rejected and skipped; the window reaches back past it. `run_id` is
+    the DAG run's (Airflow passes it by name); returns the spans ingested (the task's XCom)."""
     preflight.check_local_paths(settings)
-    missing = spans.earlier_spans_to_ingest(settings, ingested_spans(settings))
-    for span in missing:
-        ingest_span(settings, span, run_id)
-    return missing
+    ingested, done = ingested_spans(settings), []
+    while todo := spans.earlier_spans_to_ingest(settings, ingested,
+                                                rejections.of_pipeline(settings)):
+        span = todo[0]
+        if input_check.accept_earlier_span(settings, span):
+            ingest_span(settings, span, run_id)
+            ingested.add(span)
+            done.append(span)
+    return done
+
+
+def record_rejection(settings: configs.Settings, span: Optional[int], context: dict) -> None:
+    """Every task's on_failure_callback: a deliberate rejection (the gate, the drift or
+    leakage check, the new span's files) is recorded against the span this DAG run ingests;
+    any other exception is a crash and leaves the span acceptable for the next run."""
+    error = context.get("exception")
+    task_id = context["task_instance"].task_id
+    if not isinstance(error, BaseException):
+        return
+    rejection = rejections.record_failure(settings, span, task_id, error)
+    if rejection is not None:
+        logging.error("span %d was rejected by %s (record: %s): %s", rejection.span,
+                      rejection.check, rejection.path, rejection.reason)
+    else:
+        logging.error("the %s %s crashed%s: %s: %s; the span is not rejected: fix the cause "
+                      "and rerun", "check" if task_id in rejections.CHECKS else "task",
+                      task_id, "" if span is None else f" on span {span}",
+                      type(error).__name__, error)

@@ -161,6 +161,8 @@ class Settings:
     # A span folder counts as complete (ingestible) once this file is in it, so a half-copied
     # span is never read; empty = every span folder counts as complete.
     span_complete_marker: str = "_COMPLETE"
+    # A span with fewer rows is rejected before training (too few to train and evaluate on).
+    min_span_rows: int = 50
     # The Trainer starts from the latest blessed model's weights when the model's inputs match.
     warm_start: bool = True
     # A warm-started retrain runs this fraction of train_steps (it starts near a good model).
@@ -317,6 +319,8 @@ class Settings:
         if "/" in self.span_complete_marker:
             raise ValueError("PIPELINE_SPAN_COMPLETE_MARKER must be a file name, "
                              f"got {self.span_complete_marker!r}")
+        if self.min_span_rows < 1:
+            raise ValueError(f"PIPELINE_MIN_SPAN_ROWS must be at least 1, got {self.min_span_rows}")
         if self.streaming_window_seconds < 1:
             raise ValueError("PIPELINE_STREAMING_WINDOW_SECONDS must be at least 1, "
                              f"got {self.streaming_window_seconds}")

@@ -24,7 +24,7 @@ from tfx.dsl.input_resolution.strategies.latest_blessed_model_strategy import (
 from tfx.utils import io_utils, path_utils
 
 from models import features, model
-from pipeline import configs
+from pipeline import configs, rejections
 from pipeline.gate import ANOMALIES_FILE, describe_anomalies
 from pipeline.summary import overall_metrics
 
@@ -76,45 +76,41 @@ def current_model_resolver(example_gen: tfx.types.BaseComponent) -> tfx.dsl.Reso
     ).with_id(CURRENT_MODEL_RESOLVER_ID)
 
 
-# Nodes that stop a run on bad data before Transform (LeakageCheck: analysis/leakage.py).
-VALIDATION_NODES = ("AnomaliesGate", "DriftCheck", "LeakageCheck")
-
-
-def rejected_examples(store: mlmd.MetadataStore, artifact_ids: list[int]) -> set[int]:
-    """Of these Examples, those read by a failed validation (VALIDATION_NODES) execution."""
-    if not artifact_ids:
-        return set()
-    events = [e for e in store.get_events_by_artifact_ids(artifact_ids)
-              if e.type == mlmd.proto.Event.INPUT]
-    executions = store.get_executions_by_id({e.execution_id for e in events})
-    types_by_id = {t.id: t.name for t in store.get_execution_types_by_id(
-        list({e.type_id for e in executions}))}
-    failed = {e.id for e in executions
-              if types_by_id[e.type_id].endswith(VALIDATION_NODES) and _failed(e)}
-    return {e.artifact_id for e in events if e.execution_id in failed}
-
-
-def _failed(execution: mlmd.proto.Execution) -> bool:
-    """FAILED (IR runners), or never completed (Airflow's legacy orchestration records no
-    failure: an execution that raised keeps its "running" state)."""
-    if execution.last_known_state == mlmd.proto.Execution.FAILED:
-        return True
-    return ("state" in execution.properties
-            and execution.properties["state"].string_value in ("new", "running"))
+def newest_spans(artifacts: list[types.Artifact], num_spans: int,
+                 start_span: int = 0) -> list[types.Artifact]:
+    """The artifacts of the newest `num_spans` distinct spans from `start_span` on, newest
+    span first (SpanRangeStrategy's order); of a span ingested twice, the newest artifact."""
+    by_span: dict[int, types.Artifact] = {}
+    for artifact in artifacts:
+        span = artifact.get_int_custom_property("span")
+        if span >= start_span and (span not in by_span or artifact.id > by_span[span].id):
+            by_span[span] = artifact
+    return [by_span[span] for span in sorted(by_span, reverse=True)[:num_spans]]
 
 
 class AcceptedSpanRangeStrategy(tfx.dsl.experimental.SpanRangeStrategy):
-    """SpanRangeStrategy (the training window) over the spans no validation rejected: a span
-    the gate or the drift check stopped never enters a later run's training window."""
+    """SpanRangeStrategy (the training window) over the spans no check rejected
+    (pipeline/rejections.py): a rolling range is the newest `num_spans` *accepted* spans,
+    reaching back past rejected ones, where the stock strategy takes span numbers
+    newest-N+1..newest and a rejected span would shrink the window."""
+
+    def __init__(self, range_config, rejections_dir: str = ""):
+        super().__init__(range_config)
+        self._rejections_dir = rejections_dir
 
     def resolve_artifacts(self, store: mlmd.MetadataStore,
                           input_dict: dict[str, list[types.Artifact]]
                           ) -> Optional[dict[str, list[types.Artifact]]]:
-        rejected = rejected_examples(store, [a.id for artifacts in input_dict.values()
-                                             for a in artifacts])
-        return super().resolve_artifacts(store, {
-            key: [a for a in artifacts if a.id not in rejected]
-            for key, artifacts in input_dict.items()})
+        rejected = rejections.rejected_spans(self._rejections_dir)
+        accepted = {key: [a for a in artifacts
+                          if a.get_int_custom_property("span") not in rejected]
+                    for key, artifacts in input_dict.items()}
+        if not self._range_config.HasField("rolling_range"):
+            return super().resolve_artifacts(store, accepted)
+        rolling = self._range_config.rolling_range
+        result = {key: newest_spans(artifacts, rolling.num_spans, rolling.start_span_number)
+                  for key, artifacts in accepted.items()}
+        return result if all(result.values()) else None
 
 
 # ---- Progressive validation ----------------------------------------------------------------
@@ -169,7 +165,7 @@ def ProgressiveValidation(
 
 # ---- Drift against the previous span -------------------------------------------------------
 
-class DataDriftError(RuntimeError):
+class DataDriftError(rejections.SpanRejectedError):
     """The new span drifted from the previous one beyond the schema's drift comparators."""
 
 
@@ -231,12 +227,12 @@ def DriftCheck(
             f"span {span} drifted from the previous span beyond the schema's drift comparators "
             f"(report: {path}); the run stops before Transform, Trainer and Pusher. If the "
             "change is expected, raise the threshold in schema/schema.pbtxt or set "
-            "PIPELINE_CHECK_DRIFT=0:\n  - " + "\n  - ".join(problems))
+            "PIPELINE_CHECK_DRIFT=0:\n  - " + "\n  - ".join(problems), span, DRIFT_CHECK_ID)
 
 
 def previous_span(window: list[types.Artifact], span: int) -> Optional[types.Artifact]:
     """The newest span of the training window older than `span`. The window resolver has
-    already left out spans a validation rejected (AcceptedSpanRangeStrategy)."""
+    already left out spans a check rejected (AcceptedSpanRangeStrategy)."""
     earlier = [a for a in window if a.get_int_custom_property("span") < span]
     return max(earlier, key=lambda a: (a.get_int_custom_property("span"), a.id), default=None)
 

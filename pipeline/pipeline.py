@@ -10,7 +10,7 @@ from tfx import v1 as tfx
 
 from analysis.leakage import leakage_check
 from models import features, model
-from pipeline import configs, spans, tflite
+from pipeline import configs, rejections, spans, tflite
 from pipeline.baseline import CANDIDATE_KEY, LatestBlessedBaselineStrategy
 from pipeline.continuous import AcceptedSpanRangeStrategy, continuous_nodes
 from pipeline.gate import AnomaliesGate
@@ -237,18 +237,21 @@ def _validation(settings: configs.Settings, example_gen: tfx.types.BaseComponent
     example_validator = tfx.components.ExampleValidator(
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"])
     anomalies_gate = AnomaliesGate(anomalies=example_validator.outputs["anomalies"],
-                                   examples=example_gen.outputs["examples"])
+                                   examples=example_gen.outputs["examples"],
+                                   statistics=statistics_gen.outputs["statistics"],
+                                   min_rows=settings.min_span_rows)
     return statistics_gen, schema_gen, example_validator, anomalies_gate
 
 
 def _span_window_resolver(settings: configs.Settings,
                           example_gen: tfx.types.BaseComponent) -> tfx.dsl.Resolver:
     """The newest `train_window_spans` spans ExampleGen has ingested, in this run or earlier,
-    leaving out spans a validation rejected (pipeline/continuous.py)."""
+    leaving out spans a check rejected (pipeline/rejections.py, pipeline/continuous.py)."""
     span_window = tfx.dsl.Resolver(
         strategy_class=AcceptedSpanRangeStrategy,
         config={"range_config": tfx.proto.RangeConfig(rolling_range=tfx.proto.RollingRange(
-            num_spans=settings.train_window_spans))},
+            num_spans=settings.train_window_spans)),
+            "rejections_dir": rejections.records_dir(settings)},
         examples=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Examples,
                                  producer_component_id=example_gen.id, output_key="examples"),
     ).with_id(SPAN_WINDOW_RESOLVER_ID)

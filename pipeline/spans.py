@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-from typing import Optional
+from typing import Collection, Optional
 
 import tensorflow as tf
 from absl import logging
@@ -54,18 +54,29 @@ def complete_spans(settings: configs.Settings) -> list[int]:
     return [span for span in available_spans(settings) if is_complete(settings, span)]
 
 
-def newest_complete_span(settings: configs.Settings) -> int:
-    """The span a full run ingests; an error naming the data location when there is none."""
+def accepted_spans(settings: configs.Settings, rejected: Collection[int] = ()) -> list[int]:
+    """Complete spans no check rejected (pipeline/rejections.py), ascending."""
+    return [span for span in complete_spans(settings) if span not in rejected]
+
+
+def newest_complete_span(settings: configs.Settings, rejected: Collection[int] = ()) -> int:
+    """The span a full run ingests: the newest complete span not rejected; an error naming
+    the data location when there is none."""
+    accepted = accepted_spans(settings, rejected)
+    if accepted:
+        return accepted[-1]
     complete = complete_spans(settings)
-    if not complete:
-        incomplete = available_spans(settings)
-        hint = (f" (spans {incomplete} have files but no {settings.span_complete_marker!r} "
-                "marker yet)" if incomplete else "")
+    if complete:
         raise ValueError(
-            f"PIPELINE_DATA_DIR={settings.data_dir!r}: no complete span matching "
-            f"{settings.span_pattern!r}{hint}; a span counts once its folder holds "
-            f"{settings.span_complete_marker!r}")
-    return complete[-1]
+            f"PIPELINE_DATA_DIR={settings.data_dir!r}: every complete span ({complete}) was "
+            "rejected by a check (records: <pipeline root>/rejected_spans/); deliver a new span")
+    incomplete = available_spans(settings)
+    hint = (f" (spans {incomplete} have files but no {settings.span_complete_marker!r} "
+            "marker yet)" if incomplete else "")
+    raise ValueError(
+        f"PIPELINE_DATA_DIR={settings.data_dir!r}: no complete span matching "
+        f"{settings.span_pattern!r}{hint}; a span counts once its folder holds "
+        f"{settings.span_complete_marker!r}")
 
 
 def mark_complete(span_folder: str, marker: str = "_COMPLETE") -> None:
@@ -77,21 +88,23 @@ def mark_complete(span_folder: str, marker: str = "_COMPLETE") -> None:
     tf.io.gfile.rename(tmp, path, overwrite=True)
 
 
-def earlier_spans_to_ingest(settings: configs.Settings, ingested: set[int]) -> list[int]:
-    """The older complete spans of the training window (all but the newest, which a full run
-    ingests) that ExampleGen has not ingested yet: what a new pipeline, or a grown window,
-    catches up."""
-    window = complete_spans(settings)[-settings.train_window_spans:-1]
+def earlier_spans_to_ingest(settings: configs.Settings, ingested: set[int],
+                            rejected: Collection[int] = ()) -> list[int]:
+    """The older accepted spans of the training window (the newest `train_window_spans`
+    complete spans no check rejected, all but the newest, which a full run ingests) that
+    ExampleGen has not ingested yet: what a new pipeline, or a grown window, catches up."""
+    window = accepted_spans(settings, rejected)[-settings.train_window_spans:-1]
     return [span for span in window if span not in ingested]
 
 
-def new_span(settings: configs.Settings, ingested: set[int]) -> Optional[int]:
-    """The newest complete span if ExampleGen has not ingested it yet, else None: what a
-    trigger checks before starting a run."""
-    complete = complete_spans(settings)
-    if not complete or complete[-1] in ingested:
+def new_span(settings: configs.Settings, ingested: set[int],
+             rejected: Collection[int] = ()) -> Optional[int]:
+    """The newest complete span no check rejected, if ExampleGen has not ingested it yet,
+    else None: what a trigger checks before starting a run."""
+    accepted = accepted_spans(settings, rejected)
+    if not accepted or accepted[-1] in ingested:
         return None
-    return complete[-1]
+    return accepted[-1]
 
 
 def ingested_spans(settings: configs.Settings, example_gen_id: str) -> set[int]:

@@ -5,7 +5,7 @@ import os
 
 import tensorflow_model_analysis as tfma
 
-from pipeline import configs, metadata
+from pipeline import configs, metadata, rejections
 
 EVALUATOR_ID, PUSHER_ID = "Evaluator", "Pusher"
 CANDIDATE = "candidate"  # TFX Evaluator's name for the model it judges against a baseline
@@ -42,4 +42,14 @@ def latest_run_summary(settings: configs.Settings) -> str:
         if os.path.isdir(settings.serving_model_dir) else []
     lines.append(f"Serving: {os.path.join(settings.serving_model_dir, versions[-1])}"
                  if versions else "Serving: no model pushed yet")
-    return "\n".join(lines)
+    return "\n".join(lines + rejected_lines(settings))
+
+
+def rejected_lines(settings: configs.Settings) -> list[str]:
+    """The spans runs skip because a check rejected them (pipeline/rejections.py)."""
+    rejected = rejections.of_pipeline(settings)
+    if not rejected:
+        return []
+    return ["Rejected spans (skipped): " + "; ".join(
+        f"{span} by {r.check} at {r.time}" for span, r in sorted(rejected.items())),
+        f"  records: {rejections.records_dir(settings)}"]

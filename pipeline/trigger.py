@@ -5,7 +5,9 @@
 
 A span is new when it is complete (its folder holds the `_COMPLETE` marker) and ExampleGen has
 not ingested it yet. Each run is `python local_runner.py` in a process of its own, with the
-same PIPELINE_* settings; a look that finds nothing new costs an MLMD query and a glob.
+same PIPELINE_* settings, which logs to its own file under <output dir>/logs/ and ends a
+failed run with one message; a look that finds nothing new costs an MLMD query and a glob.
+A span a check rejected (pipeline/rejections.py) is never run again.
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ import sys
 import time
 from typing import Callable, Optional
 
-from pipeline import configs, spans
+from pipeline import configs, rejections, spans
 
 # CsvExampleGen's node id (pipeline.pipeline.EXAMPLE_GEN_ID), without importing TFX here.
 EXAMPLE_GEN_ID = "CsvExampleGen"
@@ -24,16 +26,24 @@ LOCAL_RUNNER = os.path.join(configs.PROJECT_ROOT, "local_runner.py")
 
 
 def new_span(settings: configs.Settings) -> Optional[int]:
-    """The newest complete span if no run has ingested it yet."""
-    return spans.new_span(settings, spans.ingested_spans(settings, EXAMPLE_GEN_ID))
+    """The newest complete span no check rejected, if no run has ingested it yet."""
+    return spans.new_span(settings, spans.ingested_spans(settings, EXAMPLE_GEN_ID),
+                          rejections.of_pipeline(settings))
 
 
 def nothing_new_message(settings: configs.Settings) -> str:
+    rejected = rejections.of_pipeline(settings)
+    accepted = spans.accepted_spans(settings, rejected)
     complete = spans.complete_spans(settings)
     waiting = [s for s in spans.available_spans(settings) if s not in complete]
-    message = (f"nothing new: span {complete[-1]} is the newest complete span and was already "
-               "ingested" if complete else
+    message = (f"nothing new: span {accepted[-1]} is the newest complete span and was already "
+               "ingested" if accepted else
                f"nothing new: no complete span in {settings.data_dir}")
+    skipped = [span for span in complete if span in rejected
+               and (not accepted or span > accepted[-1])]
+    if skipped:
+        message += (f"; spans {skipped} were rejected (records: "
+                    f"{rejections.records_dir(settings)})")
     if waiting:
         message += (f"; spans {waiting} have files but no {settings.span_complete_marker!r} "
                     "marker yet")
@@ -55,7 +65,8 @@ def trigger_once(settings: configs.Settings,
         return None
     print(f"new span {span}: running the pipeline", flush=True)
     code = run()
-    print(f"span {span}: the run {'succeeded' if code == 0 else f'failed (exit code {code})'}",
+    print(f"span {span}: the run " + ("succeeded" if code == 0 else
+                                      f"failed (exit code {code}); its message is above"),
           flush=True)
     return code
 

@@ -4,7 +4,7 @@ dags/ folder and run with `airflow dags test`, and the TFX CLI's Airflow flow.
 Airflow keeps everything (config, SQLite database, logs, dags/) under AIRFLOW_HOME, and the
 TFX CLI writes there too; both, and HOME, point into temp dirs, so nothing reaches ~/airflow.
 The DAG tests run in file order on one pipeline: a first run on a new pipeline, a rerun with
-no new data, then a run with a new span.
+no new data, a run with a new span, then a rejected span and a good one after it.
 """
 from __future__ import annotations
 
@@ -25,10 +25,12 @@ import tensorflow as tf
 import tensorflow_transform as tft
 
 from models import features, model
-from pipeline import configs, metadata
+from pipeline import configs, metadata, rejections
 from pipeline.metadata import span_of
 from pipeline.pipeline import EXAMPLE_GEN_ID
-from tests.pipeline_run import ROOT, PipelineRun, new_run, read_records, write_data_slice
+from pipeline.spans import mark_complete
+from tests.pipeline_run import (ROOT, PipelineRun, new_run, read_csv, read_records, write_csv,
+                                write_data_slice)
 
 # Runs the pipeline several times: the slow tier (`make test-fast` leaves it out).
 pytestmark = pytest.mark.slow
@@ -302,6 +304,35 @@ def test_new_span_slides_the_window_and_is_compared_with_the_blessed_model(pipel
         pipeline.artifact_ids(trainer, "model", mlmd.proto.Event.OUTPUT)
     assert pipeline.artifact_ids(evaluator, "baseline_model") == \
         pipeline.artifact_ids(first_trainer, "model", mlmd.proto.Event.OUTPUT)
+
+
+def test_a_rejected_span_is_recorded_and_the_next_window_reaches_back_past_it(
+        pipeline, first_run):
+    """The gate fails the task; its failure callback records the rejection (Airflow's legacy
+    orchestration records no failed execution in MLMD), so the next run, with a good span,
+    trains on the newest WINDOW_SPANS accepted spans."""
+    data_dir = Path(pipeline.run.settings.data_dir)
+    rows = [dict(row) for row in read_csv(ROOT / "data" / "span-5" / "data.csv")[:ROWS_PER_SPAN]]
+    rows[0]["payment_type"] = "Bitcoin"  # a category the schema does not know
+    write_csv(data_dir / "span-5" / "data.csv", rows)
+    mark_complete(str(data_dir / "span-5"))
+    versions = pipeline.run.pushed_versions()
+    date = "2024-01-06"
+    failed = pipeline.airflow.cli("dags", "test", pipeline.dag_id, date,
+                                  env={**pipeline.airflow.env, "PIPELINE_ENABLE_TUNING": "0"})
+    assert failed.returncode != 0
+    states = pipeline.airflow.task_states(pipeline.dag_id, f"manual__{date}T00:00:00+00:00")
+    assert states["AnomaliesGate"] == "failed" and states["Transform"] == "upstream_failed"
+    rejected = rejections.of_pipeline(pipeline.run.settings)
+    assert list(rejected) == [5] and rejected[5].check == "AnomaliesGate"
+    assert "DataAnomaliesError" in rejected[5].reason
+    assert pipeline.run.pushed_versions() == versions
+
+    write_data_slice(data_dir, [6], ROWS_PER_SPAN)
+    states = pipeline.test_dag("2024-01-07", PIPELINE_ENABLE_TUNING="0")
+    assert states == {task: "success" for task in UNTUNED_TASKS}
+    merge = pipeline.executions("WindowExamples")[-1]
+    assert sorted(span_of(a) for a in pipeline.artifacts(merge, "window")) == [3, NEW_SPAN, 6]
 
 
 def _tfx(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:

@@ -150,8 +150,9 @@ def test_the_next_good_span_proceeds_without_the_rejected_one(pipeline, first_ru
     assert result.returncode == 0, result.stderr[-5000:]
     merge = pipeline.executions(WINDOW_EXAMPLES_ID)[-1]
     window = pipeline._store().get_artifacts_by_id(_input_ids(pipeline, merge, "window"))
-    # The newest three spans ingested are 2, 3 and 4; the rejected span 3 is left out.
-    assert sorted(span_of(a) for a in window) == [2, 4]
+    # The newest three *accepted* spans: the rejected span 3 is left out and the window
+    # reaches back to span 1.
+    assert sorted(span_of(a) for a in window) == [1, 2, 4]
     validation = pipeline.outputs(PROGRESSIVE_VALIDATION_ID, "ModelEvaluation")[-1]
     assert validation.custom_properties[SPAN_PROPERTY].int_value == 4
     assert AUC_PROPERTY in validation.custom_properties
