@@ -41,24 +41,27 @@ def ingested_spans(settings: configs.Settings) -> set[int]:
 
 
 def ingest_span(settings: configs.Settings, span: int, run_id: str) -> None:
-    """Runs ExampleGen for one span as AirflowDagRunner runs a node, under a run id of its
-    own: the span window resolver reads every run, while StatisticsGen and the Evaluator
-    read this DAG run's ExampleGen output, the newest span."""
+    """Runs ExampleGen for one span, and the checks of its data (StatisticsGen, schema,
+    ExampleValidator, the gate), as AirflowDagRunner runs nodes, under a run id of its own:
+    the span window resolver reads every run, while StatisticsGen and the Evaluator read this
+    DAG run's ExampleGen output, the newest span. The gate raises on a bad span."""
     ingest = create_pipeline(settings, metadata_connection_config=metadata_config(settings),
                              ingest_only_span=span)
-    (example_gen,) = ingest.components
-    launcher_class, component_config = config_utils.find_component_launch_info(
-        AirflowPipelineConfig(), example_gen)
-    launcher_class.create(
-        component=example_gen,
-        pipeline_info=data_types.PipelineInfo(settings.pipeline_name, settings.pipeline_root,
-                                              run_id=f"{run_id}.span-{span}"),
-        driver_args=data_types.DriverArgs(enable_cache=ingest.enable_cache),
-        metadata_connection=legacy_metadata.Metadata(ingest.metadata_connection_config),
-        beam_pipeline_args=ingest.beam_pipeline_args,
-        additional_pipeline_args={"tmp_dir": os.path.join(settings.pipeline_root, ".temp", "")},
-        component_config=component_config,
-    ).launch()
+    for component in ingest.components:  # in topological order
+        launcher_class, component_config = config_utils.find_component_launch_info(
+            AirflowPipelineConfig(), component)
+        launcher_class.create(
+            component=component,
+            pipeline_info=data_types.PipelineInfo(settings.pipeline_name,
+                                                  settings.pipeline_root,
+                                                  run_id=f"{run_id}.span-{span}"),
+            driver_args=data_types.DriverArgs(enable_cache=ingest.enable_cache),
+            metadata_connection=legacy_metadata.Metadata(ingest.metadata_connection_config),
+            beam_pipeline_args=ingest.beam_pipeline_args,
+            additional_pipeline_args={"tmp_dir": os.path.join(settings.pipeline_root, ".temp",
+                                                              "")},
+            component_config=component_config,
+        ).launch()
 
 
 def check_new_span(settings: configs.Settings, dag_run=None) -> bool:
@@ -93,9 +96,14 @@ def ingest_earlier_spans(settings: configs.Settings, run_id: str) -> list[int]:
                                                 rejections.of_pipeline(settings)):
         span = todo[0]
         if input_check.accept_earlier_span(settings, span):
-            ingest_span(settings, span, run_id)
+            try:
+                ingest_span(settings, span, run_id)
+                done.append(span)
+            except Exception as error:  # noqa: BLE001 (a rejection is recorded, not fatal)
+                if not rejections.record_failure(settings, span, "", error):
+                    raise  # a crash, not a finding about the span
+                logging.warning("Earlier span %d is rejected and skipped: %s", span, error)
             ingested.add(span)
-            done.append(span)
     return done
 
 
