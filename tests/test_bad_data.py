@@ -19,6 +19,7 @@ from pathlib import Path
 import ml_metadata as mlmd
 import pytest
 
+from models import features
 from pipeline import configs, input_check, rejections
 from pipeline.metadata import span_of
 from pipeline.pipeline import EXAMPLE_GEN_ID
@@ -283,3 +284,28 @@ def test_records_are_read_back_and_a_crash_is_not_a_rejection(tmp_path):
     from analysis.leakage import DataLeakageError
     leak = rejections.record_failure(settings, 5, "LeakageCheck", DataLeakageError("a leak"))
     assert (leak.span, leak.check) == (5, "LeakageCheck")
+
+
+@pytest.mark.slow
+def test_an_earlier_span_with_anomalies_is_rejected_when_first_ingested(tmp_path):
+    """A new pipeline validates each earlier span of its window as it ingests it: one that
+    breaks the schema is recorded as rejected, the run goes on, and the window reaches back
+    past it (here: spans 1, 3, 4 for a window of three with span 2 bad)."""
+    write_data_slice(tmp_path / "data", [1, 2, 3, 4], ROWS_PER_SPAN)
+    bad = tmp_path / "data" / "span-2" / "data.csv"
+    rows = read_csv(bad)
+    number = next(iter(features.NUMERIC_FEATURES))  # whatever the active dataset's columns
+    for row in rows[:30]:
+        row[number] = "not-a-number"
+    write_csv(bad, rows)
+    run = new_run(tmp_path, PIPELINE_ENABLE_TUNING="0", PIPELINE_TRAIN_WINDOW_SPANS="3",
+                  PIPELINE_MIN_AUC="0.5", PIPELINE_MIN_BINARY_ACCURACY="0.5",
+                  PIPELINE_MAX_AUC_DROP="1.0")
+    result = run.run()
+    assert result.returncode == 0, result.stderr[-3000:]
+    rejected = _rejected(run)
+    assert list(rejected) == [2] and rejected[2].check == "AnomaliesGate", rejected
+    assert f"feature '{number}'" in rejected[2].reason
+    assert _ingested(run) == [1, 2, 3, 4]  # span 2 was read, then rejected
+    assert _window(run) == [1, 3, 4]
+    assert run.pushed_versions()
