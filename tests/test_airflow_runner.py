@@ -377,7 +377,8 @@ def test_tfx_cli_creates_the_pipeline_and_a_run(tmp_path):
 def test_airflow_output_dir_moves_artifacts_and_models_but_not_the_metadata_store():
     """Workers share the pipeline root (gs:// in production); SQLite cannot live there."""
     settings = configs.Settings.from_env(
-        {"PIPELINE_OUTPUT_DIR": "/var/tfx", "PIPELINE_AIRFLOW_OUTPUT_DIR": "gs://bucket/taxi"},
+        {"PIPELINE_OUTPUT_DIR": "/var/tfx", "PIPELINE_AIRFLOW_OUTPUT_DIR": "gs://bucket/taxi",
+         "PIPELINE_NAME": "taxi-tips"},  # named here: the active dataset may name another
         orchestrator="airflow")
     assert settings.pipeline_root == "gs://bucket/taxi/tfx/taxi-tips"
     assert settings.serving_model_dir == "gs://bucket/taxi/serving_model/taxi-tips"

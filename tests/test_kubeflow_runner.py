@@ -18,6 +18,7 @@ from tfx.orchestration.kubeflow.v2.kubeflow_v2_dag_runner import KUBEFLOW_TFX_CM
 from tfx.utils import import_utils, name_utils
 
 import kubeflow_runner
+from models import features
 from pipeline import configs
 from pipeline.pipeline import (
     BASELINE_RESOLVER_ID,
@@ -30,6 +31,7 @@ from pipeline.window import WINDOW_EXAMPLES_ID
 ROOT = Path(__file__).resolve().parents[1]
 IMAGE = "europe-west4-docker.pkg.dev/test-project/pipelines/taxi-tips:test"
 OUTPUT_DIR = "gs://test-bucket/taxi"
+NAME = features.PIPELINE_NAME  # the active dataset's pipeline
 PROJECT, REGION = "test-project", "europe-west4"
 DATAFLOW_ARGS = ["--runner=DataflowRunner", f"--project={PROJECT}", f"--region={REGION}",
                  f"--temp_location={OUTPUT_DIR}/beam-temp", f"--sdk_container_image={IMAGE}"]
@@ -224,7 +226,7 @@ def test_blessed_models_go_to_the_vertex_endpoint(vertex):
 
 
 def test_outputs_go_to_the_gs_root_and_checkout_files_come_from_the_image(vertex):
-    assert vertex.job.runtime_config.gcs_output_directory == f"{OUTPUT_DIR}/tfx/taxi-tips"
+    assert vertex.job.runtime_config.gcs_output_directory == f"{OUTPUT_DIR}/tfx/{NAME}"
     assert vertex.parameter(EXAMPLE_GEN_ID, "input_base") == "/pipeline/data"
     assert vertex.parameter("ImportSchemaGen", "schema_file") == "/pipeline/schema/schema.pbtxt"
     # No span placeholder: every span in the data location is the window.
@@ -297,14 +299,14 @@ def _tfx_cli(tmp_path: Path, *args: str, **environ: str) -> subprocess.Completed
 
 @pytest.mark.parametrize("command, written", [
     ("compile", "spec.json"),                                  # where the settings say
-    ("create", "home/tfx/vertex/taxi-tips/pipeline.json"),     # the CLI's own registry
+    ("create", f"home/tfx/vertex/{NAME}/pipeline.json"),       # the CLI's own registry
 ])
 def test_tfx_cli(tmp_path, command, written):
     result = _tfx_cli(tmp_path, "pipeline", command,
                       PIPELINE_KUBEFLOW_SPEC_PATH=str(tmp_path / "spec.json"))
     assert result.returncode == 0, result.stderr[-3000:]
     job = json_format.Parse((tmp_path / written).read_text(), pipeline_spec_pb2.PipelineJob())
-    assert job.runtime_config.gcs_output_directory == f"{OUTPUT_DIR}/tfx/taxi-tips"
+    assert job.runtime_config.gcs_output_directory == f"{OUTPUT_DIR}/tfx/{NAME}"
 
 
 def test_tfx_cli_stops_on_an_invalid_name(tmp_path):
