@@ -64,34 +64,8 @@ NUMERIC_BUCKETS = 20
 NUM_BUCKETS = 10
 NUM_OOV_BUCKETS = 2
 
-# The helpers at the bottom of models/features.py, verbatim (tests compare them with the
-# shipped file).
-FEATURES_HELPERS = '''
-
-def transformed_name(key: str) -> str:
-    return key + "_xf"
-
-
-def bucketized_name(key: str) -> str:
-    return key + "_bucket_xf"
-
-
-def raw_feature_keys() -> list[str]:
-    """Every raw column a serving request carries (all inputs, no label)."""
-    return (list(NUMERIC_FEATURES) + BUCKET_FEATURES + list(IDENTITY_FEATURES)
-            + list(VOCAB_FEATURES))
-
-
-def label_columns() -> list[str]:
-    """Raw columns the label reads that are not model inputs: training-only columns."""
-    inputs = set(raw_feature_keys())
-    return [c for c in label_expression.columns(LABEL) if c not in inputs]
-
-
-def vocab_size(key: str) -> int:
-    top_k, _ = VOCAB_FEATURES[key]
-    return top_k + NUM_OOV_BUCKETS
-'''
+# Where the helper functions at the bottom of models/features.py begin.
+HELPERS_START = "\n\ndef transformed_name("
 
 
 class NewDatasetError(ValueError):
@@ -596,7 +570,19 @@ def features_source(options: Options, name: str, plan: FeaturePlan, label_key: s
         "# ...and may lose at most this much AUC against the latest blessed model.",
         f"MAX_AUC_DROP = {thresholds.max_auc_drop}",
     ]
-    return "\n".join(out) + "\n" + FEATURES_HELPERS
+    return "\n".join(out) + "\n" + features_helpers(Path(options.project_dir))
+
+
+def features_helpers(project_dir: Path) -> str:
+    """The helper functions at the bottom of the project's models/features.py, carried into
+    the new file as they are: the machinery calls them, and a user's edits survive."""
+    path = project_dir / "models" / "features.py"
+    text = path.read_text()
+    start = text.find(HELPERS_START)
+    if start < 0:
+        raise NewDatasetError(f"{path}: no 'def transformed_name(' found; the helper functions "
+                              "at the bottom of the shipped file are carried into the new one")
+    return text[start:]
 
 
 # ------------------------------------------------------------------------------ the schema

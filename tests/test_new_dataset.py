@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -158,11 +159,14 @@ def test_sensor_readings_by_week(tmp_path):
 
 @pytest.fixture(scope="module")
 def deliveries_project(tmp_path_factory):
-    """new_dataset.create on the deliveries CSV (month spans) into an empty project folder
-    whose data/ holds an older span that must disappear."""
+    """new_dataset.create on the deliveries CSV (month spans) into a project folder holding
+    the shipped models/features.py (whose helpers carry over), whose data/ holds an older span
+    that must disappear."""
     tmp = tmp_path_factory.mktemp("deliveries")
     csv = synthetic.write_csv(synthetic.deliveries(), tmp / "deliveries.csv")
     project = tmp / "project"
+    (project / "models").mkdir(parents=True)
+    shutil.copy(ROOT / "models" / "features.py", project / "models")
     (project / "data" / "span-9").mkdir(parents=True)
     (project / "data" / "span-9" / "data.csv").write_text("old\n")
     (project / "data" / "README").write_text("kept\n")
