@@ -63,6 +63,17 @@ class PipelineRun:
     def run(self) -> subprocess.CompletedProcess:
         return run_local_runner(self.env)
 
+    def trigger_once(self) -> subprocess.CompletedProcess:
+        """One look of the trigger (`python -m pipeline.trigger --once`, as `make watch`)."""
+        return subprocess.run([sys.executable, "-m", "pipeline.trigger", "--once"],
+                              env=self.env, cwd=ROOT, capture_output=True, text=True,
+                              timeout=1200)
+
+    def ingested_spans(self) -> list[int]:
+        """The spans ExampleGen has ingested, whatever happened to them afterwards."""
+        from pipeline.pipeline import EXAMPLE_GEN_ID
+        return sorted(metadata.span_of(a) for a in self.outputs(EXAMPLE_GEN_ID, "Examples"))
+
     def executions(self, node_id: str) -> list[mlmd.proto.Execution]:
         return metadata.node_executions(self._store(), self.settings.pipeline_name, node_id)
 

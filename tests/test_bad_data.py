@@ -13,7 +13,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import ml_metadata as mlmd
@@ -22,7 +21,6 @@ import pytest
 from models import features
 from pipeline import configs, input_check, rejections
 from pipeline.metadata import span_of
-from pipeline.pipeline import EXAMPLE_GEN_ID
 from pipeline.rejections import SpanRejectedError
 from pipeline.spans import mark_complete
 from pipeline.window import WINDOW_EXAMPLES_ID
@@ -35,13 +33,6 @@ BAD_QUOTE_LINE = 101
 
 
 
-def _trigger(run: PipelineRun) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipeline.trigger", "--once"], env=run.env,
-                          cwd=ROOT, capture_output=True, text=True, timeout=1200)
-
-
-def _ingested(run: PipelineRun) -> list[int]:
-    return sorted(span_of(a) for a in run.outputs(EXAMPLE_GEN_ID, "Examples"))
 
 
 def _window(run: PipelineRun) -> list[int]:
@@ -93,7 +84,7 @@ def _assert_rejected_before_example_gen(run: PipelineRun, result, span: int,
     assert result.returncode != 0
     assert f"span {span} was rejected by SpanFilesCheck" in result.stderr
     assert span in _rejected(run) and _rejected(run)[span].check == "SpanFilesCheck"
-    assert span not in _ingested(run)  # ExampleGen never ran on it
+    assert span not in run.ingested_spans()  # ExampleGen never ran on it
     assert run.pushed_versions() == versions
 
 
@@ -120,7 +111,7 @@ def test_a_span_below_the_minimum_row_count_stops_before_example_gen(pipeline):
 def bad_quote_run(pipeline) -> subprocess.CompletedProcess:
     """Span 5 with an unterminated quote on one line, as the newest span, via the trigger."""
     _deliver(pipeline, 5, rows=ROWS_PER_SPAN, quote_line=BAD_QUOTE_LINE)
-    return _trigger(pipeline)
+    return pipeline.trigger_once()
 
 
 @pytest.mark.slow
@@ -152,7 +143,7 @@ def test_a_failed_run_ends_with_its_message_and_the_log_file(pipeline, bad_quote
 @pytest.mark.slow
 def test_rejected_spans_block_nothing_and_are_not_retried(pipeline):
     executions = len(pipeline._store().get_executions())
-    result = _trigger(pipeline)
+    result = pipeline.trigger_once()
     assert result.returncode == 0, result.stderr[-3000:]
     assert ("nothing new: span 2 is the newest complete span and was already ingested; "
             "spans [3, 4, 5] were rejected") in result.stdout
@@ -163,10 +154,10 @@ def test_rejected_spans_block_nothing_and_are_not_retried(pipeline):
 def test_the_next_good_span_trains_on_the_newest_accepted_spans(pipeline):
     versions = pipeline.pushed_versions()
     write_data_slice(Path(pipeline.settings.data_dir), [6], ROWS_PER_SPAN)
-    result = _trigger(pipeline)
+    result = pipeline.trigger_once()
     assert result.returncode == 0, result.stderr[-5000:]
     assert "new span 6" in result.stdout
-    assert _ingested(pipeline) == [1, 2, 6]
+    assert pipeline.ingested_spans() == [1, 2, 6]
     # Window of three: spans 3, 4 and 5 were rejected, so it reaches back to span 1.
     assert _window(pipeline) == [1, 2, 6]
     assert len(pipeline.pushed_versions()) == len(versions) + 1
@@ -224,7 +215,7 @@ def test_a_span_with_an_empty_split_is_rejected_by_the_gate(pipeline):
                      r"has too few rows to train and evaluate on: split '(train|eval)' has no "
                      r"rows", result.stderr), result.stderr[-3000:]
     assert _rejected(pipeline)[8].check == "AnomaliesGate"
-    assert 8 in _ingested(pipeline) and pipeline.pushed_versions() == versions
+    assert 8 in pipeline.ingested_spans() and pipeline.pushed_versions() == versions
 
 
 # ---- Without a pipeline run ------------------------------------------------------------------
@@ -306,6 +297,6 @@ def test_an_earlier_span_with_anomalies_is_rejected_when_first_ingested(tmp_path
     rejected = _rejected(run)
     assert list(rejected) == [2] and rejected[2].check == "AnomaliesGate", rejected
     assert f"feature '{number}'" in rejected[2].reason
-    assert _ingested(run) == [1, 2, 3, 4]  # span 2 was read, then rejected
+    assert run.ingested_spans() == [1, 2, 3, 4]  # span 2 was read, then rejected
     assert _window(run) == [1, 3, 4]
     assert run.pushed_versions()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import ml_metadata as mlmd
@@ -33,13 +32,6 @@ pytestmark = pytest.mark.slow
 ROWS_PER_SPAN = 300
 
 
-def _trigger(run: PipelineRun) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipeline.trigger", "--once"], env=run.env,
-                          cwd=ROOT, capture_output=True, text=True, timeout=1200)
-
-
-def _ingested(run: PipelineRun) -> list[int]:
-    return sorted(span_of(a) for a in run.outputs(EXAMPLE_GEN_ID, "Examples"))
 
 
 def _input_ids(run: PipelineRun, execution: mlmd.proto.Execution, key: str) -> list[int]:
@@ -67,14 +59,14 @@ def pipeline(tmp_path_factory) -> PipelineRun:
 
 @pytest.fixture(scope="module")
 def first_run(pipeline) -> subprocess.CompletedProcess:
-    result = _trigger(pipeline)
+    result = pipeline.trigger_once()
     assert result.returncode == 0, result.stderr[-5000:]
     return result
 
 
 def test_a_span_without_its_marker_is_not_ingested(pipeline, first_run):
     assert "new span 1: running the pipeline" in first_run.stdout
-    assert _ingested(pipeline) == [1]
+    assert pipeline.ingested_spans() == [1]
     assert len(pipeline.pushed_versions()) == 1
     # The first model had nothing to warm-start from, and no model to validate beforehand.
     (validation,) = pipeline.outputs(PROGRESSIVE_VALIDATION_ID, "ModelEvaluation")
@@ -84,7 +76,7 @@ def test_a_span_without_its_marker_is_not_ingested(pipeline, first_run):
 
 def test_a_look_with_no_new_span_does_nothing(pipeline, first_run):
     executions = len(pipeline._store().get_executions())
-    result = _trigger(pipeline)
+    result = pipeline.trigger_once()
     assert result.returncode == 0, result.stderr[-3000:]
     assert ("nothing new: span 1 is the newest complete span and was already ingested; "
             "spans [2] have files but no '_COMPLETE' marker yet") in result.stdout
@@ -93,10 +85,10 @@ def test_a_look_with_no_new_span_does_nothing(pipeline, first_run):
 
 def test_second_span_warm_starts_validates_progressively_and_pushes(pipeline, first_run):
     mark_complete(os.path.join(pipeline.settings.data_dir, "span-2"))
-    result = _trigger(pipeline)
+    result = pipeline.trigger_once()
     assert result.returncode == 0, result.stderr[-5000:]
     assert "new span 2" in result.stdout
-    assert _ingested(pipeline) == [1, 2]
+    assert pipeline.ingested_spans() == [1, 2]
 
     first_trainer, trainer = pipeline.executions("Trainer")
     (first_model,) = _output_ids(pipeline, first_trainer, "model")
@@ -135,7 +127,7 @@ def test_a_span_with_anomalies_stops_before_training(pipeline, first_run):
     write_csv(Path(pipeline.settings.data_dir) / "span-3" / "data.csv", _bad_rows())
     mark_complete(os.path.join(pipeline.settings.data_dir, "span-3"))
     trained, versions = len(pipeline.executions("Trainer")), pipeline.pushed_versions()
-    result = _trigger(pipeline)
+    result = pipeline.trigger_once()
     assert result.returncode != 0
     assert "DataAnomaliesError" in result.stderr and "span 3" in result.stderr
     assert "feature 'payment_type': Unexpected string values" in result.stderr
@@ -146,7 +138,7 @@ def test_a_span_with_anomalies_stops_before_training(pipeline, first_run):
 
 def test_the_next_good_span_proceeds_without_the_rejected_one(pipeline, first_run):
     write_data_slice(Path(pipeline.settings.data_dir), [4], ROWS_PER_SPAN)
-    result = _trigger(pipeline)
+    result = pipeline.trigger_once()
     assert result.returncode == 0, result.stderr[-5000:]
     merge = pipeline.executions(WINDOW_EXAMPLES_ID)[-1]
     window = pipeline._store().get_artifacts_by_id(_input_ids(pipeline, merge, "window"))
