@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime as dt
 import json
 import math
 import os
@@ -528,7 +527,7 @@ def features_source(options: Options, name: str, plan: FeaturePlan, label_key: s
         *dict_block("IDENTITY_FEATURES", plan.identity),
         "",
         "# Open-ended categories (strings or integer codes): a vocabulary learned by Transform, plus",
-        f"# out-of-vocabulary buckets. top_k: the values seen at least frequency_threshold times (1 for",
+        "# out-of-vocabulary buckets. top_k: the values seen at least frequency_threshold times (1 for",
         f"# at most {SMALL_VOCAB} distinct values, else {VOCAB_FREQUENCY_THRESHOLD}), at most "
         f"{VOCAB_MAX_TOP_K}.",
         *dict_block("VOCAB_FEATURES", plan.vocab, "# feature: (top_k, frequency_threshold)"),
