@@ -258,7 +258,7 @@ def test_local_and_airflow_runs_of_the_same_slice_agree(pipeline, first_run, tmp
     (newest,) = [a for a in local.outputs(EXAMPLE_GEN_ID, "Examples") if span_of(a) == SPANS[-1]]
     serialized = read_records(os.path.join(newest.uri, "Split-eval", "*.gz"))
     raw_spec = {k: v for k, v in outputs["local"].raw_feature_spec().items()
-                if k != features.RAW_LABEL_KEY}
+                if k not in features.label_columns()}
     transformed = {name: output.transform_features_layer()(
                        tf.io.parse_example(tf.constant(serialized), raw_spec))
                    for name, output in outputs.items()}

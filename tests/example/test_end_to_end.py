@@ -25,6 +25,9 @@ from tests.pipeline_run import (ROOT, PipelineRun, new_run, read_csv, read_recor
 # Runs the pipeline several times: the slow tier (`make test-fast` leaves it out).
 pytestmark = pytest.mark.slow
 
+# The example's label, as models/features.py declares it: tips > 0.2 * fare.
+BIG_TIP_FRACTION = 0.2
+
 SPANS = [1, 2, 3]
 ROWS_PER_SPAN = 400
 # Components that record executions (resolvers resolve inline and record none).
@@ -61,7 +64,7 @@ def _labels(serialized: list[bytes]) -> np.ndarray:
     for record in serialized:
         feature = tf.train.Example.FromString(record).features.feature
         tips, fare = feature["tips"].float_list.value, feature["fare"].float_list.value
-        labels.append(int(bool(tips) and bool(fare) and tips[0] > features.BIG_TIP_FRACTION * fare[0]))
+        labels.append(int(bool(tips) and bool(fare) and tips[0] > BIG_TIP_FRACTION * fare[0]))
     return np.array(labels)
 
 
