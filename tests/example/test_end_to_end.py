@@ -87,7 +87,10 @@ def _raw_inputs(serialized: list[bytes]) -> dict[str, tf.Tensor]:
 def test_every_component_executed(first_run):
     for node_id in EXECUTED:
         states = [e.last_known_state for e in first_run.executions(node_id)]
-        assert states and all(s == COMPLETE for s in states), (node_id, states)
+        # The schema import also runs in each earlier span's ingest-and-validate run, and is
+        # cached after the first of them.
+        assert COMPLETE in states and all(s in (COMPLETE, CACHED) for s in states), (
+            node_id, states)
     # Earlier spans were ingested one per run, then the window fed all of them to Transform,
     # gathered into one artifact.
     assert sorted(span_of(a) for a in first_run.outputs(EXAMPLE_GEN_ID, "Examples")) == SPANS
