@@ -10,9 +10,13 @@ own log lines, then the summary, or on failure one message naming the span and w
 """
 import dataclasses
 import os
+import warnings
 from typing import Optional
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # before TensorFlow loads; see models/
+# Google's cloud clients warn about this Python version on import, a page of lines no user of
+# this project can act on; other warnings still show.
+warnings.filterwarnings("ignore", category=FutureWarning, module=r"google(\.|$)")
 
 from pipeline import garbage_collection  # noqa: E402 (imports nothing heavy)
 
