@@ -112,7 +112,8 @@ def serve_task_from_tf_config() -> bool:
 class LocalCluster:
     """Worker and ps processes on loopback ports for one training; use as a context manager.
 
-    Pids of every process it started are listed in `<log_dir>/pids.json` and `self.pids`;
+    Pids of every process it started are listed in `<log_dir>/pids.json` ("pids", and
+    "tasks": "<type>-<index>" -> pid) and `self.pids`;
     each task logs to `<log_dir>/<type>-<index>.log`."""
 
     def __init__(self, num_workers: int, num_ps: int, log_dir: str):
@@ -123,6 +124,7 @@ class LocalCluster:
         self.log_dir = Path(log_dir)
         self.processes: dict[tuple[str, int], subprocess.Popen] = {}
         self.pids: list[int] = []
+        self.task_pids: dict[str, int] = {}
 
     @property
     def tasks(self) -> list[tuple[str, int]]:
@@ -157,8 +159,9 @@ class LocalCluster:
             log.close()
         self.processes[(task_type, index)] = process
         self.pids.append(process.pid)
+        self.task_pids[f"{task_type}-{index}"] = process.pid
         (self.log_dir / "pids.json").write_text(json.dumps(
-            {"pids": self.pids, "cluster": self.cluster}))
+            {"pids": self.pids, "tasks": self.task_pids, "cluster": self.cluster}))
 
     def _wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
