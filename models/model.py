@@ -269,6 +269,20 @@ def _distributed_input(strategy: tf.distribute.Strategy, file_patterns: list[str
                                       input_context=context, **kwargs))
 
 
+def _unsharded_copy(model: keras.Model, build, checkpoint_dir: str) -> keras.Model:
+    """The trained weights in a model built outside the strategy, with whole variables.
+
+    Signatures traced on the coordinator capture each shard of a sharded table and look ids up
+    shard by shard; the SavedModel stores the table whole, so such a signature would read the
+    wrong rows for every id past the first shard. A checkpoint stores a sharded variable whole
+    too: written from the trained model and read into a plain one, it carries every weight."""
+    path = tf.train.Checkpoint(model=model).write(os.path.join(checkpoint_dir, "trained"))
+    plain = build()
+    tf.train.Checkpoint(model=plain).read(path).assert_existing_objects_matched()
+    logging.info("Exporting the trained weights as whole variables (from %s)", path)
+    return plain
+
+
 def _is_chief() -> bool:
     """The chief writes the model: the "chief" task if the cluster has one, else worker 0."""
     tf_config = json.loads(os.environ.get("TF_CONFIG") or "{}")
@@ -395,6 +409,10 @@ def _train_and_export(fn_args: tfx.components.FnArgs, strategy: tf.distribute.St
         train_steps = max(int(train_steps * float(config["warm_start_steps_fraction"])), 10)
     model.fit(train, steps_per_epoch=max(train_steps // 10, 1), epochs=10,
               validation_data=evaluation, validation_steps=fn_args.eval_steps, verbose=2)
+    if isinstance(strategy, tf.distribute.ParameterServerStrategy):
+        model = _unsharded_copy(model, lambda: build_model(
+            hp, int(config.get("crossed_embedding_buckets") or 0)),
+            os.path.join(fn_args.model_run_dir, "trained-weights"))
 
     # Under MultiWorkerMirroredStrategy every worker saves (saving is collective), but only
     # the chief writes to the real output; the others write to a scratch directory.
