@@ -3,8 +3,9 @@ own `run_fn`, for real:
 
 - an in-process cluster (2 workers, 2 ps: servers in this process, TF_CONFIG pointing at
   them, as Vertex writes it for a chief) trains the model-parallel variant: the loss falls, the
-  crossed embedding's table is split across both ps tasks, and the exported signatures
-  predict what the reloaded (unsharded) Keras model predicts;
+  crossed embedding's table is split across both ps tasks, the exported signatures
+  predict what the reloaded (unsharded) Keras model predicts, and a retrain warm-starts from
+  the export into its shards;
 - a worker killed mid-training (the cluster run_fn starts itself): the coordinator carries
   on with the other worker and the training finishes, its processes all stopped;
 - the whole pipeline with parameter_server on a small slice: the Trainer starts its
@@ -168,6 +169,16 @@ def test_in_process_cluster_trains_a_sharded_embedding_and_exports_it(
     assert len(exported) == len(examples) > 50
     np.testing.assert_allclose(exported, direct, atol=SIGNATURE_TOLERANCE)
 
+    # A retrain warm-starts from the exported model: its whole table is split into the new
+    # model's shards (the first epoch starts near the trained loss, not the initial one).
+    caplog.clear()
+    train({**_spec(finished_run, tmp_path / "warm", train_steps=20,
+                   crossed_embedding_buckets=CROSSED_BUCKETS, warm_start_steps_fraction=1.0),
+           "base_model": model_dir})
+    assert f"Warm start: starting from the weights of {model_dir}" in caplog.text, caplog.text
+    warm_losses = _epoch_losses(capsys.readouterr().out)
+    assert warm_losses[0] < losses[0], (warm_losses, losses)
+
 
 def test_a_worker_killed_mid_training_is_survived(finished_run, tmp_path):
     """run_fn starts its own loopback cluster (2 workers, 2 ps); worker 1 is killed once the
@@ -189,7 +200,7 @@ def test_a_worker_killed_mid_training_is_survived(finished_run, tmp_path):
         started = json.loads(pids_file.read_text())
         worker_1 = started["tasks"]["worker-1"]
         cmdline = Path(f"/proc/{worker_1}/cmdline").read_bytes().split(b"\0")
-        assert cmdline[-3:-1] == [b"worker", b"1"], cmdline
+        assert cmdline[4:6] == [b"worker", b"1"], cmdline  # python -m module spec type index
         os.kill(worker_1, signal.SIGKILL)
         returncode = trainer.wait(TIMEOUT_S)
     finally:
