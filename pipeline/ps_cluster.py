@@ -21,6 +21,7 @@ coordinator ships the functions.
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import os
 import signal
@@ -221,11 +222,17 @@ def training_cluster(num_workers: int, num_ps: int, log_dir: str) -> Iterator:
         logging.info("Parameter-server cluster from TF_CONFIG: %s", config["cluster"])
         yield tf.distribute.cluster_resolver.TFConfigClusterResolver()
         return
+    cluster = LocalCluster(num_workers, num_ps, log_dir).start()
     try:
-        with LocalCluster(num_workers, num_ps, log_dir) as cluster:
-            yield coordinator_resolver(cluster.cluster)
+        yield coordinator_resolver(cluster.cluster)
     finally:
-        _forget_cluster()
+        try:
+            # While the tasks still listen: the finished training's functions unregister
+            # from them (else each logs "Failed to remove function remotely" later).
+            gc.collect()
+            _forget_cluster()
+        finally:
+            cluster.stop()
 
 
 def _forget_cluster() -> None:
