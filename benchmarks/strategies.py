@@ -68,6 +68,7 @@ def train_task(spec: dict) -> None:
     """One training process (`--task SPEC`): tests/train_worker.py, with worker 1's training
     input delayed when the spec asks for a slow worker."""
     if spec.get("slow_worker_delay_ms"):
+        import tensorflow as tf  # noqa: PLC0415
         from tensorflow.python.data.experimental.ops import testing  # noqa: PLC0415
 
         from models import model  # noqa: PLC0415
@@ -76,9 +77,14 @@ def train_task(spec: dict) -> None:
 
         def input_dataset(*args, input_context=None, shuffle=True, **kwargs):
             dataset = undelayed(*args, input_context=input_context, shuffle=shuffle, **kwargs)
-            if shuffle and input_context is not None and input_context.input_pipeline_id == 1:
-                dataset = dataset.apply(testing.sleep(delay_us))  # a graph op: runs on workers
-            return dataset
+            if not shuffle:  # the evaluation input
+                return dataset
+            try:  # parameter_server: known when the dataset function runs on a worker
+                worker = tf.distribute.coordinator.experimental_get_current_worker_index()
+            except RuntimeError:  # multi_worker: the input pipeline is the worker
+                worker = input_context.input_pipeline_id if input_context else 0
+            delay = tf.cast(tf.equal(worker, 1), tf.int64) * delay_us
+            return dataset.apply(testing.sleep(delay))  # a graph op: it runs on the worker
         model.input_dataset = input_dataset  # run_fn looks it up when it builds the input
     sys.path.insert(0, str(REPO / "tests"))
     import train_worker  # noqa: PLC0415
@@ -150,7 +156,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--output-dir", type=Path, default=None,
                         help="a finished run's PIPELINE_OUTPUT_DIR (default: run one)")
     parser.add_argument("--steps", type=int, default=1000, help="training steps per config")
-    parser.add_argument("--delay-ms", type=float, default=100.0,
+    parser.add_argument("--delay-ms", type=float, default=300.0,
                         help="the slow worker's delay per batch")
     parser.add_argument("--only", nargs="*", help="configs whose name starts with these")
     parser.add_argument("--task", help=argparse.SUPPRESS)
@@ -171,7 +177,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         base = {"transform_graph": graph, "train_files": train, "eval_files": evaluation,
                 "train_steps": args.steps, "eval_steps": 5,
                 "custom_config": {"seed": SEED, "batch_size": BATCH_SIZE}}
-        print(f"data: spans {span_numbers}, hold-out {len(hold_out)} rows; {args.steps} steps "
+        print(f"hold-out: eval split of span(s) {span_numbers}, {len(hold_out)} rows; "
+              f"{args.steps} steps "
               f"of batch {BATCH_SIZE} per replica; slow worker: +{args.delay_ms:.0f} ms per "
               f"batch; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}", flush=True)
         header = (f"{'strategy':<38} {'global batch':>12} {'steps/s':>8} {'examples/s':>10} "

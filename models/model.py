@@ -84,7 +84,7 @@ def model_input_keys() -> list[str]:
 
 def input_dataset(file_patterns: list[str], tf_transform_output: tft.TFTransformOutput,
                   batch_size: int, shuffle: bool = True, repeat: bool = True,
-                  seed: Optional[int] = None,
+                  seed: Optional[int | tf.Tensor] = None,
                   input_context: Optional[tf.distribute.InputContext] = None,
                   content_order: bool = True) -> tf.data.Dataset:
     """(features, label) batches from Transform's gzipped TFRecords.
@@ -255,18 +255,30 @@ def _distributed_input(strategy: tf.distribute.Strategy, file_patterns: list[str
     input_dataset) instead of tf.data's auto-sharding by file, whose split depends on how
     many files Transform wrote; on one machine, the plain dataset."""
     if isinstance(strategy, tf.distribute.ParameterServerStrategy):
-        # Every worker builds its dataset from this function (DatasetCreator) and keeps its
-        # share of the records; each worker step is one batch of global_batch.
         return keras.utils.experimental.DatasetCreator(
-            lambda context: input_dataset(file_patterns, tf_transform_output, global_batch,
-                                          input_context=context, content_order=False,
-                                          **kwargs))
+            lambda context: _worker_dataset(file_patterns, tf_transform_output, global_batch,
+                                            **kwargs))
     if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         return input_dataset(file_patterns, tf_transform_output, global_batch, **kwargs)
     return strategy.distribute_datasets_from_function(
         lambda context: input_dataset(file_patterns, tf_transform_output,
                                       global_batch // context.num_input_pipelines,
                                       input_context=context, **kwargs))
+
+
+def _worker_dataset(file_patterns: list[str], tf_transform_output: tft.TFTransformOutput,
+                    batch_size: int, seed: Optional[int] = None, **kwargs) -> tf.data.Dataset:
+    """A parameter-server worker's input (its DatasetCreator function, traced once and run on
+    every worker): all the records, shuffled with the seed plus the worker's index, so workers
+    see them in different orders and a worker that dies takes no share of the data with it
+    (ParameterServerStrategy's InputContext is the same on every worker; the index is known
+    only when the function runs on one). Each worker step is one batch of `batch_size`."""
+    worker_seed = None
+    if seed is not None:
+        worker = tf.distribute.coordinator.experimental_get_current_worker_index()
+        worker_seed = tf.cast(worker, tf.int64) + int(seed)
+    return input_dataset(file_patterns, tf_transform_output, batch_size, seed=worker_seed,
+                         content_order=False, **kwargs)
 
 
 def _unsharded_copy(model: keras.Model, build, checkpoint_dir: str) -> keras.Model:
