@@ -15,8 +15,9 @@ from the exported `transform_features` signature):
                          started by run_fn on loopback ports (each worker step: one batch)
   ... + slow worker      the same with worker 1's input delayed by --delay-ms per batch
 
-Printed, not asserted: steps/s (steps of every epoch but the first, which traces; a step is
-a synchronous step of all replicas, or under parameter_server one worker's batch),
+Printed, not asserted: steps/s (from the end of the first epoch, which traces, to the end of
+the last; a step is a synchronous step of all replicas, or under parameter_server one
+worker's batch),
 examples/s, wall time (process start to exit: imports, cluster start, export included) and
 hold-out AUC. --output-dir names a finished run's PIPELINE_OUTPUT_DIR; without it, the local
 runner runs on the shipped data (Tuner off) in a temporary directory first.
@@ -86,9 +87,27 @@ def train_task(spec: dict) -> None:
             delay = tf.cast(tf.equal(worker, 1), tf.int64) * delay_us
             return dataset.apply(testing.sleep(delay))  # a graph op: it runs on the worker
         model.input_dataset = input_dataset  # run_fn looks it up when it builds the input
+    _time_epochs()
     sys.path.insert(0, str(REPO / "tests"))
     import train_worker  # noqa: PLC0415
     train_worker.main(spec)
+
+
+def _time_epochs() -> None:
+    """Every fit() also prints `epoch-end <epoch> <steps> <seconds>` lines (Keras rounds its
+    own epoch times to whole seconds)."""
+    import tf_keras as keras  # noqa: PLC0415
+
+    class EpochTimer(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            print(f"epoch-end {epoch} {self.params.get('steps')} {time.perf_counter():.6f}",
+                  flush=True)
+
+    undecorated = keras.Model.fit
+
+    def fit(self, *args, callbacks=None, **kwargs):
+        return undecorated(self, *args, callbacks=[*(callbacks or []), EpochTimer()], **kwargs)
+    keras.Model.fit = fit
 
 
 def _free_port() -> int:
@@ -129,13 +148,13 @@ def run_config(config: Config, base_spec: dict, out: Path, delay_ms: float) -> t
 
 
 def steps_per_second(output: str) -> float:
-    """Steps per second of the epochs after the first (Keras verbose=2 epoch lines)."""
-    epochs = re.findall(r"(\d+)/\d+ - .*? - ([0-9.]+)(ms|s)/epoch", output)
-    if len(epochs) < 2:
+    """Steps per second from the end of the first epoch (which traces) to the end of the
+    last (the `epoch-end` lines of _time_epochs; validation included)."""
+    ends = [(int(steps), float(t)) for _, steps, t in
+            re.findall(r"^epoch-end (\d+) (\d+) ([0-9.]+)$", output, re.MULTILINE)]
+    if len(ends) < 2:
         raise ValueError(f"no epoch timings in the output:\n{output[-3000:]}")
-    steps = sum(int(n) for n, _, _ in epochs[1:])
-    seconds = sum(float(t) / (1000 if unit == "ms" else 1) for _, t, unit in epochs[1:])
-    return steps / seconds
+    return sum(steps for steps, _ in ends[1:]) / (ends[-1][1] - ends[0][1])
 
 
 def holdout_auc(model_dir: Path, serialized: list[bytes]) -> float:
