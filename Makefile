@@ -98,8 +98,9 @@ browser:
 		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y --no-install-recommends chromium; }
 
 # Scale: larger generated datasets, the growth benchmark (15k/150k/1.5M rows, both Beam modes;
-# an hour or more on 2 cores) and the input-path benchmark. ROWS/DIR for data-large.
-.PHONY: data-large benchmark-growth benchmark-input
+# an hour or more on 2 cores), the input-path and the distribution-strategy benchmarks.
+# ROWS/DIR for data-large.
+.PHONY: data-large benchmark-growth benchmark-input benchmark-strategies
 ROWS ?= 1500000
 data-large: setup
 	$(PY) scripts/generate_data.py $(or $(DIR),outputs/data-$(ROWS)) --rows $(ROWS) $(ARGS)
@@ -109,6 +110,9 @@ benchmark-growth: setup
 
 benchmark-input: setup
 	$(PY) benchmarks/input_path.py $(ARGS)
+
+benchmark-strategies: setup
+	$(PY) benchmarks/strategies.py $(ARGS)
 
 clean:
 	rm -rf outputs

@@ -40,6 +40,11 @@ VOCAB_FEATURES = {
 }
 NUM_OOV_BUCKETS = 2
 
+# The model-parallel variant (PIPELINE_CROSSED_EMBEDDING_BUCKETS > 0) crosses these two
+# categorical features into one hashed id with a large embedding table (README, Parameter-server
+# training); without this list it crosses the two categorical inputs with the most ids.
+CROSSED_FEATURES = ["pickup_community_area", "dropoff_community_area"]
+
 # Columns that are strings; all other columns are numbers.
 STRING_FEATURES = ["payment_type", "company"]
 

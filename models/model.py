@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from typing import Optional
 
 import tensorflow as tf
@@ -15,6 +16,7 @@ from absl import logging
 from tfx import v1 as tfx
 
 from models import autograph, features, hyperparameters, warm_start
+from pipeline import ps_cluster
 
 autograph.leave_tf_keras_alone()  # tracing fit() 12 s -> 1 s (models/autograph.py)
 
@@ -33,6 +35,10 @@ CONTENT_ORDER_MAX_FILES_BYTES = 64 * 1024 * 1024
 # Decimals of the floats in the content-order key: coarse enough that a last-bit difference
 # rarely crosses a rounding boundary, fine enough that distinct records keep distinct keys.
 ORDER_KEY_FLOAT_DECIMALS = 2
+# The opt-in crossed feature (Settings.crossed_embedding_buckets > 0): its hashed ids and
+# their embedding table, the one large variable, which parameter_server shards across ps tasks.
+CROSSED_IDS_LAYER = "crossed_ids"
+CROSSED_EMBEDDING_LAYER = "crossed_embedding"
 
 
 def _categorical_inputs() -> dict[str, int]:
@@ -46,6 +52,31 @@ def _categorical_inputs() -> dict[str, int]:
     return sizes
 
 
+def _categorical_input_name(key: str) -> str:
+    """The transformed categorical input of raw column `key` (numbers: their buckets)."""
+    return features.bucketized_name(key) if key in features.NUMERIC_FEATURES else (
+        features.transformed_name(key))
+
+
+def crossed_inputs() -> tuple[str, str]:
+    """The two categorical inputs the crossed feature crosses: CROSSED_FEATURES in
+    models/features.py if it names them, else the two with the most ids."""
+    categorical = _categorical_inputs()
+    chosen = getattr(features, "CROSSED_FEATURES", None)
+    if chosen:
+        names = tuple(_categorical_input_name(k) for k in chosen)
+        unknown = [k for k, name in zip(chosen, names) if name not in categorical]
+        if len(names) != 2 or unknown:
+            raise ValueError(f"CROSSED_FEATURES={list(chosen)} in models/features.py: name two "
+                             f"categorical features (unknown: {unknown})")
+        return names
+    if len(categorical) < 2:
+        raise ValueError("the crossed feature needs two categorical inputs; the dataset has "
+                         f"{len(categorical)}")
+    first, second = sorted(categorical, key=lambda k: -categorical[k])[:2]
+    return first, second
+
+
 def model_input_keys() -> list[str]:
     return ([features.transformed_name(k) for k in features.NUMERIC_FEATURES]
             + list(_categorical_inputs()))
@@ -53,8 +84,9 @@ def model_input_keys() -> list[str]:
 
 def input_dataset(file_patterns: list[str], tf_transform_output: tft.TFTransformOutput,
                   batch_size: int, shuffle: bool = True, repeat: bool = True,
-                  seed: Optional[int] = None,
-                  input_context: Optional[tf.distribute.InputContext] = None) -> tf.data.Dataset:
+                  seed: Optional[int | tf.Tensor] = None,
+                  input_context: Optional[tf.distribute.InputContext] = None,
+                  content_order: bool = True) -> tf.data.Dataset:
     """(features, label) batches from Transform's gzipped TFRecords.
 
     Batches before parsing (one vectorized parse per batch), reads files in parallel,
@@ -65,6 +97,10 @@ def input_dataset(file_patterns: list[str], tf_transform_output: tft.TFTransform
     the same seeded, shuffled stream and keeps every n-th record: a global step then trains on
     exactly the consecutive records one worker would batch alone (so a multi-worker run
     matches a single-worker run with the global batch size). `batch_size` is per pipeline.
+
+    `content_order=False` skips the content ordering (it reads the records eagerly, which a
+    parameter-server worker's traced dataset function cannot; asynchronous training is not
+    repeatable anyway).
     """
     files = sorted(f for pattern in file_patterns for f in tf.io.gfile.glob(pattern))
     if not files:
@@ -73,7 +109,7 @@ def input_dataset(file_patterns: list[str], tf_transform_output: tft.TFTransform
     dataset = tf.data.TFRecordDataset(files, compression_type="GZIP",
                                       num_parallel_reads=tf.data.AUTOTUNE)
     files_bytes = sum(tf.io.gfile.stat(f).length for f in files)
-    if files_bytes < CONTENT_ORDER_MAX_FILES_BYTES:
+    if content_order and files_bytes < CONTENT_ORDER_MAX_FILES_BYTES:
         dataset = _in_content_order(dataset, feature_spec)
     elif files_bytes < CACHE_MAX_FILES_BYTES:
         dataset = dataset.cache()
@@ -124,8 +160,13 @@ def _in_content_order(records: tf.data.Dataset,
     return tf.data.Dataset.from_tensor_slices(tf.gather(serialized, order))
 
 
-def build_model(hp: "hyperparameters.keras_tuner.HyperParameters") -> keras.Model:
-    """A deep network over embeddings of the categorical inputs and the z-scored numbers."""
+def build_model(hp: "hyperparameters.keras_tuner.HyperParameters",
+                crossed_embedding_buckets: int = 0) -> keras.Model:
+    """A deep network over embeddings of the categorical inputs and the z-scored numbers.
+
+    With `crossed_embedding_buckets` > 0, also an embedding of the two crossed_inputs()
+    crossed and hashed into that many buckets: a table of buckets x embedding_dim floats,
+    the model-parallel variant (parameter_server shards the table across its ps tasks)."""
     embedding_dim = hp.get("embedding_dim")
     inputs, deep = {}, []
     for key in features.NUMERIC_FEATURES:
@@ -136,6 +177,12 @@ def build_model(hp: "hyperparameters.keras_tuner.HyperParameters") -> keras.Mode
         inputs[name] = keras.Input(shape=(), name=name, dtype=tf.int64)
         deep.append(keras.layers.Embedding(size, embedding_dim, name=f"{name}_embedding")(
             inputs[name]))
+    if crossed_embedding_buckets:
+        first, second = crossed_inputs()
+        crossed = keras.layers.HashedCrossing(crossed_embedding_buckets, name=CROSSED_IDS_LAYER)(
+            (inputs[first], inputs[second]))
+        deep.append(keras.layers.Embedding(crossed_embedding_buckets, embedding_dim,
+                                           name=CROSSED_EMBEDDING_LAYER)(crossed))
 
     x = keras.layers.Concatenate()(deep)
     for i in range(hp.get("num_layers")):
@@ -151,10 +198,19 @@ def build_model(hp: "hyperparameters.keras_tuner.HyperParameters") -> keras.Mode
     return model
 
 
-def distribution_strategy(name: str) -> tf.distribute.Strategy:
+def distribution_strategy(name: str, cluster_resolver=None,
+                          config: Optional[dict] = None) -> tf.distribute.Strategy:
     """default: one device; mirrored: synchronous replicas on this machine's GPUs, or on its
     logical CPU devices if it has no GPU and several are configured; multi_worker: synchronous
-    all-reduce across the workers TF_CONFIG lists."""
+    all-reduce across the workers TF_CONFIG lists; parameter_server: asynchronous training
+    on the workers of `cluster_resolver`'s cluster (this process coordinates), variables on
+    its ps tasks, large ones split in shards (variable_partitioner)."""
+    if name == "parameter_server":
+        if cluster_resolver is None:
+            raise ValueError("parameter_server needs a cluster (run_fn starts or finds one)")
+        num_ps = cluster_resolver.cluster_spec().num_tasks("ps")
+        return tf.distribute.ParameterServerStrategy(
+            cluster_resolver, variable_partitioner=variable_partitioner(config or {}, num_ps))
     if name == "mirrored":
         if not tf.config.list_logical_devices("GPU"):
             cpus = [d.name for d in tf.config.list_logical_devices("CPU")]
@@ -165,7 +221,31 @@ def distribution_strategy(name: str) -> tf.distribute.Strategy:
         return tf.distribute.MultiWorkerMirroredStrategy()
     if name == "default":
         return tf.distribute.get_strategy()
-    raise ValueError(f"distribution_strategy={name!r}: expected default, mirrored or multi_worker")
+    raise ValueError(f"distribution_strategy={name!r}: expected default, mirrored, multi_worker "
+                     "or parameter_server")
+
+
+def variable_partitioner(config: dict, num_ps: int):
+    """Variables of at least 2 x ps_min_shard_bytes are split by rows into shards of at least
+    that size, at most ps_max_shards (0: one per ps task) of them, placed on the ps tasks in
+    turn; smaller variables stay whole on one ps task."""
+    max_shards = int(config.get("ps_max_shards") or 0) or num_ps
+    return tf.distribute.experimental.partitioners.MinSizePartitioner(
+        min_shard_bytes=int(config.get("ps_min_shard_bytes") or 256 << 10),
+        max_shards=max_shards)
+
+
+def shard_placement(model: keras.Model) -> dict[str, list[tuple[str, list[int]]]]:
+    """Sharded variable -> [(device, shape)] of its shards, in shard order (a variable that
+    the partitioner split is a ShardedVariable whose parts Keras lists as `<name>/part_<i>`)."""
+    placement: dict[str, list] = {}
+    for variable in model.variables:
+        match = re.fullmatch(r"(.+)/part_(\d+)(:\d+)?", variable.name)
+        if match:
+            placement.setdefault(match.group(1), []).append(
+                (int(match.group(2)), variable.device, variable.shape.as_list()))
+    return {name: [(device, shape) for _, device, shape in sorted(parts)]
+            for name, parts in placement.items()}
 
 
 def _distributed_input(strategy: tf.distribute.Strategy, file_patterns: list[str],
@@ -174,12 +254,45 @@ def _distributed_input(strategy: tf.distribute.Strategy, file_patterns: list[str
     """input_dataset for `strategy`: across workers, each worker builds its own share (see
     input_dataset) instead of tf.data's auto-sharding by file, whose split depends on how
     many files Transform wrote; on one machine, the plain dataset."""
+    if isinstance(strategy, tf.distribute.ParameterServerStrategy):
+        return keras.utils.experimental.DatasetCreator(
+            lambda context: _worker_dataset(file_patterns, tf_transform_output, global_batch,
+                                            **kwargs))
     if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         return input_dataset(file_patterns, tf_transform_output, global_batch, **kwargs)
     return strategy.distribute_datasets_from_function(
         lambda context: input_dataset(file_patterns, tf_transform_output,
                                       global_batch // context.num_input_pipelines,
                                       input_context=context, **kwargs))
+
+
+def _worker_dataset(file_patterns: list[str], tf_transform_output: tft.TFTransformOutput,
+                    batch_size: int, seed: Optional[int] = None, **kwargs) -> tf.data.Dataset:
+    """A parameter-server worker's input (its DatasetCreator function, traced once and run on
+    every worker): all the records, shuffled with the seed plus the worker's index, so workers
+    see them in different orders and a worker that dies takes no share of the data with it
+    (ParameterServerStrategy's InputContext is the same on every worker; the index is known
+    only when the function runs on one). Each worker step is one batch of `batch_size`."""
+    worker_seed = None
+    if seed is not None:
+        worker = tf.distribute.coordinator.experimental_get_current_worker_index()
+        worker_seed = tf.cast(worker, tf.int64) + int(seed)
+    return input_dataset(file_patterns, tf_transform_output, batch_size, seed=worker_seed,
+                         content_order=False, **kwargs)
+
+
+def _unsharded_copy(model: keras.Model, build, checkpoint_dir: str) -> keras.Model:
+    """The trained weights in a model built outside the strategy, with whole variables.
+
+    Signatures traced on the coordinator capture each shard of a sharded table and look ids up
+    shard by shard; the SavedModel stores the table whole, so such a signature would read the
+    wrong rows for every id past the first shard. A checkpoint stores a sharded variable whole
+    too: written from the trained model and read into a plain one, it carries every weight."""
+    path = tf.train.Checkpoint(model=model).write(os.path.join(checkpoint_dir, "trained"))
+    plain = build()
+    tf.train.Checkpoint(model=plain).read(path).assert_existing_objects_matched()
+    logging.info("Exporting the trained weights as whole variables (from %s)", path)
+    return plain
 
 
 def _is_chief() -> bool:
@@ -260,7 +373,24 @@ def export_signatures(model: keras.Model, tf_transform_output: tft.TFTransformOu
 
 
 def run_fn(fn_args: tfx.components.FnArgs) -> None:
-    """Trains the model (TFX Trainer entry point) and exports it with its signatures."""
+    """Trains the model (TFX Trainer entry point) and exports it with its signatures.
+
+    parameter_server: a worker or ps replica of a TF_CONFIG cluster (Vertex) serves its task
+    instead; the coordinator trains on the cluster pipeline/ps_cluster.py finds or starts."""
+    config = fn_args.custom_config or {}
+    name = config.get("distribution_strategy", "default")
+    if name != "parameter_server":
+        _train_and_export(fn_args, distribution_strategy(name))
+        return
+    if ps_cluster.serve_task_from_tf_config():
+        return
+    with ps_cluster.training_cluster(
+            int(config.get("ps_workers", 2)), int(config.get("ps_tasks", 2)),
+            log_dir=os.path.join(fn_args.model_run_dir, "ps-cluster")) as resolver:
+        _train_and_export(fn_args, distribution_strategy(name, resolver, config))
+
+
+def _train_and_export(fn_args: tfx.components.FnArgs, strategy: tf.distribute.Strategy) -> None:
     config = fn_args.custom_config or {}
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_graph_path)
     hp = hyperparameters.from_config(fn_args.hyperparameters)
@@ -270,8 +400,8 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     if seed is not None:
         keras.utils.set_random_seed(int(seed))
 
-    strategy = distribution_strategy(config.get("distribution_strategy", "default"))
-    # Each replica gets batch_size examples: the global batch grows with the replicas.
+    # Each replica gets batch_size examples: the global batch grows with the replicas (under
+    # parameter_server one replica: each worker's step is one batch).
     global_batch = batch_size * strategy.num_replicas_in_sync
     logging.info("Training on %d replica(s) with %s, global batch %d",
                  strategy.num_replicas_in_sync, type(strategy).__name__, global_batch)
@@ -280,7 +410,10 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     evaluation = _distributed_input(strategy, fn_args.eval_files, tf_transform_output,
                                     global_batch, shuffle=False)
     with strategy.scope():
-        model = build_model(hp)
+        model = build_model(hp, int(config.get("crossed_embedding_buckets") or 0))
+    for variable, shards in shard_placement(model).items():
+        logging.info("Sharded variable %s: %s", variable,
+                     ", ".join(f"{shape} on {device}" for device, shape in shards))
     train_steps = fn_args.train_steps
     # Warm start (Settings.warm_start): from the served model's weights, fewer steps do.
     if fn_args.base_model and warm_start.warm_start(model, fn_args.base_model,
@@ -288,6 +421,10 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         train_steps = max(int(train_steps * float(config["warm_start_steps_fraction"])), 10)
     model.fit(train, steps_per_epoch=max(train_steps // 10, 1), epochs=10,
               validation_data=evaluation, validation_steps=fn_args.eval_steps, verbose=2)
+    if isinstance(strategy, tf.distribute.ParameterServerStrategy):
+        model = _unsharded_copy(model, lambda: build_model(
+            hp, int(config.get("crossed_embedding_buckets") or 0)),
+            os.path.join(fn_args.model_run_dir, "trained-weights"))
 
     # Under MultiWorkerMirroredStrategy every worker saves (saving is collective), but only
     # the chief writes to the real output; the others write to a scratch directory.

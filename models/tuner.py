@@ -22,8 +22,9 @@ class KerasTwoTuner(keras_tuner.engine.base_tuner.BaseTuner):
     """
 
     def __init__(self, *, train, evaluation, steps: int, eval_steps: int,
-                 seed: Optional[int] = None, **kwargs):
+                 seed: Optional[int] = None, crossed_embedding_buckets: int = 0, **kwargs):
         super().__init__(**kwargs)
+        self._crossed_embedding_buckets = crossed_embedding_buckets
         self._train, self._evaluation = train, evaluation
         self._steps, self._eval_steps = steps, eval_steps
         self._seed = seed
@@ -33,7 +34,7 @@ class KerasTwoTuner(keras_tuner.engine.base_tuner.BaseTuner):
             # Every trial starts from the same random state: trials differ only by their
             # hyperparameters, and a rerun (or another runner) ranks them the same way.
             keras.utils.set_random_seed(self._seed)
-        candidate = model.build_model(trial.hyperparameters)
+        candidate = model.build_model(trial.hyperparameters, self._crossed_embedding_buckets)
         history = candidate.fit(self._train, steps_per_epoch=self._steps, epochs=1,
                                 validation_data=self._evaluation,
                                 validation_steps=self._eval_steps, verbose=0)
@@ -62,5 +63,6 @@ def tuner_fn(fn_args: tfx.components.FnArgs) -> tfx.components.TunerFnResult:
                                        shuffle=False),
         steps=fn_args.train_steps, eval_steps=fn_args.eval_steps,
         seed=None if seed is None else int(seed),
+        crossed_embedding_buckets=int(config.get("crossed_embedding_buckets") or 0),
         directory=fn_args.working_dir, project_name="search", overwrite=True)
     return tfx.components.TunerFnResult(tuner=tuner, fit_kwargs={})

@@ -70,6 +70,7 @@ def _load_and_copy(model: keras.Model, base_model_dir: str,
                         f"{MIN_KEPT_TOKEN_SHARE:.0%} of the base model's tokens are in it")
             new_weights[layer.name] = [mapped]
             continue
+        old = _split_like_shards(old, weights)
         if [w.shape for w in old] != [w.shape for w in weights]:
             return (f"layer {layer.name!r} changed shape ({[w.shape for w in old]} -> "
                     f"{[w.shape for w in weights]}): other hyperparameters or inputs")
@@ -77,6 +78,18 @@ def _load_and_copy(model: keras.Model, base_model_dir: str,
     for name, weights in new_weights.items():
         model.get_layer(name).set_weights(weights)
     return None
+
+
+def _split_like_shards(old: list[np.ndarray], weights: list[np.ndarray]) -> list[np.ndarray]:
+    """A whole table split by rows like `weights`, when `weights` are the shards of one
+    variable of the same total shape (parameter_server's partitioner splits large tables;
+    the saved base model holds them whole); else `old` unchanged."""
+    if len(old) != 1 or len(weights) < 2 or old[0].ndim < 1:
+        return old
+    if any(w.shape[1:] != old[0].shape[1:] for w in weights) or (
+            sum(w.shape[0] for w in weights) != old[0].shape[0]):
+        return old
+    return np.split(old[0], np.cumsum([w.shape[0] for w in weights])[:-1])
 
 
 def _read_vocabulary(path: str) -> Optional[list[bytes]]:

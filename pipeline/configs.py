@@ -18,7 +18,7 @@ from models import features
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 MODELS_DIR = PROJECT_ROOT / "models"
 
-STRATEGIES = ("default", "mirrored", "multi_worker")
+STRATEGIES = ("default", "mirrored", "multi_worker", "parameter_server")
 TFLITE_QUANTIZATIONS = ("dynamic", "int8")  # see pipeline/tflite.py
 # The names Kubeflow Pipelines v2 / Vertex accept; every runner uses them, so pipelines port.
 PIPELINE_NAME_PATTERN = re.compile(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?")
@@ -68,6 +68,18 @@ class Settings:
     eval_steps: int = 50
     batch_size: int = 128
     distribution_strategy: str = "default"
+    # parameter_server (README, Parameter-server training): workers and ps tasks of the cluster
+    # the Trainer starts locally (loopback processes), or the worker and ps pools on Vertex.
+    ps_workers: int = 2
+    ps_tasks: int = 2
+    # Variables of at least twice this size are split by rows into shards of at least this
+    # size, at most ps_max_shards of them (0 = one per ps task); smaller ones stay whole.
+    ps_min_shard_bytes: int = 256 * 1024
+    ps_max_shards: int = 0
+    # The model-parallel variant: > 0 adds an embedding of two categorical inputs crossed and
+    # hashed into this many buckets (CROSSED_FEATURES in models/features.py, else the two
+    # with the most ids); 0 = off.
+    crossed_embedding_buckets: int = 0
     # Seeds weight initialisation, shuffling and the tuner, so reruns train the same model.
     seed: int = 42
 
@@ -103,6 +115,7 @@ class Settings:
     gcp_region: str = ""
     # Vertex AI training: with N > 0 replicas the Trainer runs as a Vertex custom job of one
     # chief and N-1 workers (N > 1 needs distribution_strategy multi_worker); 0 = in the step.
+    # With parameter_server: one chief (the coordinator), ps_workers workers, ps_tasks ps.
     vertex_training_replicas: int = 0
     vertex_machine_type: str = "n1-standard-4"
     vertex_accelerator_type: str = ""  # e.g. NVIDIA_TESLA_T4; empty = CPU only
@@ -303,6 +316,15 @@ class Settings:
 
     def validate(self) -> None:
         _check_choice("distribution_strategy", self.distribution_strategy, STRATEGIES)
+        for name in ("ps_workers", "ps_tasks", "ps_min_shard_bytes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{env_name(name)} must be at least 1, got {getattr(self, name)}")
+        for name in ("ps_max_shards", "crossed_embedding_buckets"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{env_name(name)} must be 0 or more, got {getattr(self, name)}")
+        if 0 < self.crossed_embedding_buckets < 2:
+            raise ValueError("PIPELINE_CROSSED_EMBEDDING_BUCKETS must be 0 (off) or at least 2, "
+                             f"got {self.crossed_embedding_buckets}")
         _check_choice("tflite_quantization", self.tflite_quantization, TFLITE_QUANTIZATIONS)
         if self.tflite_representative_examples < 1:
             raise ValueError("PIPELINE_TFLITE_REPRESENTATIVE_EXAMPLES must be at least 1, "
@@ -343,10 +365,12 @@ class Settings:
                 f"PIPELINE_KUBEFLOW_OUTPUT_DIR={self.kubeflow_output_dir!r}: set a gs:// "
                 "directory (pipeline root, pushed models, Beam temp files); steps run in "
                 "containers and write it with tf.io.gfile")
-        if self.vertex_training_replicas > 1 and self.distribution_strategy != "multi_worker":
+        if self.vertex_training_replicas > 1 and self.distribution_strategy not in (
+                "multi_worker", "parameter_server"):
             raise ValueError(
                 f"PIPELINE_VERTEX_TRAINING_REPLICAS={self.vertex_training_replicas} needs "
-                "PIPELINE_DISTRIBUTION_STRATEGY=multi_worker (each replica is a worker)")
+                "PIPELINE_DISTRIBUTION_STRATEGY=multi_worker (each replica is a worker) or "
+                "parameter_server (PIPELINE_PS_WORKERS and PIPELINE_PS_TASKS size its pools)")
         cloud_uses = [use for use, wanted in (
             ("PIPELINE_BEAM_PRESET=dataflow", self.beam_preset == "dataflow"),
             ("PIPELINE_BIGQUERY_QUERY", bool(self.bigquery_query)),

@@ -157,6 +157,12 @@ def create_pipeline(settings: configs.Settings, *,
 
     training_config = {**code_config, "batch_size": settings.batch_size,
                        "distribution_strategy": settings.distribution_strategy}
+    if settings.crossed_embedding_buckets:
+        training_config["crossed_embedding_buckets"] = settings.crossed_embedding_buckets
+    if settings.distribution_strategy == "parameter_server":
+        training_config.update(ps_workers=settings.ps_workers, ps_tasks=settings.ps_tasks,
+                               ps_min_shard_bytes=settings.ps_min_shard_bytes,
+                               ps_max_shards=settings.ps_max_shards)
     components = [example_gen, statistics_gen, schema_gen, example_validator, anomalies_gate,
                   *window_nodes, *continuous.nodes, transform]
     components += [leakage] if leakage else []
@@ -297,7 +303,10 @@ def _pusher(settings: configs.Settings, model: tfx.types.BaseChannel,
 def _vertex_training_config(settings: configs.Settings) -> dict:
     """custom_config of the Google Cloud Trainer: a Vertex AI custom job whose first worker
     pool is the chief (Vertex allows one replica there) and the second the other workers;
-    every replica runs the pipeline image (TFX sets the command)."""
+    every replica runs the pipeline image (TFX sets the command). parameter_server adds the
+    third pool, the ps tasks (CPU machines: they hold variables and compute nothing), and
+    sizes the worker pool with ps_workers; Vertex writes TF_CONFIG with the types chief,
+    worker and ps accordingly."""
     vertex = tfx.extensions.google_cloud_ai_platform
     machine_spec = {"machine_type": settings.vertex_machine_type}
     if settings.vertex_accelerator_type:
@@ -306,7 +315,12 @@ def _vertex_training_config(settings: configs.Settings) -> dict:
     pool = {"machine_spec": machine_spec,
             "container_spec": {"image_uri": settings.container_image}}
     pools = [{**pool, "replica_count": 1}]
-    if settings.vertex_training_replicas > 1:
+    if settings.distribution_strategy == "parameter_server":
+        pools.append({**pool, "replica_count": settings.ps_workers})
+        pools.append({"machine_spec": {"machine_type": settings.vertex_machine_type},
+                      "container_spec": {"image_uri": settings.container_image},
+                      "replica_count": settings.ps_tasks})
+    elif settings.vertex_training_replicas > 1:
         pools.append({**pool, "replica_count": settings.vertex_training_replicas - 1})
     return {
         vertex.ENABLE_VERTEX_KEY: True,

@@ -218,6 +218,44 @@ def test_vertex_training_reaches_the_trainer(vertex):
                                         "accelerator_count": 1}
 
 
+def test_parameter_server_training_has_chief_worker_and_ps_pools(tmp_path):
+    """parameter_server on Vertex: pool 0 the chief (the coordinator), pool 1 the workers,
+    pool 2 the ps tasks (CPU only: they hold variables), which Vertex turns into TF_CONFIG's
+    chief, worker and ps; the Trainer gets the sharding settings."""
+    compiled = Compiled(kubeflow_environ(
+        tmp_path, PIPELINE_DISTRIBUTION_STRATEGY="parameter_server",
+        PIPELINE_VERTEX_TRAINING_REPLICAS="1", PIPELINE_PS_WORKERS="3", PIPELINE_PS_TASKS="2",
+        PIPELINE_PS_MIN_SHARD_BYTES="65536", PIPELINE_CROSSED_EMBEDDING_BUCKETS="200000"))
+    args = list(compiled.container("Trainer").args)
+    assert args[args.index("--executor_class_path") + 1] == (
+        "tfx.extensions.google_cloud_ai_platform.trainer.executor.GenericExecutor")
+    config = json.loads(compiled.parameter("Trainer", "custom_config"))
+    assert config["distribution_strategy"] == "parameter_server"
+    assert (config["ps_workers"], config["ps_tasks"], config["ps_min_shard_bytes"],
+            config["ps_max_shards"], config["crossed_embedding_buckets"]) == (3, 2, 65536, 0,
+                                                                             200000)
+    pools = config[VERTEX.TRAINING_ARGS_KEY]["job_spec"]["worker_pool_specs"]
+    assert [pool["replica_count"] for pool in pools] == [1, 3, 2]  # chief, workers, ps
+    gpu = {"machine_type": "n1-standard-4", "accelerator_type": "NVIDIA_TESLA_T4",
+           "accelerator_count": 1}
+    assert [pool["machine_spec"] for pool in pools] == [gpu, gpu,
+                                                        {"machine_type": "n1-standard-4"}]
+    assert all(pool["container_spec"]["image_uri"] == IMAGE for pool in pools)
+
+
+@pytest.mark.parametrize("environ, message", [
+    ({"PIPELINE_PS_WORKERS": "0"}, "PIPELINE_PS_WORKERS must be at least 1"),
+    ({"PIPELINE_PS_TASKS": "0"}, "PIPELINE_PS_TASKS must be at least 1"),
+    ({"PIPELINE_PS_MAX_SHARDS": "-1"}, "PIPELINE_PS_MAX_SHARDS must be 0 or more"),
+    ({"PIPELINE_CROSSED_EMBEDDING_BUCKETS": "1"}, "PIPELINE_CROSSED_EMBEDDING_BUCKETS must be 0"),
+    ({"PIPELINE_DISTRIBUTION_STRATEGY": "mirrored", "PIPELINE_VERTEX_TRAINING_REPLICAS": "2"},
+     "needs PIPELINE_DISTRIBUTION_STRATEGY=multi_worker"),
+])
+def test_parameter_server_settings_are_validated(tmp_path, environ, message):
+    with pytest.raises(ValueError, match=message):
+        configs.Settings.from_env({**kubeflow_environ(tmp_path), **environ})
+
+
 def test_blessed_models_go_to_the_vertex_endpoint(vertex):
     config = json.loads(vertex.parameter("Pusher", "custom_config"))
     assert config[VERTEX.ENABLE_VERTEX_KEY] is True

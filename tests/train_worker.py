@@ -6,7 +6,8 @@ TF_CONFIG are set before TensorFlow initialises.
 
 Keys: transform_graph, train_files, eval_files, serving_model_dir, model_run_dir,
 train_steps, eval_steps, custom_config, hyperparameters (name -> value over the defaults),
-logical_cpus (optional: split the CPU into that many logical devices).
+logical_cpus (optional: split the CPU into that many logical devices), base_model (optional:
+a model to warm-start from; custom_config then needs warm_start_steps_fraction).
 """
 from __future__ import annotations
 
@@ -38,7 +39,8 @@ def main(spec: dict) -> None:
         train_steps=int(spec["train_steps"]), eval_steps=int(spec["eval_steps"]),
         transform_graph_path=spec["transform_graph"],
         serving_model_dir=spec["serving_model_dir"], model_run_dir=spec["model_run_dir"],
-        hyperparameters=hp.get_config(), custom_config=spec["custom_config"]))
+        hyperparameters=hp.get_config(), custom_config=spec["custom_config"],
+        base_model=spec.get("base_model")))
 
 
 if __name__ == "__main__":
