@@ -49,17 +49,13 @@ def ingest_earlier_spans(settings: configs.Settings, metadata,
         if not todo:
             return
         state.span = todo[0]
-        if input_check.accept_earlier_span(settings, state.span):
-            logging.info("Ingesting earlier span %d", state.span)
-            try:
-                tfx.orchestration.LocalDagRunner().run(create_pipeline(
-                    settings, metadata_connection_config=metadata, ingest_only_span=state.span))
-            except Exception as error:  # noqa: BLE001 (a rejection is recorded, not fatal)
-                if not rejections.record_failure(settings, state.span,
-                                                 run_log.failed_node(error) or "", error):
-                    raise  # a crash, not a finding about the span
-                logging.warning("Earlier span %d is rejected and skipped: %s", state.span, error)
-            ingested.add(state.span)
+        span = state.span
+        logging.info("Ingesting earlier span %d", span)
+        input_check.ingest_earlier_span(
+            settings, span, lambda: tfx.orchestration.LocalDagRunner().run(create_pipeline(
+                settings, metadata_connection_config=metadata, ingest_only_span=span)),
+            run_log.failed_node)
+        ingested.add(span)
 
 
 def run(settings: configs.Settings, metadata, span: Optional[int], state: RunState) -> None:

@@ -95,15 +95,10 @@ def ingest_earlier_spans(settings: configs.Settings, run_id: str) -> list[int]:
     while todo := spans.earlier_spans_to_ingest(settings, ingested,
                                                 rejections.of_pipeline(settings)):
         span = todo[0]
-        if input_check.accept_earlier_span(settings, span):
-            try:
-                ingest_span(settings, span, run_id)
-                done.append(span)
-            except Exception as error:  # noqa: BLE001 (a rejection is recorded, not fatal)
-                if not rejections.record_failure(settings, span, "", error):
-                    raise  # a crash, not a finding about the span
-                logging.warning("Earlier span %d is rejected and skipped: %s", span, error)
-            ingested.add(span)
+        if input_check.ingest_earlier_span(settings, span,
+                                           lambda: ingest_span(settings, span, run_id)):
+            done.append(span)
+        ingested.add(span)
     return done
 
 

@@ -8,7 +8,7 @@ before any component runs. Each finding raises SpanRejectedError (pipeline/rejec
 from __future__ import annotations
 
 import csv
-from typing import Iterator
+from typing import Callable, Iterator, Optional
 
 import tensorflow as tf
 from absl import logging
@@ -88,5 +88,23 @@ def accept_earlier_span(settings: configs.Settings, span: int) -> bool:
     except SpanRejectedError as error:
         rejections.record_failure(settings, span, SPAN_FILES_CHECK, error)
         logging.warning("Span %d is rejected and skipped: %s", span, error)
+        return False
+    return True
+
+
+def ingest_earlier_span(settings: configs.Settings, span: int, ingest: Callable[[], None],
+                        failed_node: Callable[[BaseException], Optional[str]] = lambda e: None
+                        ) -> bool:
+    """An earlier span of the window, as both runners take it: its files checked, then
+    `ingest` (ExampleGen and the span's validation). A span either step rejects is recorded
+    and skipped (False), so it never blocks a run; a crash raises."""
+    if not accept_earlier_span(settings, span):
+        return False
+    try:
+        ingest()
+    except Exception as error:  # noqa: BLE001 (a rejection is recorded, not fatal)
+        if not rejections.record_failure(settings, span, failed_node(error) or "", error):
+            raise  # a crash, not a finding about the span
+        logging.warning("Earlier span %d is rejected and skipped: %s", span, error)
         return False
     return True
