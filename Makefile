@@ -65,7 +65,7 @@ batch-predict: setup
 	$(PY) -m serving.batch_predict $(ARGS)
 
 serving-skew: setup
-	$(PY) -m serving.skew $(ARGS)
+	$(PY) -m analysis.skew $(ARGS)
 
 benchmark-serving: setup
 	$(PY) benchmarks/serving.py $(ARGS)
@@ -73,7 +73,7 @@ benchmark-serving: setup
 .PHONY: watch replay stream
 # Continuous training: run the pipeline whenever a new complete span lands in the data location.
 watch: setup
-	$(PY) -m pipeline.trigger $(ARGS)
+	$(PY) -m pipeline.watch $(ARGS)
 
 # Replays the shipped spans one at a time (warm vs fresh start): outputs/replay/report.md.
 replay: setup

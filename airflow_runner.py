@@ -14,30 +14,29 @@ It orchestrates the legacy (pre-IR) way: each node is a PythonOperator that runs
 executor and publisher against MLMD, and a resolver's channels hold every run's artifacts.
 For the same pipeline as the other runners: the first task ingests the older spans of the
 training window on a new pipeline (as local_runner.py does), and the Evaluator's baseline
-strategy picks this run's model out of all of them (pipeline/baseline.py).
+strategy picks this run's model out of all of them (pipeline/resolvers.py).
 """
-import os
+from pipeline import runtime  # noqa: F401, I001  (first: Keras 2 before TensorFlow loads)
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # before TensorFlow loads; see models/
+import datetime
+import functools
 
-import datetime  # noqa: E402
-import functools  # noqa: E402
-
-from airflow import models as airflow_models  # noqa: E402
-from airflow.operators.python import PythonOperator, ShortCircuitOperator  # noqa: E402
-from tfx.orchestration.airflow.airflow_dag_runner import (  # noqa: E402
+from airflow import models as airflow_models
+from airflow.operators.python import PythonOperator, ShortCircuitOperator
+from tfx.orchestration.airflow.airflow_dag_runner import (
     AirflowDagRunner,
     AirflowPipelineConfig,
 )
 
-from pipeline import configs, rejections, spans  # noqa: E402
-from pipeline.airflow_support import (  # noqa: E402
+from pipeline import configs, rejections, spans
+from pipeline.airflow_tasks import (
     check_new_span,
     ingest_earlier_spans,
     metadata_config,
     record_rejection,
 )
-from pipeline.pipeline import EXAMPLE_GEN_ID, create_pipeline  # noqa: E402
+from pipeline.names import EXAMPLE_GEN_ID
+from pipeline.pipeline import create_pipeline
 
 INGEST_TASK_ID = "ingest_earlier_spans"
 CHECK_TASK_ID = "check_new_span"

@@ -14,17 +14,16 @@ Vertex runs only TFX's stock resolvers and the self-hosted backend none, which c
 no cloud service. Settings come from `PIPELINE_*` variables; required here:
 PIPELINE_CONTAINER_IMAGE and PIPELINE_KUBEFLOW_OUTPUT_DIR (gs://).
 """
+from pipeline import runtime  # noqa: F401, I001  (first: Keras 2 before TensorFlow loads)
+
 import os
+from typing import Optional
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # before TensorFlow loads; see models/
+from absl import logging
+from tfx import v1 as tfx
 
-from typing import Optional  # noqa: E402
-
-from absl import logging  # noqa: E402
-from tfx import v1 as tfx  # noqa: E402
-
-from pipeline import configs  # noqa: E402
-from pipeline.pipeline import create_pipeline  # noqa: E402
+from pipeline import configs
+from pipeline.pipeline import create_pipeline
 
 
 def kubeflow_settings(environ: Optional[dict[str, str]] = None) -> configs.Settings:

@@ -9,24 +9,18 @@ of a run goes to <output dir>/logs/ (pipeline/run_log.py); the console shows the
 own log lines, then the summary, or on failure one message naming the span and what to do.
 """
 import dataclasses
-import os
-import warnings
 from typing import Optional
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # before TensorFlow loads; see models/
-# Google's cloud clients warn about this Python version on import, a page of lines no user of
-# this project can act on; other warnings still show.
-warnings.filterwarnings("ignore", category=FutureWarning, module=r"google(\.|$)")
+from pipeline import runtime  # first: Keras 2, GC, warnings (imports nothing heavy)
 
-from pipeline import garbage_collection  # noqa: E402 (imports nothing heavy)
-
-with garbage_collection.paused_for_imports():
+with runtime.paused_for_imports():
     from absl import logging
     from tfx import v1 as tfx
 
-    from pipeline import (configs, input_check, preflight, rejections, run_log, spans,
-                          summary)
-    from pipeline.pipeline import EXAMPLE_GEN_ID, create_pipeline
+    from pipeline import (configs, input_check, preflight, rejections, run_log, run_summary,
+                          spans)
+    from pipeline.names import EXAMPLE_GEN_ID
+    from pipeline.pipeline import create_pipeline
 
 
 @dataclasses.dataclass
@@ -105,8 +99,8 @@ def main() -> None:
         except Exception as error:  # noqa: BLE001 (every failure ends with its message)
             log.fail(failure_message(settings, error, state))
             raise SystemExit(1) from None
-        log.print(summary.latest_run_summary(settings))
-    garbage_collection.freeze_live_objects()
+        log.print(run_summary.latest_run_summary(settings))
+    runtime.freeze_live_objects()
 
 
 if __name__ == "__main__":

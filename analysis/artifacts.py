@@ -10,11 +10,11 @@ from typing import Optional
 import ml_metadata as mlmd
 
 from pipeline import configs, metadata
+from pipeline.names import BIGQUERY_EXAMPLE_GEN_ID, EXAMPLE_GEN_ID, STATISTICS_FILE, split_dir_name
 
 INPUT_EVENTS = (mlmd.proto.Event.INPUT, mlmd.proto.Event.DECLARED_INPUT)
 # What marks a full run (an ingest-only run has ExampleGen alone).
 FULL_RUN_NODE = "StatisticsGen"
-EXAMPLE_GEN_ID = "CsvExampleGen"
 
 
 class NoRunError(LookupError):
@@ -162,18 +162,18 @@ def ingested_examples(settings: configs.Settings,
                       store: mlmd.MetadataStore) -> list[mlmd.proto.Artifact]:
     """Every span ExampleGen ingested, newest last (one artifact per span: the newest)."""
     by_span = {}
-    for node in (EXAMPLE_GEN_ID, "BigQueryExampleGen"):
+    for node in (EXAMPLE_GEN_ID, BIGQUERY_EXAMPLE_GEN_ID):
         for artifact in metadata.node_outputs(store, settings.pipeline_name, node, "Examples"):
             by_span[metadata.span_of(artifact)] = artifact
     return [by_span[span] for span in sorted(by_span)]
 
 
 def split_uri(artifact: mlmd.proto.Artifact, split: str) -> str:
-    return os.path.join(artifact.uri, f"Split-{split}")
+    return os.path.join(artifact.uri, split_dir_name(split))
 
 
 def load_statistics(statistics_uri: str, split: str):
     """One split of a StatisticsGen output (a DatasetFeatureStatisticsList)."""
     import tensorflow_data_validation as tfdv  # heavy: only where statistics are read
-    return tfdv.load_stats_binary(os.path.join(statistics_uri, f"Split-{split}",
-                                               "FeatureStats.pb"))
+    return tfdv.load_stats_binary(os.path.join(statistics_uri, split_dir_name(split),
+                                               STATISTICS_FILE))

@@ -15,8 +15,8 @@ from tensorflow_model_analysis.writers import eval_config_writer
 
 from analysis import artifacts
 from analysis.stats_views import finished
+from pipeline.names import EVALUATOR_ID
 
-EVALUATOR_ID = "Evaluator"
 MAIN_METRICS = ("example_count", "auc", "binary_accuracy", "precision", "recall",
                 "auc_precision_recall", "calibration", "mean_label", "mean_prediction")
 

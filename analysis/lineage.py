@@ -20,7 +20,7 @@ import ml_metadata as mlmd
 
 from analysis import artifacts
 from pipeline import configs, metadata
-from pipeline.window import WINDOW_EXAMPLES_ID
+from pipeline.names import WINDOW_EXAMPLES_ID
 
 HYPERPARAMETERS_FILE = "best_hyperparameters.txt"  # what the Tuner writes
 
@@ -167,7 +167,7 @@ def lineage(settings: configs.Settings, model_path: Optional[str] = None) -> Lin
     if len(raw_examples) == 1:
         merge = graph.producer(raw_examples[0].id)
         if graph.node_of.get(merge.id) == WINDOW_EXAMPLES_ID:
-            # The window's spans, gathered into one artifact for Transform (pipeline/window.py).
+            # The window's spans, gathered into one artifact for Transform (pipeline/components/window_examples.py).
             raw_examples = graph.inputs(merge.id)["window"]
     spans = sorted(metadata.span_of(e) for e in raw_examples)
     statistics = {}

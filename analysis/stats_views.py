@@ -16,7 +16,9 @@ from tensorflow_metadata.proto.v0 import (
 )
 
 from analysis import artifacts
-from pipeline import continuous, gate, metadata
+from pipeline import metadata, serving_log
+from pipeline.components import anomalies_gate, drift_check
+from pipeline.names import LEAKAGE_CHECK_ID
 
 Statistics = statistics_pb2.DatasetFeatureStatisticsList
 SPLITS = ("train", "eval")
@@ -37,7 +39,7 @@ def run_statistics(run: artifacts.Run) -> dict[str, Statistics]:
 
 
 def run_anomalies(run: artifacts.Run) -> dict[str, anomalies_pb2.Anomalies]:
-    return gate.load_anomalies(run.require("ExampleValidator", "anomalies").uri, list(SPLITS))
+    return anomalies_gate.load_anomalies(run.require("ExampleValidator", "anomalies").uri, list(SPLITS))
 
 
 def span_statistics(run: artifacts.Run, examples, schema: schema_pb2.Schema,
@@ -47,7 +49,7 @@ def span_statistics(run: artifacts.Run, examples, schema: schema_pb2.Schema,
     stats = artifacts.statistics_of_examples(run.store, run.settings.pipeline_name, examples.id)
     if stats is not None:
         return artifacts.load_statistics(stats.uri, split)
-    return continuous.statistics_of(examples, split, schema)
+    return drift_check.statistics_of(examples, split, schema)
 
 
 # ---- Tables ----------------------------------------------------------------------------------
@@ -69,7 +71,7 @@ def missing_rate(feature: statistics_pb2.FeatureNameStatistics, num_examples: in
 
 def schema_table(schema: schema_pb2.Schema) -> pd.DataFrame:
     """One row per feature: type, presence, values per example, domain, environments."""
-    from analysis.leakage import environments
+    from pipeline.leakage import environments
 
     rows = []
     for f in schema.feature:
@@ -126,7 +128,7 @@ def anomalies_table(anomalies_by_split: dict[str, anomalies_pb2.Anomalies]) -> p
 
 
 def anomalies_summary(anomalies_by_split: dict[str, anomalies_pb2.Anomalies]) -> str:
-    lines = gate.describe_anomalies(anomalies_by_split)
+    lines = anomalies_gate.describe_anomalies(anomalies_by_split)
     return f"{len(lines)} anomalies" if lines else "No anomalies: every split matches the schema."
 
 
@@ -251,10 +253,10 @@ def newest_two_spans(run: artifacts.Run,
 
 
 def leakage_report(run: artifacts.Run):
-    """The run's LeakageCheck report (analysis/leakage.py), or None if the step did not run."""
-    from analysis import leakage
+    """The run's LeakageCheck report (pipeline/leakage.py), or None if the step did not run."""
+    from pipeline import leakage
 
-    artifact = run.output(leakage.LEAKAGE_CHECK_ID, "report")
+    artifact = run.output(LEAKAGE_CHECK_ID, "report")
     return leakage.load_report(artifact.uri) if artifact is not None else None
 
 
@@ -301,14 +303,14 @@ def leakage_summary(report) -> str:
 
 def serving_skew(run: artifacts.Run, schema: schema_pb2.Schema,
                  training: Statistics) -> Optional[pd.DataFrame]:
-    """Skew of the logged serving requests (serving/skew.py) against the run's training
+    """Skew of the logged serving requests (analysis/skew.py) against the run's training
     statistics, one row per finding; None when no request log exists."""
-    from serving import paths, request_log, skew
+    from analysis import skew
 
-    log = paths.request_log_path(run.settings)
+    log = run.settings.request_log_path
     if not os.path.exists(log):
         return None
-    rows = list(skew.logged_rows(request_log.read(log)))
+    rows = list(serving_log.logged_rows(serving_log.read(log)))
     found = skew.find_skew(rows, schema, training) if rows else {}
     return pd.DataFrame([{"feature": feature, "finding": reason}
                          for feature, reasons in sorted(found.items()) for reason in reasons],

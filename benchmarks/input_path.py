@@ -109,7 +109,7 @@ class RawTransformer:
         self.input_keys = model.model_input_keys()
 
     def __call__(self, columns: dict[str, tf.Tensor]) -> tuple[dict, tf.Tensor]:
-        raw = {k: model._raw_to_sparse(v, self.spec[k].dtype)  # noqa: SLF001 (same conversion as serving_raw)
+        raw = {k: model.raw_to_sparse(v, self.spec[k].dtype)  # as serving_raw converts
                for k, v in columns.items() if k in self.spec}
         transformed = self.layer(raw)
         return ({k: transformed[k] for k in self.input_keys},

@@ -29,7 +29,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from models import features  # noqa: E402
-from pipeline import configs, garbage_collection, spans  # noqa: E402
+from pipeline import configs, runtime, spans  # noqa: E402
 from serving import batch_predict, process  # noqa: E402
 from tests.pipeline_run import read_csv, write_csv  # noqa: E402
 
@@ -130,7 +130,7 @@ def main() -> None:
     instances = json_instances(rows[:2000])
     # As the batch job's command does (serving/batch_predict.py main): the job runs in this
     # process, whose imports would otherwise be walked by every full collection.
-    garbage_collection.freeze_live_objects()
+    runtime.freeze_live_objects()
     print(f"model {model_path}; {len(rows)} rows in {settings.data_dir}; "
           f"{os.cpu_count()} CPUs", flush=True)
 

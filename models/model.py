@@ -15,18 +15,15 @@ import tf_keras as keras
 from absl import logging
 from tfx import v1 as tfx
 
-from models import autograph, features, hyperparameters, warm_start
-from pipeline import ps_cluster
-
-autograph.leave_tf_keras_alone()  # tracing fit() 12 s -> 1 s (models/autograph.py)
-
-PREDICTION_KEY = "probabilities"
-SERVING_RAW_SIGNATURE = "serving_raw"
-# serving_raw plus a `key` string that is passed through untouched: batch predictions
+from models import features, hyperparameters, warm_start
+from pipeline import ps_cluster, runtime
+# The signatures' names are shared with serving/ and the Evaluator. serving_keyed is
+# serving_raw plus a `key` string passed through untouched: batch predictions
 # (serving/batch_predict.py) stay joinable to their rows whatever order a runner emits them in.
-SERVING_KEYED_SIGNATURE = "serving_keyed"
-KEY_INPUT = "key"
-TRANSFORM_SIGNATURE = "transform_features"
+from pipeline.names import (KEY_INPUT, PREDICTION_KEY, SERVING_DEFAULT_SIGNATURE,
+                            SERVING_KEYED_SIGNATURE, SERVING_RAW_SIGNATURE, TRANSFORM_SIGNATURE)
+
+runtime.leave_tf_keras_alone()  # tracing fit() 12 s -> 1 s (pipeline/runtime.py)
 # Examples held in memory by tf.data's cache; the shipped data is ~15k rows.
 CACHE_MAX_FILES_BYTES = 512 * 1024 * 1024
 # Below this (compressed) size the records are held in memory in content order, which makes
@@ -316,7 +313,7 @@ def _raw_input_specs(raw_feature_spec: dict) -> dict[str, tf.TensorSpec]:
     return specs
 
 
-def _raw_to_sparse(values: tf.Tensor, dtype: tf.DType) -> tf.SparseTensor:
+def raw_to_sparse(values: tf.Tensor, dtype: tf.DType) -> tf.SparseTensor:
     """A [batch, 1] SparseTensor holding the present values, cast to the schema's dtype."""
     present = tf.not_equal(values, "") if values.dtype == tf.string else ~tf.math.is_nan(values)
     indices = tf.where(present)
@@ -347,7 +344,7 @@ def export_signatures(model: keras.Model, tf_transform_output: tft.TFTransformOu
 
     @tf.function(input_signature=[_raw_input_specs(raw_feature_spec)])
     def serve_raw(raw):
-        return predict({k: _raw_to_sparse(v, raw_feature_spec[k].dtype) for k, v in raw.items()})
+        return predict({k: raw_to_sparse(v, raw_feature_spec[k].dtype) for k, v in raw.items()})
 
     keyed_specs = {**_raw_input_specs(raw_feature_spec),
                    KEY_INPUT: tf.TensorSpec([None], tf.string, name=KEY_INPUT)}
@@ -356,7 +353,7 @@ def export_signatures(model: keras.Model, tf_transform_output: tft.TFTransformOu
     def serve_keyed(raw):
         raw = dict(raw)
         key = raw.pop(KEY_INPUT)
-        outputs = predict({k: _raw_to_sparse(v, raw_feature_spec[k].dtype)
+        outputs = predict({k: raw_to_sparse(v, raw_feature_spec[k].dtype)
                            for k, v in raw.items()})
         return {**outputs, KEY_INPUT: tf.identity(key)}
 
@@ -365,7 +362,7 @@ def export_signatures(model: keras.Model, tf_transform_output: tft.TFTransformOu
         return model.tft_layer(tf.io.parse_example(serialized, raw_feature_spec))
 
     return {
-        "serving_default": serve_examples.get_concrete_function(),
+        SERVING_DEFAULT_SIGNATURE: serve_examples.get_concrete_function(),
         SERVING_RAW_SIGNATURE: serve_raw.get_concrete_function(),
         SERVING_KEYED_SIGNATURE: serve_keyed.get_concrete_function(),
         TRANSFORM_SIGNATURE: transform_features.get_concrete_function(),

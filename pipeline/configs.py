@@ -19,7 +19,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 MODELS_DIR = PROJECT_ROOT / "models"
 
 STRATEGIES = ("default", "mirrored", "multi_worker", "parameter_server")
-TFLITE_QUANTIZATIONS = ("dynamic", "int8")  # see pipeline/tflite.py
+TFLITE_QUANTIZATIONS = ("dynamic", "int8")  # see pipeline/components/tflite_exporter.py
 # The names Kubeflow Pipelines v2 / Vertex accept; every runner uses them, so pipelines port.
 PIPELINE_NAME_PATTERN = re.compile(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?")
 
@@ -195,7 +195,7 @@ class Settings:
     streaming_event_time_field: str = features.TIME_COLUMN
 
     # --- Exploring results: report, lineage, leakage check.
-    # The LeakageCheck step after ExampleValidator (analysis/leakage.py); off = no such step.
+    # The LeakageCheck step after ExampleValidator (pipeline/leakage.py); off = no such step.
     leakage_check: bool = True
     # A leak fails the run before Transform (nothing trained or pushed); off = a warning only.
     leakage_fails_run: bool = False
@@ -220,7 +220,7 @@ class Settings:
     report_path: str = ""
 
     # --- Scale: growth data, TF Lite export.
-    # After the Pusher, also export each pushed model as TF Lite (pipeline/tflite.py).
+    # After the Pusher, also export each pushed model as TF Lite (pipeline/components/tflite_exporter.py).
     tflite_export: bool = False
     # dynamic: int8 weights (no data needed); int8: full-integer, calibrated on transformed data.
     tflite_quantization: str = "dynamic"
@@ -251,6 +251,12 @@ class Settings:
     @property
     def serving_model_dir(self) -> str:
         return os.path.join(self.storage_dir, "serving_model", self.pipeline_name)
+
+    @property
+    def request_log_path(self) -> str:
+        """The model server's request log (serving/ writes it, the leakage check reads it)."""
+        return self.serving_log_path or os.path.join(self.output_dir, "serving_logs",
+                                                     "requests.jsonl")
 
     @property
     def beam_temp_dir(self) -> str:

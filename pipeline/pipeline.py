@@ -1,25 +1,26 @@
 """The one pipeline definition: every runner (local, Airflow, Kubeflow/Vertex) builds it here."""
 from __future__ import annotations
 
-import os
+import dataclasses
 from typing import Optional
 
-import tensorflow_model_analysis as tfma
-from google.protobuf import wrappers_pb2
 from tfx import v1 as tfx
 
-from analysis.leakage import leakage_check
-from models import features, model
-from pipeline import configs, rejections, spans, tflite
-from pipeline.baseline import CANDIDATE_KEY, LatestBlessedBaselineStrategy
-from pipeline.continuous import AcceptedSpanRangeStrategy, continuous_nodes
-from pipeline.gate import AnomaliesGate
-from pipeline.window import WINDOW_EXAMPLES_ID, WindowExamples
-
-EXAMPLE_GEN_ID = "CsvExampleGen"
-BIGQUERY_EXAMPLE_GEN_ID = "BigQueryExampleGen"
-SPAN_WINDOW_RESOLVER_ID = "span_window_resolver"
-BASELINE_RESOLVER_ID = "latest_blessed_model_resolver"
+from pipeline import configs, rejections, spans, vertex
+from pipeline.components.anomalies_gate import AnomaliesGate
+from pipeline.components.drift_check import DriftCheck
+from pipeline.components.leakage_check import LeakageCheck
+from pipeline.components.progressive_validation import ProgressiveValidation
+from pipeline.components.tflite_exporter import TFLiteExporter
+from pipeline.components.window_examples import WindowExamples
+from pipeline.evaluation import eval_config
+from pipeline.names import (BASELINE_RESOLVER_ID, BIGQUERY_EXAMPLE_GEN_ID, CANDIDATE_KEY,
+                            CURRENT_MODEL_RESOLVER_ID, DRIFT_CHECK_ID, EXAMPLE_GEN_ID,
+                            LATEST_HYPERPARAMETERS_RESOLVER_ID, LEAKAGE_CHECK_ID, NEW_SPAN_KEY,
+                            PROGRESSIVE_VALIDATION_ID, SPAN_WINDOW_RESOLVER_ID,
+                            TFLITE_EXPORTER_ID, WINDOW_EXAMPLES_ID)
+from pipeline.resolvers import (AcceptedSpanRangeStrategy, CurrentModelStrategy,
+                                LatestBlessedBaselineStrategy)
 
 
 def _example_gen(settings: configs.Settings, span: Optional[int]) -> tfx.types.BaseComponent:
@@ -48,62 +49,14 @@ def _example_gen(settings: configs.Settings, span: Optional[int]) -> tfx.types.B
     ).with_id(EXAMPLE_GEN_ID)
 
 
-def _overall(threshold: tfma.MetricThreshold) -> tfma.PerSliceMetricThreshold:
-    """Blessing looks at the whole hold-out; small slices (a rare hour) would be noise."""
-    return tfma.PerSliceMetricThreshold(slicing_specs=[tfma.SlicingSpec()], threshold=threshold)
-
-
-def eval_config(settings: configs.Settings) -> tfma.EvalConfig:
-    """Metrics, slices and the blessing thresholds of the Evaluator."""
-    higher = tfma.MetricDirection.HIGHER_IS_BETTER
-    return tfma.EvalConfig(
-        model_specs=[tfma.ModelSpec(
-            signature_name="serving_default", label_key=features.LABEL_KEY,
-            # Called through its signatures only; naming the type spares TFMA a trial Keras
-            # load of the model to find it out.
-            model_type="tf_generic",
-            prediction_key=model.PREDICTION_KEY,
-            # The label is derived by Transform, so TFMA reads it from the transformed features.
-            preprocessing_function_names=[model.TRANSFORM_SIGNATURE])],
-        slicing_specs=[
-            tfma.SlicingSpec(),
-            *(tfma.SlicingSpec(feature_keys=[key]) for key in features.EVAL_SLICES),
-        ],
-        metrics_specs=[tfma.MetricsSpec(metrics=[
-            tfma.MetricConfig(class_name="ExampleCount"),
-            tfma.MetricConfig(class_name="AUC", per_slice_thresholds=[_overall(tfma.MetricThreshold(
-                value_threshold=tfma.GenericValueThreshold(lower_bound={"value": settings.min_auc}),
-                change_threshold=tfma.GenericChangeThreshold(
-                    direction=higher, absolute={"value": -settings.max_auc_drop})))]),
-            tfma.MetricConfig(class_name="BinaryAccuracy", per_slice_thresholds=[_overall(
-                tfma.MetricThreshold(value_threshold=tfma.GenericValueThreshold(
-                    lower_bound={"value": settings.min_binary_accuracy})))]),
-            tfma.MetricConfig(class_name="Precision"),
-            tfma.MetricConfig(class_name="Recall"),
-            tfma.MetricConfig(class_name="AUCPrecisionRecall"),
-            tfma.MetricConfig(class_name="BinaryCrossEntropy"),
-            tfma.MetricConfig(class_name="Calibration"),
-            # Plots are computed for every slice but read for the overall one (analysis/):
-            # 100 buckets/thresholds draw the same curves as TFMA's default 1,000/10,000.
-            tfma.MetricConfig(class_name="CalibrationPlot", config='{"num_buckets": 100}'),
-            tfma.MetricConfig(class_name="ConfusionMatrixPlot",
-                              config='{"num_thresholds": 100}'),
-            tfma.MetricConfig(class_name="MeanLabel"),
-            tfma.MetricConfig(class_name="MeanPrediction"),
-        ])],
-        # The metrics above replace the ones compiled into the Keras model (loss, accuracy,
-        # auc again), which TFMA computes by loading the model a second time (~3 s).
-        options=tfma.Options(include_default_metrics=wrappers_pb2.BoolValue(value=False)),
-    )
-
-
 def create_pipeline(settings: configs.Settings, *,
                     metadata_connection_config=None,
                     ingest_only_span: Optional[int] = None,
                     span: Optional[int] = None) -> tfx.dsl.Pipeline:
-    """The full pipeline; with `ingest_only_span`, only ExampleGen for that span (used to
-    ingest spans that arrived before this pipeline's first run). `span` pins the span a full
-    run ingests (runners pass the newest complete one); None = the newest span folder.
+    """The full pipeline; with `ingest_only_span`, only the ingestion and validation of that
+    span (used to ingest spans that arrived before this pipeline's first run: a bad one is
+    rejected and stays out of every training window). `span` pins the span a full run
+    ingests (runners pass the newest complete one); None = the newest span folder.
 
     `metadata_connection_config` comes from the runner (None where the orchestrator
     provides its own, as Kubeflow does)."""
@@ -111,103 +64,22 @@ def create_pipeline(settings: configs.Settings, *,
     example_gen = _example_gen(settings, span if ingest_only_span is None else ingest_only_span)
     if ingest_only_span is not None and settings.infer_schema:
         return _pipeline(settings, [example_gen], metadata_connection_config)
-    statistics_gen, schema_gen, example_validator, anomalies_gate = _validation(
-        settings, example_gen)
+    validation = _validation(settings, example_gen)
     if ingest_only_span is not None:
-        # An earlier span is validated like a new one: a bad one is rejected and stays out
-        # of every training window.
-        return _pipeline(settings, [example_gen, statistics_gen, schema_gen, example_validator,
-                                    anomalies_gate], metadata_connection_config)
+        return _pipeline(settings, [example_gen, *validation.nodes], metadata_connection_config)
 
-    if settings.example_gen_reads_window:
-        window_nodes, window = [], example_gen.outputs["examples"]
-        training_examples = window
-    else:
-        span_window = _span_window_resolver(settings, example_gen)
-        window = span_window.outputs["examples"]
-        # One artifact for Transform: one Beam dataset per split instead of one per span.
-        merged = WindowExamples(window=window).with_id(WINDOW_EXAMPLES_ID)
-        merged.add_upstream_node(anomalies_gate)
-        window_nodes, training_examples = [span_window, merged], merged.outputs["examples"]
-
+    window_nodes, window, training_examples = _training_window(settings, example_gen,
+                                                               validation.gate)
+    checks = _checks_before_training(settings, example_gen, validation, window)
     code_config = {"models_fingerprint": configs.models_fingerprint(), "seed": settings.seed}
-    transform = tfx.components.Transform(
-        examples=training_examples, schema=schema_gen.outputs["schema"],
-        preprocessing_fn="models.preprocessing.preprocessing_fn",
-        splits_config=tfx.proto.SplitsConfig(analyze=["train"], transform=["train", "eval"]),
-        # Pre/post-transform statistics cost Transform most of its time on small data;
-        # StatisticsGen already describes the raw data.
-        disable_statistics=not settings.transform_statistics,
-        custom_config=code_config, force_tf_compat_v1=settings.transform_tf1_graph)
-    transform.add_upstream_node(anomalies_gate)
-    # The data-leakage check (analysis/leakage.py), None when off; a leak it is told to fail
-    # on stops the run before Transform, as the gate does.
-    leakage = leakage_check(settings, example_gen.outputs["examples"],
-                            schema_gen.outputs["schema"], statistics_gen.outputs["statistics"])
-    if leakage:
-        # After the gate: a span that breaks the schema stops with the gate's message
-        # before the check parses its examples.
-        leakage.add_upstream_node(anomalies_gate)
-        transform.add_upstream_node(leakage)
-    # Warm start, progressive validation and drift (pipeline/continuous.py).
-    continuous = continuous_nodes(settings, example_gen, statistics_gen, schema_gen,
-                                  anomalies_gate, window)
-    for node in continuous.before_training:
+    transform = _transform(settings, training_examples, validation.schema, code_config)
+    for node in [validation.gate, *checks.before_training]:
         transform.add_upstream_node(node)
-
-    training_config = {**code_config, "batch_size": settings.batch_size,
-                       "distribution_strategy": settings.distribution_strategy}
-    if settings.crossed_embedding_buckets:
-        training_config["crossed_embedding_buckets"] = settings.crossed_embedding_buckets
-    if settings.distribution_strategy == "parameter_server":
-        training_config.update(ps_workers=settings.ps_workers, ps_tasks=settings.ps_tasks,
-                               ps_min_shard_bytes=settings.ps_min_shard_bytes,
-                               ps_max_shards=settings.ps_max_shards)
-    components = [example_gen, statistics_gen, schema_gen, example_validator, anomalies_gate,
-                  *window_nodes, *continuous.nodes, transform]
-    components += [leakage] if leakage else []
-    if settings.enable_tuning:
-        tuner = tfx.components.Tuner(
-            tuner_fn="models.tuner.tuner_fn",
-            examples=transform.outputs["transformed_examples"],
-            transform_graph=transform.outputs["transform_graph"],
-            train_args=tfx.proto.TrainArgs(num_steps=settings.tuner_train_steps),
-            eval_args=tfx.proto.EvalArgs(num_steps=settings.eval_steps),
-            custom_config={**training_config, "max_trials": settings.tuner_max_trials})
-        hyperparameters = tuner.outputs["best_hyperparameters"]
-        components.append(tuner)
-    else:
-        # No tuning this run: the last tuning result, if any and if the orchestrator can
-        # resolve it (else the model's defaults).
-        hyperparameters = None
-        if settings.resolvers != "none":
-            latest_tuning = tfx.dsl.Resolver(
-                strategy_class=tfx.dsl.experimental.LatestArtifactStrategy,
-                hyperparameters=tfx.dsl.Channel(
-                    type=tfx.types.standard_artifacts.HyperParameters),
-            ).with_id("latest_hyperparameters_resolver")
-            hyperparameters = latest_tuning.outputs["hyperparameters"]
-            components.append(latest_tuning)
-
-    trainer_class, vertex_config = tfx.components.Trainer, {}
-    if settings.vertex_training_replicas:
-        trainer_class = tfx.extensions.google_cloud_ai_platform.Trainer
-        vertex_config = _vertex_training_config(settings)
-    trainer = trainer_class(
-        run_fn="models.model.run_fn",
-        examples=transform.outputs["transformed_examples"],
-        transform_graph=transform.outputs["transform_graph"],
-        schema=schema_gen.outputs["schema"],
-        hyperparameters=hyperparameters,
-        base_model=continuous.base_model,
-        train_args=tfx.proto.TrainArgs(num_steps=settings.train_steps),
-        eval_args=tfx.proto.EvalArgs(num_steps=settings.eval_steps),
-        custom_config={**training_config, **vertex_config, **(
-            {"warm_start_steps_fraction": settings.warm_start_steps_fraction}
-            if continuous.base_model else {})})
-
+    training_config = _training_config(settings, code_config)
+    tuning_nodes, hyperparameters = _hyperparameters(settings, transform, training_config)
+    trainer = _trainer(settings, transform, validation.schema, hyperparameters,
+                       checks.base_model, training_config)
     baseline = _baseline_resolver(settings, trainer.outputs["model"])
-
     # Evaluated on the held-out split of this run's ExampleGen output only: the newest span
     # (or the whole window, where ExampleGen reads it).
     evaluator = tfx.components.Evaluator(
@@ -217,16 +89,195 @@ def create_pipeline(settings: configs.Settings, *,
         baseline_model=baseline.outputs["model"] if baseline else None,
         example_splits=["eval"],
         eval_config=eval_config(settings))
-
     pusher = _pusher(settings, trainer.outputs["model"], evaluator.outputs["blessing"])
-
-    components += [node for node in (trainer, baseline, evaluator, pusher) if node]
+    components = [example_gen, *validation.nodes, *window_nodes, *checks.nodes, transform,
+                  *tuning_nodes, trainer, *([baseline] if baseline else []), evaluator, pusher]
     if settings.tflite_export:
-        components.append(tflite.exporter(settings, pusher, transform))
+        components.append(_tflite_exporter(settings, pusher, transform))
     return _pipeline(settings, components, metadata_connection_config)
 
 
-def _validation(settings: configs.Settings, example_gen: tfx.types.BaseComponent) -> tuple:
+@dataclasses.dataclass
+class Validation:
+    """StatisticsGen, the schema, ExampleValidator and the gate that stops a bad span."""
+    statistics_gen: tfx.types.BaseComponent
+    schema_gen: tfx.types.BaseComponent
+    example_validator: tfx.types.BaseComponent
+    gate: tfx.types.BaseComponent
+
+    @property
+    def nodes(self) -> list:
+        return [self.statistics_gen, self.schema_gen, self.example_validator, self.gate]
+
+    @property
+    def schema(self) -> tfx.types.BaseChannel:
+        return self.schema_gen.outputs["schema"]
+
+
+@dataclasses.dataclass
+class Checks:
+    """The checks of the new span after the gate (leakage, drift, progressive validation) and
+    the warm start's model: nodes, the Trainer's base model, what must finish before
+    Transform reads the new span."""
+    nodes: list = dataclasses.field(default_factory=list)
+    base_model: Optional[tfx.types.BaseChannel] = None
+    before_training: list = dataclasses.field(default_factory=list)
+
+    def add(self, node: tfx.types.BaseComponent, after: tfx.types.BaseComponent) -> None:
+        """A check that runs after `after` (the gate: a span that breaks the schema stops
+        with the gate's clear message before any check parses it) and before Transform."""
+        node.add_upstream_node(after)
+        self.nodes.append(node)
+        self.before_training.append(node)
+
+
+def _training_window(settings: configs.Settings, example_gen: tfx.types.BaseComponent,
+                     gate: tfx.types.BaseComponent) -> tuple:
+    """(nodes, the window's channel, what Transform reads): the span window resolver and one
+    merged artifact, or ExampleGen's output where it reads the whole window itself."""
+    if settings.example_gen_reads_window:
+        return [], example_gen.outputs["examples"], example_gen.outputs["examples"]
+    span_window = _span_window_resolver(settings, example_gen)
+    window = span_window.outputs["examples"]
+    # One artifact for Transform: one Beam dataset per split instead of one per span.
+    merged = WindowExamples(window=window).with_id(WINDOW_EXAMPLES_ID)
+    merged.add_upstream_node(gate)
+    return [span_window, merged], window, merged.outputs["examples"]
+
+
+def _checks_before_training(settings: configs.Settings, example_gen: tfx.types.BaseComponent,
+                            validation: Validation, window: tfx.types.BaseChannel) -> Checks:
+    """The leakage check, the drift check, progressive validation and the warm start, as the
+    settings ask. The last three need custom resolvers or the previous span, so they exist
+    only where TFX resolves inputs itself and ExampleGen reads one span per run."""
+    checks = Checks()
+    examples = example_gen.outputs["examples"]
+    if settings.leakage_check:
+        checks.add(_leakage_check(settings, examples, validation), after=validation.gate)
+    if settings.resolvers != "any" or settings.example_gen_reads_window:
+        return checks
+    if settings.warm_start or settings.progressive_validation:
+        current = tfx.dsl.Resolver(
+            strategy_class=CurrentModelStrategy,
+            model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+            model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+            **{NEW_SPAN_KEY: examples},
+        ).with_id(CURRENT_MODEL_RESOLVER_ID)
+        checks.nodes.append(current)
+        if settings.warm_start:
+            checks.base_model = current.outputs["model"]
+        if settings.progressive_validation:
+            checks.add(ProgressiveValidation(examples=examples, model=current.outputs["model"])
+                       .with_id(PROGRESSIVE_VALIDATION_ID), after=validation.gate)
+    if settings.check_drift and not settings.infer_schema:
+        checks.add(DriftCheck(statistics=validation.statistics_gen.outputs["statistics"],
+                              schema=validation.schema, examples=examples, window=window)
+                   .with_id(DRIFT_CHECK_ID), after=validation.gate)
+    return checks
+
+
+def _leakage_check(settings: configs.Settings, examples: tfx.types.BaseChannel,
+                   validation: Validation) -> tfx.types.BaseComponent:
+    """The request log it compares with is the model server's (request_log_path), read where
+    the step runs: a local path (or one tf.io.gfile reads) the server writes to; absent
+    there, the comparison is skipped."""
+    return LeakageCheck(
+        examples=examples, schema=validation.schema,
+        statistics=validation.statistics_gen.outputs["statistics"],
+        auc_threshold=settings.leakage_auc_threshold,
+        sample_rows=settings.leakage_sample_rows,
+        fail_on_leak=int(settings.leakage_fails_run),
+        serving_log=settings.request_log_path if settings.leakage_serving_log else "",
+        min_serving_rows=settings.leakage_min_serving_rows,
+        presence_gap=settings.leakage_presence_gap,
+        distribution_distance=settings.leakage_distribution_distance,
+    ).with_id(LEAKAGE_CHECK_ID)
+
+
+def _transform(settings: configs.Settings, examples: tfx.types.BaseChannel,
+               schema: tfx.types.BaseChannel, code_config: dict) -> tfx.types.BaseComponent:
+    return tfx.components.Transform(
+        examples=examples, schema=schema,
+        preprocessing_fn="models.preprocessing.preprocessing_fn",
+        splits_config=tfx.proto.SplitsConfig(analyze=["train"], transform=["train", "eval"]),
+        # Pre/post-transform statistics cost Transform most of its time on small data;
+        # StatisticsGen already describes the raw data.
+        disable_statistics=not settings.transform_statistics,
+        custom_config=code_config, force_tf_compat_v1=settings.transform_tf1_graph)
+
+
+def _training_config(settings: configs.Settings, code_config: dict) -> dict:
+    """custom_config of the Tuner and the Trainer (models/model.py reads it)."""
+    config = {**code_config, "batch_size": settings.batch_size,
+              "distribution_strategy": settings.distribution_strategy}
+    if settings.crossed_embedding_buckets:
+        config["crossed_embedding_buckets"] = settings.crossed_embedding_buckets
+    if settings.distribution_strategy == "parameter_server":
+        config.update(ps_workers=settings.ps_workers, ps_tasks=settings.ps_tasks,
+                      ps_min_shard_bytes=settings.ps_min_shard_bytes,
+                      ps_max_shards=settings.ps_max_shards)
+    return config
+
+
+def _hyperparameters(settings: configs.Settings, transform: tfx.types.BaseComponent,
+                     training_config: dict) -> tuple:
+    """(nodes, the Trainer's hyperparameters channel): the Tuner's result; with tuning off,
+    the last tuning result if the orchestrator can resolve it (else None: the model's
+    defaults)."""
+    if settings.enable_tuning:
+        tuner = tfx.components.Tuner(
+            tuner_fn="models.tuner.tuner_fn",
+            examples=transform.outputs["transformed_examples"],
+            transform_graph=transform.outputs["transform_graph"],
+            train_args=tfx.proto.TrainArgs(num_steps=settings.tuner_train_steps),
+            eval_args=tfx.proto.EvalArgs(num_steps=settings.eval_steps),
+            custom_config={**training_config, "max_trials": settings.tuner_max_trials})
+        return [tuner], tuner.outputs["best_hyperparameters"]
+    if settings.resolvers == "none":
+        return [], None
+    latest_tuning = tfx.dsl.Resolver(
+        strategy_class=tfx.dsl.experimental.LatestArtifactStrategy,
+        hyperparameters=tfx.dsl.Channel(type=tfx.types.standard_artifacts.HyperParameters),
+    ).with_id(LATEST_HYPERPARAMETERS_RESOLVER_ID)
+    return [latest_tuning], latest_tuning.outputs["hyperparameters"]
+
+
+def _trainer(settings: configs.Settings, transform: tfx.types.BaseComponent,
+             schema: tfx.types.BaseChannel, hyperparameters: Optional[tfx.types.BaseChannel],
+             base_model: Optional[tfx.types.BaseChannel],
+             training_config: dict) -> tfx.types.BaseComponent:
+    """The Trainer, in the step, or as a Vertex AI training job with vertex_training_replicas;
+    warm-started from `base_model` when there is one."""
+    trainer_class, vertex_config = tfx.components.Trainer, {}
+    if settings.vertex_training_replicas:
+        trainer_class = tfx.extensions.google_cloud_ai_platform.Trainer
+        vertex_config = vertex.training_config(settings)
+    warm_start = ({"warm_start_steps_fraction": settings.warm_start_steps_fraction}
+                  if base_model else {})
+    return trainer_class(
+        run_fn="models.model.run_fn",
+        examples=transform.outputs["transformed_examples"],
+        transform_graph=transform.outputs["transform_graph"],
+        schema=schema,
+        hyperparameters=hyperparameters,
+        base_model=base_model,
+        train_args=tfx.proto.TrainArgs(num_steps=settings.train_steps),
+        eval_args=tfx.proto.EvalArgs(num_steps=settings.eval_steps),
+        custom_config={**training_config, **vertex_config, **warm_start})
+
+
+def _tflite_exporter(settings: configs.Settings, pusher: tfx.types.BaseComponent,
+                     transform: tfx.types.BaseComponent) -> tfx.types.BaseComponent:
+    """Runs after the Pusher, on what it pushed."""
+    return TFLiteExporter(
+        pushed_model=pusher.outputs["pushed_model"],
+        transformed_examples=transform.outputs["transformed_examples"],
+        quantization=settings.tflite_quantization,
+        representative_examples=settings.tflite_representative_examples,
+    ).with_id(TFLITE_EXPORTER_ID)
+
+
+def _validation(settings: configs.Settings, example_gen: tfx.types.BaseComponent) -> Validation:
     """StatisticsGen, the schema (imported, or inferred from the span where
     settings.infer_schema), ExampleValidator and the gate that stops a run on anomalies."""
     if settings.infer_schema:
@@ -246,13 +297,13 @@ def _validation(settings: configs.Settings, example_gen: tfx.types.BaseComponent
                                    examples=example_gen.outputs["examples"],
                                    statistics=statistics_gen.outputs["statistics"],
                                    min_rows=settings.min_span_rows)
-    return statistics_gen, schema_gen, example_validator, anomalies_gate
+    return Validation(statistics_gen, schema_gen, example_validator, anomalies_gate)
 
 
 def _span_window_resolver(settings: configs.Settings,
                           example_gen: tfx.types.BaseComponent) -> tfx.dsl.Resolver:
     """The newest `train_window_spans` spans ExampleGen has ingested, in this run or earlier,
-    leaving out spans a check rejected (pipeline/rejections.py, pipeline/continuous.py)."""
+    leaving out spans a check rejected (pipeline/rejections.py, pipeline/resolvers.py)."""
     span_window = tfx.dsl.Resolver(
         strategy_class=AcceptedSpanRangeStrategy,
         config={"range_config": tfx.proto.RangeConfig(rolling_range=tfx.proto.RollingRange(
@@ -272,7 +323,7 @@ def _baseline_resolver(settings: configs.Settings,
     if settings.resolvers == "none":
         return None
     if settings.resolvers == "any":
-        # Resolved after training, and never the candidate itself (pipeline/baseline.py).
+        # Resolved after training, and never the candidate itself (pipeline/resolvers.py).
         strategy, candidate_input = LatestBlessedBaselineStrategy, {CANDIDATE_KEY: candidate}
     else:
         # The stock strategy, which Vertex runs as queries at the start of a run: after a
@@ -292,56 +343,12 @@ def _pusher(settings: configs.Settings, model: tfx.types.BaseChannel,
     """Pushes blessed models to the Vertex AI endpoint if one is set, else to files."""
     if settings.vertex_endpoint:
         return tfx.extensions.google_cloud_ai_platform.Pusher(
-            model=model, model_blessing=blessing, custom_config=_vertex_serving_config(settings))
+            model=model, model_blessing=blessing, custom_config=vertex.serving_config(settings))
     return tfx.components.Pusher(
         model=model, model_blessing=blessing,
         push_destination=tfx.proto.PushDestination(
             filesystem=tfx.proto.PushDestination.Filesystem(
                 base_directory=settings.serving_model_dir)))
-
-
-def _vertex_training_config(settings: configs.Settings) -> dict:
-    """custom_config of the Google Cloud Trainer: a Vertex AI custom job whose first worker
-    pool is the chief (Vertex allows one replica there) and the second the other workers;
-    every replica runs the pipeline image (TFX sets the command). parameter_server adds the
-    third pool, the ps tasks (CPU machines: they hold variables and compute nothing), and
-    sizes the worker pool with ps_workers; Vertex writes TF_CONFIG with the types chief,
-    worker and ps accordingly."""
-    vertex = tfx.extensions.google_cloud_ai_platform
-    machine_spec = {"machine_type": settings.vertex_machine_type}
-    if settings.vertex_accelerator_type:
-        machine_spec.update(accelerator_type=settings.vertex_accelerator_type,
-                            accelerator_count=settings.vertex_accelerator_count)
-    pool = {"machine_spec": machine_spec,
-            "container_spec": {"image_uri": settings.container_image}}
-    pools = [{**pool, "replica_count": 1}]
-    if settings.distribution_strategy == "parameter_server":
-        pools.append({**pool, "replica_count": settings.ps_workers})
-        pools.append({"machine_spec": {"machine_type": settings.vertex_machine_type},
-                      "container_spec": {"image_uri": settings.container_image},
-                      "replica_count": settings.ps_tasks})
-    elif settings.vertex_training_replicas > 1:
-        pools.append({**pool, "replica_count": settings.vertex_training_replicas - 1})
-    return {
-        vertex.ENABLE_VERTEX_KEY: True,
-        vertex.VERTEX_REGION_KEY: settings.gcp_region,
-        vertex.TRAINING_ARGS_KEY: {"project": settings.gcp_project,
-                                   "job_spec": {"worker_pool_specs": pools}},
-    }
-
-
-def _vertex_serving_config(settings: configs.Settings) -> dict:
-    """custom_config of the Google Cloud Pusher: upload each blessed model to Vertex AI and
-    deploy it to the endpoint (created if missing) with all traffic."""
-    vertex = tfx.extensions.google_cloud_ai_platform
-    return {
-        vertex.ENABLE_VERTEX_KEY: True,
-        vertex.VERTEX_REGION_KEY: settings.gcp_region,
-        vertex.VERTEX_CONTAINER_IMAGE_URI_KEY: settings.vertex_serving_image,
-        vertex.SERVING_ARGS_KEY: {"project_id": settings.gcp_project,
-                                  "endpoint_name": settings.vertex_endpoint,
-                                  "machine_type": settings.vertex_serving_machine_type},
-    }
 
 
 def _pipeline(settings: configs.Settings, components: list,

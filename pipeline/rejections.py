@@ -1,8 +1,7 @@
 """Rejected spans: the one record of which spans a check deliberately turned down.
 
 A rejection is a finding about the data (anomalies, too few rows, an unparsable file, drift, a
-leak the run is told to fail on), raised as a `SpanRejectedError` (or the leakage check's
-`DataLeakageError`). Any other exception inside a check is a crash: a bug or an environment
+leak the run is told to fail on), raised as a `SpanRejectedError`. Any other exception inside a check is a crash: a bug or an environment
 problem, which says nothing about the span, so the span is not rejected and a rerun retries it.
 
 Each rejection is a small JSON file, `<pipeline root>/rejected_spans/span-<N>.json` (reason,
@@ -23,14 +22,16 @@ from typing import Optional
 import tensorflow as tf
 
 from pipeline import configs
+from pipeline.names import (ANOMALIES_GATE_ID, DRIFT_CHECK_ID, LEAKAGE_CHECK_ID,
+                            PROGRESSIVE_VALIDATION_ID)
 
 RECORDS_FOLDER = "rejected_spans"
 # The runner's own check of a span's files, before ExampleGen reads them (input_check.py).
 SPAN_FILES_CHECK = "SpanFilesCheck"
 # The nodes that look at a new span before anything trains on it (a crash there is "the check
-# X crashed"; LeakageCheck: analysis/leakage.py).
-CHECKS = (SPAN_FILES_CHECK, "AnomaliesGate", "DriftCheck", "LeakageCheck",
-          "ProgressiveValidation")
+# X crashed").
+CHECKS = (SPAN_FILES_CHECK, ANOMALIES_GATE_ID, DRIFT_CHECK_ID, LEAKAGE_CHECK_ID,
+          PROGRESSIVE_VALIDATION_ID)
 
 
 class SpanRejectedError(RuntimeError):
@@ -103,13 +104,7 @@ def error_chain(error: BaseException) -> list[BaseException]:
 
 
 def is_rejection(error: BaseException) -> bool:
-    if isinstance(error, SpanRejectedError):
-        return True
-    try:  # analysis/ is optional for this module; its error class is a rejection too
-        from analysis.leakage import DataLeakageError
-    except ImportError:
-        return False
-    return isinstance(error, DataLeakageError)
+    return isinstance(error, SpanRejectedError)
 
 
 def rejection_in(error: BaseException) -> Optional[BaseException]:

@@ -19,8 +19,8 @@ from tensorflow_metadata.proto.v0 import schema_pb2
 
 from models import features
 from pipeline import configs, metadata
+from pipeline.names import SCHEMA_GEN_ID
 
-SCHEMA_GEN_ID = "SchemaGen"
 
 
 def latest_inferred_schema(settings: configs.Settings) -> str:

@@ -9,7 +9,7 @@ Two pipelines get the same spans in the same order, each in its own data and out
 directory under --out: one with warm start (the default settings), one without
 (PIPELINE_WARM_START=0); every other setting comes from the environment (the Tuner is off
 unless PIPELINE_ENABLE_TUNING is set, so training times compare). Each span is copied in
-(data.csv, then the `_COMPLETE` marker) and `python -m pipeline.trigger --once` runs. The table
+(data.csv, then the `_COMPLETE` marker) and `python -m pipeline.watch --once` runs. The table
 is printed and written with a plot to <out>/report.md and <out>/replay.png.
 """
 from __future__ import annotations
@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pipeline import configs, metadata  # noqa: E402
-from pipeline.continuous import AUC_PROPERTY, PROGRESSIVE_VALIDATION_ID  # noqa: E402
+from pipeline.names import AUC_PROPERTY, PROGRESSIVE_VALIDATION_ID  # noqa: E402
 from pipeline.spans import mark_complete  # noqa: E402
 
 VARIANTS = {"warm": {"PIPELINE_WARM_START": "1"}, "cold": {"PIPELINE_WARM_START": "0"}}
@@ -62,7 +62,7 @@ def _duration_seconds(execution) -> float:
 
 def run_result(settings: configs.Settings, span: int, ok: bool, log: str) -> SpanResult:
     """This span's figures from MLMD: the newest outputs, if they belong to this run."""
-    from pipeline.summary import overall_metrics  # TFMA: imported only when needed
+    from pipeline.evaluation import overall_metrics  # TFMA: imported only when needed
 
     result = SpanResult(span=span, ok=ok)
     store = metadata.open_store(settings)
@@ -88,7 +88,7 @@ def run_result(settings: configs.Settings, span: int, ok: bool, log: str) -> Spa
 
 
 def trigger(env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipeline.trigger", "--once"], env=env,
+    return subprocess.run([sys.executable, "-m", "pipeline.watch", "--once"], env=env,
                           cwd=ROOT, capture_output=True, text=True)
 
 

@@ -30,8 +30,8 @@ from apache_beam.ml.inference.base import ModelHandler, RunInference
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from models import features
-from models.model import KEY_INPUT, SERVING_KEYED_SIGNATURE
-from pipeline import configs, garbage_collection, spans
+from pipeline.names import KEY_INPUT, SERVING_KEYED_SIGNATURE
+from pipeline import configs, runtime, spans
 from serving import paths, warehouse
 from serving.tensors import Signature
 
@@ -249,7 +249,7 @@ def main(argv: Optional[list[str]] = None) -> None:
                                                  "the newest span")
     parser.add_argument("--version", type=int, help="model version; default: the newest pushed")
     args = parser.parse_args(argv)
-    garbage_collection.freeze_live_objects()  # TensorFlow and Beam, imported for good
+    runtime.freeze_live_objects()  # TensorFlow and Beam, imported for good
     result = run(configs.Settings.from_env(), args.span, args.version)
     print(f"span {result.span}: {result.rows} predictions of model version {result.version} "
           f"-> {result.destination} in {result.seconds:.1f} s "

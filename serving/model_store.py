@@ -20,13 +20,14 @@ import tensorflow as tf
 from google.protobuf import json_format
 from tensorflow.core.protobuf import saved_model_pb2
 
+from pipeline.names import TRANSFORM_SIGNATURE
 from serving.tensors import RequestError, Signature
 
 log = logging.getLogger(__name__)
 
 # Signatures the server calls; transform_features returns sparse tensors, which TF Serving's
 # REST API cannot return either.
-SKIPPED_SIGNATURES = ("transform_features",)
+SKIPPED_SIGNATURES = (TRANSFORM_SIGNATURE,)
 
 
 @dataclasses.dataclass

@@ -12,8 +12,7 @@ def model_name(settings: configs.Settings) -> str:
 
 
 def request_log_path(settings: configs.Settings) -> str:
-    return settings.serving_log_path or os.path.join(settings.output_dir, "serving_logs",
-                                                     "requests.jsonl")
+    return settings.request_log_path
 
 
 def predictions_db_path(settings: configs.Settings) -> str:

@@ -43,13 +43,3 @@ class RequestLogger:
         if self._file is not None:
             self._file.close()
             self._file = None
-
-
-def read(path: str) -> Iterator[dict]:
-    """The records of a log file, skipping a torn last line (a server killed mid-write)."""
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            try:
-                yield json.loads(line)
-            except json.JSONDecodeError:
-                continue

@@ -27,7 +27,9 @@ from typing import Any, Optional
 import numpy as np
 from aiohttp import web
 
-from pipeline import configs, garbage_collection
+from pipeline import configs, runtime
+from pipeline.names import (SERVING_DEFAULT_SIGNATURE, SERVING_KEYED_SIGNATURE,
+                            SERVING_RAW_SIGNATURE)
 from serving import paths
 from serving.batching import Batcher
 from serving.hybrid import PredictionTable
@@ -37,8 +39,6 @@ from serving.tensors import RequestError, columnar_response, row_response, rows
 
 log = logging.getLogger("serving")
 
-KEYED_SIGNATURE = "serving_keyed"
-RAW_SIGNATURE = "serving_raw"
 NAME = r"{name:[^/:]+}"
 VERSION = r"{version:[^/:]+}"
 LABEL = r"{label:[^/:]+}"
@@ -161,7 +161,7 @@ class App:
             model = self._model(request)
             body = await _json_body(request)
             signature_name = body.get("signature_name") or (
-                "serving_default" if method == "predict" else RAW_SIGNATURE)
+                SERVING_DEFAULT_SIGNATURE if method == "predict" else SERVING_RAW_SIGNATURE)
             if not isinstance(signature_name, str):
                 raise RequestError("'signature_name' must be a string")
             answer = await (self._predict(model, signature_name, body) if method == "predict"
@@ -186,7 +186,7 @@ class App:
         row_format = "instances" in body
         columns = (signature.columns_from_instances(body["instances"]) if row_format
                    else signature.columns_from_inputs(body["inputs"]))
-        if self.table is not None and signature_name == KEYED_SIGNATURE:
+        if self.table is not None and signature_name == SERVING_KEYED_SIGNATURE:
             outputs = await self._hybrid(model, signature, columns)
         else:
             outputs = await self.batcher.predict(model, signature, columns)
@@ -330,7 +330,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     app = build(settings)
     # TensorFlow and the loaded models live as long as the server: full collections that
     # walk them again would stall requests.
-    garbage_collection.freeze_live_objects()
+    runtime.freeze_live_objects()
     if not app.store.versions:
         log.warning("no model version under %s yet; waiting for the Pusher",
                     settings.serving_model_dir)

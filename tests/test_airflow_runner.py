@@ -286,7 +286,7 @@ def test_local_and_airflow_runs_of_the_same_slice_agree(pipeline, first_run, tmp
 
 def test_new_span_slides_the_window_and_is_compared_with_the_blessed_model(pipeline, first_run):
     """Airflow's resolvers read every run: the baseline must still be the model the first
-    run blessed, not nothing (pipeline/baseline.py), and without tuning the Trainer takes
+    run blessed, not nothing (pipeline/resolvers.py), and without tuning the Trainer takes
     the first run's tuning result."""
     write_data_slice(Path(pipeline.run.settings.data_dir), [NEW_SPAN], ROWS_PER_SPAN)
     states = pipeline.test_dag("2024-01-04", PIPELINE_ENABLE_TUNING="0")

@@ -23,7 +23,7 @@ from pipeline import configs, input_check, rejections
 from pipeline.metadata import span_of
 from pipeline.rejections import SpanRejectedError
 from pipeline.spans import mark_complete
-from pipeline.window import WINDOW_EXAMPLES_ID
+from pipeline.names import WINDOW_EXAMPLES_ID
 from tests.pipeline_run import (ROOT, PipelineRun, new_run, read_csv, write_csv,
                                 write_data_slice)
 
@@ -247,7 +247,7 @@ def test_min_span_rows_is_checked():
 
 
 def test_the_gate_counts_rows_of_both_splits():
-    from pipeline.gate import row_count_problems
+    from pipeline.components.anomalies_gate import row_count_problems
     assert row_count_problems({"train": 40, "eval": 12}, 50) == []
     assert row_count_problems({"train": 30, "eval": 0}, 50) == [
         "split 'eval' has no rows", "30 rows in all (eval 0, train 30), fewer than "
@@ -272,7 +272,7 @@ def test_records_are_read_back_and_a_crash_is_not_a_rejection(tmp_path):
     assert json.loads(Path(recorded.path).read_text())["reason"] == \
         "SpanRejectedError: too few rows"
     # A leak the run is told to fail on is a rejection too (of the run's span).
-    from analysis.leakage import DataLeakageError
+    from pipeline.leakage import DataLeakageError
     leak = rejections.record_failure(settings, 5, "LeakageCheck", DataLeakageError("a leak"))
     assert (leak.span, leak.check) == (5, "LeakageCheck")
 

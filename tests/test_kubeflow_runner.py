@@ -26,7 +26,7 @@ from pipeline.pipeline import (
     SPAN_WINDOW_RESOLVER_ID,
     create_pipeline,
 )
-from pipeline.window import WINDOW_EXAMPLES_ID
+from pipeline.names import WINDOW_EXAMPLES_ID
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGE = "europe-west4-docker.pkg.dev/test-project/pipelines/taxi-tips:test"
@@ -186,7 +186,7 @@ def test_each_step_runs_its_executor_in_the_image(compiled):
         args = list(container.args)
         class_path = args[args.index("--executor_class_path") + 1]
         assert class_path == name_utils.get_full_name(node.executor_spec.executor_class)
-        # The entrypoint imports it by path, as here: e.g. pipeline.gate.AnomaliesGate_Executor.
+        # The entrypoint imports it by path, as here: e.g. pipeline.components.anomalies_gate.AnomaliesGate_Executor.
         assert import_utils.import_class_by_path(class_path) is node.executor_spec.executor_class
 
 

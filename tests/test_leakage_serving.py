@@ -18,7 +18,7 @@ import tensorflow as tf
 import tensorflow_data_validation as tfdv
 from tensorflow_metadata.proto.v0 import schema_pb2
 
-from analysis import leakage
+from pipeline import leakage
 from models import features
 from serving import request_log
 

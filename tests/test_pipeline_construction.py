@@ -5,7 +5,7 @@ import pytest
 
 from pipeline import configs
 from pipeline.pipeline import EXAMPLE_GEN_ID, SPAN_WINDOW_RESOLVER_ID, create_pipeline
-from pipeline.window import WINDOW_EXAMPLES_ID
+from pipeline.names import WINDOW_EXAMPLES_ID
 
 
 @pytest.fixture
@@ -26,7 +26,7 @@ def test_all_components_are_on_by_default(settings):
         EXAMPLE_GEN_ID, "StatisticsGen", "ImportSchemaGen", "ExampleValidator", "AnomaliesGate",
         SPAN_WINDOW_RESOLVER_ID, WINDOW_EXAMPLES_ID, "Transform", "Tuner", "Trainer",
         "latest_blessed_model_resolver", "Evaluator", "Pusher", "LeakageCheck",
-        # continuous training (pipeline/continuous.py)
+        # continuous training (pipeline/resolvers.py, pipeline/components/)
         "current_model_resolver", "ProgressiveValidation", "DriftCheck"}
 
 

@@ -1,4 +1,4 @@
-"""TF Lite export (pipeline/tflite.py) of the shared finished run's pushed model: quantized
+"""TF Lite export (pipeline/components/tflite_exporter.py) of the shared finished run's pushed model: quantized
 models rank examples as the SavedModel does and are much smaller; the pipeline step writes
 the file."""
 from __future__ import annotations
@@ -13,7 +13,9 @@ from scipy.stats import rankdata
 from tfx import v1 as tfx
 
 from models import features, model
-from pipeline import configs, tflite
+from pipeline import configs
+from pipeline.components import tflite_exporter as tflite
+from pipeline.names import TFLITE_EXPORTER_ID
 from pipeline.pipeline import EXAMPLE_GEN_ID, create_pipeline
 from tests.pipeline_run import read_records
 
@@ -85,8 +87,8 @@ def test_bad_quantization_is_named():
 
 def test_pipeline_gets_the_step_only_when_asked():
     ids = lambda settings: [c.id for c in create_pipeline(settings).components]  # noqa: E731
-    assert tflite.COMPONENT_ID not in ids(configs.Settings())
-    assert ids(configs.Settings(tflite_export=True))[-1] == tflite.COMPONENT_ID
+    assert TFLITE_EXPORTER_ID not in ids(configs.Settings())
+    assert ids(configs.Settings(tflite_export=True))[-1] == TFLITE_EXPORTER_ID
 
 
 def test_pipeline_step_exports_the_pushed_model(finished_run, exported, tmp_path: Path):
@@ -102,14 +104,14 @@ def test_pipeline_step_exports_the_pushed_model(finished_run, exported, tmp_path
     export = tflite.TFLiteExporter(
         pushed_model=pushed_model.outputs["result"],
         transformed_examples=examples.outputs["result"], quantization="int8",
-        representative_examples=50).with_id(tflite.COMPONENT_ID)
+        representative_examples=50).with_id(TFLITE_EXPORTER_ID)
     tfx.orchestration.LocalDagRunner().run(tfx.dsl.Pipeline(
         pipeline_name="tflite-step", pipeline_root=str(tmp_path / "root"),
         metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
             str(tmp_path / "metadata.db")),
         components=[pushed_model, examples, export]))
 
-    (written,) = (tmp_path / "root" / tflite.COMPONENT_ID).glob(f"tflite_model/*/{tflite.MODEL_FILE}")
+    (written,) = (tmp_path / "root" / TFLITE_EXPORTER_ID).glob(f"tflite_model/*/{tflite.MODEL_FILE}")
     scores = tflite_scores(written.read_bytes(), exported["inputs"])
     assert abs(auc(exported["labels"], scores)
                - auc(exported["labels"], exported["saved_model_scores"])) <= MAX_AUC_GAP

@@ -7,7 +7,7 @@ from tfx import v1 as tfx
 from tfx.components.util import examples_utils
 from tfx.types import artifact_utils
 
-from pipeline.window import merge_window
+from pipeline.components.window_examples import merge_window
 
 
 def _span_artifact(root, span: int, splits=("train", "eval"), artifact_id: int = 0):

@@ -1,5 +1,5 @@
 """Continuous training, for real: spans arrive one at a time in a temp data location and the
-trigger (`python -m pipeline.trigger --once`, what `make watch` does per look) runs the local
+trigger (`python -m pipeline.watch --once`, what `make watch` does per look) runs the local
 pipeline for each.
 
 The pipeline tests run in file order on one pipeline: span 1 (with span 2 still being
@@ -16,13 +16,12 @@ import ml_metadata as mlmd
 import numpy as np
 import pytest
 
-from pipeline import configs, spans, trigger
-from pipeline.continuous import (AUC_PROPERTY, DRIFT_CHECK_ID, MODEL_ID_PROPERTY,
-                                 PROGRESSIVE_VALIDATION_ID, SPAN_PROPERTY)
+from pipeline import configs, spans
+from pipeline import watch as trigger
 from pipeline.metadata import span_of
-from pipeline.pipeline import EXAMPLE_GEN_ID
+from pipeline.names import (AUC_PROPERTY, DRIFT_CHECK_ID, EXAMPLE_GEN_ID, MODEL_ID_PROPERTY,
+                            PROGRESSIVE_VALIDATION_ID, SPAN_PROPERTY, WINDOW_EXAMPLES_ID)
 from pipeline.spans import mark_complete
-from pipeline.window import WINDOW_EXAMPLES_ID
 from tests.pipeline_run import (ROOT, PipelineRun, new_run, read_csv, write_csv,
                                 write_data_slice)
 

@@ -11,7 +11,9 @@ import tensorflow as tf
 import tensorflow_data_validation as tfdv
 from tensorflow_metadata.proto.v0 import schema_pb2
 
-from analysis import leakage
+from pipeline import leakage
+from pipeline.components.leakage_check import DataLeakageReport
+from pipeline.names import LEAKAGE_CHECK_ID
 from models import features
 from pipeline import label_expression
 from tests.pipeline_run import ROOT, read_csv
@@ -118,8 +120,8 @@ def test_shipped_spans_report_no_leak(tmp_path, span):
 
 
 def test_the_pipeline_step_ran_and_found_nothing(finished_run):
-    (artifact,) = finished_run.outputs(leakage.LEAKAGE_CHECK_ID,
-                                       leakage.DataLeakageReport.TYPE_NAME)
+    (artifact,) = finished_run.outputs(LEAKAGE_CHECK_ID,
+                                       DataLeakageReport.TYPE_NAME)
     assert artifact.custom_properties["findings"].int_value == 0
     with open(os.path.join(artifact.uri, leakage.REPORT_FILE)) as f:
         report = json.load(f)

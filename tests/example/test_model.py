@@ -101,7 +101,7 @@ def test_training_batches_do_not_depend_on_the_order_beam_wrote_records_in(finis
 
 
 def test_autograph_leaves_keras_internals_alone_but_converts_user_code():
-    """models/autograph.py: tracing fit() must not re-compile tf_keras (12 s per trace)."""
+    """pipeline/runtime.py: tracing fit() must not re-compile tf_keras (12 s per trace)."""
     import tf_keras as keras
     from tensorflow.python.autograph.impl import conversion
 

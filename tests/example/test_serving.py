@@ -16,7 +16,9 @@ import pytest
 import tensorflow as tf
 import tensorflow_data_validation as tfdv
 
-from serving import process, request_log, skew
+from analysis import skew
+from pipeline import serving_log
+from serving import process
 from serving.batch_predict import json_instance, raw_values
 from tests.pipeline_run import read_csv
 
@@ -193,7 +195,7 @@ def test_bad_requests_get_4xx_naming_the_problem(served, rows):
 def test_requests_are_logged_with_version_and_latency(served, rows):
     process.call(served["model_url"] + ":predict",
                  {"signature_name": "serving_raw", "instances": [json_instance(rows[2])]})
-    records = list(request_log.read(str(served["log"])))
+    records = list(serving_log.read(str(served["log"])))
     ok = [r for r in records if r["status"] == 200 and r["method"] == "predict"]
     assert ok and all(r["version"] == str(served["version"]) and r["latency_ms"] > 0
                       for r in ok)

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from serving import request_log, skew
+from analysis import skew
+from pipeline import serving_log
+from serving import request_log
 from serving.batch_predict import json_instance, raw_values
 from tests.pipeline_run import read_csv
 
@@ -89,8 +91,8 @@ def test_every_logged_request_format_yields_the_same_rows():
         ("predict", {"instances": examples}),
     ]
     for method, body in bodies:
-        got = list(skew.logged_rows([{"status": 200, "method": method, "request": body}]))
+        got = list(serving_log.logged_rows([{"status": 200, "method": method, "request": body}]))
         typed = [skew.to_example(r, schema) for r in got]
         assert typed == [skew.to_example(r, schema) for r in rows], (method, got)
-    assert list(skew.logged_rows([{"status": 400, "method": "predict",
+    assert list(serving_log.logged_rows([{"status": 400, "method": "predict",
                                    "request": {"instances": rows}}])) == []

@@ -25,11 +25,10 @@ from tfx import v1 as tfx
 from tfx.dsl.component.experimental.annotations import InputArtifact, OutputArtifact, Parameter
 from tfx.dsl.component.experimental.decorators import component
 
-from pipeline import configs
+from pipeline.names import TFLITE_MODEL_FILE as MODEL_FILE
+from pipeline.names import TRAIN_SPLIT, split_dir_name
 
-QUANTIZATIONS = configs.TFLITE_QUANTIZATIONS
-MODEL_FILE = "model.tflite"
-COMPONENT_ID = "TFLiteExporter"
+QUANTIZATIONS = ("dynamic", "int8")  # see the module's docstring
 
 
 def load_network(saved_model_dir: str) -> keras.Model:
@@ -82,7 +81,7 @@ def TFLiteExporter(  # noqa: N802 (TFX component names are classes)
         tflite_model.set_int_custom_property("exported", 0)
         return
     source = pushed_model.uri  # the Pusher's own copy of the model it pushed
-    patterns = [os.path.join(a.uri, "Split-train", "*") for a in transformed_examples]
+    patterns = [os.path.join(a.uri, split_dir_name(TRAIN_SPLIT), "*") for a in transformed_examples]
     flatbuffer = convert(source, quantization, patterns, representative_examples)
     tf.io.gfile.makedirs(tflite_model.uri)
     tmp = os.path.join(tflite_model.uri, MODEL_FILE + ".tmp")
@@ -90,14 +89,3 @@ def TFLiteExporter(  # noqa: N802 (TFX component names are classes)
         f.write(flatbuffer)
     tf.io.gfile.rename(tmp, os.path.join(tflite_model.uri, MODEL_FILE), overwrite=True)
     tflite_model.set_int_custom_property("exported", 1)
-
-
-def exporter(settings: configs.Settings, pusher: tfx.types.BaseComponent,
-             transform: tfx.types.BaseComponent) -> tfx.types.BaseComponent:
-    """The pipeline step: runs after the Pusher, on what it pushed."""
-    return TFLiteExporter(
-        pushed_model=pusher.outputs["pushed_model"],
-        transformed_examples=transform.outputs["transformed_examples"],
-        quantization=settings.tflite_quantization,
-        representative_examples=settings.tflite_representative_examples,
-    ).with_id(COMPONENT_ID)

@@ -18,12 +18,11 @@ from tfx import v1 as tfx
 from tfx.components.util import examples_utils
 from tfx.types import artifact_utils
 
-WINDOW_EXAMPLES_ID = "WindowExamples"
-SPANS_PROPERTY = "spans"
+from pipeline.names import SPAN_PROPERTY, SPANS_PROPERTY
 
 
 def _span(artifact: types.Artifact) -> int:
-    return artifact.get_int_custom_property("span")
+    return artifact.get_int_custom_property(SPAN_PROPERTY)
 
 
 def _link_or_copy(source: str, destination: str) -> None:
@@ -61,7 +60,7 @@ def merge_window(window: list[types.Artifact], merged: types.Artifact) -> list[i
                               os.path.join(destination, f"span-{_span(artifact)}-{name}"))
     spans = [_span(a) for a in window]
     merged.span = spans[-1]
-    merged.set_int_custom_property("span", spans[-1])  # where ExampleGen records it too
+    merged.set_int_custom_property(SPAN_PROPERTY, spans[-1])  # where ExampleGen records it too
     merged.set_string_custom_property(SPANS_PROPERTY, json.dumps(spans))
     payload_format, file_format = formats.pop()
     examples_utils.set_payload_format(merged, payload_format)

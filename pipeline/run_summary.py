@@ -6,24 +6,10 @@ import os
 import tensorflow_model_analysis as tfma
 
 from pipeline import configs, metadata, rejections
+from pipeline.evaluation import overall_metrics
+from pipeline.names import EVALUATOR_ID, PUSHER_ID
 
-EVALUATOR_ID, PUSHER_ID = "Evaluator", "Pusher"
-CANDIDATE = "candidate"  # TFX Evaluator's name for the model it judges against a baseline
 SHOWN_METRICS = ("auc", "binary_accuracy", "mean_label", "example_count")
-
-
-def overall_metrics(evaluation_uri: str) -> dict[str, float]:
-    """The overall slice's metrics of the evaluated model (TFX names it `candidate` when a
-    baseline was evaluated too, else leaves it unnamed). Reads the metrics alone: plots are
-    not needed here."""
-    for per_slice in tfma.load_metrics(evaluation_uri):
-        if per_slice.slice_key.single_slice_keys:
-            continue
-        return {item.key.name: item.value.double_value.value
-                for item in per_slice.metric_keys_and_values
-                if item.key.model_name in ("", CANDIDATE) and not item.key.is_diff
-                and item.value.HasField("double_value")}
-    raise ValueError(f"no overall slice in {evaluation_uri}")
 
 
 def latest_run_summary(settings: configs.Settings) -> str:

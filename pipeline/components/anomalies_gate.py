@@ -11,9 +11,8 @@ from tfx import types
 from tfx import v1 as tfx
 from tfx.components.statistics_gen import stats_artifact_utils
 
+from pipeline.names import ANOMALIES_FILE, ANOMALIES_GATE_ID, SPAN_PROPERTY, split_dir_name
 from pipeline.rejections import SpanRejectedError
-
-ANOMALIES_FILE = "SchemaDiff.pb"  # what ExampleValidator writes in each Split-<name>/ folder
 
 
 class DataAnomaliesError(SpanRejectedError):
@@ -40,7 +39,7 @@ def load_anomalies(uri: str, splits: list[str]) -> dict[str, anomalies_pb2.Anoma
     result = {}
     for split in splits:
         anomalies = anomalies_pb2.Anomalies()
-        with tf.io.gfile.GFile(os.path.join(uri, f"Split-{split}", ANOMALIES_FILE), "rb") as f:
+        with tf.io.gfile.GFile(os.path.join(uri, split_dir_name(split), ANOMALIES_FILE), "rb") as f:
             anomalies.ParseFromString(f.read())
         result[split] = anomalies
     return result
@@ -77,7 +76,7 @@ def AnomaliesGate(
     fewer than `min_rows` rows (the runners' file check usually turns such a span down
     earlier, naming the file), or when ExampleValidator found anomalies in them (which only
     name the span in the message)."""
-    span = examples.get_int_custom_property("span")  # ExampleGen records it there
+    span = examples.get_int_custom_property(SPAN_PROPERTY)  # ExampleGen records it there
     stop = ("the run stops before Transform, Trainer and Pusher and the pushed model is "
             "unchanged")
     too_few = row_count_problems(rows_by_split(statistics), min_rows) if statistics else []
@@ -85,10 +84,10 @@ def AnomaliesGate(
         raise DataAnomaliesError(
             f"span {span} has too few rows to train and evaluate on: {'; '.join(too_few)} "
             f"(examples: {examples.uri}); {stop}. Deliver the span's full data as a new span, "
-            "or lower PIPELINE_MIN_SPAN_ROWS if such spans are normal.", span, "AnomaliesGate")
+            "or lower PIPELINE_MIN_SPAN_ROWS if such spans are normal.", span, ANOMALIES_GATE_ID)
     problems = describe_anomalies(load_anomalies(anomalies.uri, list(anomalies.splits)))
     if problems:
         raise DataAnomaliesError(
             f"ExampleValidator found {len(problems)} anomalies in span {span} "
             f"(report: {anomalies.uri}); {stop}. Fix the data, or update schema/schema.pbtxt "
-            "if the change is expected:\n  - " + "\n  - ".join(problems), span, "AnomaliesGate")
+            "if the change is expected:\n  - " + "\n  - ".join(problems), span, ANOMALIES_GATE_ID)

@@ -1,5 +1,5 @@
-"""The data-leakage check (no `from __future__ import annotations`: TFX reads the
-component's type hints at runtime): a pipeline step after ExampleValidator that looks for features a
+"""The data-leakage checks of the LeakageCheck step (pipeline/components/leakage_check.py),
+a pipeline step after ExampleValidator that looks for features a
 model could learn at training time but will not have (or should not have) when predicting:
 "a feature which could not be actually known when a prediction is made", such as a name
 present in the training data but an empty string in every prediction request.
@@ -39,19 +39,18 @@ from typing import Any, Optional
 
 import numpy as np
 import tensorflow as tf
+import tensorflow_data_validation as tfdv
 from absl import logging
 from tensorflow_metadata.proto.v0 import schema_pb2, statistics_pb2
-from tfx import v1 as tfx
-from tfx.types.artifact import Artifact
 
-from analysis import artifacts
 from models import features
 from pipeline import label_expression
+from pipeline.rejections import SpanRejectedError
+from pipeline.serving_log import logged_rows
+from pipeline.names import (LEAKAGE_REPORT_FILE as REPORT_FILE, STATISTICS_FILE, TRAIN_SPLIT,
+                            split_dir_name)
 
-LEAKAGE_CHECK_ID = "LeakageCheck"
-REPORT_FILE = "leakage.json"
 SERVING = "SERVING"
-TRAIN_SPLIT = "train"
 # Smoothing of per-category label rates toward the overall rate, in pseudo-rows: a category
 # seen on a few rows cannot score as a perfect predictor.
 CATEGORY_PRIOR_ROWS = 10
@@ -73,14 +72,8 @@ PRESENCE_GAP = 0.2
 DISTRIBUTION_DISTANCE = 0.25
 
 
-class DataLeakageError(RuntimeError):
+class DataLeakageError(SpanRejectedError):
     """The new span has features that leak the label; the message names each with evidence."""
-
-
-class DataLeakageReport(Artifact):
-    """The leakage check's findings: REPORT_FILE in the artifact's directory."""
-    # "<namespace>.<Name>": the form Kubeflow v2 compilation requires of custom types.
-    TYPE_NAME = "analysis.DataLeakageReport"
 
 
 @dataclasses.dataclass
@@ -235,7 +228,7 @@ def load_sample(examples_uri: str, schema: schema_pb2.Schema, max_rows: int,
     # Imported here: the label's TensorFlow code is only needed when the check runs.
     from models import preprocessing
 
-    split_dir = os.path.join(examples_uri, f"Split-{split}")
+    split_dir = os.path.join(examples_uri, split_dir_name(split))
     if not tf.io.gfile.isdir(split_dir):
         raise FileNotFoundError(f"no split '{split}' in {examples_uri}: {split_dir} does not "
                                 "exist")
@@ -446,7 +439,7 @@ def compare_with_serving(columns: dict[str, np.ndarray], serving_rows: list[dict
                          where: str = "the serving request log"
                          ) -> tuple[dict[str, dict[str, float]], list[Finding], list[str]]:
     """Each model input (default: raw_feature_keys()) in the training sample `columns` against
-    the logged serving rows (raw values as serving/skew.py's logged_rows gives them): its
+    the logged serving rows (raw values as pipeline/serving_log.py's logged_rows gives them): its
     presence rate (a value that is not empty or NaN), and with at least `min_rows` present
     values on both sides its distribution. Returns (measures per feature, findings, notes).
     With fewer than `min_rows` logged rows nothing is judged."""
@@ -521,10 +514,8 @@ def compare_with_serving(columns: dict[str, np.ndarray], serving_rows: list[dict
 def load_serving_rows(path: str, max_rows: int) -> tuple[list[dict], list[str]]:
     """The newest `max_rows` raw rows of the successful requests in a request log (the
     server's JSON lines, serving/request_log.py; every request format the server takes, as
-    serving/skew.py reads them), and notes on lines that could not be read (a torn last line
+    analysis/skew.py reads them), and notes on lines that could not be read (a torn last line
     of a running server is skipped silently)."""
-    from serving import skew  # the server's request formats, parsed in one place
-
     rows: collections.deque = collections.deque(maxlen=max_rows)
     bad, lines = [], 0
     with tf.io.gfile.GFile(path) as f:
@@ -536,7 +527,7 @@ def load_serving_rows(path: str, max_rows: int) -> tuple[list[dict], list[str]]:
                 bad.append((number, f"not JSON ({error.msg})"))
                 continue
             try:
-                rows.extend(skew.logged_rows([record]))
+                rows.extend(logged_rows([record]))
             except Exception as error:  # noqa: BLE001 - a bad record is skipped and named
                 bad.append((number, f"{type(error).__name__}: {error}"))
     if bad and bad[-1][0] == lines and bad[-1][1].startswith("not JSON"):
@@ -602,10 +593,10 @@ def _load_schema(uri: str) -> schema_pb2.Schema:
 
 
 def _load_statistics(uri: str) -> statistics_pb2.DatasetFeatureStatisticsList:
-    path = os.path.join(uri, f"Split-{TRAIN_SPLIT}", "FeatureStats.pb")
+    path = os.path.join(uri, split_dir_name(TRAIN_SPLIT), STATISTICS_FILE)
     if not tf.io.gfile.exists(path):
         raise FileNotFoundError(f"no statistics of split '{TRAIN_SPLIT}' at {path}")
-    return artifacts.load_statistics(uri, TRAIN_SPLIT)
+    return tfdv.load_stats_binary(path)
 
 
 def write_report(report: LeakageReport, uri: str) -> None:
@@ -645,48 +636,3 @@ def run_check(examples_uri: str, schema_uri: str, statistics_uri: str, report_ur
     for problem in warnings:
         logging.warning("Possible data leakage (check it): %s", problem)
     return report
-
-
-@tfx.dsl.components.component
-def LeakageCheck(
-    examples: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Examples],
-    schema: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Schema],
-    statistics: tfx.dsl.components.InputArtifact[
-        tfx.types.standard_artifacts.ExampleStatistics],
-    report: tfx.dsl.components.OutputArtifact[DataLeakageReport],
-    auc_threshold: tfx.dsl.components.Parameter[float],
-    sample_rows: tfx.dsl.components.Parameter[int],
-    fail_on_leak: tfx.dsl.components.Parameter[int],
-    serving_log: tfx.dsl.components.Parameter[str] = "",
-    min_serving_rows: tfx.dsl.components.Parameter[int] = MIN_SERVING_ROWS,
-    presence_gap: tfx.dsl.components.Parameter[float] = PRESENCE_GAP,
-    distribution_distance: tfx.dsl.components.Parameter[float] = DISTRIBUTION_DISTANCE,
-) -> None:
-    """Reports (or with fail_on_leak, fails the run on) features that leak the label;
-    `serving_log` ("" = skip) is the model server's request log to compare with."""
-    result = run_check(examples.uri, schema.uri, statistics.uri, report.uri,
-                       auc_threshold, sample_rows, bool(fail_on_leak), serving_log,
-                       min_serving_rows, presence_gap, distribution_distance)
-    report.set_int_custom_property("findings", len(result.findings))
-    report.set_int_custom_property("leaks", len(result.leaks()))
-
-
-def leakage_check(settings, examples: tfx.types.BaseChannel, schema: tfx.types.BaseChannel,
-                  statistics: tfx.types.BaseChannel) -> Optional[tfx.types.BaseComponent]:
-    """The step for create_pipeline, or None when `leakage_check` is off. The request log is
-    the model server's (serving_log_path), read where the step runs: a local path (or one
-    tf.io.gfile reads) the server writes to; absent there, the comparison is skipped."""
-    if not settings.leakage_check:
-        return None
-    from serving import paths
-
-    serving_log = paths.request_log_path(settings) if settings.leakage_serving_log else ""
-    return LeakageCheck(examples=examples, schema=schema, statistics=statistics,
-                        auc_threshold=settings.leakage_auc_threshold,
-                        sample_rows=settings.leakage_sample_rows,
-                        fail_on_leak=int(settings.leakage_fails_run),
-                        serving_log=serving_log,
-                        min_serving_rows=settings.leakage_min_serving_rows,
-                        presence_gap=settings.leakage_presence_gap,
-                        distribution_distance=settings.leakage_distribution_distance,
-                        ).with_id(LEAKAGE_CHECK_ID)

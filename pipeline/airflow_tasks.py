@@ -14,7 +14,8 @@ from tfx.orchestration.config import config_utils
 from tfx.types.standard_component_specs import EXAMPLES_KEY
 
 from pipeline import configs, input_check, metadata, preflight, rejections, spans
-from pipeline.pipeline import EXAMPLE_GEN_ID, create_pipeline
+from pipeline.names import EXAMPLE_GEN_ID
+from pipeline.pipeline import create_pipeline
 
 
 def metadata_config(settings: configs.Settings):

@@ -1,4 +1,4 @@
-"""pipeline/garbage_collection.py, in a fresh interpreter: freezing is process-wide."""
+"""pipeline/runtime.py, in a fresh interpreter: freezing is process-wide."""
 import json
 import subprocess
 import sys
@@ -7,17 +7,17 @@ from pipeline import configs
 
 SCRIPT = """
 import gc, json
-from pipeline import garbage_collection
+from pipeline import runtime
 
 collections = []
 gc.callbacks.append(lambda phase, info: phase == "start" and collections.append(1))
-with garbage_collection.paused_for_imports():
+with runtime.paused_for_imports():
     kept_for_life = [[i] for i in range(200_000)]  # as module-level objects of an import
     collections_during_imports = len(collections)
 after_imports = {"enabled": gc.isenabled(), "frozen": gc.get_freeze_count()}
 made_by_the_run = [[i] for i in range(50_000)]
 collections_after = len(collections)
-garbage_collection.freeze_live_objects()
+runtime.freeze_live_objects()
 print(json.dumps({"during": collections_during_imports, "after_imports": after_imports,
                   "collections_after": collections_after, "frozen_at_end": gc.get_freeze_count()}))
 """

@@ -1,7 +1,7 @@
 """Serving skew: TFDV statistics of the logged serving requests against the schema's SERVING
 environment and the training statistics, with the schema's skew comparators.
 
-    python -m serving.skew [--log PATH] [--training-statistics PATH]   # or `make serving-skew`
+    python -m analysis.skew [--log PATH] [--training-statistics PATH]   # or `make serving-skew`
 
 Exits 1 and names each feature when skew (or a schema anomaly) is found, 0 when none is.
 The training statistics default to the newest StatisticsGen train split recorded in MLMD.
@@ -9,7 +9,6 @@ The training statistics default to the newest StatisticsGen train split recorded
 from __future__ import annotations
 
 import argparse
-import base64
 import math
 import os
 import sys
@@ -22,53 +21,14 @@ from tensorflow_metadata.proto.v0 import anomalies_pb2, schema_pb2, statistics_p
 
 from models import features
 from pipeline import configs, metadata
-from serving import paths, request_log
+from pipeline.names import STATISTICS_FILE, TRAIN_SPLIT, split_dir_name
+from pipeline import serving_log
 
 SERVING_ENVIRONMENT = "SERVING"
 
 
 class SkewError(RuntimeError):
     pass
-
-
-def logged_rows(records: Iterable[dict]) -> Iterable[dict[str, Any]]:
-    """Raw feature rows of the successful requests in a request log (every format the server
-    takes: instances, inputs, classify/regress examples, b64 tf.Examples)."""
-    for record in records:
-        body = record.get("request")
-        if record.get("status") != 200 or not isinstance(body, dict):
-            continue
-        if "examples" in body and record.get("method") in ("classify", "regress"):
-            context = body.get("context") or {}
-            for example in body["examples"]:
-                yield {k: (v[0] if v else None) if isinstance(v, list) else v
-                       for k, v in {**context, **example}.items()}
-        elif "instances" in body:
-            for instance in body["instances"]:
-                yield from _instance_rows(instance)
-        elif "inputs" in body:
-            inputs = body["inputs"]
-            if isinstance(inputs, list):
-                inputs = {"examples": inputs}
-            length = max(len(v) if isinstance(v, list) else 1 for v in inputs.values())
-            for i in range(length):
-                yield from _instance_rows({k: v[i] if isinstance(v, list) else v
-                                           for k, v in inputs.items()})
-
-
-def _instance_rows(instance: Any) -> Iterable[dict[str, Any]]:
-    if isinstance(instance, dict) and set(instance) == {"examples"}:
-        instance = instance["examples"]
-    if isinstance(instance, dict) and set(instance) == {"b64"}:
-        example = tf.train.Example.FromString(base64.b64decode(instance["b64"]))
-        row = {}
-        for key, feature in example.features.feature.items():
-            values = list(getattr(feature, feature.WhichOneof("kind")).value) \
-                if feature.WhichOneof("kind") else []
-            row[key] = values[0] if values else None
-        yield row
-    elif isinstance(instance, dict):
-        yield instance
 
 
 def to_example(row: dict[str, Any], schema: schema_pb2.Schema) -> tf.train.Example:
@@ -111,7 +71,7 @@ def training_statistics_path(settings: configs.Settings) -> str:
     if not artifacts:
         raise SkewError(f"no StatisticsGen output in {settings.metadata_path}: run the pipeline "
                         "first, or pass --training-statistics")
-    return os.path.join(artifacts[-1].uri, "Split-train", "FeatureStats.pb")
+    return os.path.join(artifacts[-1].uri, split_dir_name(TRAIN_SPLIT), STATISTICS_FILE)
 
 
 def serving_schema(schema: schema_pb2.Schema) -> schema_pb2.Schema:
@@ -150,7 +110,7 @@ def find_skew(rows: list[dict], schema: schema_pb2.Schema,
 def main(argv: Optional[list[str]] = None) -> int:
     settings = configs.Settings.from_env()
     parser = argparse.ArgumentParser(description="Serving skew over the request log.")
-    parser.add_argument("--log", default=paths.request_log_path(settings))
+    parser.add_argument("--log", default=settings.request_log_path)
     parser.add_argument("--training-statistics", help="FeatureStats.pb; default: from MLMD")
     parser.add_argument("--schema", default=settings.schema_path)
     args = parser.parse_args(argv)
@@ -161,7 +121,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         schema = tfdv.load_schema_text(args.schema)
         stats_path = args.training_statistics or training_statistics_path(settings)
         training = tfdv.load_stats_binary(stats_path)
-        rows = list(logged_rows(request_log.read(args.log)))
+        rows = list(serving_log.logged_rows(serving_log.read(args.log)))
         found = find_skew(rows, schema, training)
     except SkewError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -1,7 +1,7 @@
 """The local trigger: runs the pipeline when a new complete span lands in the data location.
 
-    python -m pipeline.trigger           # or: make watch   (polls every watch_interval_seconds)
-    python -m pipeline.trigger --once    # one look: run if there is a new span, else say so
+    python -m pipeline.watch           # or: make watch   (polls every watch_interval_seconds)
+    python -m pipeline.watch --once    # one look: run if there is a new span, else say so
 
 A span is new when it is complete (its folder holds the `_COMPLETE` marker) and ExampleGen has
 not ingested it yet. Each run is `python local_runner.py` in a process of its own, with the
@@ -19,9 +19,7 @@ import time
 from typing import Callable, Optional
 
 from pipeline import configs, rejections, spans
-
-# CsvExampleGen's node id (pipeline.pipeline.EXAMPLE_GEN_ID), without importing TFX here.
-EXAMPLE_GEN_ID = "CsvExampleGen"
+from pipeline.names import EXAMPLE_GEN_ID
 LOCAL_RUNNER = os.path.join(configs.PROJECT_ROOT, "local_runner.py")
 
 

@@ -1,0 +1,1 @@
+"""The pipeline's custom components, one per file; `pipeline/pipeline.py` wires them."""
