@@ -7,7 +7,7 @@ UV_VERSION := 0.13.9
 # The first python3.10 that actually runs: PATH (pyenv shims may exist but fail), then pyenv's folder.
 PYTHON310 ?= $(shell for p in python3.10 $$HOME/.pyenv/versions/3.10*/bin/python3.10; do \
 	$$p -c 'import sys' >/dev/null 2>&1 && { command -v $$p || echo $$p; } && break; done)
-# Keras 2 (tf_keras) everywhere: see README, "Why Keras 2".
+# Keras 2 (tf_keras) everywhere: see docs/decisions.md, "Keras 2 (tf_keras), not Keras 3".
 export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
@@ -113,6 +113,11 @@ benchmark-input: setup
 
 benchmark-strategies: setup
 	$(PY) benchmarks/strategies.py $(ARGS)
+
+# The documentation site (docs/, mkdocs.yml) with strict link checking: outputs/site/index.html.
+.PHONY: docs
+docs: setup
+	$(PY) -m mkdocs build --strict --site-dir outputs/site
 
 clean:
 	rm -rf outputs
