@@ -39,6 +39,16 @@ test: setup browser
 test-fast: setup browser
 	$(PY) -m pytest -q -m "not slow" --durations=10
 
+# ruff: lint and format check (configured in pyproject.toml); `make format` rewrites.
+.PHONY: lint format
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: setup
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
 # Re-creates data/span-*/ from the CSV shipped inside the tfx wheel.
 data: setup
 	$(PY) scripts/split_data.py
@@ -94,6 +104,7 @@ lineage: setup
 
 browser:
 	@test -x /usr/bin/chromium || { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		echo "make: installing Debian's chromium with apt-get (the run report's test renders it headless)"; \
 		$$SUDO apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y --no-install-recommends chromium; }
 

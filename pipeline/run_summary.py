@@ -7,7 +7,7 @@ import tensorflow_model_analysis as tfma
 
 from pipeline import configs, metadata, rejections
 from pipeline.evaluation import overall_metrics
-from pipeline.names import EVALUATOR_ID, PUSHER_ID
+from pipeline.names import EVALUATOR_ID
 
 SHOWN_METRICS = ("auc", "binary_accuracy", "mean_label", "example_count")
 
