@@ -2,6 +2,8 @@
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
+# The project's CLI (cli/main.py), installed by setup; `tfx-template COMMAND --help`.
+CLI := $(VENV)/bin/tfx-template
 UV := $(VENV)/bin/uv
 UV_VERSION := 0.13.9
 # The first python3.10 that actually runs: PATH (pyenv shims may exist but fail), then pyenv's folder.
@@ -51,17 +53,17 @@ format: setup
 
 # Re-creates data/span-*/ from the CSV shipped inside the tfx wheel.
 data: setup
-	$(PY) scripts/split_data.py
+	$(CLI) data $(ARGS)
 
 # From a raw CSV to a ready project: spans in data/, models/features.py, schema/schema.pbtxt,
 # e.g. ARGS="--csv flights.csv --label 'arr_delay > 15' --time-column time_hour --span-by month".
 .PHONY: new-dataset
 new-dataset: setup
-	$(PY) -m pipeline.new_dataset $(ARGS)
+	$(CLI) new-dataset $(ARGS)
 
 # Writes a starting schema from the latest SchemaGen output (after PIPELINE_INFER_SCHEMA=1 make run).
 schema: setup
-	$(PY) scripts/export_schema.py $(ARGS)
+	$(CLI) schema $(ARGS)
 
 benchmark: setup
 	$(PY) benchmarks/pipeline_vs_official.py
@@ -69,38 +71,38 @@ benchmark: setup
 # Serving: the local TF Serving-compatible server, batch predictions, skew check, benchmark.
 .PHONY: serve batch-predict serving-skew benchmark-serving
 serve: setup
-	$(PY) -m serving.server
+	$(CLI) serve $(ARGS)
 
 batch-predict: setup
-	$(PY) -m serving.batch_predict $(ARGS)
+	$(CLI) batch-predict $(ARGS)
 
 serving-skew: setup
-	$(PY) -m analysis.skew $(ARGS)
+	$(CLI) skew $(ARGS)
 
 benchmark-serving: setup
-	$(PY) benchmarks/serving.py $(ARGS)
+	$(PY) benchmarks/serving_speed.py $(ARGS)
 
 .PHONY: watch replay stream
 # Continuous training: run the pipeline whenever a new complete span lands in the data location.
 watch: setup
-	$(PY) -m pipeline.watch $(ARGS)
+	$(CLI) watch $(ARGS)
 
 # Replays the shipped spans one at a time (warm vs fresh start): outputs/replay/report.md.
 replay: setup
-	$(PY) scripts/replay.py $(ARGS)
+	$(CLI) replay $(ARGS)
 
 # Streaming ingestion: events (JSON lines) -> complete spans, e.g. ARGS="--input 'events/*.jsonl'".
 stream: setup
-	$(PY) -m streaming.job $(ARGS)
+	$(CLI) stream $(ARGS)
 
 # Exploring results: the HTML run report, the served model's lineage (MODEL=<path> for another
 # model), and the headless Chromium that tests/test_report.py renders the report in.
 .PHONY: report lineage browser
 report: setup
-	$(PY) -m analysis.report $(ARGS)
+	$(CLI) report $(ARGS)
 
 lineage: setup
-	$(PY) -m analysis.lineage $(MODEL)
+	$(CLI) lineage $(MODEL) $(ARGS)
 
 browser:
 	@test -x /usr/bin/chromium || { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
@@ -114,7 +116,7 @@ browser:
 .PHONY: data-large benchmark-growth benchmark-input benchmark-strategies
 ROWS ?= 1500000
 data-large: setup
-	$(PY) scripts/generate_data.py $(or $(DIR),outputs/data-$(ROWS)) --rows $(ROWS) $(ARGS)
+	$(CLI) generate-data $(or $(DIR),outputs/data-$(ROWS)) --rows $(ROWS) $(ARGS)
 
 benchmark-growth: setup
 	$(PY) benchmarks/growth.py $(ARGS)

@@ -3,6 +3,8 @@
     cp airflow_runner.py $AIRFLOW_HOME/dags/       # or, with the TFX CLI:
     tfx pipeline create --engine airflow --pipeline_path airflow_runner.py
     tfx run create --engine airflow --pipeline_name taxi-tips
+    python airflow_runner.py          # builds the DAG once: a check that it imports
+    python airflow_runner.py --help   # this text
 
 Airflow imports this file from its own dags/ folder, under a module name of its own, in the
 scheduler and in every task: the DAG is built at module level, and `pipeline` and `models`
@@ -16,6 +18,12 @@ For the same pipeline as the other runners: the first task ingests the older spa
 training window on a new pipeline (as local_runner.py does), and the Evaluator's baseline
 strategy picks this run's model out of all of them (pipeline/resolvers.py).
 """
+import sys
+
+if __name__ == "__main__" and {"-h", "--help"} & set(sys.argv[1:]):
+    print(__doc__.strip())  # before the imports below take their 10 s
+    sys.exit(0)
+
 from pipeline import runtime  # noqa: F401, I001  (first: Keras 2 before TensorFlow loads)
 
 import datetime

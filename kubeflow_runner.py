@@ -5,6 +5,7 @@ its API server and the kfp client take).
 
     python kubeflow_runner.py      # writes PIPELINE_KUBEFLOW_SPEC_PATH, by default
                                    # outputs/kubeflow/<pipeline name>.json (.yaml for kubeflow)
+    python kubeflow_runner.py --help                                          # this text
     tfx pipeline compile --engine vertex --pipeline_path kubeflow_runner.py   # the same
     tfx pipeline create --engine vertex --pipeline_path kubeflow_runner.py    # into ~/tfx/vertex/
     tfx run create --engine vertex --pipeline_name taxi-tips --project P --region R
@@ -14,6 +15,12 @@ Vertex runs only TFX's stock resolvers and the self-hosted backend none, which c
 no cloud service. Settings come from `PIPELINE_*` variables; required here:
 PIPELINE_CONTAINER_IMAGE and PIPELINE_KUBEFLOW_OUTPUT_DIR (gs://).
 """
+import sys
+
+if __name__ == "__main__" and {"-h", "--help"} & set(sys.argv[1:]):
+    print(__doc__.strip())  # before the imports below take their 10 s
+    sys.exit(0)
+
 from pipeline import runtime  # noqa: F401, I001  (first: Keras 2 before TensorFlow loads)
 
 import os
@@ -22,7 +29,7 @@ from typing import Optional
 from absl import logging
 from tfx import v1 as tfx
 
-from pipeline import configs
+from pipeline import configs, tfx_cli
 from pipeline.pipeline import create_pipeline
 
 
@@ -72,7 +79,7 @@ def main() -> None:
     path = compile_pipeline(settings)
     # Under the TFX CLI (run() patched), `pipeline create` writes the spec into the CLI's own
     # folder instead, and the CLI reports the outcome.
-    if not hasattr(tfx.orchestration.experimental.KubeflowV2DagRunner.run, "__wrapped__"):
+    if not tfx_cli.run_is_patched(tfx.orchestration.experimental.KubeflowV2DagRunner):
         print(f"Kubeflow Pipelines v2 spec for {settings.orchestrator}: {path}")
     if self_hosted(settings):
         # A PipelineSpec carries no pipeline root, and the cluster's default (minio://) is no

@@ -2,13 +2,12 @@
 schema, statistics, transform graph and hyperparameters it was trained with, its evaluation
 and blessing, and when it was pushed.
 
-    python -m analysis.lineage                    # the model being served (newest pushed version)
-    python -m analysis.lineage <model path>       # a pushed version dir or a Trainer model artifact
-    make lineage [MODEL=<model path>]
+    make lineage                     # the model being served (newest pushed version)
+    make lineage MODEL=<model path>  # a pushed version dir or a Trainer model artifact
+    tfx-template lineage [<model path>]
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import datetime
 import json
@@ -209,20 +208,14 @@ def lineage(settings: configs.Settings, model_path: Optional[str] = None) -> Lin
         pushed_in_run=graph.run_of(pusher.id) if pusher else None)
 
 
-def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("model", nargs="?", help="a pushed model version directory or a "
-                        "Trainer model artifact (default: the model being served)")
-    args = parser.parse_args(argv)
+def print_lineage(model: Optional[str] = None) -> int:
+    """`tfx-template lineage`: prints the lineage of `model` (default: the model being served)
+    (0), or one `error: ...` line (1)."""
     try:
         settings = configs.Settings.from_env()
-        result = lineage(settings, args.model)
+        result = lineage(settings, model)
     except (ValueError, LookupError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     print("\n".join(result.lines()))
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

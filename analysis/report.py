@@ -2,11 +2,10 @@
 base64 PNG; no scripts, fonts or style sheets from elsewhere), with the same tables and plots
 as the notebooks.
 
-    python -m analysis.report [--out report.html]     # or: make report
+    make report    # tfx-template report [--out report.html]
 """
 from __future__ import annotations
 
-import argparse
 import base64
 import datetime
 import html
@@ -200,19 +199,13 @@ def write(settings: configs.Settings, path: Optional[str] = None) -> str:
     return path
 
 
-def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description="Write the HTML report of the latest run.")
-    parser.add_argument("--out", help="the HTML file (default: PIPELINE_REPORT_PATH, else "
-                        "<output dir>/report/<pipeline>.html)")
-    args = parser.parse_args(argv)
+def write_report(out: Optional[str] = None) -> int:
+    """`tfx-template report`: writes the report to `out` (default PIPELINE_REPORT_PATH, else
+    <output dir>/report/<pipeline>.html) and says where (0), or one `error: ...` line (1)."""
     try:
-        path = write(configs.Settings.from_env(), args.out)
+        path = write(configs.Settings.from_env(), out)
     except (ValueError, artifacts.NoRunError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     print(f"Report written to {path}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

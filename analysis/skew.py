@@ -1,14 +1,14 @@
 """Serving skew: TFDV statistics of the logged serving requests against the schema's SERVING
 environment and the training statistics, with the schema's skew comparators.
 
-    python -m analysis.skew [--log PATH] [--training-statistics PATH]   # or `make serving-skew`
+    make serving-skew    # or: tfx-template skew [--log PATH] [--training-statistics PATH]
 
-Exits 1 and names each feature when skew (or a schema anomaly) is found, 0 when none is.
+Exits 1 and names each feature when skew (or a schema anomaly) is found, 0 when none is, 2 on
+an error (no request log, no training statistics).
 The training statistics default to the newest StatisticsGen train split recorded in MLMD.
 """
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import sys
@@ -107,26 +107,27 @@ def find_skew(rows: list[dict], schema: schema_pb2.Schema,
     return found
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def run_skew(log: Optional[str] = None, training_statistics: Optional[str] = None,
+             schema: Optional[str] = None) -> int:
+    """`tfx-template skew`: the request `log` (default PIPELINE_SERVING_LOG_PATH) against the
+    `training_statistics` (default: from MLMD) with the `schema` (default
+    PIPELINE_SCHEMA_PATH). 0: no skew; 1: skew, each feature named; 2: one `error: ...` line."""
     settings = configs.Settings.from_env()
-    parser = argparse.ArgumentParser(description="Serving skew over the request log.")
-    parser.add_argument("--log", default=settings.request_log_path)
-    parser.add_argument("--training-statistics", help="FeatureStats.pb; default: from MLMD")
-    parser.add_argument("--schema", default=settings.schema_path)
-    args = parser.parse_args(argv)
+    log = log or settings.request_log_path
+    schema_path = schema or settings.schema_path
     try:
-        if not os.path.exists(args.log):
-            raise SkewError(f"no request log at {args.log}: serve with "
+        if not os.path.exists(log):
+            raise SkewError(f"no request log at {log}: serve with "
                             "PIPELINE_SERVING_LOG_SAMPLING_RATE>0 first")
-        schema = tfdv.load_schema_text(args.schema)
-        stats_path = args.training_statistics or training_statistics_path(settings)
+        schema_proto = tfdv.load_schema_text(schema_path)
+        stats_path = training_statistics or training_statistics_path(settings)
         training = tfdv.load_stats_binary(stats_path)
-        rows = list(serving_log.logged_rows(serving_log.read(args.log)))
-        found = find_skew(rows, schema, training)
+        rows = list(serving_log.logged_rows(serving_log.read(log)))
+        found = find_skew(rows, schema_proto, training)
     except SkewError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(f"{len(rows)} logged rows from {args.log} against {stats_path}")
+    print(f"{len(rows)} logged rows from {log} against {stats_path}")
     if not found:
         print("no serving skew: every feature is within the schema's skew thresholds")
         return 0
@@ -135,7 +136,3 @@ def main(argv: Optional[list[str]] = None) -> int:
         for reason in reasons:
             print(f"  - {feature}: {reason}")
     return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -4,7 +4,7 @@
         [--rows 15000 150000 1500000] [--workers 1 0] [--files-per-span F]
         [--data-root DIR] [--keep] [--json FILE]
 
-For each size, scripts/generate_data.py resamples the shipped spans into six spans of that
+For each size, `tfx-template generate-data` resamples the shipped spans into six spans of that
 many rows in total (seeded; kept under --data-root and reused when present). For each size
 and each Beam DirectRunner mode (`--workers`: 1 = in-process, 0 = one worker process per
 core, i.e. PIPELINE_BEAM_DIRECT_NUM_WORKERS) the local runner runs cold with the Tuner off
@@ -39,8 +39,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import psutil  # noqa: E402
 
-import pipeline_vs_official as reference  # noqa: E402  (snapshot, environment helpers)
-import process_tree  # noqa: E402
+from benchmarks import pipeline_vs_official as reference  # noqa: E402  (snapshot, environment)
+from benchmarks import process_tree  # noqa: E402
 
 REPO = reference.REPO
 PIPELINE_NAME = reference.OUR_PIPELINE_NAME
@@ -161,9 +161,9 @@ def ensure_data(data_root: Path, rows: int, files_per_span: int = 1) -> Path:
     if manifest.is_file() and json.loads(manifest.read_text()).get("rows") == rows:
         return data_dir
     print(f"generating {rows} rows into {data_dir} ...", flush=True)
-    subprocess.run([sys.executable, str(REPO / "scripts" / "generate_data.py"), str(data_dir),
+    subprocess.run([sys.executable, "-m", "cli.main", "generate-data", str(data_dir),
                     "--rows", str(rows), "--spans", str(NUM_SPANS),
-                    "--files-per-span", str(files_per_span)], check=True)
+                    "--files-per-span", str(files_per_span)], cwd=REPO, check=True)
     return data_dir
 
 

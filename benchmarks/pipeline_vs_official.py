@@ -33,9 +33,7 @@ from typing import Callable, Mapping, Optional, Sequence
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # before TensorFlow loads (in holdout)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import holdout  # noqa: E402
-import official_template  # noqa: E402
-import process_tree  # noqa: E402
+from benchmarks import holdout, official_template, process_tree  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 # Every package the pipeline may import (serving/, streaming/, analysis/ when present).

@@ -29,6 +29,7 @@ import dataclasses
 import json
 import os
 import re
+import runpy
 import shutil
 import subprocess
 import sys
@@ -88,9 +89,8 @@ def train_task(spec: dict) -> None:
             return dataset.apply(testing.sleep(delay))  # a graph op: it runs on the worker
         model.input_dataset = input_dataset  # run_fn looks it up when it builds the input
     _time_epochs()
-    sys.path.insert(0, str(REPO / "tests"))
-    import train_worker  # noqa: PLC0415
-    train_worker.main(spec)
+    train_worker = runpy.run_path(str(REPO / "tests" / "train_worker.py"))  # no package
+    train_worker["main"](spec)
 
 
 def _time_epochs() -> None:
@@ -161,7 +161,7 @@ def holdout_auc(model_dir: Path, serialized: list[bytes]) -> float:
     import numpy as np  # noqa: PLC0415
     import tensorflow as tf  # noqa: PLC0415
 
-    import holdout  # noqa: PLC0415
+    from benchmarks import holdout  # noqa: PLC0415
     from models import features, model  # noqa: PLC0415
     loaded = tf.saved_model.load(str(model_dir))
     examples = tf.constant(serialized)
@@ -184,7 +184,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         train_task(json.loads(args.task))
         return 0
 
-    import input_path  # noqa: PLC0415
+    from benchmarks import input_path  # noqa: PLC0415
     workdir = Path(tempfile.mkdtemp(prefix="strategies-"))
     try:
         settings = input_path.finished_run(args.output_dir, workdir)
@@ -220,7 +220,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def raw_eval_examples(settings, span_numbers: Sequence[int]) -> list[bytes]:
     """ExampleGen's eval split of these spans, newest artifact per span."""
-    import holdout  # noqa: PLC0415
+    from benchmarks import holdout  # noqa: PLC0415
     from pipeline import metadata  # noqa: PLC0415
     from pipeline.pipeline import EXAMPLE_GEN_ID  # noqa: PLC0415
     store = metadata.open_store(settings)

@@ -1,7 +1,7 @@
 """From a raw CSV to a ready project: `make new-dataset ARGS="--csv PATH --label EXPR
---time-column COL --span-by month"`.
+--time-column COL --span-by month"` (`tfx-template new-dataset ...`).
 
-    python -m pipeline.new_dataset --csv flights.csv --label 'arr_delay > 15' \\
+    tfx-template new-dataset --csv flights.csv --label 'arr_delay > 15' \\
         --time-column time_hour --span-by month --na-values NA --known-after arr_time,air_time
 
 It checks the CSV first and refuses (one message naming the file, the column and what was
@@ -22,7 +22,6 @@ too small. Then it:
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
@@ -597,11 +596,7 @@ def infer_schema(data_dir: Path, training_only: list[str]):
     import tensorflow_data_validation as tfdv
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    sys.path.insert(0, str(PROJECT_ROOT / "scripts"))
-    try:
-        from export_schema import with_environments
-    finally:
-        sys.path.remove(str(PROJECT_ROOT / "scripts"))
+    from scripts.export_schema import with_environments
     statistics = tfdv.generate_statistics_from_csv(
         data_location=str(data_dir / "span-*" / "data.csv"),
         pipeline_options=PipelineOptions(["--direct_num_workers=1"]))
@@ -719,32 +714,6 @@ def summary(result: Result) -> str:
     return "\n".join(lines)
 
 
-def parse_args(argv: Optional[Sequence[str]] = None) -> Options:
-    parser = argparse.ArgumentParser(
-        prog="python -m pipeline.new_dataset", description=__doc__.splitlines()[0])
-    parser.add_argument("--csv", type=Path, required=True, help="the raw CSV, with a header row")
-    parser.add_argument("--label", required=True,
-                        help="the label expression, e.g. 'arr_delay > 15' or \"status == 'late'\"")
-    parser.add_argument("--time-column", required=True, help="the event time of a row")
-    parser.add_argument("--span-by", default="month", help="month, week, day or rows:N")
-    parser.add_argument("--drop", action="append", default=[],
-                        help="columns left out of the spans (repeatable or comma list)")
-    parser.add_argument("--known-after", action="append", default=[],
-                        help="columns known only after the label: kept, never features")
-    parser.add_argument("--na-values", action="append", default=[],
-                        help="tokens meaning missing, e.g. NA,n/a (empty cells always are)")
-    parser.add_argument("--name", default=None, help="pipeline name (default: from the CSV name)")
-    parser.add_argument("--min-span-rows", type=int, default=DEFAULT_MIN_SPAN_ROWS)
-    parser.add_argument("--time-zone", default=None,
-                        help="calendar of times written with an offset, e.g. America/New_York")
-    parser.add_argument("--project-dir", type=Path, default=PROJECT_ROOT, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    return Options(csv=args.csv, label=args.label, time_column=args.time_column,
-                   span_by=args.span_by, drop=args.drop, known_after=args.known_after,
-                   na_values=args.na_values, name=args.name, min_span_rows=args.min_span_rows,
-                   time_zone=args.time_zone, project_dir=args.project_dir)
-
-
 def _quiet_libraries() -> None:
     """Importing TFDV and running Beam print pages of warnings about Python versions and
     deprecations that say nothing about the user's data: the summary should stand alone."""
@@ -758,8 +727,9 @@ def _quiet_libraries() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    options = parse_args(argv)
+def new_dataset(options: Options) -> int:
+    """`tfx-template new-dataset`: the project from the CSV and its summary (0), or one
+    `error: ...` line naming the problem and nothing written (2)."""
     _quiet_libraries()
     try:
         result = create(options)
@@ -768,7 +738,3 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     print(summary(result))
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,7 +1,7 @@
 """The local trigger: runs the pipeline when a new complete span lands in the data location.
 
-    python -m pipeline.watch           # or: make watch   (polls every watch_interval_seconds)
-    python -m pipeline.watch --once    # one look: run if there is a new span, else say so
+    make watch               # tfx-template watch: polls every watch_interval_seconds
+    make watch ARGS=--once   # tfx-template watch --once: run if there is a new span, else say so
 
 A span is new when it is complete (its folder holds the `_COMPLETE` marker) and ExampleGen has
 not ingested it yet. Each run is `python local_runner.py` in a process of its own, with the
@@ -11,7 +11,6 @@ A span a check rejected (pipeline/rejections.py) is never run again.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import subprocess
 import sys
@@ -78,12 +77,10 @@ def watch(settings: configs.Settings, interval: float) -> None:
         time.sleep(interval)
 
 
-def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--once", action="store_true", help="look once, then exit")
-    parser.add_argument("--interval", type=float, default=None,
-                        help="seconds between looks (default: PIPELINE_WATCH_INTERVAL_SECONDS)")
-    args = parser.parse_args(argv)
+def run_trigger(once: bool = False, interval: Optional[float] = None) -> int:
+    """`tfx-template watch`: with `once`, one look (the run's exit code; 0 when nothing is
+    new); else a look every `interval` seconds (default PIPELINE_WATCH_INTERVAL_SECONDS)
+    until Ctrl-C (then 0)."""
     try:
         settings = configs.Settings.from_env(orchestrator="local")
     except ValueError as error:
@@ -91,15 +88,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     if settings.example_gen_reads_window:
         raise SystemExit("error: the trigger watches span files; with PIPELINE_BIGQUERY_QUERY "
                          "every run reads the whole query, so schedule `make run` instead")
-    if args.once:
+    if once:
         code = trigger_once(settings)
         return code or 0
     try:
-        watch(settings, args.interval or settings.watch_interval_seconds)
+        watch(settings, interval or settings.watch_interval_seconds)
     except KeyboardInterrupt:
         return 0
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

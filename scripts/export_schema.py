@@ -1,7 +1,7 @@
 """Writes a starting schema for a new dataset from the latest SchemaGen output.
 
     PIPELINE_INFER_SCHEMA=1 make run     # the pipeline infers a schema with SchemaGen
-    make schema                          # = python scripts/export_schema.py
+    make schema                          # = tfx-template schema [--out PATH] [--force]
 
 The inferred schema gets TRAINING and SERVING environments, with the raw label column
 (models/features.py label_columns, KNOWN_AFTER_LABEL) left out of SERVING. Curate it (domains, presence, drift
@@ -10,9 +10,9 @@ An existing file is only replaced with --force, and the new one is written atomi
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
+from typing import Optional
 
 import tensorflow_data_validation as tfdv
 from tensorflow_metadata.proto.v0 import schema_pb2
@@ -22,7 +22,6 @@ from pipeline import configs, metadata
 from pipeline.names import SCHEMA_GEN_ID
 
 
-
 def latest_inferred_schema(settings: configs.Settings) -> str:
     """Path of the newest schema.pbtxt that SchemaGen wrote for this pipeline."""
     store = metadata.open_store(settings)
@@ -30,7 +29,7 @@ def latest_inferred_schema(settings: configs.Settings) -> str:
         if store else []
     if not schemas:
         raise SystemExit(
-            f"no SchemaGen output for pipeline {settings.pipeline_name!r} in "
+            f"error: no SchemaGen output for pipeline {settings.pipeline_name!r} in "
             f"{settings.metadata_path}: run `PIPELINE_INFER_SCHEMA=1 make run` first")
     return os.path.join(schemas[-1].uri, "schema.pbtxt")
 
@@ -47,24 +46,20 @@ def with_environments(schema: schema_pb2.Schema,
     return schema
 
 
-def main() -> None:
+def export_schema(out: Optional[str] = None, force: bool = False) -> str:
+    """`tfx-template schema`: writes the newest inferred schema, with environments, to `out`
+    (default PIPELINE_SCHEMA_PATH); an existing file only with `force`. Returns the path."""
     settings = configs.Settings.from_env()
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default=settings.schema_path)
-    parser.add_argument("--force", action="store_true", help="replace an existing file")
-    args = parser.parse_args()
-    if os.path.exists(args.out) and not args.force:
-        sys.exit(f"{args.out} exists (a curated schema?): pass --force to replace it, "
+    out = out or settings.schema_path
+    if os.path.exists(out) and not force:
+        sys.exit(f"error: {out} exists (a curated schema?): pass --force to replace it, "
                  "or --out to write elsewhere")
     source = latest_inferred_schema(settings)
     schema = with_environments(tfdv.load_schema_text(source),
                                features.label_columns() + features.KNOWN_AFTER_LABEL)
-    temporary = args.out + ".tmp"
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    temporary = out + ".tmp"
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     tfdv.write_schema_text(schema, temporary)
-    os.replace(temporary, args.out)
-    print(f"wrote {args.out} from {source}")
-
-
-if __name__ == "__main__":
-    main()
+    os.replace(temporary, out)
+    print(f"wrote {out} from {source}")
+    return out

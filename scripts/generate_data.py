@@ -1,6 +1,6 @@
 """Generates a larger taxi-like dataset from the shipped spans, for growth benchmarks.
 
-    python scripts/generate_data.py OUT_DIR --rows 1500000 [--spans 6] [--seed 7]
+    make data-large ROWS=1500000 DIR=OUT_DIR    # tfx-template generate-data OUT_DIR --rows 1500000
 
 Rows are resampled (with replacement) from the shipped `data/span-N/data.csv` and jittered,
 so the result has the shipped columns, schema and distributions but is not a plain copy:
@@ -22,12 +22,10 @@ lists them.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
 from pathlib import Path
-from typing import Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -165,27 +163,15 @@ def generate(out_dir: Path, rows: int, num_spans: int, seed: int,
     return manifest
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("out_dir", type=Path, help="where span-N/data.csv are written")
-    parser.add_argument("--rows", type=int, default=150_000, help="total rows (default 150000)")
-    parser.add_argument("--spans", type=int, default=6, help="number of spans (default 6)")
-    parser.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
-    parser.add_argument("--files-per-span", type=int, default=1,
-                        help="CSV files per span (default 1: data.csv)")
-    parser.add_argument("--source", type=Path, default=SOURCE_DIR,
-                        help="shipped spans to resample (default data/)")
-    args = parser.parse_args(argv)
+def generate_data(out_dir: Path, rows: int = 150_000, spans: int = 6, seed: int = 7,
+                  files_per_span: int = 1, source: Path = SOURCE_DIR) -> int:
+    """`tfx-template generate-data`: writes the dataset and prints one line (0), or one
+    `error: ...` line (2)."""
     try:
-        manifest = generate(args.out_dir, args.rows, args.spans, args.seed, args.source,
-                            args.files_per_span)
+        manifest = generate(Path(out_dir), rows, spans, seed, Path(source), files_per_span)
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(f"{args.out_dir}: {sum(m['rows'] for m in manifest)} rows in {len(manifest)} spans "
-          f"(seed {args.seed})")
+    print(f"{out_dir}: {sum(m['rows'] for m in manifest)} rows in {len(manifest)} spans "
+          f"(seed {seed})")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

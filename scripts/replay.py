@@ -3,18 +3,17 @@ for months of production, and reports per span: the served model's progressive-v
 on the new span, the candidate's AUC, blessed or not, the pushed version, and the Trainer's
 time with and without warm start.
 
-    python scripts/replay.py [--rows-per-span 0] [--spans 6] [--out outputs/replay]   # make replay
+    make replay    # tfx-template replay [--rows-per-span 0] [--spans 6] [--out outputs/replay]
 
 Two pipelines get the same spans in the same order, each in its own data and output
 directory under --out: one with warm start (the default settings), one without
 (PIPELINE_WARM_START=0); every other setting comes from the environment (the Tuner is off
 unless PIPELINE_ENABLE_TUNING is set, so training times compare). Each span is copied in
-(data.csv, then the `_COMPLETE` marker) and `python -m pipeline.watch --once` runs. The table
+(data.csv, then the `_COMPLETE` marker) and `tfx-template watch --once` runs. The table
 is printed and written with a plot to <out>/report.md and <out>/replay.png.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
 import shutil
@@ -23,12 +22,11 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from pipeline import configs, metadata
+from pipeline.names import AUC_PROPERTY, PROGRESSIVE_VALIDATION_ID
+from pipeline.spans import mark_complete
 
-from pipeline import configs, metadata  # noqa: E402
-from pipeline.names import AUC_PROPERTY, PROGRESSIVE_VALIDATION_ID  # noqa: E402
-from pipeline.spans import mark_complete  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 VARIANTS = {"warm": {"PIPELINE_WARM_START": "1"}, "cold": {"PIPELINE_WARM_START": "0"}}
 
@@ -88,7 +86,8 @@ def run_result(settings: configs.Settings, span: int, ok: bool, log: str) -> Spa
 
 
 def trigger(env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipeline.watch", "--once"], env=env,
+    """One look of the trigger, as `make watch ARGS=--once` runs it."""
+    return subprocess.run([sys.executable, "-m", "cli.main", "watch", "--once"], env=env,
                           cwd=ROOT, capture_output=True, text=True)
 
 
@@ -137,20 +136,18 @@ def plot(warm: list[SpanResult], cold: list[SpanResult], path: Path) -> None:
     os.replace(tmp, path)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--source", type=Path, default=ROOT / "data", help="span-N/data.csv")
-    parser.add_argument("--spans", type=int, default=6, help="replay spans 1..N")
-    parser.add_argument("--rows-per-span", type=int, default=0, help="0 = every row")
-    parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "replay")
-    args = parser.parse_args()
-    if args.out.exists():
-        shutil.rmtree(args.out)  # a replay starts from nothing
+def replay(source: Path = ROOT / "data", spans: int = 6, rows_per_span: int = 0,
+           out: Path = ROOT / "outputs" / "replay") -> Path:
+    """`tfx-template replay`: spans 1..`spans` of `source` (their first `rows_per_span` rows;
+    0: every row) through both variants under `out` (emptied first); returns the report."""
+    out = Path(out)
+    if out.exists():
+        shutil.rmtree(out)  # a replay starts from nothing
     results: dict[str, list[SpanResult]] = {variant: [] for variant in VARIANTS}
-    for span in range(1, args.spans + 1):
+    for span in range(1, spans + 1):
         for variant, overrides in VARIANTS.items():
-            work = args.out / variant
-            copy_span(args.source, work / "data", span, args.rows_per_span)
+            work = out / variant
+            copy_span(Path(source), work / "data", span, rows_per_span)
             env = {"PIPELINE_ENABLE_TUNING": "0", **os.environ, **overrides,
                    "PIPELINE_DATA_DIR": str(work / "data"),
                    "PIPELINE_OUTPUT_DIR": str(work / "outputs"), "TF_USE_LEGACY_KERAS": "1"}
@@ -167,14 +164,11 @@ def main() -> None:
                   flush=True)
     report = table(results["warm"], results["cold"])
     print("\n" + report)
-    plot(results["warm"], results["cold"], args.out / "replay.png")
-    text = (f"# Replay of spans 1..{args.spans}"
-            f"{'' if args.rows_per_span <= 0 else f' ({args.rows_per_span} rows each)'}\n\n"
+    plot(results["warm"], results["cold"], out / "replay.png")
+    text = (f"# Replay of spans 1..{spans}"
+            f"{'' if rows_per_span <= 0 else f' ({rows_per_span} rows each)'}\n\n"
             f"{report}\n\n![AUC and training time per span](replay.png)\n")
-    (args.out / "report.md.tmp").write_text(text)
-    os.replace(args.out / "report.md.tmp", args.out / "report.md")
-    print(f"\nreport: {args.out / 'report.md'}, plot: {args.out / 'replay.png'}")
-
-
-if __name__ == "__main__":
-    main()
+    (out / "report.md.tmp").write_text(text)
+    os.replace(out / "report.md.tmp", out / "report.md")
+    print(f"\nreport: {out / 'report.md'}, plot: {out / 'replay.png'}")
+    return out / "report.md"

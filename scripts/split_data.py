@@ -7,21 +7,22 @@ boundary falls on a UTC midnight, so every period is a whole range of days.
 The rows inside a span keep the original file's order; the result is the same
 on every run.
 
-    python scripts/split_data.py [--spans 6] [--source path/to/data.csv] [--out data]
+    make data    # tfx-template data [--spans 6] [--source path/to/data.csv] [--out data]
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import datetime as dt
 import json
 import os
 from pathlib import Path
+from typing import Optional
 
 NUM_SPANS = 6
 COMPLETE_MARKER = "_COMPLETE"  # Settings.span_complete_marker's default
 TIMESTAMP_COLUMN = "trip_start_timestamp"
 SECONDS_PER_DAY = 86400
+DATA_DIR = Path(__file__).resolve().parents[1] / "data"
 
 
 def official_sample_path() -> Path:
@@ -80,16 +81,12 @@ def split(source: Path, out_dir: Path, num_spans: int = NUM_SPANS) -> list[dict]
     return manifest
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--source", type=Path, default=None, help="defaults to the tfx wheel's sample")
-    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "data")
-    parser.add_argument("--spans", type=int, default=NUM_SPANS)
-    args = parser.parse_args()
-    for entry in split(args.source or official_sample_path(), args.out, args.spans):
+def recreate_data(source: Optional[Path] = None, out: Path = DATA_DIR,
+                  spans: int = NUM_SPANS) -> list[dict]:
+    """`tfx-template data`: the spans of `source` (default: the tfx wheel's sample) under
+    `out`, one line per span printed; returns data/spans.json's entries."""
+    manifest = split(Path(source) if source else official_sample_path(), Path(out), spans)
+    for entry in manifest:
         print(f"span-{entry['span']}: {entry['rows']:5d} trips, "
               f"{entry['first_trip']} .. {entry['last_trip']}")
-
-
-if __name__ == "__main__":
-    main()
+    return manifest

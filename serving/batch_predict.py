@@ -1,7 +1,7 @@
 """Static serving: a Beam job that predicts every row of a span with the pushed model and writes
 keyed predictions to the warehouse table (SQLite locally, BigQuery in production).
 
-    python -m serving.batch_predict [--span N] [--version V]     # or `make batch-predict`
+    make batch-predict ARGS="--span N --version V"     # tfx-template batch-predict [--span N] ...
 
 Rows need no id column: each gets a stable key from where it lives:
 `<span>:<file name>:<row number>` (row 0 is the first data row). The model's `serving_keyed`
@@ -11,7 +11,6 @@ settings (PIPELINE_BEAM_PRESET), so on Dataflow it scales out like the data comp
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import dataclasses
 import io
@@ -242,19 +241,13 @@ def _count_rows(files: list[str]) -> int:
                for f in files)
 
 
-def main(argv: Optional[list[str]] = None) -> None:
-    parser = argparse.ArgumentParser(description="Batch predictions of one span into the "
-                                                 "warehouse table.")
-    parser.add_argument("--span", type=int, help="default: PIPELINE_BATCH_PREDICT_SPAN, else "
-                                                 "the newest span")
-    parser.add_argument("--version", type=int, help="model version; default: the newest pushed")
-    args = parser.parse_args(argv)
+def batch_predict(span: Optional[int] = None, version: Optional[int] = None) -> BatchResult:
+    """`tfx-template batch-predict`: predictions of `span` (default PIPELINE_BATCH_PREDICT_SPAN,
+    else the newest span) by model `version` (default: the newest pushed), one line of
+    figures on stderr."""
     runtime.freeze_live_objects()  # TensorFlow and Beam, imported for good
-    result = run(configs.Settings.from_env(), args.span, args.version)
+    result = run(configs.Settings.from_env(), span, version)
     print(f"span {result.span}: {result.rows} predictions of model version {result.version} "
           f"-> {result.destination} in {result.seconds:.1f} s "
           f"({result.rows / result.seconds:.0f} rows/s)", file=sys.stderr)
-
-
-if __name__ == "__main__":
-    main()
+    return result

@@ -40,7 +40,7 @@ def call(url: str, body: Any = None, data: Optional[bytes] = None,
 @contextlib.contextmanager
 def running_server(env: dict[str, str], log_path: str, startup_timeout: float = 180,
                    model_name: Optional[str] = None) -> Iterator[str]:
-    """`python -m serving.server` with this environment on a free port; yields its base URL
+    """`tfx-template serve` with this environment on a free port; yields its base URL
     once the model answers its status endpoint; stops the process afterwards. The model is
     served under `model_name`, by default the name the settings in `env` give it."""
     if model_name is None:
@@ -51,7 +51,7 @@ def running_server(env: dict[str, str], log_path: str, startup_timeout: float = 
     url = f"http://127.0.0.1:{port}"
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "serving.server", "--port", str(port)],
+            [sys.executable, "-m", "cli.main", "serve", "--port", str(port)],
             env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + startup_timeout

@@ -1,6 +1,6 @@
 """A local model server speaking TensorFlow Serving's REST API (aiohttp).
 
-    python -m serving.server            # or `make serve`; settings: PIPELINE_SERVING_*
+    make serve     # tfx-template serve [--host H] [--port P]; settings: PIPELINE_SERVING_*
 
 Endpoints, as TF Serving's (https://www.tensorflow.org/tfx/serving/api_rest):
     GET  /v1/models/{name}                                  version status
@@ -15,7 +15,6 @@ the `X-Model-Version` header.
 """
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import logging
@@ -318,13 +317,11 @@ def build(settings: configs.Settings) -> App:
     return App(settings, store, table)
 
 
-def main(argv: Optional[list[str]] = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--host", help="overrides PIPELINE_SERVING_HOST")
-    parser.add_argument("--port", type=int, help="overrides PIPELINE_SERVING_PORT")
-    args = parser.parse_args(argv)
+def serve(host: Optional[str] = None, port: Optional[int] = None) -> None:
+    """`tfx-template serve`: serves until stopped, on `host` and `port` (default
+    PIPELINE_SERVING_HOST and PIPELINE_SERVING_PORT)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    overrides = {k: v for k, v in (("serving_host", args.host), ("serving_port", args.port))
+    overrides = {k: v for k, v in (("serving_host", host), ("serving_port", port))
                  if v is not None}
     settings = configs.Settings.from_env(**overrides)
     app = build(settings)
@@ -338,7 +335,3 @@ def main(argv: Optional[list[str]] = None) -> None:
           f"http://{settings.serving_host}:{settings.serving_port}", file=sys.stderr, flush=True)
     web.run_app(app.web_app(), host=settings.serving_host, port=settings.serving_port,
                 print=None, access_log=None)
-
-
-if __name__ == "__main__":
-    main()

@@ -1,7 +1,7 @@
 """The streaming ingestion job: events in, complete spans out, bad events to a dead letter.
 
-    python -m streaming.job --input 'events/*.jsonl'     # local: the files there, then stop
-    python -m streaming.job --subscription projects/P/subscriptions/S --runner DataflowRunner ...
+    make stream ARGS="--input 'events/*.jsonl'"    # tfx-template stream: the files, then stop
+    tfx-template stream --subscription projects/P/subscriptions/S --runner DataflowRunner ...
 
 Locally the files are read as a bounded source: every window closes at the end of the input,
 so historical events (years behind the clock) become spans too. tests/test_streaming.py runs
@@ -22,13 +22,12 @@ Dead letters are JSON lines `{"event": <the original line>, "reason": "..."}` un
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
 import os
 import uuid
-from typing import Optional
+from typing import Optional, Sequence
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -181,27 +180,25 @@ def default_dead_letter_dir(settings: configs.Settings) -> str:
     return os.path.join(settings.storage_dir, "streaming", "dead_letter", settings.pipeline_name)
 
 
-def read_lines(pipeline: beam.Pipeline, args: argparse.Namespace):
-    if args.subscription:
+def read_lines(pipeline: beam.Pipeline, input_pattern: Optional[str],
+               subscription: Optional[str]):
+    if subscription:
         # Event time comes from the event itself (ParseEvents): publish events as they happen.
-        return pipeline | "ReadPubSub" >> beam.io.ReadFromPubSub(subscription=args.subscription)
-    return pipeline | "ReadFiles" >> beam.io.ReadFromText(args.input)
+        return pipeline | "ReadPubSub" >> beam.io.ReadFromPubSub(subscription=subscription)
+    return pipeline | "ReadFiles" >> beam.io.ReadFromText(input_pattern)
 
 
-def main(argv: Optional[list[str]] = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--input", help="JSON-lines files (a glob), e.g. 'events/*.jsonl'")
-    source.add_argument("--subscription", help="a Pub/Sub subscription (production)")
-    args, beam_args = parser.parse_known_args(argv)
+def run_job(input_pattern: Optional[str] = None, subscription: Optional[str] = None,
+            beam_args: Sequence[str] = ()) -> None:
+    """`tfx-template stream`: reads `input_pattern` (JSON-lines files, a glob; bounded) or the
+    Pub/Sub `subscription` (streaming), exactly one of them; `beam_args` are Beam's pipeline
+    options (--runner, --project, ...)."""
+    if bool(input_pattern) == bool(subscription):
+        raise ValueError("expected exactly one of input_pattern and subscription")
     settings = configs.Settings.from_env()
-    options = PipelineOptions(beam_args)
-    options.view_as(StandardOptions).streaming = bool(args.subscription)
+    options = PipelineOptions(list(beam_args))
+    options.view_as(StandardOptions).streaming = bool(subscription)
     with beam.Pipeline(options=options) as pipeline:
-        results = read_lines(pipeline, args) | EventsToSpans(settings)
+        results = read_lines(pipeline, input_pattern, subscription) | EventsToSpans(settings)
         _ = results[SPANS] | "Log" >> beam.Map(
             lambda s: print(f"span {s['span']}: {s['rows']} events -> {s['path']}", flush=True))
-
-
-if __name__ == "__main__":
-    main()

@@ -64,8 +64,8 @@ class PipelineRun:
         return run_local_runner(self.env)
 
     def trigger_once(self) -> subprocess.CompletedProcess:
-        """One look of the trigger (`python -m pipeline.watch --once`, as `make watch`)."""
-        return subprocess.run([sys.executable, "-m", "pipeline.watch", "--once"],
+        """One look of the trigger (`tfx-template watch --once`, as `make watch`)."""
+        return subprocess.run([sys.executable, "-m", "cli.main", "watch", "--once"],
                               env=self.env, cwd=ROOT, capture_output=True, text=True,
                               timeout=1200)
 

@@ -1,5 +1,5 @@
 """A throwaway copy of the project for tests (and measurements) that write models/features.py,
-schema/schema.pbtxt and data/: `python -m pipeline.new_dataset` and `python local_runner.py`
+schema/schema.pbtxt and data/: `tfx-template new-dataset` and `python local_runner.py`
 run in the copy as subprocesses, so the real files are never touched.
 
 The copy holds the tracked files of the project's code (not data/, not tests/). Its commands
@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
-COPIED_DIRS = ("pipeline", "models", "schema", "analysis", "serving", "streaming", "scripts")
+COPIED_DIRS = ("pipeline", "models", "schema", "analysis", "serving", "streaming", "scripts",
+               "cli")
 COPIED_FILES = ("local_runner.py", "airflow_runner.py", "kubeflow_runner.py", "pyproject.toml",
                 "Makefile")
 
@@ -59,8 +60,8 @@ def env(project: Path, **overrides: str) -> dict[str, str]:
 
 def run_new_dataset(project: Path, args: Sequence[str], timeout: float = 1800,
                     **env_overrides: str) -> subprocess.CompletedProcess:
-    """`python -m pipeline.new_dataset ARGS` in the copy."""
-    return subprocess.run([sys.executable, "-m", "pipeline.new_dataset", *args], cwd=project,
+    """`tfx-template new-dataset ARGS` in the copy."""
+    return subprocess.run([sys.executable, "-m", "cli.main", "new-dataset", *args], cwd=project,
                           env=env(project, **env_overrides), capture_output=True, text=True,
                           timeout=timeout)
 

@@ -34,7 +34,7 @@ def two_runs(tmp_path_factory):
 
 
 def _lineage_cli(run, *args) -> str:
-    result = subprocess.run([sys.executable, "-m", "analysis.lineage", *args], env=run.env,
+    result = subprocess.run([sys.executable, "-m", "cli.main", "lineage", *args], env=run.env,
                             cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout
@@ -92,7 +92,7 @@ def test_an_older_pushed_version_names_the_first_run(two_runs):
 
 
 def test_an_unknown_path_is_a_clear_error(two_runs, tmp_path):
-    result = subprocess.run([sys.executable, "-m", "analysis.lineage", str(tmp_path)],
+    result = subprocess.run([sys.executable, "-m", "cli.main", "lineage", str(tmp_path)],
                             env=two_runs.env, cwd=ROOT, capture_output=True, text=True,
                             timeout=300)
     assert result.returncode == 1

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from cli.main import app
 from pipeline import new_dataset
 from pipeline.new_dataset import NewDatasetError, Options
 from tests import project_copy, synthetic
@@ -295,7 +296,7 @@ def test_refusals_name_the_problem_and_write_nothing(tmp_path, case, capsys):
     options = {"label": synthetic.DELIVERIES_LABEL, "time_column": "created_at", **overrides}
     for key, value in options.items():
         args += [f"--{key.replace('_', '-')}", str(value)]
-    assert new_dataset.main(args) == 2
+    assert app(["new-dataset", *args], standalone_mode=False) == 2
     message = capsys.readouterr().err
     assert message.startswith(f"error: {csv}") or "--label: label expression" in message \
         or "--span-by" in message

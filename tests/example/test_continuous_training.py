@@ -1,5 +1,5 @@
 """Continuous training, for real: spans arrive one at a time in a temp data location and the
-trigger (`python -m pipeline.watch --once`, what `make watch` does per look) runs the local
+trigger (`tfx-template watch --once`, what `make watch` does per look) runs the local
 pipeline for each.
 
 The pipeline tests run in file order on one pipeline: span 1 (with span 2 still being

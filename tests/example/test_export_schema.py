@@ -26,7 +26,7 @@ def inferred_run(tmp_path_factory):
 
 
 def _export(run, *args):
-    return subprocess.run([sys.executable, str(ROOT / "scripts" / "export_schema.py"), *args],
+    return subprocess.run([sys.executable, "-m", "cli.main", "schema", *args], cwd=ROOT,
                           env=run.env, capture_output=True, text=True, timeout=300)
 
 

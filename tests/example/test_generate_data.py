@@ -1,17 +1,14 @@
-"""scripts/generate_data.py: larger taxi-like data, reproducible, in the shipped layout."""
+"""`tfx-template generate-data` (scripts/generate_data.py): larger taxi-like data,
+reproducible, in the shipped layout."""
 from __future__ import annotations
 
 import csv
-import importlib.util
 from pathlib import Path
 
 import pytest
 
+from scripts import generate_data
 from tests.pipeline_run import ROOT, read_csv
-
-spec = importlib.util.spec_from_file_location("generate_data", ROOT / "scripts" / "generate_data.py")
-generate_data = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(generate_data)
 
 
 def _label(row: dict[str, str]) -> bool:

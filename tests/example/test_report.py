@@ -22,7 +22,7 @@ SECTIONS = {"data-summary": "Data summary per split", "anomalies": "Anomalies",
 @pytest.fixture(scope="module")
 def report(finished_run, tmp_path_factory):
     path = tmp_path_factory.mktemp("report") / "report.html"
-    result = subprocess.run([sys.executable, "-m", "analysis.report", "--out", str(path)],
+    result = subprocess.run([sys.executable, "-m", "cli.main", "report", "--out", str(path)],
                             env=finished_run.env, cwd=ROOT, capture_output=True, text=True,
                             timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -48,7 +48,7 @@ def test_requests_like_training_data_have_no_skew(training_rows, finished_run, s
                                                   tmp_path, capsys):
     log = tmp_path / "requests.jsonl"
     write_log(log, training_rows, finished_run.pushed_versions()[-1])
-    assert skew.main(["--log", str(log)]) == 0
+    assert skew.run_skew(log=str(log)) == 0
     out = capsys.readouterr().out
     assert f"{len(training_rows)} logged rows" in out and "no serving skew" in out
     assert "/StatisticsGen/" in out  # the training statistics came from MLMD
@@ -58,14 +58,14 @@ def test_shifted_fare_is_reported(training_rows, finished_run, settings_env, tmp
     log = tmp_path / "requests.jsonl"
     shifted = [{**r, "fare": r["fare"] * 3} for r in training_rows]
     write_log(log, shifted, finished_run.pushed_versions()[-1])
-    assert skew.main(["--log", str(log)]) == 1
+    assert skew.run_skew(log=str(log)) == 1
     out = capsys.readouterr().out
     assert "serving skew in 1 feature(s)" in out
     assert "- fare: COMPARATOR_JENSEN_SHANNON_DIVERGENCE_HIGH" in out, out
 
 
 def test_missing_log_is_an_error(settings_env, tmp_path, capsys):
-    assert skew.main(["--log", str(tmp_path / "none.jsonl")]) == 2
+    assert skew.run_skew(log=str(tmp_path / "none.jsonl")) == 2
     assert "no request log at" in capsys.readouterr().err
 
 

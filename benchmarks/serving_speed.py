@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import csv
 import os
 import statistics
 import sys
@@ -19,8 +20,6 @@ import tempfile
 import time
 from pathlib import Path
 
-# This file's own name would shadow the `serving` package: import from the project root.
-sys.path[0] = str(Path(__file__).resolve().parents[1])
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -31,7 +30,19 @@ import tensorflow as tf  # noqa: E402
 from models import features  # noqa: E402
 from pipeline import configs, runtime, spans  # noqa: E402
 from serving import batch_predict, process  # noqa: E402
-from tests.pipeline_run import read_csv, write_csv  # noqa: E402
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def write_csv(path: Path, rows: list[dict[str, str]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def span_rows(settings: configs.Settings) -> list[dict]:

@@ -1,0 +1,1 @@
+"""The measurements (docs/performance.md), each run by path: `python benchmarks/<name>.py`."""

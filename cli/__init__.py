@@ -1,0 +1,1 @@
+"""The `tfx-template` command (cli/main.py)."""

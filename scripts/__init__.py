@@ -1,0 +1,1 @@
+"""Data helpers behind `tfx-template data`, `schema`, `replay` and `generate-data`."""
