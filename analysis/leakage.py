@@ -67,7 +67,7 @@ SERVING_PRESENCE = "serving_presence"
 SERVING_DISTRIBUTION = "serving_distribution"
 STRONG_RELATION = "strong_relation"
 
-# Defaults of the serving comparison (pipeline/configs.py's leakage_* settings pass them).
+# Defaults of the serving comparison (LeakageSettings in pipeline/settings.py passes them).
 MIN_SERVING_ROWS = 200
 PRESENCE_GAP = 0.2
 DISTRIBUTION_DISTANCE = 0.25
@@ -671,22 +671,22 @@ def LeakageCheck(
     report.set_int_custom_property("leaks", len(result.leaks()))
 
 
-def leakage_check(settings, examples: tfx.types.BaseChannel, schema: tfx.types.BaseChannel,
+def leakage_check(settings, serving_log_path: str, examples: tfx.types.BaseChannel,
+                  schema: tfx.types.BaseChannel,
                   statistics: tfx.types.BaseChannel) -> Optional[tfx.types.BaseComponent]:
-    """The step for create_pipeline, or None when `leakage_check` is off. The request log is
-    the model server's (serving_log_path), read where the step runs: a local path (or one
-    tf.io.gfile reads) the server writes to; absent there, the comparison is skipped."""
-    if not settings.leakage_check:
+    """The step for create_pipeline (`settings`: the pipeline's LeakageSettings), or None when
+    PIPELINE_LEAKAGE_CHECK is off. `serving_log_path` is the model server's request log,
+    read where the step runs: a local path (or one tf.io.gfile reads) the server writes to;
+    absent there, the comparison is skipped."""
+    if not settings.check:
         return None
-    from serving import paths
-
-    serving_log = paths.request_log_path(settings) if settings.leakage_serving_log else ""
+    serving_log = serving_log_path if settings.serving_log else ""
     return LeakageCheck(examples=examples, schema=schema, statistics=statistics,
-                        auc_threshold=settings.leakage_auc_threshold,
-                        sample_rows=settings.leakage_sample_rows,
-                        fail_on_leak=int(settings.leakage_fails_run),
+                        auc_threshold=settings.auc_threshold,
+                        sample_rows=settings.sample_rows,
+                        fail_on_leak=int(settings.fails_run),
                         serving_log=serving_log,
-                        min_serving_rows=settings.leakage_min_serving_rows,
-                        presence_gap=settings.leakage_presence_gap,
-                        distribution_distance=settings.leakage_distribution_distance,
+                        min_serving_rows=settings.min_serving_rows,
+                        presence_gap=settings.presence_gap,
+                        distribution_distance=settings.distribution_distance,
                         ).with_id(LEAKAGE_CHECK_ID)

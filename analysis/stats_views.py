@@ -44,7 +44,7 @@ def span_statistics(run: artifacts.Run, examples, schema: schema_pb2.Schema,
                     split: str = "train") -> Statistics:
     """Statistics of one span's split: StatisticsGen's if a run computed them, else computed
     here with TFDV (spans ingested before the pipeline's first full run have none)."""
-    stats = artifacts.statistics_of_examples(run.store, run.settings.pipeline_name, examples.id)
+    stats = artifacts.statistics_of_examples(run.store, run.settings.name, examples.id)
     if stats is not None:
         return artifacts.load_statistics(stats.uri, split)
     return continuous.statistics_of(examples, split, schema)
@@ -303,9 +303,9 @@ def serving_skew(run: artifacts.Run, schema: schema_pb2.Schema,
                  training: Statistics) -> Optional[pd.DataFrame]:
     """Skew of the logged serving requests (serving/skew.py) against the run's training
     statistics, one row per finding; None when no request log exists."""
-    from serving import paths, request_log, skew
+    from serving import request_log, skew
 
-    log = paths.request_log_path(run.settings)
+    log = run.settings.serving_log_path
     if not os.path.exists(log):
         return None
     rows = list(skew.logged_rows(request_log.read(log)))

@@ -1,7 +1,7 @@
 """Continuous training nodes: the model currently served (for warm start and progressive
 validation), progressive validation itself, and drift against the previous span.
 
-They need TFX to resolve inputs from MLMD with custom strategies (`Settings.resolvers ==
+They need TFX to resolve inputs from MLMD with custom strategies (`PipelineSettings.resolvers ==
 "any"`: local and Airflow); `create_pipeline` adds them through `continuous_nodes`."""
 
 import dataclasses
@@ -24,8 +24,9 @@ from tfx.dsl.input_resolution.strategies.latest_blessed_model_strategy import (
 from tfx.utils import io_utils, path_utils
 
 from models import features, model
-from pipeline import configs, rejections
+from pipeline import rejections
 from pipeline.gate import ANOMALIES_FILE, describe_anomalies
+from pipeline.settings import PipelineSettings
 from pipeline.summary import overall_metrics
 
 CURRENT_MODEL_RESOLVER_ID = "current_model_resolver"
@@ -258,7 +259,7 @@ class ContinuousNodes:
     before_training: list = dataclasses.field(default_factory=list)
 
 
-def continuous_nodes(settings: configs.Settings, example_gen, statistics_gen, schema_gen,
+def continuous_nodes(settings: PipelineSettings, example_gen, statistics_gen, schema_gen,
                      anomalies_gate, training_window: tfx.types.BaseChannel) -> ContinuousNodes:
     """Warm start, progressive validation and the drift check, as the settings ask; none
     where the orchestrator cannot run custom resolvers (Vertex, Kubeflow: README). Both
@@ -267,19 +268,19 @@ def continuous_nodes(settings: configs.Settings, example_gen, statistics_gen, sc
     result = ContinuousNodes(nodes=[])
     if settings.resolvers != "any" or settings.example_gen_reads_window:
         return result
-    if settings.warm_start or settings.progressive_validation:
+    if settings.continuous.warm_start or settings.continuous.progressive_validation:
         current = current_model_resolver(example_gen)
         result.nodes.append(current)
-        if settings.warm_start:
+        if settings.continuous.warm_start:
             result.base_model = current.outputs["model"]
-        if settings.progressive_validation:
+        if settings.continuous.progressive_validation:
             validation = ProgressiveValidation(
                 examples=example_gen.outputs["examples"],
                 model=current.outputs["model"]).with_id(PROGRESSIVE_VALIDATION_ID)
             validation.add_upstream_node(anomalies_gate)
             result.nodes.append(validation)
             result.before_training.append(validation)
-    if settings.check_drift and not settings.infer_schema:
+    if settings.continuous.check_drift and not settings.data.infer_schema:
         drift = DriftCheck(
             statistics=statistics_gen.outputs["statistics"],
             schema=schema_gen.outputs["schema"],

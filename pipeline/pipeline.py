@@ -10,10 +10,17 @@ from tfx import v1 as tfx
 
 from analysis.leakage import leakage_check
 from models import features, model
-from pipeline import configs, rejections, spans, tflite
+from pipeline import rejections, spans, tflite
 from pipeline.baseline import CANDIDATE_KEY, LatestBlessedBaselineStrategy
 from pipeline.continuous import AcceptedSpanRangeStrategy, continuous_nodes
 from pipeline.gate import AnomaliesGate
+from pipeline.settings import (
+    CloudSettings,
+    EvaluationSettings,
+    PipelineSettings,
+    TrainingSettings,
+    models_fingerprint,
+)
 from pipeline.window import WINDOW_EXAMPLES_ID, WindowExamples
 
 EXAMPLE_GEN_ID = "CsvExampleGen"
@@ -22,25 +29,26 @@ SPAN_WINDOW_RESOLVER_ID = "span_window_resolver"
 BASELINE_RESOLVER_ID = "latest_blessed_model_resolver"
 
 
-def _example_gen(settings: configs.Settings, span: Optional[int]) -> tfx.types.BaseComponent:
+def _example_gen(settings: PipelineSettings, span: Optional[int]) -> tfx.types.BaseComponent:
     """Reads one span (the newest by default), or the whole training window where
     `settings.example_gen_reads_window`, and splits it into train/eval by hash."""
     output_config = tfx.proto.Output(split_config=tfx.proto.SplitConfig(splits=[
-        tfx.proto.SplitConfig.Split(name="train", hash_buckets=settings.train_hash_buckets),
-        tfx.proto.SplitConfig.Split(name="eval", hash_buckets=settings.eval_hash_buckets),
+        tfx.proto.SplitConfig.Split(name="train", hash_buckets=settings.data.train_hash_buckets),
+        tfx.proto.SplitConfig.Split(name="eval", hash_buckets=settings.data.eval_hash_buckets),
     ]))
     range_config = None if span is None else tfx.proto.RangeConfig(
         static_range=tfx.proto.StaticRange(start_span_number=span, end_span_number=span))
-    if settings.bigquery_query:
+    if settings.data.bigquery_query:
         return tfx.extensions.google_cloud_big_query.BigQueryExampleGen(
-            query=settings.bigquery_query, output_config=output_config,
+            query=settings.data.bigquery_query, output_config=output_config,
             range_config=range_config).with_id(BIGQUERY_EXAMPLE_GEN_ID)
     # Without a resolver to gather the spans of earlier runs, ExampleGen reads every span
     # in the data location: the location holds the training window.
-    pattern = (settings.span_pattern.replace("{SPAN}", "*") if settings.example_gen_reads_window
-               else settings.span_pattern)
+    span_pattern = settings.data.span_pattern
+    pattern = (span_pattern.replace("{SPAN}", "*") if settings.example_gen_reads_window
+               else span_pattern)
     return tfx.components.CsvExampleGen(
-        input_base=settings.runtime_path(settings.data_dir),
+        input_base=settings.runtime_path(settings.data.data_dir),
         input_config=tfx.proto.Input(splits=[
             tfx.proto.Input.Split(name="single_split", pattern=pattern)]),
         output_config=output_config,
@@ -53,7 +61,7 @@ def _overall(threshold: tfma.MetricThreshold) -> tfma.PerSliceMetricThreshold:
     return tfma.PerSliceMetricThreshold(slicing_specs=[tfma.SlicingSpec()], threshold=threshold)
 
 
-def eval_config(settings: configs.Settings) -> tfma.EvalConfig:
+def eval_config(settings: EvaluationSettings) -> tfma.EvalConfig:
     """Metrics, slices and the blessing thresholds of the Evaluator."""
     higher = tfma.MetricDirection.HIGHER_IS_BETTER
     return tfma.EvalConfig(
@@ -97,7 +105,7 @@ def eval_config(settings: configs.Settings) -> tfma.EvalConfig:
     )
 
 
-def create_pipeline(settings: configs.Settings, *,
+def create_pipeline(settings: PipelineSettings, *,
                     metadata_connection_config=None,
                     ingest_only_span: Optional[int] = None,
                     span: Optional[int] = None) -> tfx.dsl.Pipeline:
@@ -109,7 +117,7 @@ def create_pipeline(settings: configs.Settings, *,
     provides its own, as Kubeflow does)."""
     settings = spans.with_beam_workers(settings)
     example_gen = _example_gen(settings, span if ingest_only_span is None else ingest_only_span)
-    if ingest_only_span is not None and settings.infer_schema:
+    if ingest_only_span is not None and settings.data.infer_schema:
         return _pipeline(settings, [example_gen], metadata_connection_config)
     statistics_gen, schema_gen, example_validator, anomalies_gate = _validation(
         settings, example_gen)
@@ -130,20 +138,21 @@ def create_pipeline(settings: configs.Settings, *,
         merged.add_upstream_node(anomalies_gate)
         window_nodes, training_examples = [span_window, merged], merged.outputs["examples"]
 
-    code_config = {"models_fingerprint": configs.models_fingerprint(), "seed": settings.seed}
+    code_config = {"models_fingerprint": models_fingerprint(), "seed": settings.training.seed}
     transform = tfx.components.Transform(
         examples=training_examples, schema=schema_gen.outputs["schema"],
         preprocessing_fn="models.preprocessing.preprocessing_fn",
         splits_config=tfx.proto.SplitsConfig(analyze=["train"], transform=["train", "eval"]),
         # Pre/post-transform statistics cost Transform most of its time on small data;
         # StatisticsGen already describes the raw data.
-        disable_statistics=not settings.transform_statistics,
-        custom_config=code_config, force_tf_compat_v1=settings.transform_tf1_graph)
+        disable_statistics=not settings.transform.statistics,
+        custom_config=code_config, force_tf_compat_v1=settings.transform.tf1_graph)
     transform.add_upstream_node(anomalies_gate)
     # The data-leakage check (analysis/leakage.py), None when off; a leak it is told to fail
     # on stops the run before Transform, as the gate does.
-    leakage = leakage_check(settings, example_gen.outputs["examples"],
-                            schema_gen.outputs["schema"], statistics_gen.outputs["statistics"])
+    leakage = leakage_check(settings.leakage, settings.serving_log_path,
+                            example_gen.outputs["examples"], schema_gen.outputs["schema"],
+                            statistics_gen.outputs["statistics"])
     if leakage:
         # After the gate: a span that breaks the schema stops with the gate's message
         # before the check parses its examples.
@@ -155,25 +164,26 @@ def create_pipeline(settings: configs.Settings, *,
     for node in continuous.before_training:
         transform.add_upstream_node(node)
 
-    training_config = {**code_config, "batch_size": settings.batch_size,
-                       "distribution_strategy": settings.distribution_strategy}
-    if settings.crossed_embedding_buckets:
-        training_config["crossed_embedding_buckets"] = settings.crossed_embedding_buckets
-    if settings.distribution_strategy == "parameter_server":
-        training_config.update(ps_workers=settings.ps_workers, ps_tasks=settings.ps_tasks,
-                               ps_min_shard_bytes=settings.ps_min_shard_bytes,
-                               ps_max_shards=settings.ps_max_shards)
+    training = settings.training
+    training_config = {**code_config, "batch_size": training.batch_size,
+                       "distribution_strategy": training.distribution_strategy}
+    if training.crossed_embedding_buckets:
+        training_config["crossed_embedding_buckets"] = training.crossed_embedding_buckets
+    if training.distribution_strategy == "parameter_server":
+        training_config.update(ps_workers=training.ps_workers, ps_tasks=training.ps_tasks,
+                               ps_min_shard_bytes=training.ps_min_shard_bytes,
+                               ps_max_shards=training.ps_max_shards)
     components = [example_gen, statistics_gen, schema_gen, example_validator, anomalies_gate,
                   *window_nodes, *continuous.nodes, transform]
     components += [leakage] if leakage else []
-    if settings.enable_tuning:
+    if training.enable_tuning:
         tuner = tfx.components.Tuner(
             tuner_fn="models.tuner.tuner_fn",
             examples=transform.outputs["transformed_examples"],
             transform_graph=transform.outputs["transform_graph"],
-            train_args=tfx.proto.TrainArgs(num_steps=settings.tuner_train_steps),
-            eval_args=tfx.proto.EvalArgs(num_steps=settings.eval_steps),
-            custom_config={**training_config, "max_trials": settings.tuner_max_trials})
+            train_args=tfx.proto.TrainArgs(num_steps=training.tuner_train_steps),
+            eval_args=tfx.proto.EvalArgs(num_steps=training.eval_steps),
+            custom_config={**training_config, "max_trials": training.tuner_max_trials})
         hyperparameters = tuner.outputs["best_hyperparameters"]
         components.append(tuner)
     else:
@@ -190,9 +200,9 @@ def create_pipeline(settings: configs.Settings, *,
             components.append(latest_tuning)
 
     trainer_class, vertex_config = tfx.components.Trainer, {}
-    if settings.vertex_training_replicas:
+    if settings.cloud.vertex_training_replicas:
         trainer_class = tfx.extensions.google_cloud_ai_platform.Trainer
-        vertex_config = _vertex_training_config(settings)
+        vertex_config = _vertex_training_config(training, settings.cloud)
     trainer = trainer_class(
         run_fn="models.model.run_fn",
         examples=transform.outputs["transformed_examples"],
@@ -200,10 +210,10 @@ def create_pipeline(settings: configs.Settings, *,
         schema=schema_gen.outputs["schema"],
         hyperparameters=hyperparameters,
         base_model=continuous.base_model,
-        train_args=tfx.proto.TrainArgs(num_steps=settings.train_steps),
-        eval_args=tfx.proto.EvalArgs(num_steps=settings.eval_steps),
+        train_args=tfx.proto.TrainArgs(num_steps=training.train_steps),
+        eval_args=tfx.proto.EvalArgs(num_steps=training.eval_steps),
         custom_config={**training_config, **vertex_config, **(
-            {"warm_start_steps_fraction": settings.warm_start_steps_fraction}
+            {"warm_start_steps_fraction": settings.continuous.warm_start_steps_fraction}
             if continuous.base_model else {})})
 
     baseline = _baseline_resolver(settings, trainer.outputs["model"])
@@ -216,26 +226,26 @@ def create_pipeline(settings: configs.Settings, *,
         # Without a baseline TFMA skips the change threshold: the value thresholds decide.
         baseline_model=baseline.outputs["model"] if baseline else None,
         example_splits=["eval"],
-        eval_config=eval_config(settings))
+        eval_config=eval_config(settings.evaluation))
 
     pusher = _pusher(settings, trainer.outputs["model"], evaluator.outputs["blessing"])
 
     components += [node for node in (trainer, baseline, evaluator, pusher) if node]
-    if settings.tflite_export:
-        components.append(tflite.exporter(settings, pusher, transform))
+    if settings.tflite.export:
+        components.append(tflite.exporter(settings.tflite, pusher, transform))
     return _pipeline(settings, components, metadata_connection_config)
 
 
-def _validation(settings: configs.Settings, example_gen: tfx.types.BaseComponent) -> tuple:
+def _validation(settings: PipelineSettings, example_gen: tfx.types.BaseComponent) -> tuple:
     """StatisticsGen, the schema (imported, or inferred from the span where
-    settings.infer_schema), ExampleValidator and the gate that stops a run on anomalies."""
-    if settings.infer_schema:
+    settings.data.infer_schema), ExampleValidator and the gate that stops a run on anomalies."""
+    if settings.data.infer_schema:
         statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
         schema_gen = tfx.components.SchemaGen(
             statistics=statistics_gen.outputs["statistics"], infer_feature_shape=False)
     else:
         schema_gen = tfx.components.ImportSchemaGen(
-            schema_file=settings.runtime_path(settings.schema_path))
+            schema_file=settings.runtime_path(settings.data.schema_path))
         # With the schema, categorical INT ids get the top-k counts that their drift and
         # skew comparators need.
         statistics_gen = tfx.components.StatisticsGen(
@@ -245,18 +255,18 @@ def _validation(settings: configs.Settings, example_gen: tfx.types.BaseComponent
     anomalies_gate = AnomaliesGate(anomalies=example_validator.outputs["anomalies"],
                                    examples=example_gen.outputs["examples"],
                                    statistics=statistics_gen.outputs["statistics"],
-                                   min_rows=settings.min_span_rows)
+                                   min_rows=settings.data.min_span_rows)
     return statistics_gen, schema_gen, example_validator, anomalies_gate
 
 
-def _span_window_resolver(settings: configs.Settings,
+def _span_window_resolver(settings: PipelineSettings,
                           example_gen: tfx.types.BaseComponent) -> tfx.dsl.Resolver:
     """The newest `train_window_spans` spans ExampleGen has ingested, in this run or earlier,
     leaving out spans a check rejected (pipeline/rejections.py, pipeline/continuous.py)."""
     span_window = tfx.dsl.Resolver(
         strategy_class=AcceptedSpanRangeStrategy,
         config={"range_config": tfx.proto.RangeConfig(rolling_range=tfx.proto.RollingRange(
-            num_spans=settings.train_window_spans)),
+            num_spans=settings.data.train_window_spans)),
             "rejections_dir": rejections.records_dir(settings)},
         examples=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Examples,
                                  producer_component_id=example_gen.id, output_key="examples"),
@@ -266,7 +276,7 @@ def _span_window_resolver(settings: configs.Settings,
     return span_window
 
 
-def _baseline_resolver(settings: configs.Settings,
+def _baseline_resolver(settings: PipelineSettings,
                        candidate: tfx.types.BaseChannel) -> Optional[tfx.dsl.Resolver]:
     """The latest blessed model, the Evaluator's baseline; None where no resolver runs."""
     if settings.resolvers == "none":
@@ -287,12 +297,13 @@ def _baseline_resolver(settings: configs.Settings,
     ).with_id(BASELINE_RESOLVER_ID)
 
 
-def _pusher(settings: configs.Settings, model: tfx.types.BaseChannel,
+def _pusher(settings: PipelineSettings, model: tfx.types.BaseChannel,
             blessing: tfx.types.BaseChannel) -> tfx.types.BaseComponent:
     """Pushes blessed models to the Vertex AI endpoint if one is set, else to files."""
-    if settings.vertex_endpoint:
+    if settings.cloud.vertex_endpoint:
         return tfx.extensions.google_cloud_ai_platform.Pusher(
-            model=model, model_blessing=blessing, custom_config=_vertex_serving_config(settings))
+            model=model, model_blessing=blessing,
+            custom_config=_vertex_serving_config(settings.cloud))
     return tfx.components.Pusher(
         model=model, model_blessing=blessing,
         push_destination=tfx.proto.PushDestination(
@@ -300,7 +311,7 @@ def _pusher(settings: configs.Settings, model: tfx.types.BaseChannel,
                 base_directory=settings.serving_model_dir)))
 
 
-def _vertex_training_config(settings: configs.Settings) -> dict:
+def _vertex_training_config(training: TrainingSettings, cloud: CloudSettings) -> dict:
     """custom_config of the Google Cloud Trainer: a Vertex AI custom job whose first worker
     pool is the chief (Vertex allows one replica there) and the second the other workers;
     every replica runs the pipeline image (TFX sets the command). parameter_server adds the
@@ -308,46 +319,46 @@ def _vertex_training_config(settings: configs.Settings) -> dict:
     sizes the worker pool with ps_workers; Vertex writes TF_CONFIG with the types chief,
     worker and ps accordingly."""
     vertex = tfx.extensions.google_cloud_ai_platform
-    machine_spec = {"machine_type": settings.vertex_machine_type}
-    if settings.vertex_accelerator_type:
-        machine_spec.update(accelerator_type=settings.vertex_accelerator_type,
-                            accelerator_count=settings.vertex_accelerator_count)
+    machine_spec = {"machine_type": cloud.vertex_machine_type}
+    if cloud.vertex_accelerator_type:
+        machine_spec.update(accelerator_type=cloud.vertex_accelerator_type,
+                            accelerator_count=cloud.vertex_accelerator_count)
     pool = {"machine_spec": machine_spec,
-            "container_spec": {"image_uri": settings.container_image}}
+            "container_spec": {"image_uri": cloud.container_image}}
     pools = [{**pool, "replica_count": 1}]
-    if settings.distribution_strategy == "parameter_server":
-        pools.append({**pool, "replica_count": settings.ps_workers})
-        pools.append({"machine_spec": {"machine_type": settings.vertex_machine_type},
-                      "container_spec": {"image_uri": settings.container_image},
-                      "replica_count": settings.ps_tasks})
-    elif settings.vertex_training_replicas > 1:
-        pools.append({**pool, "replica_count": settings.vertex_training_replicas - 1})
+    if training.distribution_strategy == "parameter_server":
+        pools.append({**pool, "replica_count": training.ps_workers})
+        pools.append({"machine_spec": {"machine_type": cloud.vertex_machine_type},
+                      "container_spec": {"image_uri": cloud.container_image},
+                      "replica_count": training.ps_tasks})
+    elif cloud.vertex_training_replicas > 1:
+        pools.append({**pool, "replica_count": cloud.vertex_training_replicas - 1})
     return {
         vertex.ENABLE_VERTEX_KEY: True,
-        vertex.VERTEX_REGION_KEY: settings.gcp_region,
-        vertex.TRAINING_ARGS_KEY: {"project": settings.gcp_project,
+        vertex.VERTEX_REGION_KEY: cloud.gcp_region,
+        vertex.TRAINING_ARGS_KEY: {"project": cloud.gcp_project,
                                    "job_spec": {"worker_pool_specs": pools}},
     }
 
 
-def _vertex_serving_config(settings: configs.Settings) -> dict:
+def _vertex_serving_config(cloud: CloudSettings) -> dict:
     """custom_config of the Google Cloud Pusher: upload each blessed model to Vertex AI and
     deploy it to the endpoint (created if missing) with all traffic."""
     vertex = tfx.extensions.google_cloud_ai_platform
     return {
         vertex.ENABLE_VERTEX_KEY: True,
-        vertex.VERTEX_REGION_KEY: settings.gcp_region,
-        vertex.VERTEX_CONTAINER_IMAGE_URI_KEY: settings.vertex_serving_image,
-        vertex.SERVING_ARGS_KEY: {"project_id": settings.gcp_project,
-                                  "endpoint_name": settings.vertex_endpoint,
-                                  "machine_type": settings.vertex_serving_machine_type},
+        vertex.VERTEX_REGION_KEY: cloud.gcp_region,
+        vertex.VERTEX_CONTAINER_IMAGE_URI_KEY: cloud.vertex_serving_image,
+        vertex.SERVING_ARGS_KEY: {"project_id": cloud.gcp_project,
+                                  "endpoint_name": cloud.vertex_endpoint,
+                                  "machine_type": cloud.vertex_serving_machine_type},
     }
 
 
-def _pipeline(settings: configs.Settings, components: list,
+def _pipeline(settings: PipelineSettings, components: list,
               metadata_connection_config) -> tfx.dsl.Pipeline:
     return tfx.dsl.Pipeline(
-        pipeline_name=settings.pipeline_name,
+        pipeline_name=settings.name,
         pipeline_root=settings.pipeline_root,
         components=components,
         enable_cache=settings.pipeline_caching,

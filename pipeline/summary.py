@@ -5,7 +5,8 @@ import os
 
 import tensorflow_model_analysis as tfma
 
-from pipeline import configs, metadata, rejections
+from pipeline import metadata, rejections
+from pipeline.settings import PipelineSettings
 
 EVALUATOR_ID, PUSHER_ID = "Evaluator", "Pusher"
 CANDIDATE = "candidate"  # TFX Evaluator's name for the model it judges against a baseline
@@ -26,9 +27,9 @@ def overall_metrics(evaluation_uri: str) -> dict[str, float]:
     raise ValueError(f"no overall slice in {evaluation_uri}")
 
 
-def latest_run_summary(settings: configs.Settings) -> str:
+def latest_run_summary(settings: PipelineSettings) -> str:
     store = metadata.open_store(settings)
-    evaluations = metadata.node_outputs(store, settings.pipeline_name, EVALUATOR_ID,
+    evaluations = metadata.node_outputs(store, settings.name, EVALUATOR_ID,
                                         "ModelEvaluation") if store else []
     if not evaluations:
         return "No evaluation yet."
@@ -45,7 +46,7 @@ def latest_run_summary(settings: configs.Settings) -> str:
     return "\n".join(lines + rejected_lines(settings))
 
 
-def rejected_lines(settings: configs.Settings) -> list[str]:
+def rejected_lines(settings: PipelineSettings) -> list[str]:
     """The spans runs skip because a check rejected them (pipeline/rejections.py)."""
     rejected = rejections.of_pipeline(settings)
     if not rejected:

@@ -25,9 +25,9 @@ from tfx import v1 as tfx
 from tfx.dsl.component.experimental.annotations import InputArtifact, OutputArtifact, Parameter
 from tfx.dsl.component.experimental.decorators import component
 
-from pipeline import configs
+from pipeline.settings import TFLITE_QUANTIZATIONS, TfliteSettings
 
-QUANTIZATIONS = configs.TFLITE_QUANTIZATIONS
+QUANTIZATIONS = TFLITE_QUANTIZATIONS
 MODEL_FILE = "model.tflite"
 COMPONENT_ID = "TFLiteExporter"
 
@@ -92,12 +92,12 @@ def TFLiteExporter(  # noqa: N802 (TFX component names are classes)
     tflite_model.set_int_custom_property("exported", 1)
 
 
-def exporter(settings: configs.Settings, pusher: tfx.types.BaseComponent,
+def exporter(settings: TfliteSettings, pusher: tfx.types.BaseComponent,
              transform: tfx.types.BaseComponent) -> tfx.types.BaseComponent:
     """The pipeline step: runs after the Pusher, on what it pushed."""
     return TFLiteExporter(
         pushed_model=pusher.outputs["pushed_model"],
         transformed_examples=transform.outputs["transformed_examples"],
-        quantization=settings.tflite_quantization,
-        representative_examples=settings.tflite_representative_examples,
+        quantization=settings.quantization,
+        representative_examples=settings.representative_examples,
     ).with_id(COMPONENT_ID)
