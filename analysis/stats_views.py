@@ -305,7 +305,7 @@ def serving_skew(run: artifacts.Run, schema: schema_pb2.Schema,
     statistics, one row per finding; None when no request log exists."""
     from serving import request_log, skew
 
-    log = run.settings.serving_log_path
+    log = run.settings.request_log_path
     if not os.path.exists(log):
         return None
     rows = list(skew.logged_rows(request_log.read(log)))

@@ -36,7 +36,7 @@ class Settings(SettingsTree):
     report: ReportSettings = Field(default_factory=ReportSettings)
 
     @model_validator(mode="after")
-    def _consistent(self) -> "Settings":
+    def _consistent(self) -> Settings:
         self.batch_predict.check_warehouse(self.pipeline)
         return self
 

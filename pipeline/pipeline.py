@@ -150,7 +150,7 @@ def create_pipeline(settings: PipelineSettings, *,
     transform.add_upstream_node(anomalies_gate)
     # The data-leakage check (analysis/leakage.py), None when off; a leak it is told to fail
     # on stops the run before Transform, as the gate does.
-    leakage = leakage_check(settings.leakage, settings.serving_log_path,
+    leakage = leakage_check(settings.leakage, settings.request_log_path,
                             example_gen.outputs["examples"], schema_gen.outputs["schema"],
                             statistics_gen.outputs["statistics"])
     if leakage:

@@ -610,7 +610,7 @@ class PipelineSettings(SettingsTree):
         return name
 
     @model_validator(mode="after")
-    def _consistent(self) -> "PipelineSettings":
+    def _consistent(self) -> PipelineSettings:
         cloud, strategy = self.cloud, self.training.distribution_strategy
         needs_image = (self.on_kubeflow or self.beam.preset != "direct"
                        or cloud.vertex_training_replicas > 0)
@@ -667,7 +667,7 @@ class PipelineSettings(SettingsTree):
         return os.path.join(self.storage_dir, "serving_model", self.name)
 
     @property
-    def serving_log_path(self) -> str:
+    def request_log_path(self) -> str:
         """The model server's request log (PIPELINE_SERVING_LOG_PATH, else under output_dir)."""
         return self.leakage.serving_log_path or os.path.join(
             self.data.output_dir, "serving_logs", "requests.jsonl")

@@ -14,8 +14,8 @@ def model_name(serving: ServingSettings, pipeline: PipelineSettings) -> str:
 
 def request_log_path(serving: ServingSettings, pipeline: PipelineSettings) -> str:
     """PIPELINE_SERVING_LOG_PATH, else <output_dir>/serving_logs/requests.jsonl: where the
-    pipeline's leakage check looks for it too (PipelineSettings.serving_log_path)."""
-    return serving.log_path or pipeline.serving_log_path
+    pipeline's leakage check looks for it too (PipelineSettings.request_log_path)."""
+    return serving.log_path or pipeline.request_log_path
 
 
 def predictions_db_path(batch: BatchPredictSettings, pipeline: PipelineSettings) -> str:
