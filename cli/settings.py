@@ -55,7 +55,7 @@ def reference_markdown() -> str:
         groups.setdefault(path, []).append(field)
     for path, fields in groups.items():
         model = _model_at(Settings, path)
-        title = model.__name__.removesuffix("Settings")
+        title = model.model_config.get("title") or model.__name__.removesuffix("Settings")
         lines += [f"## {title} (`settings.{'.'.join(path)}`)", ""]
         doc = inspect.getdoc(model).split("\n\n")[0].replace("\n", " ")
         lines += [doc, "", "| variable | type | default | description |", "|---|---|---|---|"]
@@ -107,7 +107,9 @@ def _default(field: FieldInfo) -> str:
 
 
 def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+    """Table-safe markdown: `<output_dir>` and the like are text, not HTML tags."""
+    return (text.replace("<", "&lt;").replace(">", "&gt;").replace("|", "\\|")
+            .replace("\n", " "))
 
 
 if __name__ == "__main__":

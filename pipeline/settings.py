@@ -249,10 +249,12 @@ class SettingsTree(SettingsModel):
 # ---- the groups ------------------------------------------------------------------------------
 
 
-def env_config(prefix: str = "") -> ConfigDict:
+def env_config(prefix: str = "", title: Optional[str] = None) -> ConfigDict:
     """A group's config: each field's variable is PIPELINE_ + `prefix` + the field name in
-    capitals (`env_config("BEAM_")`: preset -> PIPELINE_BEAM_PRESET); an explicit alias wins."""
-    return ConfigDict(alias_generator=lambda name: ENV_PREFIX + prefix + name.upper())
+    capitals (`env_config("BEAM_")`: preset -> PIPELINE_BEAM_PRESET); an explicit alias wins.
+    `title` heads the group in the settings reference (default: the class name)."""
+    config = ConfigDict(alias_generator=lambda name: ENV_PREFIX + prefix + name.upper())
+    return ConfigDict(config, title=title) if title else config
 
 
 class DataSettings(SettingsModel):
@@ -558,7 +560,7 @@ class AirflowSettings(SettingsModel):
 class TfliteSettings(SettingsModel):
     """TF Lite export of pushed models (pipeline/tflite.py)."""
 
-    model_config = env_config("TFLITE_")
+    model_config = env_config("TFLITE_", title="TF Lite")
 
     export: bool = Field(False, description="After the Pusher, also export each pushed model "
                                             "as TF Lite.")

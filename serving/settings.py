@@ -52,7 +52,7 @@ class ServingSettings(SettingsModel):
 class BatchPredictSettings(SettingsModel):
     """Batch predictions of a span into the warehouse table (serving/batch_predict.py)."""
 
-    model_config = env_config("BATCH_PREDICT_")
+    model_config = env_config("BATCH_PREDICT_", title="Batch predictions")
 
     warehouse: Literal[WAREHOUSES] = Field(
         "sqlite", description="sqlite (a local file) or bigquery (needs PIPELINE_GCP_PROJECT).")
