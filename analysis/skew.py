@@ -20,9 +20,9 @@ import tensorflow_data_validation as tfdv
 from tensorflow_metadata.proto.v0 import anomalies_pb2, schema_pb2, statistics_pb2
 
 from models import features
-from pipeline import configs, metadata
+from pipeline import metadata, serving_log
 from pipeline.names import STATISTICS_FILE, TRAIN_SPLIT, split_dir_name
-from pipeline import serving_log
+from pipeline.settings import PipelineSettings
 
 SERVING_ENVIRONMENT = "SERVING"
 
@@ -63,10 +63,10 @@ def serving_statistics(rows: list[dict], schema: schema_pb2.Schema
             path, stats_options=tfdv.StatsOptions(schema=schema))
 
 
-def training_statistics_path(settings: configs.Settings) -> str:
+def training_statistics_path(settings: PipelineSettings) -> str:
     """The newest StatisticsGen output's train split, from MLMD."""
     store = metadata.open_store(settings)
-    artifacts = (metadata.node_outputs(store, settings.pipeline_name, "StatisticsGen",
+    artifacts = (metadata.node_outputs(store, settings.name, "StatisticsGen",
                                        "ExampleStatistics") if store else [])
     if not artifacts:
         raise SkewError(f"no StatisticsGen output in {settings.metadata_path}: run the pipeline "
@@ -108,11 +108,11 @@ def find_skew(rows: list[dict], schema: schema_pb2.Schema,
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    settings = configs.Settings.from_env()
+    settings = PipelineSettings.load()
     parser = argparse.ArgumentParser(description="Serving skew over the request log.")
     parser.add_argument("--log", default=settings.request_log_path)
     parser.add_argument("--training-statistics", help="FeatureStats.pb; default: from MLMD")
-    parser.add_argument("--schema", default=settings.schema_path)
+    parser.add_argument("--schema", default=settings.data.schema_path)
     args = parser.parse_args(argv)
     try:
         if not os.path.exists(args.log):

@@ -115,7 +115,7 @@ def this_runs_candidate(store: mlmd.MetadataStore,
     """The model this run's Trainer output.
 
     The local (IR) runner resolves the `candidate` channel to exactly that (Vertex uses the
-    stock strategy, see configs.Settings.resolvers). Airflow's
+    stock strategy, see PipelineSettings.resolvers). Airflow's
     legacy resolver resolves every channel over all runs of the pipeline, so it passes every
     model the Trainer ever output, and all of them would be left out of the baseline. This
     run's is the one the newest Trainer execution output (a cached execution outputs the model

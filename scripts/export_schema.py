@@ -18,19 +18,20 @@ import tensorflow_data_validation as tfdv
 from tensorflow_metadata.proto.v0 import schema_pb2
 
 from models import features
-from pipeline import configs, metadata
+from pipeline import metadata
 from pipeline.names import SCHEMA_GEN_ID
+from pipeline.settings import PipelineSettings
 
 
 
-def latest_inferred_schema(settings: configs.Settings) -> str:
+def latest_inferred_schema(settings: PipelineSettings) -> str:
     """Path of the newest schema.pbtxt that SchemaGen wrote for this pipeline."""
     store = metadata.open_store(settings)
-    schemas = metadata.node_outputs(store, settings.pipeline_name, SCHEMA_GEN_ID, "Schema") \
+    schemas = metadata.node_outputs(store, settings.name, SCHEMA_GEN_ID, "Schema") \
         if store else []
     if not schemas:
         raise SystemExit(
-            f"no SchemaGen output for pipeline {settings.pipeline_name!r} in "
+            f"no SchemaGen output for pipeline {settings.name!r} in "
             f"{settings.metadata_path}: run `PIPELINE_INFER_SCHEMA=1 make run` first")
     return os.path.join(schemas[-1].uri, "schema.pbtxt")
 
@@ -48,9 +49,9 @@ def with_environments(schema: schema_pb2.Schema,
 
 
 def main() -> None:
-    settings = configs.Settings.from_env()
+    settings = PipelineSettings.load()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default=settings.schema_path)
+    parser.add_argument("--out", default=settings.data.schema_path)
     parser.add_argument("--force", action="store_true", help="replace an existing file")
     args = parser.parse_args()
     if os.path.exists(args.out) and not args.force:

@@ -26,8 +26,9 @@ from typing import Optional
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline import configs, metadata  # noqa: E402
+from pipeline import metadata  # noqa: E402
 from pipeline.names import AUC_PROPERTY, PROGRESSIVE_VALIDATION_ID  # noqa: E402
+from pipeline.settings import PipelineSettings  # noqa: E402
 from pipeline.spans import mark_complete  # noqa: E402
 
 VARIANTS = {"warm": {"PIPELINE_WARM_START": "1"}, "cold": {"PIPELINE_WARM_START": "0"}}
@@ -60,13 +61,13 @@ def _duration_seconds(execution) -> float:
     return (execution.last_update_time_since_epoch - execution.create_time_since_epoch) / 1000
 
 
-def run_result(settings: configs.Settings, span: int, ok: bool, log: str) -> SpanResult:
+def run_result(settings: PipelineSettings, span: int, ok: bool, log: str) -> SpanResult:
     """This span's figures from MLMD: the newest outputs, if they belong to this run."""
     from pipeline.evaluation import overall_metrics  # TFMA: imported only when needed
 
     result = SpanResult(span=span, ok=ok)
     store = metadata.open_store(settings)
-    name = settings.pipeline_name
+    name = settings.name
     validations = metadata.node_outputs(store, name, PROGRESSIVE_VALIDATION_ID, "ModelEvaluation")
     if validations and validations[-1].custom_properties["span"].int_value == span:
         properties = validations[-1].custom_properties
@@ -155,7 +156,7 @@ def main() -> None:
                    "PIPELINE_DATA_DIR": str(work / "data"),
                    "PIPELINE_OUTPUT_DIR": str(work / "outputs"), "TF_USE_LEGACY_KERAS": "1"}
             completed = trigger(env)
-            settings = configs.Settings.from_env(
+            settings = PipelineSettings.load(
                 {k: v for k, v in env.items() if k.startswith("PIPELINE_")})
             result = run_result(settings, span, completed.returncode == 0,
                                 completed.stdout + completed.stderr)

@@ -26,8 +26,7 @@ from tfx.v1.dsl.components import InputArtifact, OutputArtifact, Parameter, comp
 
 from pipeline.names import TFLITE_MODEL_FILE as MODEL_FILE
 from pipeline.names import TRAIN_SPLIT, split_dir_name
-
-QUANTIZATIONS = ("dynamic", "int8")  # see the module's docstring
+from pipeline.settings import TFLITE_QUANTIZATIONS as QUANTIZATIONS  # noqa: F401 (tests, docs)
 
 
 def load_network(saved_model_dir: str) -> keras.Model:
