@@ -14,7 +14,7 @@ COPY --from=ghcr.io/astral-sh/uv:0.13.9 /uv /usr/local/bin/uv
 ENV TF_USE_LEGACY_KERAS=1 \
     PYTHONUNBUFFERED=1
 
-# The same place as configs.IMAGE_PROJECT_ROOT: paths of the checkout are read from here.
+# IMAGE_PROJECT_ROOT in pipeline/settings.py: paths of the checkout are read from here.
 WORKDIR /pipeline
 
 # The locked stack first, so code changes reuse this layer. g++ only builds pyfarmhash (no
@@ -28,7 +28,7 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 
 # The project (pipeline/, models/, schema/, the sample data/), editable so that
-# configs.PROJECT_ROOT is /pipeline, as on a checkout.
+# PROJECT_ROOT (pipeline/settings.py) is /pipeline, as on a checkout.
 COPY . .
 RUN uv pip install --system --no-cache --no-deps --no-build-isolation -e .
 

@@ -36,7 +36,7 @@ from tfx.orchestration.airflow.airflow_dag_runner import (
     AirflowPipelineConfig,
 )
 
-from pipeline import configs, rejections, spans
+from pipeline import rejections, spans
 from pipeline.airflow_tasks import (
     check_new_span,
     ingest_earlier_spans,
@@ -45,35 +45,36 @@ from pipeline.airflow_tasks import (
 )
 from pipeline.names import EXAMPLE_GEN_ID
 from pipeline.pipeline import create_pipeline
+from pipeline.settings import AirflowSettings, PipelineSettings
 
 INGEST_TASK_ID = "ingest_earlier_spans"
 CHECK_TASK_ID = "check_new_span"
 
 
-def airflow_settings() -> configs.Settings:
+def airflow_settings() -> PipelineSettings:
     """Settings from the environment, with the orchestrator this runner is."""
-    return configs.Settings.from_env(orchestrator="airflow")
+    return PipelineSettings.load(orchestrator="airflow")
 
 
-def dag_config(settings: configs.Settings) -> AirflowPipelineConfig:
+def dag_config(settings: AirflowSettings) -> AirflowPipelineConfig:
     """Schedule, first date and task retries from the settings.
 
     No catch-up: every run ingests the newest span there is, so replaying missed intervals
     would only repeat the same run. One active run at a time: each run's training window and
     baseline build on what the previous run recorded. One task at a time: the SQLite MLMD
     store takes one writer, and the DAG is nearly a chain anyway."""
-    start = datetime.datetime.fromisoformat(settings.airflow_start_date)
+    start = datetime.datetime.fromisoformat(settings.start_date)
     return AirflowPipelineConfig(airflow_dag_config={
-        "schedule": settings.airflow_schedule,
+        "schedule": settings.schedule,
         "start_date": start if start.tzinfo else start.replace(tzinfo=datetime.timezone.utc),
         "catchup": False,
         "max_active_runs": 1,
         "max_active_tasks": 1,
-        "default_args": {"retries": settings.airflow_retries},
+        "default_args": {"retries": settings.retries},
     })
 
 
-def build_dag(settings: configs.Settings) -> airflow_models.DAG:
+def build_dag(settings: PipelineSettings) -> airflow_models.DAG:
     """The pipeline's DAG. Unless ExampleGen reads the whole window every run (as for a
     BigQuery query), it starts with a check for a new complete span that skips the run when
     there is none, then the ingestion of earlier spans; ExampleGen reads the newest complete
@@ -83,7 +84,7 @@ def build_dag(settings: configs.Settings) -> airflow_models.DAG:
     accepted = [] if reads_window else spans.accepted_spans(settings,
                                                              rejections.of_pipeline(settings))
     span = accepted[-1] if accepted else None
-    dag = AirflowDagRunner(dag_config(settings)).run(
+    dag = AirflowDagRunner(dag_config(settings.airflow)).run(
         create_pipeline(settings, metadata_connection_config=metadata_config(settings),
                         span=span))
     if not reads_window:

@@ -11,8 +11,8 @@ its API server and the kfp client take).
     tfx run create --engine vertex --pipeline_name taxi-tips --project P --region R
 
 Vertex runs only TFX's stock resolvers and the self-hosted backend none, which changes
-`create_pipeline` (see Settings.resolvers). Only orchestration lives here, and compiling touches
-no cloud service. Settings come from `PIPELINE_*` variables; required here:
+`create_pipeline` (see PipelineSettings.resolvers). Only orchestration lives here, and
+compiling touches no cloud service. Settings come from `PIPELINE_*` variables; required here:
 PIPELINE_CONTAINER_IMAGE and PIPELINE_KUBEFLOW_OUTPUT_DIR (gs://).
 """
 import sys
@@ -29,39 +29,40 @@ from typing import Optional
 from absl import logging
 from tfx import v1 as tfx
 
-from pipeline import configs, tfx_cli
+from pipeline import tfx_cli
 from pipeline.pipeline import create_pipeline
+from pipeline.settings import KUBEFLOW_ORCHESTRATORS, PipelineSettings
 
 
-def kubeflow_settings(environ: Optional[dict[str, str]] = None) -> configs.Settings:
+def kubeflow_settings(environ: Optional[dict[str, str]] = None) -> PipelineSettings:
     """Settings from the environment, for Vertex unless PIPELINE_ORCHESTRATOR says kubeflow."""
     environ = os.environ if environ is None else environ
     orchestrator = environ.get("PIPELINE_ORCHESTRATOR") or "vertex"
-    if orchestrator not in configs.KUBEFLOW_ORCHESTRATORS:
+    if orchestrator not in KUBEFLOW_ORCHESTRATORS:
         raise ValueError(
             f"PIPELINE_ORCHESTRATOR={orchestrator!r}: kubeflow_runner.py compiles for vertex "
             "(Vertex AI Pipelines, the default) or kubeflow (self-hosted Kubeflow Pipelines v2)")
-    return configs.Settings.from_env(environ, orchestrator=orchestrator)
+    return PipelineSettings.load(environ, orchestrator=orchestrator)
 
 
-def self_hosted(settings: configs.Settings) -> bool:
+def self_hosted(settings: PipelineSettings) -> bool:
     return settings.orchestrator == "kubeflow"
 
 
-def spec_path(settings: configs.Settings) -> str:
+def spec_path(settings: PipelineSettings) -> str:
     """TFX writes a PipelineJob JSON, or for a .yaml path the bare PipelineSpec."""
     extension = "yaml" if self_hosted(settings) else "json"
-    return settings.kubeflow_spec_path or os.path.join(
-        settings.output_dir, "kubeflow", f"{settings.pipeline_name}.{extension}")
+    return settings.cloud.kubeflow_spec_path or os.path.join(
+        settings.data.output_dir, "kubeflow", f"{settings.name}.{extension}")
 
 
-def compile_pipeline(settings: configs.Settings) -> str:
+def compile_pipeline(settings: PipelineSettings) -> str:
     """Writes the spec and returns its path. Under `tfx pipeline create`, the CLI redirects
     it into its own pipeline folder."""
     path = spec_path(settings)
     runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
         config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(
-            default_image=settings.container_image,
+            default_image=settings.cloud.container_image,
             # Vertex takes both schemas; the self-hosted API server only 2.1.0.
             use_pipeline_spec_2_1=self_hosted(settings)),
         output_dir=os.path.dirname(path), output_filename=os.path.basename(path))

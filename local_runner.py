@@ -4,7 +4,7 @@
     tfx pipeline create --engine local --pipeline_path local_runner.py
     tfx run create --engine local --pipeline_name taxi-tips
 
-Settings come from pipeline/configs.py and `PIPELINE_*` environment variables. The full log
+Settings come from pipeline/settings.py and `PIPELINE_*` environment variables. The full log
 of a run goes to <output dir>/logs/ (pipeline/run_log.py); the console shows the project's
 own log lines, then the summary, or on failure one message naming the span and what to do.
 """
@@ -17,10 +17,10 @@ with runtime.paused_for_imports():
     from absl import logging
     from tfx import v1 as tfx
 
-    from pipeline import (configs, input_check, preflight, rejections, run_log, run_summary,
-                          spans)
+    from pipeline import input_check, preflight, rejections, run_log, run_summary, spans
     from pipeline.names import EXAMPLE_GEN_ID
     from pipeline.pipeline import create_pipeline
+    from pipeline.settings import PipelineSettings
 
 
 @dataclasses.dataclass
@@ -29,7 +29,7 @@ class RunState:
     span: Optional[int] = None
 
 
-def ingest_earlier_spans(settings: configs.Settings, metadata,
+def ingest_earlier_spans(settings: PipelineSettings, metadata,
                          state: Optional[RunState] = None) -> None:
     """A new pipeline (or one whose window grew) first ingests the older spans of its training
     window, one ExampleGen run each, as if they had arrived over time; the full run then
@@ -52,7 +52,7 @@ def ingest_earlier_spans(settings: configs.Settings, metadata,
         ingested.add(span)
 
 
-def run(settings: configs.Settings, metadata, span: Optional[int], state: RunState) -> None:
+def run(settings: PipelineSettings, metadata, span: Optional[int], state: RunState) -> None:
     """Checks the new span's files, ingests the window's earlier spans, runs the pipeline."""
     if span is not None:
         state.span = span
@@ -64,7 +64,7 @@ def run(settings: configs.Settings, metadata, span: Optional[int], state: RunSta
         create_pipeline(settings, metadata_connection_config=metadata, span=span))
 
 
-def failure_message(settings: configs.Settings, error: Exception, state: RunState) -> str:
+def failure_message(settings: PipelineSettings, error: Exception, state: RunState) -> str:
     """A rejection is recorded against its span and said so; anything else is a crash."""
     node = run_log.failed_node(error)
     rejection = rejections.record_failure(settings, state.span, node or "", error)
@@ -76,7 +76,7 @@ def failure_message(settings: configs.Settings, error: Exception, state: RunStat
 def main() -> None:
     logging.set_verbosity(logging.INFO)
     try:
-        settings = configs.Settings.from_env(orchestrator="local")
+        settings = PipelineSettings.load(orchestrator="local")
         preflight.check_local_paths(settings)
         # ExampleGen reads the newest complete span no check rejected, never a half-copied
         # newer folder.

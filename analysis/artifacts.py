@@ -1,5 +1,5 @@
 """A pipeline run's artifacts, found through MLMD (never by guessing paths): the pipeline
-name and the store come from the project settings (pipeline/configs.py)."""
+name and the store come from the project settings (pipeline/settings.py)."""
 from __future__ import annotations
 
 import dataclasses
@@ -9,8 +9,9 @@ from typing import Optional
 
 import ml_metadata as mlmd
 
-from pipeline import configs, metadata
+from pipeline import metadata
 from pipeline.names import BIGQUERY_EXAMPLE_GEN_ID, EXAMPLE_GEN_ID, STATISTICS_FILE, split_dir_name
+from pipeline.settings import PipelineSettings
 
 INPUT_EVENTS = (mlmd.proto.Event.INPUT, mlmd.proto.Event.DECLARED_INPUT)
 # What marks a full run (an ingest-only run has ExampleGen alone).
@@ -25,7 +26,7 @@ class NoRunError(LookupError):
 class Run:
     """One pipeline run: what each node executed, and the artifacts it read and wrote."""
     store: mlmd.MetadataStore
-    settings: configs.Settings
+    settings: PipelineSettings
     run_id: str
     started: datetime.datetime
     executions: dict[str, mlmd.proto.Execution]
@@ -43,7 +44,7 @@ class Run:
     def require(self, node_id: str, key: str) -> mlmd.proto.Artifact:
         artifact = self.output(node_id, key)
         if artifact is None:
-            raise NoRunError(f"run {self.run_id} of '{self.settings.pipeline_name}' has no "
+            raise NoRunError(f"run {self.run_id} of '{self.settings.name}' has no "
                              f"'{key}' output of {node_id} (did that step run? store: "
                              f"{self.settings.metadata_path})")
         return artifact
@@ -71,7 +72,7 @@ def _time(ms: int) -> datetime.datetime:
     return datetime.datetime.fromtimestamp(ms / 1000, tz=datetime.timezone.utc)
 
 
-def open_store(settings: configs.Settings) -> mlmd.MetadataStore:
+def open_store(settings: PipelineSettings) -> mlmd.MetadataStore:
     store = metadata.open_store(settings)
     if store is None:
         raise NoRunError(f"no MLMD store at {settings.metadata_path}: run the pipeline first "
@@ -105,13 +106,13 @@ def run_ids(store: mlmd.MetadataStore, pipeline_name: str,
     return sorted(runs, key=lambda name: (runs[name], name))
 
 
-def load_run(settings: configs.Settings, run_id: str,
+def load_run(settings: PipelineSettings, run_id: str,
              store: Optional[mlmd.MetadataStore] = None) -> Run:
     store = store or open_store(settings)
     context = store.get_context_by_type_and_name("pipeline_run", run_id)
     if context is None:
         raise NoRunError(f"no run '{run_id}' in {settings.metadata_path}")
-    node_of = node_ids_by_execution(store, settings.pipeline_name)
+    node_of = node_ids_by_execution(store, settings.name)
     executions = {node_of[e.id]: e for e in sorted(
         store.get_executions_by_context(context.id), key=lambda e: e.id) if e.id in node_of}
     events = store.get_events_by_execution_ids([e.id for e in executions.values()])
@@ -130,15 +131,15 @@ def load_run(settings: configs.Settings, run_id: str,
     return Run(store, settings, run_id, _time(started), executions, inputs, outputs)
 
 
-def latest_run(settings: Optional[configs.Settings] = None,
+def latest_run(settings: Optional[PipelineSettings] = None,
                with_node: str = FULL_RUN_NODE) -> Run:
     """The newest run that executed `with_node` (by default the newest full run; pass
     "Evaluator" for the newest run that evaluated a model)."""
-    settings = settings or configs.Settings.from_env()
+    settings = settings or PipelineSettings.load()
     store = open_store(settings)
-    runs = run_ids(store, settings.pipeline_name, with_node)
+    runs = run_ids(store, settings.name, with_node)
     if not runs:
-        raise NoRunError(f"no run of '{settings.pipeline_name}' with {with_node} in "
+        raise NoRunError(f"no run of '{settings.name}' with {with_node} in "
                          f"{settings.metadata_path}")
     return load_run(settings, runs[-1], store)
 
@@ -158,12 +159,12 @@ def statistics_of_examples(store: mlmd.MetadataStore, pipeline_name: str,
     return found
 
 
-def ingested_examples(settings: configs.Settings,
+def ingested_examples(settings: PipelineSettings,
                       store: mlmd.MetadataStore) -> list[mlmd.proto.Artifact]:
     """Every span ExampleGen ingested, newest last (one artifact per span: the newest)."""
     by_span = {}
     for node in (EXAMPLE_GEN_ID, BIGQUERY_EXAMPLE_GEN_ID):
-        for artifact in metadata.node_outputs(store, settings.pipeline_name, node, "Examples"):
+        for artifact in metadata.node_outputs(store, settings.name, node, "Examples"):
             by_span[metadata.span_of(artifact)] = artifact
     return [by_span[span] for span in sorted(by_span)]
 

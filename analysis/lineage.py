@@ -18,8 +18,9 @@ from typing import Optional
 import ml_metadata as mlmd
 
 from analysis import artifacts
-from pipeline import configs, metadata
+from pipeline import metadata
 from pipeline.names import WINDOW_EXAMPLES_ID
+from pipeline.settings import PipelineSettings
 
 HYPERPARAMETERS_FILE = "best_hyperparameters.txt"  # what the Tuner writes
 
@@ -112,7 +113,7 @@ class _Graph:
                     if c.type_id == self.run_type)
 
 
-def served_model_path(settings: configs.Settings) -> str:
+def served_model_path(settings: PipelineSettings) -> str:
     """The newest pushed version: the one TF Serving serves from the model base path."""
     base = settings.serving_model_dir
     versions = sorted((v for v in os.listdir(base) if v.isdigit()), key=int) \
@@ -151,9 +152,9 @@ def _hyperparameters(graph: _Graph, trainer_inputs: dict) -> tuple[dict, str]:
     return dict(hyperparameters.search_space().values), "defaults of models/hyperparameters.py"
 
 
-def lineage(settings: configs.Settings, model_path: Optional[str] = None) -> Lineage:
+def lineage(settings: PipelineSettings, model_path: Optional[str] = None) -> Lineage:
     store = artifacts.open_store(settings)
-    graph = _Graph(store, settings.pipeline_name)
+    graph = _Graph(store, settings.name)
     model, pushed = _find_model(store, model_path or served_model_path(settings))
     pusher = graph.producer(pushed.id) if pushed else None
     if pushed:
@@ -171,7 +172,7 @@ def lineage(settings: configs.Settings, model_path: Optional[str] = None) -> Lin
     spans = sorted(metadata.span_of(e) for e in raw_examples)
     statistics = {}
     for examples in raw_examples:
-        stats = artifacts.statistics_of_examples(store, settings.pipeline_name, examples.id)
+        stats = artifacts.statistics_of_examples(store, settings.name, examples.id)
         if stats is not None:
             statistics[metadata.span_of(examples)] = stats.uri
     hp, hp_source = _hyperparameters(graph, trainer_inputs)
@@ -212,7 +213,7 @@ def print_lineage(model: Optional[str] = None) -> int:
     """`tfx-template lineage`: prints the lineage of `model` (default: the model being served)
     (0), or one `error: ...` line (1)."""
     try:
-        settings = configs.Settings.from_env()
+        settings = PipelineSettings.load()
         result = lineage(settings, model)
     except (ValueError, LookupError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -22,7 +22,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from analysis import artifacts, evaluation, lineage, stats_views  # noqa: E402
-from pipeline import configs  # noqa: E402
+from analysis.settings import ReportSettings  # noqa: E402
+from pipeline.settings import PipelineSettings  # noqa: E402
 
 STYLE = """
 body { font-family: sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
@@ -159,11 +160,11 @@ def evaluation_section(run: artifacts.Run) -> str:
     return "".join(parts)
 
 
-def lineage_section(settings: configs.Settings) -> str:
+def lineage_section(settings: PipelineSettings) -> str:
     return "<pre>" + html.escape("\n".join(lineage.lineage(settings).lines())) + "</pre>"
 
 
-def render(settings: configs.Settings) -> str:
+def render(settings: PipelineSettings) -> str:
     run = artifacts.latest_run(settings)
     generated = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
     sections = [
@@ -174,7 +175,7 @@ def render(settings: configs.Settings) -> str:
         _section("evaluation", "Evaluation", lambda: evaluation_section(run)),
         _section("lineage", "Lineage of the served model", lambda: lineage_section(settings)),
     ]
-    title = f"Run report: {settings.pipeline_name}"
+    title = f"Run report: {settings.name}"
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
             f"<title>{html.escape(title)}</title><style>{STYLE}</style></head><body>"
             f"<h1>{html.escape(title)}</h1>"
@@ -183,14 +184,17 @@ def render(settings: configs.Settings) -> str:
             + "".join(sections) + "</body></html>")
 
 
-def report_path(settings: configs.Settings) -> str:
-    return settings.report_path or os.path.join(settings.output_dir, "report",
-                                                f"{settings.pipeline_name}.html")
+def report_path(settings: PipelineSettings, report: Optional[ReportSettings] = None) -> str:
+    """PIPELINE_REPORT_PATH, else <output dir>/report/<pipeline>.html."""
+    return (report and report.path) or os.path.join(settings.data.output_dir, "report",
+                                                    f"{settings.name}.html")
 
 
-def write(settings: configs.Settings, path: Optional[str] = None) -> str:
-    """Renders the report and writes it (temp file, then rename: never half a report)."""
-    path = path or report_path(settings)
+def write(settings: PipelineSettings, path: Optional[str] = None,
+          report: Optional[ReportSettings] = None) -> str:
+    """Renders the report and writes it (temp file, then rename: never half a report) to
+    `path`, else where `report` (PIPELINE_REPORT_PATH) or the default puts it."""
+    path = path or report_path(settings, report)
     text = render(settings)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path + ".tmp", "w", encoding="utf-8") as f:
@@ -203,7 +207,7 @@ def write_report(out: Optional[str] = None) -> int:
     """`tfx-template report`: writes the report to `out` (default PIPELINE_REPORT_PATH, else
     <output dir>/report/<pipeline>.html) and says where (0), or one `error: ...` line (1)."""
     try:
-        path = write(configs.Settings.from_env(), out)
+        path = write(PipelineSettings.load(), out, ReportSettings.load())
     except (ValueError, artifacts.NoRunError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -20,9 +20,9 @@ import tensorflow_data_validation as tfdv
 from tensorflow_metadata.proto.v0 import anomalies_pb2, schema_pb2, statistics_pb2
 
 from models import features
-from pipeline import configs, metadata
+from pipeline import metadata, serving_log
 from pipeline.names import STATISTICS_FILE, TRAIN_SPLIT, split_dir_name
-from pipeline import serving_log
+from pipeline.settings import PipelineSettings
 
 SERVING_ENVIRONMENT = "SERVING"
 
@@ -63,10 +63,10 @@ def serving_statistics(rows: list[dict], schema: schema_pb2.Schema
             path, stats_options=tfdv.StatsOptions(schema=schema))
 
 
-def training_statistics_path(settings: configs.Settings) -> str:
+def training_statistics_path(settings: PipelineSettings) -> str:
     """The newest StatisticsGen output's train split, from MLMD."""
     store = metadata.open_store(settings)
-    artifacts = (metadata.node_outputs(store, settings.pipeline_name, "StatisticsGen",
+    artifacts = (metadata.node_outputs(store, settings.name, "StatisticsGen",
                                        "ExampleStatistics") if store else [])
     if not artifacts:
         raise SkewError(f"no StatisticsGen output in {settings.metadata_path}: run the pipeline "
@@ -112,9 +112,9 @@ def run_skew(log: Optional[str] = None, training_statistics: Optional[str] = Non
     """`tfx-template skew`: the request `log` (default PIPELINE_SERVING_LOG_PATH) against the
     `training_statistics` (default: from MLMD) with the `schema` (default
     PIPELINE_SCHEMA_PATH). 0: no skew; 1: skew, each feature named; 2: one `error: ...` line."""
-    settings = configs.Settings.from_env()
+    settings = PipelineSettings.load()
     log = log or settings.request_log_path
-    schema_path = schema or settings.schema_path
+    schema_path = schema or settings.data.schema_path
     try:
         if not os.path.exists(log):
             raise SkewError(f"no request log at {log}: serve with "

@@ -46,7 +46,7 @@ def span_statistics(run: artifacts.Run, examples, schema: schema_pb2.Schema,
                     split: str = "train") -> Statistics:
     """Statistics of one span's split: StatisticsGen's if a run computed them, else computed
     here with TFDV (spans ingested before the pipeline's first full run have none)."""
-    stats = artifacts.statistics_of_examples(run.store, run.settings.pipeline_name, examples.id)
+    stats = artifacts.statistics_of_examples(run.store, run.settings.name, examples.id)
     if stats is not None:
         return artifacts.load_statistics(stats.uri, split)
     return drift_check.statistics_of(examples, split, schema)

@@ -45,7 +45,8 @@ import tensorflow_transform as tft  # noqa: E402
 import tf_keras as keras  # noqa: E402
 
 from models import features, hyperparameters, model  # noqa: E402
-from pipeline import configs, metadata, spans  # noqa: E402
+from pipeline import metadata, spans  # noqa: E402
+from pipeline.settings import PipelineSettings  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 BATCH_SIZE = 128
@@ -53,7 +54,7 @@ WARMUP_STEPS = 20
 GOAL = 3.0
 
 
-def finished_run(output_dir: Optional[Path], workdir: Path) -> configs.Settings:
+def finished_run(output_dir: Optional[Path], workdir: Path) -> PipelineSettings:
     """Settings of a run whose Transform output exists (running one if needed)."""
     if output_dir is None:
         output_dir = workdir / "outputs"
@@ -64,20 +65,21 @@ def finished_run(output_dir: Optional[Path], workdir: Path) -> configs.Settings:
         with open(workdir / "pipeline.log", "wb") as log:
             subprocess.run([sys.executable, str(REPO / "local_runner.py")], env=env, cwd=REPO,
                            stdout=log, stderr=subprocess.STDOUT, check=True)
-    return configs.Settings.from_env(output_dir=str(output_dir))
+    return PipelineSettings.load(output_dir=str(output_dir))
 
 
-def transform_output(settings: configs.Settings) -> tuple[str, list[str], list[int]]:
+def transform_output(settings: PipelineSettings) -> tuple[str, list[str], list[int]]:
     """(transform graph dir, transformed file patterns, spans read) of the run's newest
     Transform execution."""
     import ml_metadata as mlmd  # noqa: PLC0415
 
     store = metadata.open_store(settings)
-    executions = metadata.node_executions(store, settings.pipeline_name, "Transform") \
+    executions = metadata.node_executions(store, settings.name, "Transform") \
         if store else []
     if not executions:
-        raise FileNotFoundError(f"no Transform execution recorded under {settings.output_dir}: "
-                                "not a finished run's PIPELINE_OUTPUT_DIR")
+        raise FileNotFoundError("no Transform execution recorded under "
+                                f"{settings.data.output_dir}: not a finished run's "
+                                "PIPELINE_OUTPUT_DIR")
     events = store.get_events_by_execution_ids([executions[-1].id])
     artifacts = {a.id: a for a in store.get_artifacts_by_id([e.artifact_id for e in events])}
     types = {t.id: t.name for t in store.get_artifact_types()}
@@ -90,13 +92,13 @@ def transform_output(settings: configs.Settings) -> tuple[str, list[str], list[i
     return graph, patterns, span_numbers
 
 
-def raw_csv_files(settings: configs.Settings, span_numbers: Sequence[int]) -> list[str]:
+def raw_csv_files(settings: PipelineSettings, span_numbers: Sequence[int]) -> list[str]:
     files = []
     for span in span_numbers:
         files += sorted(glob.glob(os.path.join(spans.span_dir(settings, span), "*.csv")))
     if not files:
         raise FileNotFoundError(f"no CSV files for spans {list(span_numbers)} under "
-                                f"{settings.data_dir}")
+                                f"{settings.data.data_dir}")
     return files
 
 

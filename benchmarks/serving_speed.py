@@ -28,8 +28,10 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from models import features  # noqa: E402
-from pipeline import configs, runtime, spans  # noqa: E402
-from serving import batch_predict, process  # noqa: E402
+from pipeline import runtime, spans  # noqa: E402
+from pipeline.settings import PipelineSettings  # noqa: E402
+from serving import batch_predict, paths, process  # noqa: E402
+from serving.settings import BatchPredictSettings, ServingSettings  # noqa: E402
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
@@ -45,7 +47,7 @@ def write_csv(path: Path, rows: list[dict[str, str]]) -> None:
         writer.writerows(rows)
 
 
-def span_rows(settings: configs.Settings) -> list[dict]:
+def span_rows(settings: PipelineSettings) -> list[dict]:
     rows = []
     for span in spans.available_spans(settings):
         for path in sorted(tf.io.gfile.glob(spans.span_files_pattern(settings, span))):
@@ -113,14 +115,13 @@ async def http_load(url: str, instances: list[dict], concurrency: int,
             "p50": float(np.percentile(latencies, 50)), "p99": float(np.percentile(latencies, 99))}
 
 
-def batch_job(settings: configs.Settings, rows: list[dict], copies: int, tmp: str) -> dict:
+def batch_job(settings: PipelineSettings, rows: list[dict], copies: int, tmp: str) -> dict:
     """The batch job over one span of `copies` x the shipped rows, into a fresh SQLite file."""
     data_dir = Path(tmp) / f"data-{copies}"
     write_csv(data_dir / "span-1" / "data.csv", rows * copies)
-    job_settings = configs.Settings.from_env(
-        data_dir=str(data_dir), span_pattern="span-{SPAN}/*.csv",
-        batch_predict_sqlite_path=os.path.join(tmp, f"predictions-{copies}.db"))
-    result = batch_predict.run(job_settings, span=1)
+    job_settings = PipelineSettings.load(data_dir=str(data_dir), span_pattern="span-{SPAN}/*.csv")
+    batch = BatchPredictSettings.load(sqlite_path=os.path.join(tmp, f"predictions-{copies}.db"))
+    result = batch_predict.run(batch, job_settings, span=1)
     return {"rows": result.rows, "seconds": result.seconds,
             "rps": result.rows / result.seconds}
 
@@ -134,7 +135,7 @@ def main() -> None:
     parser.add_argument("--batch-copies", type=int, default=40,
                         help="the batch job reads the shipped rows this many times")
     args = parser.parse_args()
-    settings = configs.Settings.from_env()
+    settings = PipelineSettings.load()
     version = batch_predict.newest_version(settings.serving_model_dir)
     model_path = os.path.join(settings.serving_model_dir, str(version))
     rows = span_rows(settings)
@@ -142,7 +143,7 @@ def main() -> None:
     # As the batch job's command does (serving/batch_predict.py main): the job runs in this
     # process, whose imports would otherwise be walked by every full collection.
     runtime.freeze_live_objects()
-    print(f"model {model_path}; {len(rows)} rows in {settings.data_dir}; "
+    print(f"model {model_path}; {len(rows)} rows in {settings.data.data_dir}; "
           f"{os.cpu_count()} CPUs", flush=True)
 
     reference = in_process(model_path, instances, args.repeats)
@@ -153,8 +154,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "PIPELINE_SERVING_LOG_SAMPLING_RATE": "0"}
         with process.running_server(env, os.path.join(tmp, "server.log")) as url:
-            predict = f"{url}/v1/models/{settings.serving_model_name or settings.pipeline_name}" \
-                      ":predict"
+            name = paths.model_name(ServingSettings.load(env), settings)
+            predict = f"{url}/v1/models/{name}:predict"
             asyncio.run(http_load(predict, instances, 1, 1.0))  # warm-up
             load = {c: asyncio.run(http_load(predict, instances, c, args.seconds))
                     for c in (1, 8, 32)}

@@ -225,7 +225,7 @@ def raw_eval_examples(settings, span_numbers: Sequence[int]) -> list[bytes]:
     from pipeline.pipeline import EXAMPLE_GEN_ID  # noqa: PLC0415
     store = metadata.open_store(settings)
     newest = {}
-    for artifact in metadata.node_outputs(store, settings.pipeline_name, EXAMPLE_GEN_ID,
+    for artifact in metadata.node_outputs(store, settings.name, EXAMPLE_GEN_ID,
                                           "Examples"):
         span = metadata.span_of(artifact)
         if span in span_numbers and artifact.id > newest.get(span, (0, ""))[0]:

@@ -32,7 +32,7 @@ CONTENT_ORDER_MAX_FILES_BYTES = 64 * 1024 * 1024
 # Decimals of the floats in the content-order key: coarse enough that a last-bit difference
 # rarely crosses a rounding boundary, fine enough that distinct records keep distinct keys.
 ORDER_KEY_FLOAT_DECIMALS = 2
-# The opt-in crossed feature (Settings.crossed_embedding_buckets > 0): its hashed ids and
+# The opt-in crossed feature (PIPELINE_CROSSED_EMBEDDING_BUCKETS > 0): its hashed ids and
 # their embedding table, the one large variable, which parameter_server shards across ps tasks.
 CROSSED_IDS_LAYER = "crossed_ids"
 CROSSED_EMBEDDING_LAYER = "crossed_embedding"
@@ -412,7 +412,7 @@ def _train_and_export(fn_args: tfx.components.FnArgs, strategy: tf.distribute.St
         logging.info("Sharded variable %s: %s", variable,
                      ", ".join(f"{shape} on {device}" for device, shape in shards))
     train_steps = fn_args.train_steps
-    # Warm start (Settings.warm_start): from the served model's weights, fewer steps do.
+    # Warm start (PIPELINE_WARM_START): from the served model's weights, fewer steps do.
     if fn_args.base_model and warm_start.warm_start(model, fn_args.base_model,
                                                     tf_transform_output):
         train_steps = max(int(train_steps * float(config["warm_start_steps_fraction"])), 10)

@@ -13,24 +13,25 @@ from tfx.orchestration.airflow.airflow_dag_runner import AirflowPipelineConfig
 from tfx.orchestration.config import config_utils
 from tfx.types.standard_component_specs import EXAMPLES_KEY
 
-from pipeline import configs, input_check, metadata, preflight, rejections, spans
+from pipeline import input_check, metadata, preflight, rejections, spans
 from pipeline.names import EXAMPLE_GEN_ID
 from pipeline.pipeline import create_pipeline
+from pipeline.settings import PipelineSettings
 
 
-def metadata_config(settings: configs.Settings):
+def metadata_config(settings: PipelineSettings):
     """The MLMD store: SQLite under the output directory, as for the local runner."""
     return tfx.orchestration.metadata.sqlite_metadata_connection_config(settings.metadata_path)
 
 
-def ingested_spans(settings: configs.Settings) -> set[int]:
+def ingested_spans(settings: PipelineSettings) -> set[int]:
     """Spans ExampleGen has ingested in this pipeline's Airflow runs.
 
     The legacy orchestration records executions under other contexts (pipeline, run,
     component_run) than the IR one pipeline/spans.py reads, so this asks the legacy API."""
     if not os.path.exists(settings.metadata_path):
         return set()
-    info = data_types.PipelineInfo(settings.pipeline_name, settings.pipeline_root)
+    info = data_types.PipelineInfo(settings.name, settings.pipeline_root)
     with legacy_metadata.Metadata(metadata_config(settings)) as store:
         context = store.get_pipeline_context(info)
         if context is None:
@@ -41,7 +42,7 @@ def ingested_spans(settings: configs.Settings) -> set[int]:
     return {metadata.span_of(artifact.mlmd_artifact) for artifact in artifacts}
 
 
-def ingest_span(settings: configs.Settings, span: int, run_id: str) -> None:
+def ingest_span(settings: PipelineSettings, span: int, run_id: str) -> None:
     """Runs ExampleGen for one span, and the checks of its data (StatisticsGen, schema,
     ExampleValidator, the gate), as AirflowDagRunner runs nodes, under a run id of its own:
     the span window resolver reads every run, while StatisticsGen and the Evaluator read this
@@ -53,7 +54,7 @@ def ingest_span(settings: configs.Settings, span: int, run_id: str) -> None:
             AirflowPipelineConfig(), component)
         launcher_class.create(
             component=component,
-            pipeline_info=data_types.PipelineInfo(settings.pipeline_name,
+            pipeline_info=data_types.PipelineInfo(settings.name,
                                                   settings.pipeline_root,
                                                   run_id=f"{run_id}.span-{span}"),
             driver_args=data_types.DriverArgs(enable_cache=ingest.enable_cache),
@@ -65,7 +66,7 @@ def ingest_span(settings: configs.Settings, span: int, run_id: str) -> None:
         ).launch()
 
 
-def check_new_span(settings: configs.Settings, dag_run=None) -> bool:
+def check_new_span(settings: PipelineSettings, dag_run=None) -> bool:
     """The first task of every run (a ShortCircuitOperator): True when a new complete span
     waits to be ingested; else it logs that there is nothing new and the rest of the run is
     skipped. A run triggered with the conf {"force": true} goes ahead regardless (a rerun).
@@ -81,11 +82,11 @@ def check_new_span(settings: configs.Settings, dag_run=None) -> bool:
         return True
     accepted = spans.accepted_spans(settings, rejections.of_pipeline(settings))
     logging.info("nothing new: %s; skipping the run", f"span {accepted[-1]} was already ingested"
-                 if accepted else f"no complete span in {settings.data_dir}")
+                 if accepted else f"no complete span in {settings.data.data_dir}")
     return False
 
 
-def ingest_earlier_spans(settings: configs.Settings, run_id: str) -> list[int]:
+def ingest_earlier_spans(settings: PipelineSettings, run_id: str) -> list[int]:
     """The first task of every run. A new pipeline (or one whose window grew) ingests the
     older spans of its training window one at a time, as local_runner.py does, so its first
     run trains on the whole window; later runs find nothing to do. A span whose files do not
@@ -103,7 +104,7 @@ def ingest_earlier_spans(settings: configs.Settings, run_id: str) -> list[int]:
     return done
 
 
-def record_rejection(settings: configs.Settings, span: Optional[int], context: dict) -> None:
+def record_rejection(settings: PipelineSettings, span: Optional[int], context: dict) -> None:
     """Every task's on_failure_callback: a deliberate rejection (the gate, the drift or
     leakage check, the new span's files) is recorded against the span this DAG run ingests;
     any other exception is a crash and leaves the span acceptable for the next run."""

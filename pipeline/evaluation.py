@@ -7,6 +7,7 @@ import tensorflow_model_analysis as tfma
 from google.protobuf import wrappers_pb2
 
 from models import features
+from pipeline.settings import EvaluationSettings
 from pipeline.names import (EVALUATOR_CANDIDATE, PREDICTION_KEY, SERVING_DEFAULT_SIGNATURE,
                             TRANSFORM_SIGNATURE)
 

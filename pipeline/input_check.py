@@ -13,7 +13,8 @@ from typing import Callable, Iterator, Optional
 import tensorflow as tf
 from absl import logging
 
-from pipeline import configs, rejections, spans
+from pipeline import rejections, spans
+from pipeline.settings import PipelineSettings
 from pipeline.rejections import SPAN_FILES_CHECK, SpanRejectedError
 
 def _reject(span: int, problem: str) -> SpanRejectedError:
@@ -60,7 +61,7 @@ def count_rows(path: str, span: int) -> int:
     return rows
 
 
-def check_span_files(settings: configs.Settings, span: int) -> int:
+def check_span_files(settings: PipelineSettings, span: int) -> int:
     """Parses every input file of the span and checks it has at least `min_span_rows` rows;
     returns the row count."""
     files = sorted(tf.io.gfile.glob(spans.span_files_pattern(settings, span)))
@@ -72,15 +73,15 @@ def check_span_files(settings: configs.Settings, span: int) -> int:
         raise _reject(span, f"the span is empty: {names} has a header but no rows"
                       if len(files) == 1 else
                       f"the span is empty: its files ({names}) have a header but no rows")
-    if rows < settings.min_span_rows:
+    if rows < settings.data.min_span_rows:
         raise _reject(span, f"{rows} rows in {names}, fewer than "
-                            f"PIPELINE_MIN_SPAN_ROWS={settings.min_span_rows} (too few to "
+                            f"PIPELINE_MIN_SPAN_ROWS={settings.data.min_span_rows} (too few to "
                             "train and evaluate on; lower the setting if such spans are normal)")
     return rows
 
 
 
-def accept_earlier_span(settings: configs.Settings, span: int) -> bool:
+def accept_earlier_span(settings: PipelineSettings, span: int) -> bool:
     """The check of an earlier span of the window before the runner ingests it: a bad one is
     recorded as rejected and skipped (False), so it never blocks a run."""
     try:
@@ -92,7 +93,7 @@ def accept_earlier_span(settings: configs.Settings, span: int) -> bool:
     return True
 
 
-def ingest_earlier_span(settings: configs.Settings, span: int, ingest: Callable[[], None],
+def ingest_earlier_span(settings: PipelineSettings, span: int, ingest: Callable[[], None],
                         failed_node: Callable[[BaseException], Optional[str]] = lambda e: None
                         ) -> bool:
     """An earlier span of the window, as both runners take it: its files checked, then

@@ -66,7 +66,7 @@ SERVING_PRESENCE = "serving_presence"
 SERVING_DISTRIBUTION = "serving_distribution"
 STRONG_RELATION = "strong_relation"
 
-# Defaults of the serving comparison (pipeline/configs.py's leakage_* settings pass them).
+# Defaults of the serving comparison (LeakageSettings in pipeline/settings.py passes them).
 MIN_SERVING_ROWS = 200
 PRESENCE_GAP = 0.2
 DISTRIBUTION_DISTANCE = 0.25

@@ -7,12 +7,12 @@ from typing import Optional
 import ml_metadata as mlmd
 from tfx import v1 as tfx
 
-from pipeline import configs
+from pipeline.settings import PipelineSettings
 
 OUTPUT_EVENTS = (mlmd.proto.Event.OUTPUT, mlmd.proto.Event.DECLARED_OUTPUT)
 
 
-def open_store(settings: configs.Settings) -> Optional[mlmd.MetadataStore]:
+def open_store(settings: PipelineSettings) -> Optional[mlmd.MetadataStore]:
     """The local SQLite store, or None before the first run (nothing is created)."""
     if not os.path.exists(settings.metadata_path):
         return None

@@ -40,8 +40,8 @@ import pandas as pd
 from pipeline import label_expression
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-COMPLETE_MARKER = "_COMPLETE"  # Settings.span_complete_marker's default
-PIPELINE_NAME_PATTERN = re.compile(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?")  # = configs'
+COMPLETE_MARKER = "_COMPLETE"  # PIPELINE_SPAN_COMPLETE_MARKER's default
+PIPELINE_NAME_PATTERN = re.compile(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?")  # = pipeline/settings.py's
 SPAN_BY_PERIODS = {"month": "M", "week": "W", "day": "D"}
 DEFAULT_MIN_SPAN_ROWS = 200
 

@@ -6,7 +6,7 @@ from typing import Optional
 
 from tfx import v1 as tfx
 
-from pipeline import configs, rejections, spans, vertex
+from pipeline import rejections, spans, vertex
 from pipeline.components.anomalies_gate import AnomaliesGate
 from pipeline.components.drift_check import DriftCheck
 from pipeline.components.leakage_check import LeakageCheck
@@ -21,27 +21,30 @@ from pipeline.names import (BASELINE_RESOLVER_ID, BIGQUERY_EXAMPLE_GEN_ID, CANDI
                             TFLITE_EXPORTER_ID, WINDOW_EXAMPLES_ID)
 from pipeline.resolvers import (AcceptedSpanRangeStrategy, CurrentModelStrategy,
                                 LatestBlessedBaselineStrategy)
+from pipeline.settings import (LeakageSettings, PipelineSettings, TfliteSettings,
+                               TrainingSettings, TransformSettings, models_fingerprint)
 
 
-def _example_gen(settings: configs.Settings, span: Optional[int]) -> tfx.types.BaseComponent:
+def _example_gen(settings: PipelineSettings, span: Optional[int]) -> tfx.types.BaseComponent:
     """Reads one span (the newest by default), or the whole training window where
     `settings.example_gen_reads_window`, and splits it into train/eval by hash."""
     output_config = tfx.proto.Output(split_config=tfx.proto.SplitConfig(splits=[
-        tfx.proto.SplitConfig.Split(name="train", hash_buckets=settings.train_hash_buckets),
-        tfx.proto.SplitConfig.Split(name="eval", hash_buckets=settings.eval_hash_buckets),
+        tfx.proto.SplitConfig.Split(name="train", hash_buckets=settings.data.train_hash_buckets),
+        tfx.proto.SplitConfig.Split(name="eval", hash_buckets=settings.data.eval_hash_buckets),
     ]))
     range_config = None if span is None else tfx.proto.RangeConfig(
         static_range=tfx.proto.StaticRange(start_span_number=span, end_span_number=span))
-    if settings.bigquery_query:
+    if settings.data.bigquery_query:
         return tfx.extensions.google_cloud_big_query.BigQueryExampleGen(
-            query=settings.bigquery_query, output_config=output_config,
+            query=settings.data.bigquery_query, output_config=output_config,
             range_config=range_config).with_id(BIGQUERY_EXAMPLE_GEN_ID)
     # Without a resolver to gather the spans of earlier runs, ExampleGen reads every span
     # in the data location: the location holds the training window.
-    pattern = (settings.span_pattern.replace("{SPAN}", "*") if settings.example_gen_reads_window
-               else settings.span_pattern)
+    span_pattern = settings.data.span_pattern
+    pattern = (span_pattern.replace("{SPAN}", "*") if settings.example_gen_reads_window
+               else span_pattern)
     return tfx.components.CsvExampleGen(
-        input_base=settings.runtime_path(settings.data_dir),
+        input_base=settings.runtime_path(settings.data.data_dir),
         input_config=tfx.proto.Input(splits=[
             tfx.proto.Input.Split(name="single_split", pattern=pattern)]),
         output_config=output_config,
@@ -49,7 +52,7 @@ def _example_gen(settings: configs.Settings, span: Optional[int]) -> tfx.types.B
     ).with_id(EXAMPLE_GEN_ID)
 
 
-def create_pipeline(settings: configs.Settings, *,
+def create_pipeline(settings: PipelineSettings, *,
                     metadata_connection_config=None,
                     ingest_only_span: Optional[int] = None,
                     span: Optional[int] = None) -> tfx.dsl.Pipeline:
@@ -62,7 +65,7 @@ def create_pipeline(settings: configs.Settings, *,
     provides its own, as Kubeflow does)."""
     settings = spans.with_beam_workers(settings)
     example_gen = _example_gen(settings, span if ingest_only_span is None else ingest_only_span)
-    if ingest_only_span is not None and settings.infer_schema:
+    if ingest_only_span is not None and settings.data.infer_schema:
         return _pipeline(settings, [example_gen], metadata_connection_config)
     validation = _validation(settings, example_gen)
     if ingest_only_span is not None:
@@ -71,12 +74,13 @@ def create_pipeline(settings: configs.Settings, *,
     window_nodes, window, training_examples = _training_window(settings, example_gen,
                                                                validation.gate)
     checks = _checks_before_training(settings, example_gen, validation, window)
-    code_config = {"models_fingerprint": configs.models_fingerprint(), "seed": settings.seed}
-    transform = _transform(settings, training_examples, validation.schema, code_config)
+    code_config = {"models_fingerprint": models_fingerprint(), "seed": settings.training.seed}
+    transform = _transform(settings.transform, training_examples, validation.schema, code_config)
     for node in [validation.gate, *checks.before_training]:
         transform.add_upstream_node(node)
-    training_config = _training_config(settings, code_config)
-    tuning_nodes, hyperparameters = _hyperparameters(settings, transform, training_config)
+    training_config = _training_config(settings.training, code_config)
+    tuning_nodes, hyperparameters = _hyperparameters(settings.training, settings.resolvers,
+                                                     transform, training_config)
     trainer = _trainer(settings, transform, validation.schema, hyperparameters,
                        checks.base_model, training_config)
     baseline = _baseline_resolver(settings, trainer.outputs["model"])
@@ -88,12 +92,12 @@ def create_pipeline(settings: configs.Settings, *,
         # Without a baseline TFMA skips the change threshold: the value thresholds decide.
         baseline_model=baseline.outputs["model"] if baseline else None,
         example_splits=["eval"],
-        eval_config=eval_config(settings))
+        eval_config=eval_config(settings.evaluation))
     pusher = _pusher(settings, trainer.outputs["model"], evaluator.outputs["blessing"])
     components = [example_gen, *validation.nodes, *window_nodes, *checks.nodes, transform,
                   *tuning_nodes, trainer, *([baseline] if baseline else []), evaluator, pusher]
-    if settings.tflite_export:
-        components.append(_tflite_exporter(settings, pusher, transform))
+    if settings.tflite.export:
+        components.append(_tflite_exporter(settings.tflite, pusher, transform))
     return _pipeline(settings, components, metadata_connection_config)
 
 
@@ -131,7 +135,7 @@ class Checks:
         self.before_training.append(node)
 
 
-def _training_window(settings: configs.Settings, example_gen: tfx.types.BaseComponent,
+def _training_window(settings: PipelineSettings, example_gen: tfx.types.BaseComponent,
                      gate: tfx.types.BaseComponent) -> tuple:
     """(nodes, the window's channel, what Transform reads): the span window resolver and one
     merged artifact, or ExampleGen's output where it reads the whole window itself."""
@@ -145,18 +149,19 @@ def _training_window(settings: configs.Settings, example_gen: tfx.types.BaseComp
     return [span_window, merged], window, merged.outputs["examples"]
 
 
-def _checks_before_training(settings: configs.Settings, example_gen: tfx.types.BaseComponent,
+def _checks_before_training(settings: PipelineSettings, example_gen: tfx.types.BaseComponent,
                             validation: Validation, window: tfx.types.BaseChannel) -> Checks:
     """The leakage check, the drift check, progressive validation and the warm start, as the
     settings ask. The last three need custom resolvers or the previous span, so they exist
     only where TFX resolves inputs itself and ExampleGen reads one span per run."""
     checks = Checks()
     examples = example_gen.outputs["examples"]
-    if settings.leakage_check:
-        checks.add(_leakage_check(settings, examples, validation), after=validation.gate)
+    if settings.leakage.check:
+        checks.add(_leakage_check(settings.leakage, settings.request_log_path, examples,
+                                  validation), after=validation.gate)
     if settings.resolvers != "any" or settings.example_gen_reads_window:
         return checks
-    if settings.warm_start or settings.progressive_validation:
+    if settings.continuous.warm_start or settings.continuous.progressive_validation:
         current = tfx.dsl.Resolver(
             strategy_class=CurrentModelStrategy,
             model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
@@ -164,37 +169,38 @@ def _checks_before_training(settings: configs.Settings, example_gen: tfx.types.B
             **{NEW_SPAN_KEY: examples},
         ).with_id(CURRENT_MODEL_RESOLVER_ID)
         checks.nodes.append(current)
-        if settings.warm_start:
+        if settings.continuous.warm_start:
             checks.base_model = current.outputs["model"]
-        if settings.progressive_validation:
+        if settings.continuous.progressive_validation:
             checks.add(ProgressiveValidation(examples=examples, model=current.outputs["model"])
                        .with_id(PROGRESSIVE_VALIDATION_ID), after=validation.gate)
-    if settings.check_drift and not settings.infer_schema:
+    if settings.continuous.check_drift and not settings.data.infer_schema:
         checks.add(DriftCheck(statistics=validation.statistics_gen.outputs["statistics"],
                               schema=validation.schema, examples=examples, window=window)
                    .with_id(DRIFT_CHECK_ID), after=validation.gate)
     return checks
 
 
-def _leakage_check(settings: configs.Settings, examples: tfx.types.BaseChannel,
+def _leakage_check(settings: LeakageSettings, request_log_path: str,
+                   examples: tfx.types.BaseChannel,
                    validation: Validation) -> tfx.types.BaseComponent:
-    """The request log it compares with is the model server's (request_log_path), read where
-    the step runs: a local path (or one tf.io.gfile reads) the server writes to; absent
-    there, the comparison is skipped."""
+    """`request_log_path` is the model server's request log, read where the step runs: a local
+    path (or one tf.io.gfile reads) the server writes to; absent there, the comparison is
+    skipped."""
     return LeakageCheck(
         examples=examples, schema=validation.schema,
         statistics=validation.statistics_gen.outputs["statistics"],
-        auc_threshold=settings.leakage_auc_threshold,
-        sample_rows=settings.leakage_sample_rows,
-        fail_on_leak=int(settings.leakage_fails_run),
-        serving_log=settings.request_log_path if settings.leakage_serving_log else "",
-        min_serving_rows=settings.leakage_min_serving_rows,
-        presence_gap=settings.leakage_presence_gap,
-        distribution_distance=settings.leakage_distribution_distance,
+        auc_threshold=settings.auc_threshold,
+        sample_rows=settings.sample_rows,
+        fail_on_leak=int(settings.fails_run),
+        serving_log=request_log_path if settings.serving_log else "",
+        min_serving_rows=settings.min_serving_rows,
+        presence_gap=settings.presence_gap,
+        distribution_distance=settings.distribution_distance,
     ).with_id(LEAKAGE_CHECK_ID)
 
 
-def _transform(settings: configs.Settings, examples: tfx.types.BaseChannel,
+def _transform(settings: TransformSettings, examples: tfx.types.BaseChannel,
                schema: tfx.types.BaseChannel, code_config: dict) -> tfx.types.BaseComponent:
     return tfx.components.Transform(
         examples=examples, schema=schema,
@@ -202,11 +208,11 @@ def _transform(settings: configs.Settings, examples: tfx.types.BaseChannel,
         splits_config=tfx.proto.SplitsConfig(analyze=["train"], transform=["train", "eval"]),
         # Pre/post-transform statistics cost Transform most of its time on small data;
         # StatisticsGen already describes the raw data.
-        disable_statistics=not settings.transform_statistics,
-        custom_config=code_config, force_tf_compat_v1=settings.transform_tf1_graph)
+        disable_statistics=not settings.statistics,
+        custom_config=code_config, force_tf_compat_v1=settings.tf1_graph)
 
 
-def _training_config(settings: configs.Settings, code_config: dict) -> dict:
+def _training_config(settings: TrainingSettings, code_config: dict) -> dict:
     """custom_config of the Tuner and the Trainer (models/model.py reads it)."""
     config = {**code_config, "batch_size": settings.batch_size,
               "distribution_strategy": settings.distribution_strategy}
@@ -219,8 +225,8 @@ def _training_config(settings: configs.Settings, code_config: dict) -> dict:
     return config
 
 
-def _hyperparameters(settings: configs.Settings, transform: tfx.types.BaseComponent,
-                     training_config: dict) -> tuple:
+def _hyperparameters(settings: TrainingSettings, resolvers: str,
+                     transform: tfx.types.BaseComponent, training_config: dict) -> tuple:
     """(nodes, the Trainer's hyperparameters channel): the Tuner's result; with tuning off,
     the last tuning result if the orchestrator can resolve it (else None: the model's
     defaults)."""
@@ -233,7 +239,7 @@ def _hyperparameters(settings: configs.Settings, transform: tfx.types.BaseCompon
             eval_args=tfx.proto.EvalArgs(num_steps=settings.eval_steps),
             custom_config={**training_config, "max_trials": settings.tuner_max_trials})
         return [tuner], tuner.outputs["best_hyperparameters"]
-    if settings.resolvers == "none":
+    if resolvers == "none":
         return [], None
     latest_tuning = tfx.dsl.Resolver(
         strategy_class=tfx.dsl.experimental.LatestArtifactStrategy,
@@ -242,17 +248,18 @@ def _hyperparameters(settings: configs.Settings, transform: tfx.types.BaseCompon
     return [latest_tuning], latest_tuning.outputs["hyperparameters"]
 
 
-def _trainer(settings: configs.Settings, transform: tfx.types.BaseComponent,
+def _trainer(settings: PipelineSettings, transform: tfx.types.BaseComponent,
              schema: tfx.types.BaseChannel, hyperparameters: Optional[tfx.types.BaseChannel],
              base_model: Optional[tfx.types.BaseChannel],
              training_config: dict) -> tfx.types.BaseComponent:
     """The Trainer, in the step, or as a Vertex AI training job with vertex_training_replicas;
     warm-started from `base_model` when there is one."""
     trainer_class, vertex_config = tfx.components.Trainer, {}
-    if settings.vertex_training_replicas:
+    training = settings.training
+    if settings.cloud.vertex_training_replicas:
         trainer_class = tfx.extensions.google_cloud_ai_platform.Trainer
-        vertex_config = vertex.training_config(settings)
-    warm_start = ({"warm_start_steps_fraction": settings.warm_start_steps_fraction}
+        vertex_config = vertex.training_config(training, settings.cloud)
+    warm_start = ({"warm_start_steps_fraction": settings.continuous.warm_start_steps_fraction}
                   if base_model else {})
     return trainer_class(
         run_fn="models.model.run_fn",
@@ -261,32 +268,32 @@ def _trainer(settings: configs.Settings, transform: tfx.types.BaseComponent,
         schema=schema,
         hyperparameters=hyperparameters,
         base_model=base_model,
-        train_args=tfx.proto.TrainArgs(num_steps=settings.train_steps),
-        eval_args=tfx.proto.EvalArgs(num_steps=settings.eval_steps),
+        train_args=tfx.proto.TrainArgs(num_steps=training.train_steps),
+        eval_args=tfx.proto.EvalArgs(num_steps=training.eval_steps),
         custom_config={**training_config, **vertex_config, **warm_start})
 
 
-def _tflite_exporter(settings: configs.Settings, pusher: tfx.types.BaseComponent,
+def _tflite_exporter(settings: TfliteSettings, pusher: tfx.types.BaseComponent,
                      transform: tfx.types.BaseComponent) -> tfx.types.BaseComponent:
     """Runs after the Pusher, on what it pushed."""
     return TFLiteExporter(
         pushed_model=pusher.outputs["pushed_model"],
         transformed_examples=transform.outputs["transformed_examples"],
-        quantization=settings.tflite_quantization,
-        representative_examples=settings.tflite_representative_examples,
+        quantization=settings.quantization,
+        representative_examples=settings.representative_examples,
     ).with_id(TFLITE_EXPORTER_ID)
 
 
-def _validation(settings: configs.Settings, example_gen: tfx.types.BaseComponent) -> Validation:
+def _validation(settings: PipelineSettings, example_gen: tfx.types.BaseComponent) -> Validation:
     """StatisticsGen, the schema (imported, or inferred from the span where
-    settings.infer_schema), ExampleValidator and the gate that stops a run on anomalies."""
-    if settings.infer_schema:
+    settings.data.infer_schema), ExampleValidator and the gate that stops a run on anomalies."""
+    if settings.data.infer_schema:
         statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
         schema_gen = tfx.components.SchemaGen(
             statistics=statistics_gen.outputs["statistics"], infer_feature_shape=False)
     else:
         schema_gen = tfx.components.ImportSchemaGen(
-            schema_file=settings.runtime_path(settings.schema_path))
+            schema_file=settings.runtime_path(settings.data.schema_path))
         # With the schema, categorical INT ids get the top-k counts that their drift and
         # skew comparators need.
         statistics_gen = tfx.components.StatisticsGen(
@@ -296,18 +303,18 @@ def _validation(settings: configs.Settings, example_gen: tfx.types.BaseComponent
     anomalies_gate = AnomaliesGate(anomalies=example_validator.outputs["anomalies"],
                                    examples=example_gen.outputs["examples"],
                                    statistics=statistics_gen.outputs["statistics"],
-                                   min_rows=settings.min_span_rows)
+                                   min_rows=settings.data.min_span_rows)
     return Validation(statistics_gen, schema_gen, example_validator, anomalies_gate)
 
 
-def _span_window_resolver(settings: configs.Settings,
+def _span_window_resolver(settings: PipelineSettings,
                           example_gen: tfx.types.BaseComponent) -> tfx.dsl.Resolver:
     """The newest `train_window_spans` spans ExampleGen has ingested, in this run or earlier,
     leaving out spans a check rejected (pipeline/rejections.py, pipeline/resolvers.py)."""
     span_window = tfx.dsl.Resolver(
         strategy_class=AcceptedSpanRangeStrategy,
         config={"range_config": tfx.proto.RangeConfig(rolling_range=tfx.proto.RollingRange(
-            num_spans=settings.train_window_spans)),
+            num_spans=settings.data.train_window_spans)),
             "rejections_dir": rejections.records_dir(settings)},
         examples=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Examples,
                                  producer_component_id=example_gen.id, output_key="examples"),
@@ -317,7 +324,7 @@ def _span_window_resolver(settings: configs.Settings,
     return span_window
 
 
-def _baseline_resolver(settings: configs.Settings,
+def _baseline_resolver(settings: PipelineSettings,
                        candidate: tfx.types.BaseChannel) -> Optional[tfx.dsl.Resolver]:
     """The latest blessed model, the Evaluator's baseline; None where no resolver runs."""
     if settings.resolvers == "none":
@@ -338,12 +345,12 @@ def _baseline_resolver(settings: configs.Settings,
     ).with_id(BASELINE_RESOLVER_ID)
 
 
-def _pusher(settings: configs.Settings, model: tfx.types.BaseChannel,
+def _pusher(settings: PipelineSettings, model: tfx.types.BaseChannel,
             blessing: tfx.types.BaseChannel) -> tfx.types.BaseComponent:
     """Pushes blessed models to the Vertex AI endpoint if one is set, else to files."""
-    if settings.vertex_endpoint:
+    if settings.cloud.vertex_endpoint:
         return tfx.extensions.google_cloud_ai_platform.Pusher(
-            model=model, model_blessing=blessing, custom_config=vertex.serving_config(settings))
+            model=model, model_blessing=blessing, custom_config=vertex.serving_config(settings.cloud))
     return tfx.components.Pusher(
         model=model, model_blessing=blessing,
         push_destination=tfx.proto.PushDestination(
@@ -351,10 +358,10 @@ def _pusher(settings: configs.Settings, model: tfx.types.BaseChannel,
                 base_directory=settings.serving_model_dir)))
 
 
-def _pipeline(settings: configs.Settings, components: list,
+def _pipeline(settings: PipelineSettings, components: list,
               metadata_connection_config) -> tfx.dsl.Pipeline:
     return tfx.dsl.Pipeline(
-        pipeline_name=settings.pipeline_name,
+        pipeline_name=settings.name,
         pipeline_root=settings.pipeline_root,
         components=components,
         enable_cache=settings.pipeline_caching,

@@ -4,29 +4,27 @@ from __future__ import annotations
 import os
 import tempfile
 
-from pipeline import configs, spans
+from pipeline import spans
+from pipeline.settings import PipelineSettings, SettingsError
 
 
-class SettingsError(ValueError):
-    """A setting that cannot work; the message names the PIPELINE_* variable to change."""
-
-
-def check_local_paths(settings: configs.Settings) -> None:
+def check_local_paths(settings: PipelineSettings) -> None:
     """The data directory holds spans and the output directory is writable (local paths only;
     `gs://` and other remote locations are checked by the orchestrator that uses them)."""
-    if "://" not in settings.data_dir and not settings.bigquery_query:
-        if not os.path.isdir(settings.data_dir):
-            raise SettingsError(f"PIPELINE_DATA_DIR={settings.data_dir!r} is not a directory: "
+    data = settings.data
+    if "://" not in data.data_dir and not data.bigquery_query:
+        if not os.path.isdir(data.data_dir):
+            raise SettingsError(f"PIPELINE_DATA_DIR={data.data_dir!r} is not a directory: "
                                 "point it at your data, or run `make data` for the shipped sample")
         if not spans.available_spans(settings):
             raise SettingsError(
-                f"PIPELINE_DATA_DIR={settings.data_dir!r} has no files matching "
-                f"PIPELINE_SPAN_PATTERN={settings.span_pattern!r} (e.g. span-1/data.csv)")
-    if "://" not in settings.output_dir:
+                f"PIPELINE_DATA_DIR={data.data_dir!r} has no files matching "
+                f"PIPELINE_SPAN_PATTERN={data.span_pattern!r} (e.g. span-1/data.csv)")
+    if "://" not in data.output_dir:
         try:
-            os.makedirs(settings.output_dir, exist_ok=True)
-            with tempfile.TemporaryFile(dir=settings.output_dir):
+            os.makedirs(data.output_dir, exist_ok=True)
+            with tempfile.TemporaryFile(dir=data.output_dir):
                 pass
         except OSError as error:
-            raise SettingsError(f"PIPELINE_OUTPUT_DIR={settings.output_dir!r} is not writable "
+            raise SettingsError(f"PIPELINE_OUTPUT_DIR={data.output_dir!r} is not writable "
                                 f"({error.strerror}): set it to a directory you can write") from None

@@ -21,9 +21,9 @@ from typing import Optional
 
 import tensorflow as tf
 
-from pipeline import configs
 from pipeline.names import (ANOMALIES_GATE_ID, DRIFT_CHECK_ID, LEAKAGE_CHECK_ID,
                             PROGRESSIVE_VALIDATION_ID)
+from pipeline.settings import PipelineSettings
 
 RECORDS_FOLDER = "rejected_spans"
 # The runner's own check of a span's files, before ExampleGen reads them (input_check.py).
@@ -52,7 +52,7 @@ class Rejection:
     path: str = ""  # where the record is (not stored in it)
 
 
-def records_dir(settings: configs.Settings) -> str:
+def records_dir(settings: PipelineSettings) -> str:
     """Under the pipeline root, so a record lives as long as the artifacts it is about."""
     return os.path.join(settings.pipeline_root, RECORDS_FOLDER)
 
@@ -87,7 +87,7 @@ def rejected_spans(directory: str) -> dict[int, Rejection]:
     return result
 
 
-def of_pipeline(settings: configs.Settings) -> dict[int, Rejection]:
+def of_pipeline(settings: PipelineSettings) -> dict[int, Rejection]:
     """The pipeline's rejected spans, by span."""
     return rejected_spans(records_dir(settings))
 
@@ -112,7 +112,7 @@ def rejection_in(error: BaseException) -> Optional[BaseException]:
     return next((e for e in error_chain(error) if is_rejection(e)), None)
 
 
-def record_failure(settings: configs.Settings, span: Optional[int], node_id: str,
+def record_failure(settings: PipelineSettings, span: Optional[int], node_id: str,
                    error: BaseException) -> Optional[Rejection]:
     """What a runner calls when a run failed: a rejection is recorded against its span (the
     error's own, else the run's) and returned; a crash records nothing (None)."""

@@ -14,15 +14,12 @@ from typing import Optional
 import ml_metadata as mlmd
 from tfx import types
 from tfx import v1 as tfx
-from tfx.dsl.input_resolution.strategies.latest_blessed_model_strategy import (
-    LatestBlessedModelStrategy,
-)
 
 from pipeline import rejections
 from pipeline.names import CANDIDATE_KEY, NEW_SPAN_KEY, SPAN_PROPERTY
 
 
-class CurrentModelStrategy(LatestBlessedModelStrategy):
+class CurrentModelStrategy(tfx.dsl.experimental.LatestBlessedModelStrategy):
     """The latest blessed model that existed before this run's span was ingested: the model
     being served when the span arrived.
 
@@ -91,7 +88,7 @@ class AcceptedSpanRangeStrategy(tfx.dsl.experimental.SpanRangeStrategy):
 
 
 
-class LatestBlessedBaselineStrategy(LatestBlessedModelStrategy):
+class LatestBlessedBaselineStrategy(tfx.dsl.experimental.LatestBlessedModelStrategy):
     """LatestBlessedModelStrategy that never returns the candidate (input `candidate`).
 
     When nothing changed, the Trainer's execution is cached and its model is the one that is
@@ -118,7 +115,7 @@ def this_runs_candidate(store: mlmd.MetadataStore,
     """The model this run's Trainer output.
 
     The local (IR) runner resolves the `candidate` channel to exactly that (Vertex uses the
-    stock strategy, see configs.Settings.resolvers). Airflow's
+    stock strategy, see PipelineSettings.resolvers). Airflow's
     legacy resolver resolves every channel over all runs of the pipeline, so it passes every
     model the Trainer ever output, and all of them would be left out of the baseline. This
     run's is the one the newest Trainer execution output (a cached execution outputs the model

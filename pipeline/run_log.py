@@ -20,7 +20,8 @@ import sys
 import traceback
 from typing import Iterator, Optional, TextIO
 
-from pipeline import configs, rejections
+from pipeline import rejections
+from pipeline.settings import PROJECT_ROOT, PipelineSettings
 
 # Log files kept per pipeline; older ones are deleted when a run starts.
 KEEP_LOGS = 30
@@ -39,7 +40,7 @@ class _ConsoleFilter(logging.Filter):
         if record.msg in PROGRESS_MESSAGES:
             return True
         try:
-            relative = os.path.relpath(os.path.realpath(record.pathname), configs.PROJECT_ROOT)
+            relative = os.path.relpath(os.path.realpath(record.pathname), PROJECT_ROOT)
         except ValueError:
             return False
         top = relative.split(os.sep)[0]
@@ -75,9 +76,9 @@ class RunLog:
         print(f"{message}\nFull log: {self.path}", file=self.stderr, flush=True)
 
 
-def log_path(settings: configs.Settings) -> str:
+def log_path(settings: PipelineSettings) -> str:
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
-    return os.path.join(settings.output_dir, "logs", f"{settings.pipeline_name}-{stamp}.log")
+    return os.path.join(settings.data.output_dir, "logs", f"{settings.name}-{stamp}.log")
 
 
 def _prune(folder: str, pipeline_name: str) -> None:
@@ -89,12 +90,12 @@ def _prune(folder: str, pipeline_name: str) -> None:
 
 
 @contextlib.contextmanager
-def to_file(settings: configs.Settings) -> Iterator[RunLog]:
+def to_file(settings: PipelineSettings) -> Iterator[RunLog]:
     """Sends file descriptors 1 and 2 (Python, absl, Beam workers, TensorFlow's C++ logging)
     to a new log file for the block; the console keeps the project's log lines."""
     path = log_path(settings)
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    _prune(os.path.dirname(path), settings.pipeline_name)
+    _prune(os.path.dirname(path), settings.name)
     sys.stdout.flush()
     sys.stderr.flush()
     saved = os.dup(1), os.dup(2)
@@ -146,12 +147,12 @@ def _error_text(error: BaseException) -> str:
     return text if len(text) <= MAX_ERROR_CHARS else text[:MAX_ERROR_CHARS] + " […]"
 
 
-def rejection_message(rejection: rejections.Rejection, settings: configs.Settings) -> str:
+def rejection_message(rejection: rejections.Rejection, settings: PipelineSettings) -> str:
     return (f"error: span {rejection.span} was rejected by {rejection.check}: "
             f"{rejection.reason.strip()}\n"
             f"Span {rejection.span} is recorded as rejected ({rejection.path}; delete it to "
             f"retry the span): later runs skip it and train on the newest "
-            f"{settings.train_window_spans} accepted spans. Nothing was trained or pushed.")
+            f"{settings.data.train_window_spans} accepted spans. Nothing was trained or pushed.")
 
 
 def crash_message(error: BaseException, node: Optional[str], span: Optional[int]) -> str:

@@ -5,16 +5,17 @@ import os
 
 import tensorflow_model_analysis as tfma
 
-from pipeline import configs, metadata, rejections
+from pipeline import metadata, rejections
 from pipeline.evaluation import overall_metrics
 from pipeline.names import EVALUATOR_ID
+from pipeline.settings import PipelineSettings
 
 SHOWN_METRICS = ("auc", "binary_accuracy", "mean_label", "example_count")
 
 
-def latest_run_summary(settings: configs.Settings) -> str:
+def latest_run_summary(settings: PipelineSettings) -> str:
     store = metadata.open_store(settings)
-    evaluations = metadata.node_outputs(store, settings.pipeline_name, EVALUATOR_ID,
+    evaluations = metadata.node_outputs(store, settings.name, EVALUATOR_ID,
                                         "ModelEvaluation") if store else []
     if not evaluations:
         return "No evaluation yet."
@@ -31,7 +32,7 @@ def latest_run_summary(settings: configs.Settings) -> str:
     return "\n".join(lines + rejected_lines(settings))
 
 
-def rejected_lines(settings: configs.Settings) -> list[str]:
+def rejected_lines(settings: PipelineSettings) -> list[str]:
     """The spans runs skip because a check rejected them (pipeline/rejections.py)."""
     rejected = rejections.of_pipeline(settings)
     if not rejected:

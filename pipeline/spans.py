@@ -6,7 +6,6 @@ by default), written last by whoever delivers the span (scripts/split_data.py, t
 job, a copy job), so a half-copied span is never ingested."""
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
 from typing import Collection, Optional
@@ -14,52 +13,56 @@ from typing import Collection, Optional
 import tensorflow as tf
 from absl import logging
 
-from pipeline import configs, metadata
+from pipeline import metadata
+from pipeline.settings import PipelineSettings
 
 
-def available_spans(settings: configs.Settings) -> list[int]:
+def available_spans(settings: PipelineSettings) -> list[int]:
     """Span numbers whose input files exist, complete or not, ascending."""
-    glob = os.path.join(settings.data_dir, settings.span_pattern.replace("{SPAN}", "*"))
-    regex = re.compile(re.escape(os.path.join(settings.data_dir, settings.span_pattern))
+    data = settings.data
+    glob = os.path.join(data.data_dir, data.span_pattern.replace("{SPAN}", "*"))
+    regex = re.compile(re.escape(os.path.join(data.data_dir, data.span_pattern))
                        .replace(re.escape("{SPAN}"), r"(\d+)").replace(r"\*", "[^/]*") + "$")
     spans = {int(m.group(1)) for path in tf.io.gfile.glob(glob) if (m := regex.match(path))}
     return sorted(spans)
 
 
-def span_files_pattern(settings: configs.Settings, span: int) -> str:
+def span_files_pattern(settings: PipelineSettings, span: int) -> str:
     """The glob of one span's input files."""
-    return os.path.join(settings.data_dir, settings.span_pattern.replace("{SPAN}", str(span)))
+    return os.path.join(settings.data.data_dir,
+                        settings.data.span_pattern.replace("{SPAN}", str(span)))
 
 
-def span_dir(settings: configs.Settings, span: int) -> str:
+def span_dir(settings: PipelineSettings, span: int) -> str:
     """The folder of one span: the directory part of the span pattern."""
-    folder = os.path.dirname(settings.span_pattern)
+    folder = os.path.dirname(settings.data.span_pattern)
     if "{SPAN}" not in folder:
         raise ValueError(
-            f"PIPELINE_SPAN_PATTERN={settings.span_pattern!r}: completion markers need one "
+            f"PIPELINE_SPAN_PATTERN={settings.data.span_pattern!r}: completion markers need one "
             "folder per span (e.g. 'span-{SPAN}/*.csv'); or set PIPELINE_SPAN_COMPLETE_MARKER=''")
-    return os.path.join(settings.data_dir, folder.replace("{SPAN}", str(span)))
+    return os.path.join(settings.data.data_dir, folder.replace("{SPAN}", str(span)))
 
 
-def marker_path(settings: configs.Settings, span: int) -> str:
-    return os.path.join(span_dir(settings, span), settings.span_complete_marker)
+def marker_path(settings: PipelineSettings, span: int) -> str:
+    return os.path.join(span_dir(settings, span), settings.data.span_complete_marker)
 
 
-def is_complete(settings: configs.Settings, span: int) -> bool:
-    return not settings.span_complete_marker or tf.io.gfile.exists(marker_path(settings, span))
+def is_complete(settings: PipelineSettings, span: int) -> bool:
+    return (not settings.data.span_complete_marker
+            or tf.io.gfile.exists(marker_path(settings, span)))
 
 
-def complete_spans(settings: configs.Settings) -> list[int]:
+def complete_spans(settings: PipelineSettings) -> list[int]:
     """Span numbers with input files and a completion marker, ascending."""
     return [span for span in available_spans(settings) if is_complete(settings, span)]
 
 
-def accepted_spans(settings: configs.Settings, rejected: Collection[int] = ()) -> list[int]:
+def accepted_spans(settings: PipelineSettings, rejected: Collection[int] = ()) -> list[int]:
     """Complete spans no check rejected (pipeline/rejections.py), ascending."""
     return [span for span in complete_spans(settings) if span not in rejected]
 
 
-def newest_complete_span(settings: configs.Settings, rejected: Collection[int] = ()) -> int:
+def newest_complete_span(settings: PipelineSettings, rejected: Collection[int] = ()) -> int:
     """The span a full run ingests: the newest complete span not rejected; an error naming
     the data location when there is none."""
     accepted = accepted_spans(settings, rejected)
@@ -68,15 +71,15 @@ def newest_complete_span(settings: configs.Settings, rejected: Collection[int] =
     complete = complete_spans(settings)
     if complete:
         raise ValueError(
-            f"PIPELINE_DATA_DIR={settings.data_dir!r}: every complete span ({complete}) was "
+            f"PIPELINE_DATA_DIR={settings.data.data_dir!r}: every complete span ({complete}) was "
             "rejected by a check (records: <pipeline root>/rejected_spans/); deliver a new span")
     incomplete = available_spans(settings)
-    hint = (f" (spans {incomplete} have files but no {settings.span_complete_marker!r} "
+    hint = (f" (spans {incomplete} have files but no {settings.data.span_complete_marker!r} "
             "marker yet)" if incomplete else "")
     raise ValueError(
-        f"PIPELINE_DATA_DIR={settings.data_dir!r}: no complete span matching "
-        f"{settings.span_pattern!r}{hint}; a span counts once its folder holds "
-        f"{settings.span_complete_marker!r}")
+        f"PIPELINE_DATA_DIR={settings.data.data_dir!r}: no complete span matching "
+        f"{settings.data.span_pattern!r}{hint}; a span counts once its folder holds "
+        f"{settings.data.span_complete_marker!r}")
 
 
 def mark_complete(span_folder: str, marker: str = "_COMPLETE") -> None:
@@ -88,16 +91,16 @@ def mark_complete(span_folder: str, marker: str = "_COMPLETE") -> None:
     tf.io.gfile.rename(tmp, path, overwrite=True)
 
 
-def earlier_spans_to_ingest(settings: configs.Settings, ingested: set[int],
+def earlier_spans_to_ingest(settings: PipelineSettings, ingested: set[int],
                             rejected: Collection[int] = ()) -> list[int]:
     """The older accepted spans of the training window (the newest `train_window_spans`
     complete spans no check rejected, all but the newest, which a full run ingests) that
     ExampleGen has not ingested yet: what a new pipeline, or a grown window, catches up."""
-    window = accepted_spans(settings, rejected)[-settings.train_window_spans:-1]
+    window = accepted_spans(settings, rejected)[-settings.data.train_window_spans:-1]
     return [span for span in window if span not in ingested]
 
 
-def new_span(settings: configs.Settings, ingested: set[int],
+def new_span(settings: PipelineSettings, ingested: set[int],
              rejected: Collection[int] = ()) -> Optional[int]:
     """The newest complete span no check rejected, if ExampleGen has not ingested it yet,
     else None: what a trigger checks before starting a run."""
@@ -107,36 +110,36 @@ def new_span(settings: configs.Settings, ingested: set[int],
     return accepted[-1]
 
 
-def ingested_spans(settings: configs.Settings, example_gen_id: str) -> set[int]:
+def ingested_spans(settings: PipelineSettings, example_gen_id: str) -> set[int]:
     """Spans with an Examples artifact from this pipeline's ExampleGen in the local MLMD."""
     store = metadata.open_store(settings)
     if store is None:
         return set()
     return {metadata.span_of(artifact) for artifact in metadata.node_outputs(
-        store, settings.pipeline_name, example_gen_id, "Examples")}
+        store, settings.name, example_gen_id, "Examples")}
 
 
-def window_input_bytes(settings: configs.Settings) -> int:
+def window_input_bytes(settings: PipelineSettings) -> int:
     """Bytes of the input files of the newest `train_window_spans` complete spans."""
     total = 0
-    for span in complete_spans(settings)[-settings.train_window_spans:]:
+    for span in complete_spans(settings)[-settings.data.train_window_spans:]:
         total += sum(tf.io.gfile.stat(path).length
                      for path in tf.io.gfile.glob(span_files_pattern(settings, span)))
     return total
 
 
-def with_beam_workers(settings: configs.Settings) -> configs.Settings:
+def with_beam_workers(settings: PipelineSettings) -> PipelineSettings:
     """The settings with PIPELINE_BEAM_DIRECT_NUM_WORKERS=auto resolved against the data: one
     DirectRunner worker process per core for a training window of at least
-    `beam_multiprocessing_min_mb`, else in-process. Only for local and Airflow runs reading
+    PIPELINE_BEAM_MULTIPROCESSING_MIN_MB, else in-process. Only for local and Airflow runs reading
     files: a compiled Kubeflow/Vertex spec must not depend on the compiling machine's view of
     the data (there "auto" stays in-process; use a cluster preset)."""
-    if (settings.beam_direct_num_workers != "auto" or settings.beam_preset != "direct"
-            or settings.bigquery_query or settings.on_kubeflow):
+    if (settings.beam.direct_num_workers != "auto" or settings.beam.preset != "direct"
+            or settings.data.bigquery_query or settings.on_kubeflow):
         return settings
     megabytes = window_input_bytes(settings) / 2**20
-    large = megabytes >= settings.beam_multiprocessing_min_mb
+    large = megabytes >= settings.beam.multiprocessing_min_mb
     logging.info("Beam DirectRunner: %s (training window %.0f MB, threshold %d MB)",
                  "one worker process per core" if large else "in-process", megabytes,
-                 settings.beam_multiprocessing_min_mb)
-    return dataclasses.replace(settings, beam_direct_num_workers="0" if large else "1")
+                 settings.beam.multiprocessing_min_mb)
+    return settings.with_overrides(beam_direct_num_workers="0" if large else "1")

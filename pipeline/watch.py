@@ -17,32 +17,34 @@ import sys
 import time
 from typing import Callable, Optional
 
-from pipeline import configs, rejections, spans
+from pipeline import rejections, spans
 from pipeline.names import EXAMPLE_GEN_ID
-LOCAL_RUNNER = os.path.join(configs.PROJECT_ROOT, "local_runner.py")
+from pipeline.settings import PROJECT_ROOT, PipelineSettings
+
+LOCAL_RUNNER = os.path.join(PROJECT_ROOT, "local_runner.py")
 
 
-def new_span(settings: configs.Settings) -> Optional[int]:
+def new_span(settings: PipelineSettings) -> Optional[int]:
     """The newest complete span no check rejected, if no run has ingested it yet."""
     return spans.new_span(settings, spans.ingested_spans(settings, EXAMPLE_GEN_ID),
                           rejections.of_pipeline(settings))
 
 
-def nothing_new_message(settings: configs.Settings) -> str:
+def nothing_new_message(settings: PipelineSettings) -> str:
     rejected = rejections.of_pipeline(settings)
     accepted = spans.accepted_spans(settings, rejected)
     complete = spans.complete_spans(settings)
     waiting = [s for s in spans.available_spans(settings) if s not in complete]
     message = (f"nothing new: span {accepted[-1]} is the newest complete span and was already "
                "ingested" if accepted else
-               f"nothing new: no complete span in {settings.data_dir}")
+               f"nothing new: no complete span in {settings.data.data_dir}")
     skipped = [span for span in complete if span in rejected
                and (not accepted or span > accepted[-1])]
     if skipped:
         message += (f"; spans {skipped} were rejected (records: "
                     f"{rejections.records_dir(settings)})")
     if waiting:
-        message += (f"; spans {waiting} have files but no {settings.span_complete_marker!r} "
+        message += (f"; spans {waiting} have files but no {settings.data.span_complete_marker!r} "
                     "marker yet")
     return message
 
@@ -52,7 +54,7 @@ def run_local_pipeline() -> int:
     return subprocess.run([sys.executable, LOCAL_RUNNER], check=False).returncode
 
 
-def trigger_once(settings: configs.Settings,
+def trigger_once(settings: PipelineSettings,
                  run: Callable[[], int] = run_local_pipeline) -> Optional[int]:
     """Runs the pipeline if there is a new span and returns its exit code; None (and a line
     saying so) if there is nothing new."""
@@ -68,10 +70,10 @@ def trigger_once(settings: configs.Settings,
     return code
 
 
-def watch(settings: configs.Settings, interval: float) -> None:
+def watch(settings: PipelineSettings, interval: float) -> None:
     """Looks every `interval` seconds, forever; a failed run (a rejected span) is reported
     and the watch goes on with the next span."""
-    print(f"watching {settings.data_dir} every {interval:g} s (Ctrl-C stops)", flush=True)
+    print(f"watching {settings.data.data_dir} every {interval:g} s (Ctrl-C stops)", flush=True)
     while True:
         trigger_once(settings)
         time.sleep(interval)
@@ -82,7 +84,7 @@ def run_trigger(once: bool = False, interval: Optional[float] = None) -> int:
     new); else a look every `interval` seconds (default PIPELINE_WATCH_INTERVAL_SECONDS)
     until Ctrl-C (then 0)."""
     try:
-        settings = configs.Settings.from_env(orchestrator="local")
+        settings = PipelineSettings.load(orchestrator="local")
     except ValueError as error:
         raise SystemExit(f"error: {error}") from None
     if settings.example_gen_reads_window:
@@ -92,7 +94,7 @@ def run_trigger(once: bool = False, interval: Optional[float] = None) -> int:
         code = trigger_once(settings)
         return code or 0
     try:
-        watch(settings, interval or settings.watch_interval_seconds)
+        watch(settings, interval or settings.continuous.watch_interval_seconds)
     except KeyboardInterrupt:
         return 0
     return 0

@@ -18,18 +18,19 @@ import tensorflow_data_validation as tfdv
 from tensorflow_metadata.proto.v0 import schema_pb2
 
 from models import features
-from pipeline import configs, metadata
+from pipeline import metadata
 from pipeline.names import SCHEMA_GEN_ID
+from pipeline.settings import PipelineSettings
 
 
-def latest_inferred_schema(settings: configs.Settings) -> str:
+def latest_inferred_schema(settings: PipelineSettings) -> str:
     """Path of the newest schema.pbtxt that SchemaGen wrote for this pipeline."""
     store = metadata.open_store(settings)
-    schemas = metadata.node_outputs(store, settings.pipeline_name, SCHEMA_GEN_ID, "Schema") \
+    schemas = metadata.node_outputs(store, settings.name, SCHEMA_GEN_ID, "Schema") \
         if store else []
     if not schemas:
         raise SystemExit(
-            f"error: no SchemaGen output for pipeline {settings.pipeline_name!r} in "
+            f"error: no SchemaGen output for pipeline {settings.name!r} in "
             f"{settings.metadata_path}: run `PIPELINE_INFER_SCHEMA=1 make run` first")
     return os.path.join(schemas[-1].uri, "schema.pbtxt")
 
@@ -49,8 +50,8 @@ def with_environments(schema: schema_pb2.Schema,
 def export_schema(out: Optional[str] = None, force: bool = False) -> str:
     """`tfx-template schema`: writes the newest inferred schema, with environments, to `out`
     (default PIPELINE_SCHEMA_PATH); an existing file only with `force`. Returns the path."""
-    settings = configs.Settings.from_env()
-    out = out or settings.schema_path
+    settings = PipelineSettings.load()
+    out = out or settings.data.schema_path
     if os.path.exists(out) and not force:
         sys.exit(f"error: {out} exists (a curated schema?): pass --force to replace it, "
                  "or --out to write elsewhere")

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline import configs
+from pipeline.settings import PipelineSettings
 from pipeline.spans import mark_complete
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -136,7 +136,7 @@ def generate(out_dir: Path, rows: int, num_spans: int, seed: int,
         raise ValueError(f"--files-per-span {files_per_span}: at least 1")
     if out_dir.resolve() == source_dir.resolve():
         raise ValueError(f"{out_dir} is the shipped data directory; choose another")
-    marker = configs.Settings.from_env().span_complete_marker
+    marker = PipelineSettings.load().data.span_complete_marker
     rng = np.random.default_rng(seed)
     rows_per_span = rows // num_spans
     extra = rows - rows_per_span * num_spans  # the first spans get one more row

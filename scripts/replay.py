@@ -22,8 +22,9 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-from pipeline import configs, metadata
+from pipeline import metadata
 from pipeline.names import AUC_PROPERTY, PROGRESSIVE_VALIDATION_ID
+from pipeline.settings import PipelineSettings
 from pipeline.spans import mark_complete
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,13 +59,13 @@ def _duration_seconds(execution) -> float:
     return (execution.last_update_time_since_epoch - execution.create_time_since_epoch) / 1000
 
 
-def run_result(settings: configs.Settings, span: int, ok: bool, log: str) -> SpanResult:
+def run_result(settings: PipelineSettings, span: int, ok: bool, log: str) -> SpanResult:
     """This span's figures from MLMD: the newest outputs, if they belong to this run."""
     from pipeline.evaluation import overall_metrics  # TFMA: imported only when needed
 
     result = SpanResult(span=span, ok=ok)
     store = metadata.open_store(settings)
-    name = settings.pipeline_name
+    name = settings.name
     validations = metadata.node_outputs(store, name, PROGRESSIVE_VALIDATION_ID, "ModelEvaluation")
     if validations and validations[-1].custom_properties["span"].int_value == span:
         properties = validations[-1].custom_properties
@@ -152,7 +153,7 @@ def replay(source: Path = ROOT / "data", spans: int = 6, rows_per_span: int = 0,
                    "PIPELINE_DATA_DIR": str(work / "data"),
                    "PIPELINE_OUTPUT_DIR": str(work / "outputs"), "TF_USE_LEGACY_KERAS": "1"}
             completed = trigger(env)
-            settings = configs.Settings.from_env(
+            settings = PipelineSettings.load(
                 {k: v for k, v in env.items() if k.startswith("PIPELINE_")})
             result = run_result(settings, span, completed.returncode == 0,
                                 completed.stdout + completed.stderr)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Optional
 
 NUM_SPANS = 6
-COMPLETE_MARKER = "_COMPLETE"  # Settings.span_complete_marker's default
+COMPLETE_MARKER = "_COMPLETE"  # PIPELINE_SPAN_COMPLETE_MARKER's default
 TIMESTAMP_COLUMN = "trip_start_timestamp"
 SECONDS_PER_DAY = 86400
 DATA_DIR = Path(__file__).resolve().parents[1] / "data"

@@ -29,9 +29,11 @@ from apache_beam.ml.inference.base import ModelHandler, RunInference
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from models import features
+from pipeline import runtime, spans
 from pipeline.names import KEY_INPUT, SERVING_KEYED_SIGNATURE
-from pipeline import configs, runtime, spans
+from pipeline.settings import PipelineSettings
 from serving import paths, warehouse
+from serving.settings import BatchPredictSettings
 from serving.tensors import Signature
 
 # Rows per chunk: one model call, one Beam element.
@@ -179,33 +181,36 @@ def newest_version(base_path: str) -> int:
     return max(versions)
 
 
-def run(settings: configs.Settings, span: Optional[int] = None,
+def run(settings: BatchPredictSettings, pipeline: PipelineSettings, span: Optional[int] = None,
         version: Optional[int] = None) -> BatchResult:
-    span = span or settings.batch_predict_span or max(spans.available_spans(settings), default=0)
-    pattern = spans.span_files_pattern(settings, span)
+    """Predicts every row of `span` (default: PIPELINE_BATCH_PREDICT_SPAN, else the newest) with
+    model `version` (default: the newest pushed) into the warehouse table."""
+    settings.check_warehouse(pipeline)
+    span = span or settings.span or max(spans.available_spans(pipeline), default=0)
+    pattern = spans.span_files_pattern(pipeline, span)
     files = sorted(tf.io.gfile.glob(pattern))
     if not files:
         raise FileNotFoundError(f"no input files for span {span}: nothing matches {pattern}")
-    version = version or newest_version(settings.serving_model_dir)
-    model_path = os.path.join(settings.serving_model_dir, str(version))
+    version = version or newest_version(pipeline.serving_model_dir)
+    model_path = os.path.join(pipeline.serving_model_dir, str(version))
     if not tf.io.gfile.exists(os.path.join(model_path, "saved_model.pb")):
         raise FileNotFoundError(f"model version {version}: no saved_model.pb in {model_path}")
 
-    bigquery = settings.batch_predict_warehouse == "bigquery"
+    bigquery = settings.warehouse == "bigquery"
     if bigquery:
-        destination = f"{settings.gcp_project}:{settings.batch_predict_table}"
+        destination = f"{pipeline.cloud.gcp_project}:{settings.table}"
     else:
-        warehouse.check_table_name(settings.batch_predict_table)
-        db_path = paths.predictions_db_path(settings)
+        warehouse.check_table_name(settings.table)
+        db_path = paths.predictions_db_path(settings, pipeline)
         os.makedirs(os.path.dirname(os.path.abspath(db_path)), exist_ok=True)
-        staging = f"{settings.batch_predict_table}__staging_{uuid.uuid4().hex[:8]}"
+        staging = f"{settings.table}__staging_{uuid.uuid4().hex[:8]}"
         with warehouse.connect(db_path) as connection:
             warehouse.create_table(connection, staging)
-        destination = f"{db_path}:{settings.batch_predict_table}"
+        destination = f"{db_path}:{settings.table}"
 
     started = time.perf_counter()
     try:
-        with beam.Pipeline(options=PipelineOptions(settings.beam_pipeline_args)) as p:
+        with beam.Pipeline(options=PipelineOptions(pipeline.beam_pipeline_args)) as p:
             predictions = (
                 p
                 | "Files" >> beam.Create(files)
@@ -216,11 +221,11 @@ def run(settings: configs.Settings, span: Optional[int] = None,
                 prediction_rows = predictions | "Rows" >> beam.FlatMap(
                     lambda chunk: [dict(zip(warehouse.COLUMN_NAMES, row)) for row in chunk])
                 prediction_rows | "Write" >> beam.io.WriteToBigQuery(
-                    settings.batch_predict_table, project=settings.gcp_project,
+                    settings.table, project=pipeline.cloud.gcp_project,
                     schema=warehouse.BIGQUERY_SCHEMA,
                     write_disposition=beam.io.BigQueryDisposition.WRITE_TRUNCATE,
                     create_disposition=beam.io.BigQueryDisposition.CREATE_IF_NEEDED,
-                    custom_gcs_temp_location=settings.beam_temp_dir)
+                    custom_gcs_temp_location=pipeline.beam_temp_dir)
             else:
                 predictions | "Write" >> beam.ParDo(_WriteSQLite(db_path, staging))
     except BaseException:
@@ -232,7 +237,7 @@ def run(settings: configs.Settings, span: Optional[int] = None,
         rows = _count_rows(files)
     else:
         rows = warehouse.count_rows(db_path, staging)
-        warehouse.replace_table(db_path, staging, settings.batch_predict_table)
+        warehouse.replace_table(db_path, staging, settings.table)
     return BatchResult(span, version, rows, seconds, destination)
 
 
@@ -246,7 +251,7 @@ def batch_predict(span: Optional[int] = None, version: Optional[int] = None) -> 
     else the newest span) by model `version` (default: the newest pushed), one line of
     figures on stderr."""
     runtime.freeze_live_objects()  # TensorFlow and Beam, imported for good
-    result = run(configs.Settings.from_env(), span, version)
+    result = run(BatchPredictSettings.load(), PipelineSettings.load(), span, version)
     print(f"span {result.span}: {result.rows} predictions of model version {result.version} "
           f"-> {result.destination} in {result.seconds:.1f} s "
           f"({result.rows / result.seconds:.0f} rows/s)", file=sys.stderr)

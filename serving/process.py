@@ -44,9 +44,10 @@ def running_server(env: dict[str, str], log_path: str, startup_timeout: float = 
     once the model answers its status endpoint; stops the process afterwards. The model is
     served under `model_name`, by default the name the settings in `env` give it."""
     if model_name is None:
-        from pipeline import configs
+        from pipeline.settings import PipelineSettings
         from serving import paths
-        model_name = paths.model_name(configs.Settings.from_env(env))
+        from serving.settings import ServingSettings
+        model_name = paths.model_name(ServingSettings.load(env), PipelineSettings.load(env))
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     with open(log_path, "ab") as log:

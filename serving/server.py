@@ -26,14 +26,16 @@ from typing import Any, Optional
 import numpy as np
 from aiohttp import web
 
-from pipeline import configs, runtime
+from pipeline import runtime
 from pipeline.names import (SERVING_DEFAULT_SIGNATURE, SERVING_KEYED_SIGNATURE,
                             SERVING_RAW_SIGNATURE)
+from pipeline.settings import PipelineSettings
 from serving import paths
 from serving.batching import Batcher
 from serving.hybrid import PredictionTable
 from serving.model_store import LoadedVersion, ModelStore
 from serving.request_log import RequestLogger
+from serving.settings import BatchPredictSettings, ServingSettings
 from serving.tensors import RequestError, columnar_response, row_response, rows
 
 log = logging.getLogger("serving")
@@ -45,20 +47,19 @@ METHOD = r"{method:[A-Za-z]+}"
 
 
 class App:
-    def __init__(self, settings: configs.Settings, store: ModelStore,
+    def __init__(self, settings: ServingSettings, pipeline: PipelineSettings, store: ModelStore,
                  table: Optional[PredictionTable] = None):
         self.settings = settings
-        self.model_name = paths.model_name(settings)
+        self.model_name = paths.model_name(settings, pipeline)
         self.store = store
         self.table = table
-        self.batcher = Batcher(settings.serving_max_batch_size,
-                               settings.serving_max_batch_wait_ms / 1000)
-        self.logger = RequestLogger(paths.request_log_path(settings),
-                                    settings.serving_log_sampling_rate)
+        self.batcher = Batcher(settings.max_batch_size, settings.max_batch_wait_ms / 1000)
+        self.logger = RequestLogger(paths.request_log_path(settings, pipeline),
+                                    settings.log_sampling_rate)
 
     # ---- routing -------------------------------------------------------------------------
     def web_app(self) -> web.Application:
-        app = web.Application(client_max_size=self.settings.serving_max_body_bytes,
+        app = web.Application(client_max_size=self.settings.max_body_bytes,
                               middlewares=[self._errors])
         base = f"/v1/models/{NAME}"
         for prefix in (base, f"{base}/versions/{VERSION}", f"{base}/labels/{LABEL}"):
@@ -80,7 +81,7 @@ class App:
         except web.HTTPRequestEntityTooLarge as error:
             size = f"{request.content_length} bytes" if request.content_length else "larger"
             return _error(413, f"request body too large: {size}, the limit is "
-                               f"{self.settings.serving_max_body_bytes} bytes "
+                               f"{self.settings.max_body_bytes} bytes "
                                "(PIPELINE_SERVING_MAX_BODY_BYTES)")
         except web.HTTPException as error:
             if error.status < 400:
@@ -253,7 +254,7 @@ class App:
                     self.batcher.forget(set(self.store.versions))
             except Exception:  # noqa: BLE001 - keep watching whatever happens
                 log.exception("refreshing %s", self.store.base_path)
-            await asyncio.sleep(self.settings.serving_poll_seconds)
+            await asyncio.sleep(self.settings.poll_seconds)
 
     async def _stop(self, app: web.Application) -> None:
         self._poller.cancel()
@@ -308,30 +309,31 @@ def _error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
 
 
-def build(settings: configs.Settings) -> App:
-    store = ModelStore(settings.serving_model_dir, settings.serving_keep_versions)
+def build(settings: ServingSettings, pipeline: PipelineSettings,
+          batch: BatchPredictSettings) -> App:
+    """The server of the models the pipeline pushes (hybrid: and of the batch table)."""
+    store = ModelStore(pipeline.serving_model_dir, settings.keep_versions)
     store.refresh()  # serve at once if a model is pushed; the poller picks up later ones
     table = None
-    if settings.serving_hybrid:
-        table = PredictionTable(paths.predictions_db_path(settings), settings.batch_predict_table)
-    return App(settings, store, table)
+    if settings.hybrid:
+        table = PredictionTable(paths.predictions_db_path(batch, pipeline), batch.table)
+    return App(settings, pipeline, store, table)
 
 
 def serve(host: Optional[str] = None, port: Optional[int] = None) -> None:
     """`tfx-template serve`: serves until stopped, on `host` and `port` (default
     PIPELINE_SERVING_HOST and PIPELINE_SERVING_PORT)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    overrides = {k: v for k, v in (("serving_host", host), ("serving_port", port))
-                 if v is not None}
-    settings = configs.Settings.from_env(**overrides)
-    app = build(settings)
+    overrides = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
+    settings, pipeline = ServingSettings.load(**overrides), PipelineSettings.load()
+    app = build(settings, pipeline, BatchPredictSettings.load())
     # TensorFlow and the loaded models live as long as the server: full collections that
     # walk them again would stall requests.
     runtime.freeze_live_objects()
     if not app.store.versions:
         log.warning("no model version under %s yet; waiting for the Pusher",
-                    settings.serving_model_dir)
-    print(f"serving '{app.model_name}' from {settings.serving_model_dir} on "
-          f"http://{settings.serving_host}:{settings.serving_port}", file=sys.stderr, flush=True)
-    web.run_app(app.web_app(), host=settings.serving_host, port=settings.serving_port,
+                    pipeline.serving_model_dir)
+    print(f"serving '{app.model_name}' from {pipeline.serving_model_dir} on "
+          f"http://{settings.host}:{settings.port}", file=sys.stderr, flush=True)
+    web.run_app(app.web_app(), host=settings.host, port=settings.port,
                 print=None, access_log=None)

@@ -35,9 +35,10 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from apache_beam.transforms import trigger, window
 from apache_beam.utils.timestamp import Duration
 
-from pipeline import configs
+from pipeline.settings import PipelineSettings
 from pipeline.spans import mark_complete
 from streaming.events import InvalidEvent, columns, load_schema, parse_event
+from streaming.settings import StreamingSettings
 
 DEAD_LETTER = "dead_letter"
 SPANS = "spans"
@@ -143,32 +144,35 @@ class WriteDeadLetters(beam.DoFn):
 
 
 class EventsToSpans(beam.PTransform):
-    """JSON-line events -> {"spans": one dict per span written, "dead_letter": records}."""
+    """JSON-line events -> {"spans": one dict per span written, "dead_letter": records}: spans
+    where the pipeline reads them (`pipeline`'s data settings), windows as `settings` says."""
 
-    def __init__(self, settings: configs.Settings, dead_letter_dir: Optional[str] = None):
+    def __init__(self, settings: StreamingSettings, pipeline: PipelineSettings,
+                 dead_letter_dir: Optional[str] = None):
         super().__init__()
         self._settings = settings
-        self._dead_letter_dir = dead_letter_dir or default_dead_letter_dir(settings)
+        self._data = pipeline.data
+        self._dead_letter_dir = dead_letter_dir or default_dead_letter_dir(pipeline)
 
     def expand(self, lines):
-        s = self._settings
+        s, data = self._settings, self._data
         parsed = lines | "Parse" >> beam.ParDo(
-            ParseEvents(s.schema_path, s.streaming_event_time_field)).with_outputs(
+            ParseEvents(data.schema_path, s.event_time_field)).with_outputs(
                 DEAD_LETTER, main="events")
         windowed = (
             parsed.events
             | "Window" >> beam.WindowInto(
-                window.FixedWindows(s.streaming_window_seconds),
+                window.FixedWindows(s.window_seconds),
                 # One on-time pane when the watermark passes the window's end (the span), then
                 # a pane per late event (dead-lettered) until the allowed lateness is over.
                 trigger=trigger.AfterWatermark(late=trigger.AfterCount(1)),
                 accumulation_mode=trigger.AccumulationMode.DISCARDING,
-                allowed_lateness=Duration(seconds=s.streaming_allowed_lateness_seconds))
+                allowed_lateness=Duration(seconds=s.allowed_lateness_seconds))
             | "OneKey" >> beam.Map(lambda event: (None, event))
             | "Group" >> beam.GroupByKey())
         written = windowed | "WriteSpans" >> beam.ParDo(
-            WriteSpan(s.data_dir, columns(load_schema(s.schema_path)), s.streaming_window_seconds,
-                      s.span_complete_marker, s.streaming_event_time_field)
+            WriteSpan(data.data_dir, columns(load_schema(data.schema_path)), s.window_seconds,
+                      data.span_complete_marker, s.event_time_field)
         ).with_outputs(DEAD_LETTER, main=SPANS)
         dead = ((parsed[DEAD_LETTER], written[DEAD_LETTER])
                 | "AllDeadLetters" >> beam.Flatten())
@@ -176,8 +180,8 @@ class EventsToSpans(beam.PTransform):
         return {SPANS: written[SPANS], DEAD_LETTER: dead}
 
 
-def default_dead_letter_dir(settings: configs.Settings) -> str:
-    return os.path.join(settings.storage_dir, "streaming", "dead_letter", settings.pipeline_name)
+def default_dead_letter_dir(settings: PipelineSettings) -> str:
+    return os.path.join(settings.storage_dir, "streaming", "dead_letter", settings.name)
 
 
 def read_lines(pipeline: beam.Pipeline, input_pattern: Optional[str],
@@ -195,10 +199,11 @@ def run_job(input_pattern: Optional[str] = None, subscription: Optional[str] = N
     options (--runner, --project, ...)."""
     if bool(input_pattern) == bool(subscription):
         raise ValueError("expected exactly one of input_pattern and subscription")
-    settings = configs.Settings.from_env()
+    settings, pipeline_settings = StreamingSettings.load(), PipelineSettings.load()
     options = PipelineOptions(list(beam_args))
     options.view_as(StandardOptions).streaming = bool(subscription)
     with beam.Pipeline(options=options) as pipeline:
-        results = read_lines(pipeline, input_pattern, subscription) | EventsToSpans(settings)
+        results = (read_lines(pipeline, input_pattern, subscription)
+                   | EventsToSpans(settings, pipeline_settings))
         _ = results[SPANS] | "Log" >> beam.Map(
             lambda s: print(f"span {s['span']}: {s['rows']} events -> {s['path']}", flush=True))

@@ -13,7 +13,8 @@ from pathlib import Path
 import ml_metadata as mlmd
 import tensorflow as tf
 
-from pipeline import configs, metadata
+from pipeline import metadata
+from pipeline.settings import PipelineSettings
 from pipeline.spans import mark_complete
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,7 +58,7 @@ def write_csv(path: Path, rows: list[dict[str, str]]) -> None:
 
 @dataclasses.dataclass
 class PipelineRun:
-    settings: configs.Settings
+    settings: PipelineSettings
     env: dict[str, str]
 
     def run(self) -> subprocess.CompletedProcess:
@@ -75,10 +76,10 @@ class PipelineRun:
         return sorted(metadata.span_of(a) for a in self.outputs(EXAMPLE_GEN_ID, "Examples"))
 
     def executions(self, node_id: str) -> list[mlmd.proto.Execution]:
-        return metadata.node_executions(self._store(), self.settings.pipeline_name, node_id)
+        return metadata.node_executions(self._store(), self.settings.name, node_id)
 
     def outputs(self, node_id: str, type_name: str) -> list[mlmd.proto.Artifact]:
-        return metadata.node_outputs(self._store(), self.settings.pipeline_name, node_id,
+        return metadata.node_outputs(self._store(), self.settings.name, node_id,
                                      type_name)
 
     def _store(self) -> mlmd.MetadataStore:
@@ -107,7 +108,7 @@ def run_local_runner(env: dict[str, str]) -> subprocess.CompletedProcess:
 
 def new_run(tmp_path: Path, **env_overrides: str) -> PipelineRun:
     env = run_env(tmp_path, **env_overrides)
-    settings = configs.Settings.from_env({k: v for k, v in env.items()
+    settings = PipelineSettings.load({k: v for k, v in env.items()
                                           if k.startswith("PIPELINE_")})
     return PipelineRun(settings, env)
 

@@ -25,7 +25,8 @@ import tensorflow as tf
 import tensorflow_transform as tft
 
 from models import features, model
-from pipeline import configs, metadata, rejections
+from pipeline import metadata, rejections
+from pipeline.settings import PipelineSettings
 from pipeline.metadata import span_of
 from pipeline.pipeline import EXAMPLE_GEN_ID
 from pipeline.spans import mark_complete
@@ -123,7 +124,7 @@ class AirflowPipeline:
 
     @property
     def dag_id(self) -> str:
-        return self.run.settings.pipeline_name
+        return self.run.settings.name
 
     def test_dag(self, date: str, conf: dict | None = None, **env_overrides: str) -> dict[str, str]:
         """Runs the DAG once for `date` inside the `airflow` process (no scheduler needed);
@@ -288,7 +289,7 @@ def test_new_span_slides_the_window_and_is_compared_with_the_blessed_model(pipel
     """Airflow's resolvers read every run: the baseline must still be the model the first
     run blessed, not nothing (pipeline/resolvers.py), and without tuning the Trainer takes
     the first run's tuning result."""
-    write_data_slice(Path(pipeline.run.settings.data_dir), [NEW_SPAN], ROWS_PER_SPAN)
+    write_data_slice(Path(pipeline.run.settings.data.data_dir), [NEW_SPAN], ROWS_PER_SPAN)
     states = pipeline.test_dag("2024-01-04", PIPELINE_ENABLE_TUNING="0")
     assert states == {task: "success" for task in UNTUNED_TASKS}
 
@@ -311,7 +312,7 @@ def test_a_rejected_span_is_recorded_and_the_next_window_reaches_back_past_it(
     """The gate fails the task; its failure callback records the rejection (Airflow's legacy
     orchestration records no failed execution in MLMD), so the next run, with a good span,
     trains on the newest WINDOW_SPANS accepted spans."""
-    data_dir = Path(pipeline.run.settings.data_dir)
+    data_dir = Path(pipeline.run.settings.data.data_dir)
     rows = [dict(row) for row in read_csv(ROOT / "data" / "span-5" / "data.csv")[:ROWS_PER_SPAN]]
     rows[0]["payment_type"] = "Bitcoin"  # a category the schema does not know
     write_csv(data_dir / "span-5" / "data.csv", rows)
@@ -347,7 +348,7 @@ def test_tfx_cli_creates_the_pipeline_and_a_run(tmp_path):
     run = new_run(tmp_path, PIPELINE_AIRFLOW_SCHEDULE="@weekly",
                   PIPELINE_AIRFLOW_START_DATE="2024-01-01")
     airflow = new_airflow(tmp_path, run.env)
-    name = run.settings.pipeline_name
+    name = run.settings.name
 
     created = _tfx(airflow.env, "pipeline", "create", "--pipeline_path", "airflow_runner.py")
     assert f'Pipeline "{name}" created successfully.' in created.stdout
@@ -376,7 +377,7 @@ def test_tfx_cli_creates_the_pipeline_and_a_run(tmp_path):
 
 def test_airflow_output_dir_moves_artifacts_and_models_but_not_the_metadata_store():
     """Workers share the pipeline root (gs:// in production); SQLite cannot live there."""
-    settings = configs.Settings.from_env(
+    settings = PipelineSettings.load(
         {"PIPELINE_OUTPUT_DIR": "/var/tfx", "PIPELINE_AIRFLOW_OUTPUT_DIR": "gs://bucket/taxi",
          "PIPELINE_NAME": "taxi-tips"},  # named here: the active dataset may name another
         orchestrator="airflow")
@@ -384,5 +385,5 @@ def test_airflow_output_dir_moves_artifacts_and_models_but_not_the_metadata_stor
     assert settings.serving_model_dir == "gs://bucket/taxi/serving_model/taxi-tips"
     assert settings.metadata_path == "/var/tfx/metadata/taxi-tips/metadata.db"
     # Other runners ignore it.
-    local = dataclasses.replace(settings, orchestrator="local")
+    local = settings.with_overrides(orchestrator="local")
     assert local.pipeline_root == "/var/tfx/tfx/taxi-tips"

@@ -19,7 +19,8 @@ import ml_metadata as mlmd
 import pytest
 
 from models import features
-from pipeline import configs, input_check, rejections
+from pipeline import input_check, rejections
+from pipeline.settings import PipelineSettings
 from pipeline.metadata import span_of
 from pipeline.rejections import SpanRejectedError
 from pipeline.spans import mark_complete
@@ -47,7 +48,7 @@ def _window(run: PipelineRun) -> list[int]:
 def _deliver(run: PipelineRun, span: int, rows: int, quote_line: int = 0) -> Path:
     """The first `rows` rows of a shipped span as span `span`, then its marker; with
     `quote_line`, that line's first field opens a quote that never closes."""
-    path = Path(run.settings.data_dir) / f"span-{span}" / "data.csv"
+    path = Path(run.settings.data.data_dir) / f"span-{span}" / "data.csv"
     shipped = read_csv(ROOT / "data" / "span-1" / "data.csv")
     write_csv(path, shipped[:rows] or shipped[:1])
     lines = path.read_text().splitlines(keepends=True)
@@ -117,7 +118,7 @@ def bad_quote_run(pipeline) -> subprocess.CompletedProcess:
 @pytest.mark.slow
 def test_an_unparsable_csv_stops_before_example_gen_naming_file_and_line(pipeline,
                                                                           bad_quote_run):
-    path = Path(pipeline.settings.data_dir) / "span-5" / "data.csv"
+    path = Path(pipeline.settings.data.data_dir) / "span-5" / "data.csv"
     _assert_rejected_before_example_gen(pipeline, bad_quote_run, 5,
                                         pipeline.pushed_versions())
     assert f"span 5: {path}, line {BAD_QUOTE_LINE}: unexpected end of data" in \
@@ -132,7 +133,7 @@ def test_a_failed_run_ends_with_its_message_and_the_log_file(pipeline, bad_quote
     last = stderr.rstrip().splitlines()
     assert last[-1].startswith("Full log: ")
     log = last[-1].removeprefix("Full log: ")
-    assert log.startswith(os.path.join(pipeline.settings.output_dir, "logs", ""))
+    assert log.startswith(os.path.join(pipeline.settings.data.output_dir, "logs", ""))
     assert last[-3].startswith("error: span 5 was rejected by SpanFilesCheck: "
                                "SpanRejectedError: span 5: ")
     assert last[-2].startswith("Span 5 is recorded as rejected (")
@@ -153,7 +154,7 @@ def test_rejected_spans_block_nothing_and_are_not_retried(pipeline):
 @pytest.mark.slow
 def test_the_next_good_span_trains_on_the_newest_accepted_spans(pipeline):
     versions = pipeline.pushed_versions()
-    write_data_slice(Path(pipeline.settings.data_dir), [6], ROWS_PER_SPAN)
+    write_data_slice(Path(pipeline.settings.data.data_dir), [6], ROWS_PER_SPAN)
     result = pipeline.trigger_once()
     assert result.returncode == 0, result.stderr[-5000:]
     assert "new span 6" in result.stdout
@@ -175,9 +176,9 @@ def test_a_crash_inside_a_check_does_not_reject_the_span(pipeline):
     files corrupted, the check crashes. That says nothing about span 7: it is not rejected,
     and once the model is repaired the next run trains on it."""
     # Only six spans are shipped: span 7 gets the rows of shipped span 3.
-    write_csv(Path(pipeline.settings.data_dir) / "span-7" / "data.csv",
+    write_csv(Path(pipeline.settings.data.data_dir) / "span-7" / "data.csv",
               read_csv(ROOT / "data" / "span-3" / "data.csv")[:ROWS_PER_SPAN])
-    mark_complete(os.path.join(pipeline.settings.data_dir, "span-7"))
+    mark_complete(os.path.join(pipeline.settings.data.data_dir, "span-7"))
     versions = pipeline.pushed_versions()
     originals = {path: Path(path).read_bytes() for path in _model_files(pipeline)}
     assert originals
@@ -206,8 +207,8 @@ def test_a_span_with_an_empty_split_is_rejected_by_the_gate(pipeline):
     """The file check counts rows, not splits: 60 copies of one row all hash into the same
     split, so the other is empty, which the gate finds in StatisticsGen's counts."""
     row = read_csv(ROOT / "data" / "span-2" / "data.csv")[0]
-    write_csv(Path(pipeline.settings.data_dir) / "span-8" / "data.csv", [row] * 60)
-    mark_complete(os.path.join(pipeline.settings.data_dir, "span-8"))
+    write_csv(Path(pipeline.settings.data.data_dir) / "span-8" / "data.csv", [row] * 60)
+    mark_complete(os.path.join(pipeline.settings.data.data_dir, "span-8"))
     versions = pipeline.pushed_versions()
     result = pipeline.run()
     assert result.returncode != 0
@@ -220,8 +221,8 @@ def test_a_span_with_an_empty_split_is_rejected_by_the_gate(pipeline):
 
 # ---- Without a pipeline run ------------------------------------------------------------------
 
-def _settings(data_dir: Path, **overrides) -> configs.Settings:
-    return configs.Settings.from_env({}, data_dir=str(data_dir), **overrides)
+def _settings(data_dir: Path, **overrides) -> PipelineSettings:
+    return PipelineSettings.load({}, data_dir=str(data_dir), **overrides)
 
 
 @pytest.mark.parametrize("text, problem", [
@@ -242,8 +243,8 @@ def test_the_file_check_names_file_and_line(tmp_path, text, problem):
 
 def test_min_span_rows_is_checked():
     with pytest.raises(ValueError, match="PIPELINE_MIN_SPAN_ROWS must be at least 1, got 0"):
-        configs.Settings.from_env({"PIPELINE_MIN_SPAN_ROWS": "0"})
-    assert configs.Settings.from_env({"PIPELINE_MIN_SPAN_ROWS": "7"}).min_span_rows == 7
+        PipelineSettings.load({"PIPELINE_MIN_SPAN_ROWS": "0"})
+    assert PipelineSettings.load({"PIPELINE_MIN_SPAN_ROWS": "7"}).data.min_span_rows == 7
 
 
 def test_the_gate_counts_rows_of_both_splits():
@@ -255,7 +256,7 @@ def test_the_gate_counts_rows_of_both_splits():
 
 
 def test_records_are_read_back_and_a_crash_is_not_a_rejection(tmp_path):
-    settings = configs.Settings.from_env({}, output_dir=str(tmp_path))
+    settings = PipelineSettings.load({}, output_dir=str(tmp_path))
     try:
         raise KeyError("a bug")
     except KeyError as crash:

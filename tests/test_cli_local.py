@@ -25,7 +25,7 @@ def test_pipeline_create_then_run_create(tmp_path):
     run = new_run(tmp_path, PIPELINE_ENABLE_TUNING="0")
     # The CLI keeps its registry under $HOME/tfx: a temp HOME keeps it out of the user's.
     env = {**run.env, "HOME": str(tmp_path / "home")}
-    name = run.settings.pipeline_name
+    name = run.settings.name
 
     created = _tfx(env, "pipeline", "create", "--pipeline_path", "local_runner.py")
     assert created.returncode == 0, created.stderr[-3000:]

@@ -19,7 +19,6 @@ from tfx.utils import import_utils, name_utils
 
 import kubeflow_runner
 from models import features
-from pipeline import configs
 from pipeline.pipeline import (
     BASELINE_RESOLVER_ID,
     EXAMPLE_GEN_ID,
@@ -27,6 +26,7 @@ from pipeline.pipeline import (
     create_pipeline,
 )
 from pipeline.names import WINDOW_EXAMPLES_ID
+from pipeline.settings import PipelineSettings, validate_kubeflow_name
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGE = "europe-west4-docker.pkg.dev/test-project/pipelines/taxi-tips:test"
@@ -155,7 +155,7 @@ def test_the_dag_is_the_pipelines(compiled):
 def test_the_dag_is_the_local_one_but_for_the_resolvers_kubeflow_cannot_run(compiled, tmp_path):
     # Continuous training's nodes (warm start, progressive validation, drift) need custom
     # resolvers and exist only locally and on Airflow.
-    local = create_pipeline(configs.Settings.from_env(
+    local = create_pipeline(PipelineSettings.load(
         kubeflow_environ(tmp_path), orchestrator="local", warm_start=False,
         progressive_validation=False, check_drift=False))
     # ExampleGen reads the whole window itself: no span window resolver, nothing to gather.
@@ -253,7 +253,7 @@ def test_parameter_server_training_has_chief_worker_and_ps_pools(tmp_path):
 ])
 def test_parameter_server_settings_are_validated(tmp_path, environ, message):
     with pytest.raises(ValueError, match=message):
-        configs.Settings.from_env({**kubeflow_environ(tmp_path), **environ})
+        PipelineSettings.load({**kubeflow_environ(tmp_path), **environ})
 
 
 def test_blessed_models_go_to_the_vertex_endpoint(vertex):
@@ -303,9 +303,9 @@ def test_a_query_reads_bigquery_uncached(tmp_path):
 ])
 def test_beam_presets(preset, expected):
     address = {"flink": "flink-jobmanager:8081", "spark": "http://spark-master:6066"}
-    settings = configs.Settings(beam_preset=preset, container_image=IMAGE,
-                                beam_cluster_address=address.get(preset, ""),
-                                extra_beam_args=("--parallelism=4",))
+    settings = PipelineSettings.load({}, beam_preset=preset, container_image=IMAGE,
+                                     beam_cluster_address=address.get(preset, ""),
+                                     extra_beam_args=("--parallelism=4",))
     assert settings.beam_pipeline_args == expected + ["--parallelism=4"]
 
 
@@ -321,7 +321,7 @@ def test_invalid_name_fails_fast(tmp_path):
     with pytest.raises(ValueError, match="PIPELINE_NAME='Taxi_Tips': use lowercase letters"):
         kubeflow_runner.kubeflow_settings(kubeflow_environ(tmp_path, PIPELINE_NAME="Taxi_Tips"))
     with pytest.raises(ValueError, match="PIPELINE_NAME='Taxi_Tips'"):
-        configs.validate_kubeflow_name("Taxi_Tips")
+        validate_kubeflow_name("Taxi_Tips")
 
 
 def _tfx_cli(tmp_path: Path, *args: str, **environ: str) -> subprocess.CompletedProcess:

@@ -3,14 +3,14 @@ import json
 
 import pytest
 
-from pipeline import configs
 from pipeline.pipeline import EXAMPLE_GEN_ID, SPAN_WINDOW_RESOLVER_ID, create_pipeline
 from pipeline.names import WINDOW_EXAMPLES_ID
+from pipeline.settings import PipelineSettings
 
 
 @pytest.fixture
 def settings(tmp_path):
-    return configs.Settings.from_env({}, output_dir=str(tmp_path / "out"))
+    return PipelineSettings.load({}, output_dir=str(tmp_path / "out"))
 
 
 def _by_id(pipeline):
@@ -44,8 +44,8 @@ def test_leakage_check_runs_before_transform_and_can_be_switched_off(settings):
     assert _producer(c["LeakageCheck"], "examples") == EXAMPLE_GEN_ID
     assert c["LeakageCheck"] in c["Transform"].upstream_nodes
     assert c["LeakageCheck"].exec_properties["fail_on_leak"] == 0
-    off = _by_id(create_pipeline(configs.Settings.from_env(
-        {"PIPELINE_LEAKAGE_CHECK": "0"}, output_dir=settings.output_dir)))
+    off = _by_id(create_pipeline(PipelineSettings.load(
+        {"PIPELINE_LEAKAGE_CHECK": "0"}, output_dir=settings.data.output_dir)))
     assert "LeakageCheck" not in off
 
 
@@ -76,15 +76,15 @@ def test_wiring(settings):
 
 
 def test_without_tuning_the_trainer_takes_the_last_tuning_result(settings):
-    c = _by_id(create_pipeline(configs.Settings.from_env(
-        {"PIPELINE_ENABLE_TUNING": "false"}, output_dir=settings.output_dir)))
+    c = _by_id(create_pipeline(PipelineSettings.load(
+        {"PIPELINE_ENABLE_TUNING": "false"}, output_dir=settings.data.output_dir)))
     assert "Tuner" not in c
     assert _producer(c["Trainer"], "hyperparameters") == "latest_hyperparameters_resolver"
 
 
 def test_schema_is_inferred_when_asked(settings):
-    c = _by_id(create_pipeline(configs.Settings.from_env(
-        {"PIPELINE_INFER_SCHEMA": "1"}, output_dir=settings.output_dir)))
+    c = _by_id(create_pipeline(PipelineSettings.load(
+        {"PIPELINE_INFER_SCHEMA": "1"}, output_dir=settings.data.output_dir)))
     assert "ImportSchemaGen" not in c
     assert _producer(c["ExampleValidator"], "schema") == "SchemaGen"
 
@@ -99,10 +99,11 @@ def test_ingest_only_pipeline_reads_exactly_one_span_and_validates_it(settings):
 
 
 def test_settings_come_from_the_environment(tmp_path):
-    settings = configs.Settings.from_env({
+    settings = PipelineSettings.load({
         "PIPELINE_OUTPUT_DIR": str(tmp_path), "PIPELINE_TRAIN_STEPS": "7",
         "PIPELINE_DISTRIBUTION_STRATEGY": "mirrored"})
-    assert settings.train_steps == 7 and settings.distribution_strategy == "mirrored"
+    assert (settings.training.train_steps == 7
+            and settings.training.distribution_strategy == "mirrored")
     assert settings.metadata_path.startswith(str(tmp_path))
     assert settings.serving_model_dir.startswith(str(tmp_path))
 
@@ -114,7 +115,7 @@ def test_settings_come_from_the_environment(tmp_path):
 ])
 def test_bad_settings_name_the_variable(variable, value, message):
     with pytest.raises(ValueError, match=message):
-        configs.Settings.from_env({variable: value})
+        PipelineSettings.load({variable: value})
 
 
 def test_beam_runs_in_process_on_small_data_and_on_every_core_on_large(settings):
@@ -124,7 +125,7 @@ def test_beam_runs_in_process_on_small_data_and_on_every_core_on_large(settings)
     assert create_pipeline(settings).beam_pipeline_args == []
 
     def with_env(**env):
-        return configs.Settings.from_env(env, output_dir=settings.output_dir)
+        return PipelineSettings.load(env, output_dir=settings.data.output_dir)
 
     # The same data over a threshold below its size: one worker process per core.
     low = with_env(PIPELINE_BEAM_MULTIPROCESSING_MIN_MB="1")
@@ -141,6 +142,6 @@ def test_beam_runs_in_process_on_small_data_and_on_every_core_on_large(settings)
 def test_transform_traces_one_tf1_graph_unless_switched_off(settings):
     assert _by_id(create_pipeline(settings))["Transform"].exec_properties[
         "force_tf_compat_v1"] == 1
-    tf2 = _by_id(create_pipeline(configs.Settings.from_env(
-        {"PIPELINE_TRANSFORM_TF1_GRAPH": "0"}, output_dir=settings.output_dir)))
+    tf2 = _by_id(create_pipeline(PipelineSettings.load(
+        {"PIPELINE_TRANSFORM_TF1_GRAPH": "0"}, output_dir=settings.data.output_dir)))
     assert tf2["Transform"].exec_properties["force_tf_compat_v1"] == 0

@@ -3,7 +3,7 @@ import json
 import subprocess
 import sys
 
-from pipeline import configs
+from pipeline.settings import PROJECT_ROOT
 
 SCRIPT = """
 import gc, json
@@ -24,7 +24,7 @@ print(json.dumps({"during": collections_during_imports, "after_imports": after_i
 
 
 def test_imports_are_frozen_and_collection_resumes_for_the_run():
-    out = subprocess.run([sys.executable, "-c", SCRIPT], cwd=configs.PROJECT_ROOT,
+    out = subprocess.run([sys.executable, "-c", SCRIPT], cwd=PROJECT_ROOT,
                          capture_output=True, text=True, check=True).stdout
     result = json.loads(out)
     # 200,000 new lists would set off hundreds of young collections with the collector on.

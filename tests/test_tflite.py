@@ -13,10 +13,10 @@ from scipy.stats import rankdata
 from tfx import v1 as tfx
 
 from models import features, model
-from pipeline import configs
 from pipeline.components import tflite_exporter as tflite
 from pipeline.names import TFLITE_EXPORTER_ID
 from pipeline.pipeline import EXAMPLE_GEN_ID, create_pipeline
+from pipeline.settings import PipelineSettings
 from tests.pipeline_run import read_records
 
 MAX_EXAMPLES = 500
@@ -82,13 +82,13 @@ def test_quantized_model_keeps_auc_and_is_smaller(exported, quantization):
 
 def test_bad_quantization_is_named():
     with pytest.raises(ValueError, match="PIPELINE_TFLITE_QUANTIZATION='float16'"):
-        configs.Settings.from_env({"PIPELINE_TFLITE_QUANTIZATION": "float16"})
+        PipelineSettings.load({"PIPELINE_TFLITE_QUANTIZATION": "float16"})
 
 
 def test_pipeline_gets_the_step_only_when_asked():
     ids = lambda settings: [c.id for c in create_pipeline(settings).components]  # noqa: E731
-    assert TFLITE_EXPORTER_ID not in ids(configs.Settings())
-    assert ids(configs.Settings(tflite_export=True))[-1] == TFLITE_EXPORTER_ID
+    assert TFLITE_EXPORTER_ID not in ids(PipelineSettings.load({}))
+    assert ids(PipelineSettings.load({}, tflite_export=True))[-1] == TFLITE_EXPORTER_ID
 
 
 def test_pipeline_step_exports_the_pushed_model(finished_run, exported, tmp_path: Path):

@@ -1,14 +1,12 @@
 """LeakageCheck: the data-leakage step after ExampleValidator (the checks themselves are in
 pipeline/leakage.py). No `from __future__ import annotations`: TFX reads the type hints."""
 from tfx import v1 as tfx
-from tfx.types.artifact import Artifact
 
-from pipeline.leakage import (DISTRIBUTION_DISTANCE, MIN_SERVING_ROWS, PRESENCE_GAP,
-                              REPORT_FILE, run_check)
+from pipeline.leakage import DISTRIBUTION_DISTANCE, MIN_SERVING_ROWS, PRESENCE_GAP, run_check
 
 
-class DataLeakageReport(Artifact):
-    """The leakage check's findings: REPORT_FILE in the artifact's directory."""
+class DataLeakageReport(tfx.dsl.Artifact):
+    """The leakage check's findings: leakage.json (pipeline/names.py) in its directory."""
     # "<namespace>.<Name>": the form Kubeflow v2 compilation requires of custom types.
     TYPE_NAME = "analysis.DataLeakageReport"
 

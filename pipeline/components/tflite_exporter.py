@@ -22,13 +22,11 @@ from typing import Iterator, Sequence
 import tensorflow as tf
 import tf_keras as keras
 from tfx import v1 as tfx
-from tfx.dsl.component.experimental.annotations import InputArtifact, OutputArtifact, Parameter
-from tfx.dsl.component.experimental.decorators import component
+from tfx.v1.dsl.components import InputArtifact, OutputArtifact, Parameter, component
 
 from pipeline.names import TFLITE_MODEL_FILE as MODEL_FILE
 from pipeline.names import TRAIN_SPLIT, split_dir_name
-
-QUANTIZATIONS = ("dynamic", "int8")  # see the module's docstring
+from pipeline.settings import TFLITE_QUANTIZATIONS as QUANTIZATIONS  # noqa: F401 (tests, docs)
 
 
 def load_network(saved_model_dir: str) -> keras.Model:

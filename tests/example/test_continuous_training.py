@@ -16,8 +16,9 @@ import ml_metadata as mlmd
 import numpy as np
 import pytest
 
-from pipeline import configs, spans
+from pipeline import spans
 from pipeline import watch as trigger
+from pipeline.settings import PipelineSettings
 from pipeline.metadata import span_of
 from pipeline.names import (AUC_PROPERTY, DRIFT_CHECK_ID, EXAMPLE_GEN_ID, MODEL_ID_PROPERTY,
                             PROGRESSIVE_VALIDATION_ID, SPAN_PROPERTY, WINDOW_EXAMPLES_ID)
@@ -83,7 +84,7 @@ def test_a_look_with_no_new_span_does_nothing(pipeline, first_run):
 
 
 def test_second_span_warm_starts_validates_progressively_and_pushes(pipeline, first_run):
-    mark_complete(os.path.join(pipeline.settings.data_dir, "span-2"))
+    mark_complete(os.path.join(pipeline.settings.data.data_dir, "span-2"))
     result = pipeline.trigger_once()
     assert result.returncode == 0, result.stderr[-5000:]
     assert "new span 2" in result.stdout
@@ -123,8 +124,8 @@ def _bad_rows() -> list[dict[str, str]]:
 def test_a_span_with_anomalies_stops_before_training(pipeline, first_run):
     """The gate stops it with its own message, before progressive validation would parse
     the bad span with the served model."""
-    write_csv(Path(pipeline.settings.data_dir) / "span-3" / "data.csv", _bad_rows())
-    mark_complete(os.path.join(pipeline.settings.data_dir, "span-3"))
+    write_csv(Path(pipeline.settings.data.data_dir) / "span-3" / "data.csv", _bad_rows())
+    mark_complete(os.path.join(pipeline.settings.data.data_dir, "span-3"))
     trained, versions = len(pipeline.executions("Trainer")), pipeline.pushed_versions()
     result = pipeline.trigger_once()
     assert result.returncode != 0
@@ -136,7 +137,7 @@ def test_a_span_with_anomalies_stops_before_training(pipeline, first_run):
 
 
 def test_the_next_good_span_proceeds_without_the_rejected_one(pipeline, first_run):
-    write_data_slice(Path(pipeline.settings.data_dir), [4], ROWS_PER_SPAN)
+    write_data_slice(Path(pipeline.settings.data.data_dir), [4], ROWS_PER_SPAN)
     result = pipeline.trigger_once()
     assert result.returncode == 0, result.stderr[-5000:]
     merge = pipeline.executions(WINDOW_EXAMPLES_ID)[-1]
@@ -173,26 +174,26 @@ def test_a_span_that_drifted_from_the_previous_one_stops_before_training(tmp_pat
 def test_only_marked_spans_count_and_the_runner_reads_the_newest_of_them(tmp_path):
     write_data_slice(tmp_path, [1, 2], 5)
     write_data_slice(tmp_path, [3], 5, complete=False)
-    settings = configs.Settings.from_env({}, data_dir=str(tmp_path))
+    settings = PipelineSettings.load({}, data_dir=str(tmp_path))
     assert spans.available_spans(settings) == [1, 2, 3]
     assert spans.complete_spans(settings) == [1, 2]
     assert spans.newest_complete_span(settings) == 2
     assert spans.new_span(settings, ingested={1}) == 2
     assert spans.new_span(settings, ingested={1, 2}) is None
-    unmarked = configs.Settings.from_env({}, data_dir=str(tmp_path), span_complete_marker="")
+    unmarked = PipelineSettings.load({}, data_dir=str(tmp_path), span_complete_marker="")
     assert spans.complete_spans(unmarked) == [1, 2, 3]
 
 
 def test_no_complete_span_is_a_clear_error(tmp_path):
     write_data_slice(tmp_path, [1], 5, complete=False)
-    settings = configs.Settings.from_env({}, data_dir=str(tmp_path))
+    settings = PipelineSettings.load({}, data_dir=str(tmp_path))
     with pytest.raises(ValueError, match=r"no complete span .*spans \[1\] have files but no "
                                          r"'_COMPLETE' marker"):
         spans.newest_complete_span(settings)
 
 
 def test_shipped_spans_are_marked_complete():
-    settings = configs.Settings.from_env({})
+    settings = PipelineSettings.load({})
     assert spans.complete_spans(settings) == spans.available_spans(settings) == [1, 2, 3, 4, 5, 6]
 
 

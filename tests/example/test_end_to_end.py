@@ -178,8 +178,8 @@ def test_anomalies_gate_stops_a_bad_span_before_training(first_run):
     bad[1]["fare"] = "twelve"            # a string in a numeric column
     for row in bad:
         del row["trip_miles"]            # a missing column
-    write_csv(Path(first_run.settings.data_dir) / "span-4" / "data.csv", bad)
-    mark_complete(str(Path(first_run.settings.data_dir) / "span-4"))
+    write_csv(Path(first_run.settings.data.data_dir) / "span-4" / "data.csv", bad)
+    mark_complete(str(Path(first_run.settings.data.data_dir) / "span-4"))
 
     versions, digest = first_run.pushed_versions(), _model_digest(first_run)
     trained = len(first_run.executions("Trainer"))

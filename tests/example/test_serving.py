@@ -31,7 +31,7 @@ def served(finished_run, tmp_path_factory):
     """A server over a copy of the finished run's pushed model (the hot-swap test adds
     versions to the copy)."""
     tmp = tmp_path_factory.mktemp("serving")
-    base = tmp / "outputs" / "serving_model" / finished_run.settings.pipeline_name
+    base = tmp / "outputs" / "serving_model" / finished_run.settings.name
     shutil.copytree(finished_run.settings.serving_model_dir, base)
     env = {**finished_run.env, "PIPELINE_OUTPUT_DIR": str(tmp / "outputs"),
            "PIPELINE_SERVING_POLL_SECONDS": "0.3",
@@ -46,7 +46,7 @@ def served(finished_run, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def rows(finished_run) -> list[dict]:
-    csv_rows = read_csv(Path(finished_run.settings.data_dir) / "span-2" / "data.csv")[:ROWS]
+    csv_rows = read_csv(Path(finished_run.settings.data.data_dir) / "span-2" / "data.csv")[:ROWS]
     return [raw_values(r, f"row {i}") for i, r in enumerate(csv_rows)]
 
 
@@ -143,8 +143,8 @@ def test_predictions_equal_in_process_signatures(served, rows, in_process):
 
 
 def served_schema_path() -> str:
-    from pipeline import configs
-    return configs.Settings().schema_path
+    from pipeline.settings import PipelineSettings
+    return PipelineSettings.load({}).data.schema_path
 
 
 def test_int_values_for_float_features(served, rows, in_process):

@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import configs
+from pipeline.settings import PipelineSettings
 from serving import batch_predict, process, warehouse
+from serving.settings import BatchPredictSettings
 from tests.pipeline_run import read_csv, write_csv
 
 SPAN = 2
@@ -23,17 +24,17 @@ SENTINEL = 0.123456
 def batch(finished_run, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("batch")
     db_path = tmp / "warehouse.db"
-    settings = configs.Settings.from_env(
-        {k: v for k, v in finished_run.env.items() if k.startswith("PIPELINE_")},
-        batch_predict_sqlite_path=str(db_path))
+    environ = {k: v for k, v in finished_run.env.items() if k.startswith("PIPELINE_")}
+    pipeline = PipelineSettings.load(environ)
+    settings = BatchPredictSettings.load(environ, sqlite_path=str(db_path))
     # An older table of the same name is replaced whole.
     with warehouse.connect(str(db_path)) as connection:
-        warehouse.create_table(connection, settings.batch_predict_table)
-        warehouse.insert(connection, settings.batch_predict_table, [("stale", 0.5, "0", 0)])
-    result = batch_predict.run(settings, span=SPAN)
-    csv_rows = read_csv(Path(settings.data_dir) / f"span-{SPAN}" / "data.csv")
+        warehouse.create_table(connection, settings.table)
+        warehouse.insert(connection, settings.table, [("stale", 0.5, "0", 0)])
+    result = batch_predict.run(settings, pipeline, span=SPAN)
+    csv_rows = read_csv(Path(pipeline.data.data_dir) / f"span-{SPAN}" / "data.csv")
     return {"tmp": tmp, "settings": settings, "result": result, "db": db_path,
-            "table": warehouse.read_table(str(db_path), settings.batch_predict_table),
+            "table": warehouse.read_table(str(db_path), settings.table),
             "rows": csv_rows, "env": finished_run.env,
             "version": int(finished_run.pushed_versions()[-1])}
 
@@ -53,7 +54,7 @@ def test_batch_job_writes_one_keyed_prediction_per_row(batch):
     with sqlite3.connect(batch["db"]) as connection:
         names = [n for (n,) in connection.execute("SELECT name FROM sqlite_master "
                                                   "WHERE type = 'table'")]
-    assert names == [batch["settings"].batch_predict_table]
+    assert names == [batch["settings"].table]
 
 
 def test_batch_matches_online_and_hybrid_answers_head_from_table(batch):
@@ -61,7 +62,7 @@ def test_batch_matches_online_and_hybrid_answers_head_from_table(batch):
     keys kept in the table (head) come from the table, shown by a sentinel value there."""
     db = batch["tmp"] / "head.db"
     shutil.copy(batch["db"], db)
-    table = batch["settings"].batch_predict_table
+    table = batch["settings"].table
     keys = [f"{SPAN}:data.csv:{n}" for n in range(len(batch["rows"]))]
     with warehouse.connect(str(db)) as connection:
         connection.execute(f'DELETE FROM "{table}" WHERE key NOT IN '
@@ -116,14 +117,14 @@ def test_a_bad_span_names_the_problem_and_keeps_the_table(batch, tmp_path, colum
     write_csv(tmp_path / "data" / f"span-{SPAN}" / "data.csv", rows)
     db = tmp_path / "warehouse.db"
     shutil.copy(batch["db"], db)
-    settings = configs.Settings.from_env(
-        {k: v for k, v in batch["env"].items() if k.startswith("PIPELINE_")},
-        data_dir=str(tmp_path / "data"), batch_predict_sqlite_path=str(db))
+    environ = {k: v for k, v in batch["env"].items() if k.startswith("PIPELINE_")}
+    pipeline = PipelineSettings.load(environ, data_dir=str(tmp_path / "data"))
+    settings = BatchPredictSettings.load(environ, sqlite_path=str(db))
     with pytest.raises(Exception, match=expected) as error:
-        batch_predict.run(settings, span=SPAN)
+        batch_predict.run(settings, pipeline, span=SPAN)
     assert "data.csv" in str(error.value)
-    assert warehouse.read_table(str(db), settings.batch_predict_table) == batch["table"]
+    assert warehouse.read_table(str(db), settings.table) == batch["table"]
     with sqlite3.connect(db) as connection:
         assert [n for (n,) in connection.execute(
             "SELECT name FROM sqlite_master WHERE type = 'table'")] == \
-            [settings.batch_predict_table]
+            [settings.table]

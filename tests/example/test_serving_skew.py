@@ -33,7 +33,7 @@ def write_log(path: Path, rows: list[dict], version: str) -> None:
 @pytest.fixture(scope="module")
 def training_rows(finished_run) -> list[dict]:
     """The newest span, which StatisticsGen described in the finished run."""
-    path = Path(finished_run.settings.data_dir) / "span-2" / "data.csv"
+    path = Path(finished_run.settings.data.data_dir) / "span-2" / "data.csv"
     return [raw_values(r, str(path)) for r in read_csv(path)]
 
 
@@ -76,10 +76,10 @@ def test_every_logged_request_format_yields_the_same_rows():
 
     import tensorflow_data_validation as tfdv
 
-    from pipeline import configs
+    from pipeline.settings import PipelineSettings
     rows = [{"fare": 12.5, "trip_start_hour": 14, "payment_type": "Cash", "company": None},
             {"fare": 3.0, "trip_start_hour": 2, "payment_type": "Cash", "company": "Flash Cab"}]
-    schema = tfdv.load_schema_text(configs.Settings().schema_path)
+    schema = tfdv.load_schema_text(PipelineSettings.load({}).data.schema_path)
     examples = [{"b64": base64.b64encode(skew.to_example(r, schema).SerializeToString()).decode()}
                 for r in rows]
     bodies = [

@@ -15,9 +15,11 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from apache_beam.testing import test_stream
 from tensorflow_metadata.proto.v0 import schema_pb2
 
-from pipeline import configs, spans
+from pipeline import spans
+from pipeline.settings import PipelineSettings
 from streaming.events import InvalidEvent, load_schema, parse_event
 from streaming.job import DEAD_LETTER, SPANS, EventsToSpans
+from streaming.settings import StreamingSettings
 from tests.pipeline_run import ROOT, read_csv
 
 HOUR = 3600
@@ -28,7 +30,7 @@ TIME = "trip_start_timestamp"
 
 @pytest.fixture(scope="module")
 def schema():
-    return load_schema(configs.Settings().schema_path)
+    return load_schema(PipelineSettings.load({}).data.schema_path)
 
 
 @pytest.fixture(scope="module")
@@ -50,27 +52,29 @@ def event(row: dict[str, str], schema, timestamp: int, **changes) -> str:
     return json.dumps({**out, TIME: timestamp, **changes})
 
 
-def _settings(tmp_path: Path, **overrides) -> configs.Settings:
-    return configs.Settings.from_env({}, **{
-        "data_dir": str(tmp_path / "data"), "output_dir": str(tmp_path / "out"),
-        "streaming_window_seconds": HOUR, "streaming_allowed_lateness_seconds": 2 * HOUR,
-        **overrides})
+def _settings(tmp_path: Path, **overrides) -> tuple[StreamingSettings, PipelineSettings]:
+    """The streaming job's settings, and the pipeline's (where spans go)."""
+    streaming = StreamingSettings.load({}, **{
+        "window_seconds": HOUR, "allowed_lateness_seconds": 2 * HOUR, **overrides})
+    return streaming, PipelineSettings.load({}, data_dir=str(tmp_path / "data"),
+                                            output_dir=str(tmp_path / "out"))
 
 
-def _dead_letters(settings: configs.Settings) -> list[dict]:
+def _dead_letters(settings: PipelineSettings) -> list[dict]:
     records = []
-    for path in glob.glob(os.path.join(settings.output_dir, "streaming", "dead_letter",
-                                       settings.pipeline_name, "*.jsonl")):
+    for path in glob.glob(os.path.join(settings.data.output_dir, "streaming", "dead_letter",
+                                       settings.name, "*.jsonl")):
         records += [json.loads(line) for line in open(path)]
     return sorted(records, key=lambda r: r["reason"])
 
 
-def _span_times(settings: configs.Settings, span: int) -> list[int]:
-    return [int(r[TIME]) for r in read_csv(Path(settings.data_dir) / f"span-{span}" / "data.csv")]
+def _span_times(settings: PipelineSettings, span: int) -> list[int]:
+    return [int(r[TIME])
+            for r in read_csv(Path(settings.data.data_dir) / f"span-{span}" / "data.csv")]
 
 
 def test_test_stream_out_of_order_late_malformed_and_window_boundary(tmp_path, schema, rows):
-    settings = _settings(tmp_path)
+    streaming, settings = _settings(tmp_path)
     late = event(rows[4], schema, T0 + 200)
     bitcoin = event(rows[5], schema, T0 + 50, payment_type="Bitcoin")
     stream = (test_stream.TestStream()
@@ -89,11 +93,11 @@ def test_test_stream_out_of_order_late_malformed_and_window_boundary(tmp_path, s
     options = PipelineOptions()
     options.view_as(StandardOptions).streaming = True
     with beam.Pipeline(options=options) as pipeline:
-        _ = pipeline | stream | EventsToSpans(settings)
+        _ = pipeline | stream | EventsToSpans(streaming, settings)
 
     # Exactly two spans, each complete, rows in event-time order.
-    found = sorted(os.path.relpath(p, settings.data_dir)
-                   for p in glob.glob(os.path.join(settings.data_dir, "**"), recursive=True)
+    found = sorted(os.path.relpath(p, settings.data.data_dir)
+                   for p in glob.glob(os.path.join(settings.data.data_dir, "**"), recursive=True)
                    if os.path.isfile(p))
     assert found == [f"span-{SPAN_A}/_COMPLETE", f"span-{SPAN_A}/data.csv",
                      f"span-{SPAN_B}/_COMPLETE", f"span-{SPAN_B}/data.csv"]
@@ -101,7 +105,7 @@ def test_test_stream_out_of_order_late_malformed_and_window_boundary(tmp_path, s
     assert _span_times(settings, SPAN_B) == [T0 + HOUR, T0 + HOUR + 5]
     assert spans.complete_spans(settings) == [SPAN_A, SPAN_B]
     # A span row keeps every value of its event.
-    written = read_csv(Path(settings.data_dir) / f"span-{SPAN_A}" / "data.csv")[0]
+    written = read_csv(Path(settings.data.data_dir) / f"span-{SPAN_A}" / "data.csv")[0]
     assert written["company"] == rows[1]["company"]
     assert float(written["fare"]) == float(rows[1]["fare"])
 
@@ -115,14 +119,15 @@ def test_test_stream_out_of_order_late_malformed_and_window_boundary(tmp_path, s
 def test_files_in_batch_become_spans_that_pass_the_schema(tmp_path, schema, rows):
     """The local source (JSON-lines files): every shipped row of a day lands in one span,
     and that span has no anomalies against the schema, as the shipped spans."""
-    settings = _settings(tmp_path, streaming_window_seconds=10 * 365 * 86400)
+    streaming, settings = _settings(tmp_path, window_seconds=10 * 365 * 86400)
     events = tmp_path / "events.jsonl"
     events.write_text("".join(event(row, schema, int(row[TIME])) + "\n" for row in rows[:200]))
     with beam.Pipeline() as pipeline:
-        results = (pipeline | beam.io.ReadFromText(str(events)) | EventsToSpans(settings))
+        results = (pipeline | beam.io.ReadFromText(str(events))
+                   | EventsToSpans(streaming, settings))
         _ = results[DEAD_LETTER] | beam.Map(lambda r: pytest.fail(f"dead letter: {r}"))
     (span,) = spans.complete_spans(settings)
-    path = Path(settings.data_dir) / f"span-{span}" / "data.csv"
+    path = Path(settings.data.data_dir) / f"span-{span}" / "data.csv"
     assert len(read_csv(path)) == 200
     stats = tfdv.generate_statistics_from_csv(str(path), stats_options=tfdv.StatsOptions(
         schema=schema))
