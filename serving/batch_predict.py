@@ -31,7 +31,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from models import features
 from models.model import KEY_INPUT, SERVING_KEYED_SIGNATURE
-from pipeline import configs, garbage_collection, spans
+from pipeline import configs, garbage_collection, progress, spans
 from serving import paths, warehouse
 from serving.tensors import Signature
 
@@ -206,7 +206,9 @@ def run(settings: configs.Settings, span: Optional[int] = None,
 
     started = time.perf_counter()
     try:
-        with beam.Pipeline(options=PipelineOptions(settings.beam_pipeline_args)) as p:
+        # The job runs when the `with` ends, under the bar (elapsed time; on a terminal only).
+        with progress.bar(desc=f"predicting span {span} ({len(files)} file(s))"), \
+                beam.Pipeline(options=PipelineOptions(settings.beam_pipeline_args)) as p:
             predictions = (
                 p
                 | "Files" >> beam.Create(files)
