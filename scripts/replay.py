@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -26,7 +27,7 @@ from typing import Optional
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline import metadata  # noqa: E402
+from pipeline import metadata, progress  # noqa: E402
 from pipeline.names import AUC_PROPERTY, PROGRESSIVE_VALIDATION_ID  # noqa: E402
 from pipeline.settings import PipelineSettings  # noqa: E402
 from pipeline.spans import mark_complete  # noqa: E402
@@ -93,6 +94,17 @@ def trigger(env: dict[str, str]) -> subprocess.CompletedProcess:
                           cwd=ROOT, capture_output=True, text=True)
 
 
+def run_log_text(completed: subprocess.CompletedProcess) -> str:
+    """The run's full log (the runner's console names it last: `Full log: <path>`), where
+    the Trainer's lines are; the console output itself if there is none."""
+    output = completed.stdout + completed.stderr
+    paths = re.findall(r"^Full log: (.+)$", output, re.MULTILINE)
+    if paths and os.path.isfile(paths[-1]):
+        with open(paths[-1], errors="replace") as f:
+            return f.read()
+    return output
+
+
 def _fmt(value, pattern: str = "{:.3f}") -> str:
     return "—" if value is None else pattern.format(value)
 
@@ -148,8 +160,10 @@ def main() -> None:
     if args.out.exists():
         shutil.rmtree(args.out)  # a replay starts from nothing
     results: dict[str, list[SpanResult]] = {variant: [] for variant in VARIANTS}
+    bar = progress.bar(total=args.spans * len(VARIANTS), desc="replay", unit="run")
     for span in range(1, args.spans + 1):
         for variant, overrides in VARIANTS.items():
+            bar.set_postfix_str(f"span {span}, {variant} start")
             work = args.out / variant
             copy_span(args.source, work / "data", span, args.rows_per_span)
             env = {"PIPELINE_ENABLE_TUNING": "0", **os.environ, **overrides,
@@ -159,13 +173,15 @@ def main() -> None:
             settings = PipelineSettings.load(
                 {k: v for k, v in env.items() if k.startswith("PIPELINE_")})
             result = run_result(settings, span, completed.returncode == 0,
-                                completed.stdout + completed.stderr)
+                                run_log_text(completed))
             results[variant].append(result)
-            print(f"span {span} ({variant} start): "
-                  f"{'ok' if result.ok else 'run failed, see ' + str(work)}, "
-                  f"served AUC {_fmt(result.progressive_auc)}, candidate AUC "
-                  f"{_fmt(result.candidate_auc)}, train {_fmt(result.train_seconds, '{:.1f}')} s",
-                  flush=True)
+            progress.say(f"span {span} ({variant} start): "
+                         f"{'ok' if result.ok else 'run failed, see ' + str(work)}, "
+                         f"served AUC {_fmt(result.progressive_auc)}, candidate AUC "
+                         f"{_fmt(result.candidate_auc)}, "
+                         f"train {_fmt(result.train_seconds, '{:.1f}')} s")
+            bar.update()
+    bar.close()
     report = table(results["warm"], results["cold"])
     print("\n" + report)
     plot(results["warm"], results["cold"], args.out / "replay.png")
