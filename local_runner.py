@@ -1,23 +1,60 @@
 """Runs the pipeline on this machine with TFX's LocalDagRunner and a SQLite MLMD store.
 
-    python local_runner.py                     # or: make run
+    python local_runner.py [--verbose]         # or: make run
     tfx pipeline create --engine local --pipeline_path local_runner.py
     tfx run create --engine local --pipeline_name taxi-tips
 
 Settings come from pipeline/settings.py and `PIPELINE_*` environment variables. The full log
-of a run goes to <output dir>/logs/ (pipeline/run_log.py); the console shows the project's
-own log lines, then the summary, or on failure one message naming the span and what to do.
+of a run goes to <output dir>/logs/ (pipeline/run_log.py); the console shows one line per
+component as it starts and ends (pipeline/progress.py) and the project's warnings, then the
+summary, or on failure one message naming the span and what to do, and the log's path.
+`--verbose` (or PIPELINE_VERBOSE=1) streams the whole log to the console too.
 """
+import argparse
+import atexit
 import dataclasses
+import os
+import sys
+import warnings
 from typing import Optional
 
 from pipeline import runtime  # first: Keras 2, GC, warnings (imports nothing heavy)
+
+from pipeline import run_log  # noqa: E402 (imports nothing heavy)
+
+
+def parse_options(argv: list[str]) -> argparse.Namespace:
+    """Lenient: unknown arguments are reported and ignored (the TFX CLI runs this file too)."""
+    parser = argparse.ArgumentParser(
+        prog="local_runner.py", description="Runs the pipeline on this machine (make run).",
+        epilog="Settings are PIPELINE_* environment variables (see docs/settings.md). The full "
+               "log goes to <PIPELINE_OUTPUT_DIR>/logs/.")
+    parser.add_argument(
+        "--verbose", action="store_true",
+        default=os.environ.get("PIPELINE_VERBOSE", "").strip().lower() in ("1", "true", "yes"),
+        help="stream the whole log (TFX, Beam, TensorFlow) to the console as well as to the "
+             "log file (also PIPELINE_VERBOSE=1)")
+    options, unknown = parser.parse_known_args(argv)
+    if unknown:
+        print(f"local_runner.py: ignoring unknown arguments {' '.join(unknown)} (see --help)",
+              file=sys.stderr)
+    return options
+
+
+if __name__ == "__main__":
+    # Before TensorFlow loads: `--help` answers at once, and the lines TensorFlow writes while
+    # it loads go to the top of the run's log (to the console if the run stops before it).
+    OPTIONS = parse_options(sys.argv[1:])
+    EARLY: Optional[run_log.EarlyOutput] = run_log.capture_early()
+    atexit.register(EARLY.release)  # an import error's traceback still reaches the console
+else:
+    OPTIONS, EARLY = parse_options([]), None
 
 with runtime.paused_for_imports():
     from absl import logging
     from tfx import v1 as tfx
 
-    from pipeline import input_check, preflight, rejections, run_log, run_summary, spans
+    from pipeline import input_check, preflight, progress, rejections, run_summary, spans
     from pipeline.names import EXAMPLE_GEN_ID
     from pipeline.pipeline import create_pipeline
     from pipeline.settings import PipelineSettings
@@ -45,10 +82,14 @@ def ingest_earlier_spans(settings: PipelineSettings, metadata,
         state.span = todo[0]
         span = state.span
         logging.info("Ingesting earlier span %d", span)
-        input_check.ingest_earlier_span(
-            settings, span, lambda: tfx.orchestration.LocalDagRunner().run(create_pipeline(
-                settings, metadata_connection_config=metadata, ingest_only_span=span)),
-            run_log.failed_node)
+        # One console line for the span's ExampleGen run, not one per component.
+        with progress.step(f"Ingesting earlier span {span}") as step:
+            if not input_check.ingest_earlier_span(
+                    settings, span, lambda: tfx.orchestration.LocalDagRunner().run(
+                        create_pipeline(settings, metadata_connection_config=metadata,
+                                        ingest_only_span=span)),
+                    run_log.failed_node):
+                step.outcome = "rejected"
         ingested.add(span)
 
 
@@ -73,7 +114,7 @@ def failure_message(settings: PipelineSettings, error: Exception, state: RunStat
     return run_log.crash_message(error, node, state.span)
 
 
-def main() -> None:
+def main(verbose: bool = False, early: Optional[run_log.EarlyOutput] = None) -> None:
     logging.set_verbosity(logging.INFO)
     try:
         settings = PipelineSettings.load(orchestrator="local")
@@ -83,16 +124,23 @@ def main() -> None:
         span = None if settings.example_gen_reads_window else spans.newest_complete_span(
             settings, rejections.of_pipeline(settings))
     except ValueError as error:
+        if early is not None:
+            early.release(replay=verbose)  # TensorFlow's loading lines: not the point here
         raise SystemExit(f"error: {error}") from None
     metadata = tfx.orchestration.metadata.sqlite_metadata_connection_config(
         settings.metadata_path)
     # `tfx pipeline create/compile` runs this file with run() patched to only capture the
     # pipeline: nothing may be ingested then (`tfx run create` runs the file for real).
     if hasattr(tfx.orchestration.LocalDagRunner.run, "__wrapped__"):
+        if early is not None:
+            early.release()
         tfx.orchestration.LocalDagRunner().run(
             create_pipeline(settings, metadata_connection_config=metadata, span=span))
         return
-    with run_log.to_file(settings) as log:
+    with run_log.to_file(settings, verbose=verbose, early=early) as log:
+        log.print(f"Running {settings.name}"
+                  + (f" on span {span}" if span is not None else "")
+                  + f" (full log: {log.path})")
         state = RunState()
         try:
             run(settings, metadata, span, state)
@@ -104,4 +152,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(OPTIONS.verbose, EARLY)

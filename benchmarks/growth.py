@@ -41,6 +41,7 @@ import psutil  # noqa: E402
 
 from benchmarks import pipeline_vs_official as reference  # noqa: E402  (snapshot, environment)
 from benchmarks import process_tree  # noqa: E402
+from pipeline import progress  # noqa: E402
 
 REPO = reference.REPO
 PIPELINE_NAME = reference.OUR_PIPELINE_NAME
@@ -160,10 +161,12 @@ def ensure_data(data_root: Path, rows: int, files_per_span: int = 1) -> Path:
     manifest = data_dir / "spans.json"
     if manifest.is_file() and json.loads(manifest.read_text()).get("rows") == rows:
         return data_dir
-    print(f"generating {rows} rows into {data_dir} ...", flush=True)
+    progress.say(f"generating {rows} rows into {data_dir} ...")
+    # Its own bar would fight with the benchmark's on the same terminal line.
     subprocess.run([sys.executable, "-m", "cli.main", "generate-data", str(data_dir),
                     "--rows", str(rows), "--spans", str(NUM_SPANS),
-                    "--files-per-span", str(files_per_span)], cwd=REPO, check=True)
+                    "--files-per-span", str(files_per_span)], cwd=REPO, check=True,
+                   env={**os.environ, "TQDM_DISABLE": "1"})
     return data_dir
 
 
@@ -175,8 +178,7 @@ def run_once(project: Path, data_dir: Path, rows: int, workers: int, workdir: Pa
                "PIPELINE_ENABLE_TUNING": "0",
                "PIPELINE_BEAM_DIRECT_NUM_WORKERS": str(workers)}
     log = workdir / "logs" / f"{slug}.log"
-    print(f"[{rows} rows, {MODE_NAMES.get(workers, workers)}] running (log {log}) ...",
-          flush=True)
+    progress.say(f"[{rows} rows, {MODE_NAMES.get(workers, workers)}] running (log {log}) ...")
     sampler = TreeSampler()
     measured = process_tree.run_measured(
         (sys.executable, "local_runner.py"), cwd=project, env=run_env, log_path=log,
@@ -187,12 +189,12 @@ def run_once(project: Path, data_dir: Path, rows: int, workers: int, workdir: Pa
     result = RunResult(rows=rows, workers=workers, wall_s=measured.wall_s,
                        peak_gb=max([0] + [s.pss_bytes for s in sampler.samples]) / 2**30,
                        busy_cores=cores_busy(sampler.samples), components=components)
-    print(f"[{rows} rows, {result.mode}] {result.wall_s:.0f} s, peak {result.peak_gb:.2f} GB "
-          "PSS, " + ", ".join(f"{n} {c.wall_s:.0f} s/{c.peak_gb:.1f} GB/{c.busy_cores:.2f} cores"
-                              for n, c in components.items() if n in SHOWN_COMPONENTS),
-          flush=True)
+    progress.say(f"[{rows} rows, {result.mode}] {result.wall_s:.0f} s, peak {result.peak_gb:.2f} "
+                 "GB PSS, " + ", ".join(
+                     f"{n} {c.wall_s:.0f} s/{c.peak_gb:.1f} GB/{c.busy_cores:.2f} cores"
+                     for n, c in components.items() if n in SHOWN_COMPONENTS))
     if not (output_dir / "serving_model" / PIPELINE_NAME).is_dir():
-        print(f"  note: no model pushed (see {log})", flush=True)
+        progress.say(f"  note: no model pushed (see {log})")
     return result
 
 
@@ -266,14 +268,19 @@ def run_benchmark(args: argparse.Namespace, workdir: Path) -> None:
     print(f"work dir {workdir}; {REPO} at {reference.git_description(REPO)} (snapshot); "
           f"{machine_load()}", flush=True)
     results = []
+    bar = progress.bar(total=len(args.rows) * len(args.workers), desc="growth", unit="run")
     for rows in args.rows:
+        bar.set_postfix_str(f"generating {rows} rows")
         data_dir = ensure_data(args.data_root or workdir / "data", rows, args.files_per_span)
         for workers in args.workers:
+            bar.set_postfix_str(f"{rows} rows, {MODE_NAMES.get(workers, workers)}")
             results.append(run_once(project, data_dir, rows, workers, workdir, env,
                                     args.sample_interval))
+            bar.update()
             if args.json:
                 args.json.write_text(json.dumps([dataclasses.asdict(r) for r in results],
                                                 indent=1))
+    bar.close()
     print_report(results, machine_load())
 
 

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pipeline import progress
 from pipeline.settings import PipelineSettings
 from pipeline.spans import mark_complete
 
@@ -141,6 +142,7 @@ def generate(out_dir: Path, rows: int, num_spans: int, seed: int,
     rows_per_span = rows // num_spans
     extra = rows - rows_per_span * num_spans  # the first spans get one more row
     manifest = []
+    bar = progress.bar(total=rows, desc="generating", unit="row", unit_scale=True)
     for source, targets in zip(sources, plan(len(sources), num_spans)):
         if not targets:
             continue
@@ -157,6 +159,8 @@ def generate(out_dir: Path, rows: int, num_spans: int, seed: int,
             start += size
             write_span(part, out_dir / f"span-{span}", marker, files_per_span)
             manifest.append({"span": span, "rows": size, "source_span": source})
+            bar.update(size)
+    bar.close()
     (out_dir / "spans.json").write_text(json.dumps(
         {"rows": rows, "spans": num_spans, "seed": seed, "source": str(source_dir),
          "files_per_span": files_per_span, "files": manifest}, indent=2) + "\n")

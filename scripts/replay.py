@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 from typing import Optional
 
-from pipeline import metadata
+from pipeline import metadata, progress
 from pipeline.names import AUC_PROPERTY, PROGRESSIVE_VALIDATION_ID
 from pipeline.settings import PipelineSettings
 from pipeline.spans import mark_complete
@@ -92,6 +93,17 @@ def trigger(env: dict[str, str]) -> subprocess.CompletedProcess:
                           cwd=ROOT, capture_output=True, text=True)
 
 
+def run_log_text(completed: subprocess.CompletedProcess) -> str:
+    """The run's full log (the runner's console names it last: `Full log: <path>`), where
+    the Trainer's lines are; the console output itself if there is none."""
+    output = completed.stdout + completed.stderr
+    paths = re.findall(r"^Full log: (.+)$", output, re.MULTILINE)
+    if paths and os.path.isfile(paths[-1]):
+        with open(paths[-1], errors="replace") as f:
+            return f.read()
+    return output
+
+
 def _fmt(value, pattern: str = "{:.3f}") -> str:
     return "—" if value is None else pattern.format(value)
 
@@ -145,8 +157,10 @@ def replay(source: Path = ROOT / "data", spans: int = 6, rows_per_span: int = 0,
     if out.exists():
         shutil.rmtree(out)  # a replay starts from nothing
     results: dict[str, list[SpanResult]] = {variant: [] for variant in VARIANTS}
+    bar = progress.bar(total=spans * len(VARIANTS), desc="replay", unit="run")
     for span in range(1, spans + 1):
         for variant, overrides in VARIANTS.items():
+            bar.set_postfix_str(f"span {span}, {variant} start")
             work = out / variant
             copy_span(Path(source), work / "data", span, rows_per_span)
             env = {"PIPELINE_ENABLE_TUNING": "0", **os.environ, **overrides,
@@ -156,13 +170,15 @@ def replay(source: Path = ROOT / "data", spans: int = 6, rows_per_span: int = 0,
             settings = PipelineSettings.load(
                 {k: v for k, v in env.items() if k.startswith("PIPELINE_")})
             result = run_result(settings, span, completed.returncode == 0,
-                                completed.stdout + completed.stderr)
+                                run_log_text(completed))
             results[variant].append(result)
-            print(f"span {span} ({variant} start): "
-                  f"{'ok' if result.ok else 'run failed, see ' + str(work)}, "
-                  f"served AUC {_fmt(result.progressive_auc)}, candidate AUC "
-                  f"{_fmt(result.candidate_auc)}, train {_fmt(result.train_seconds, '{:.1f}')} s",
-                  flush=True)
+            progress.say(f"span {span} ({variant} start): "
+                         f"{'ok' if result.ok else 'run failed, see ' + str(work)}, "
+                         f"served AUC {_fmt(result.progressive_auc)}, candidate AUC "
+                         f"{_fmt(result.candidate_auc)}, "
+                         f"train {_fmt(result.train_seconds, '{:.1f}')} s")
+            bar.update()
+    bar.close()
     report = table(results["warm"], results["cold"])
     print("\n" + report)
     plot(results["warm"], results["cold"], out / "replay.png")

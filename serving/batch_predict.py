@@ -29,7 +29,7 @@ from apache_beam.ml.inference.base import ModelHandler, RunInference
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from models import features
-from pipeline import runtime, spans
+from pipeline import progress, runtime, spans
 from pipeline.names import KEY_INPUT, SERVING_KEYED_SIGNATURE
 from pipeline.settings import PipelineSettings
 from serving import paths, warehouse
@@ -210,7 +210,9 @@ def run(settings: BatchPredictSettings, pipeline: PipelineSettings, span: Option
 
     started = time.perf_counter()
     try:
-        with beam.Pipeline(options=PipelineOptions(pipeline.beam_pipeline_args)) as p:
+        # The job runs when the `with` ends, under the bar (elapsed time; on a terminal only).
+        with progress.bar(desc=f"predicting span {span} ({len(files)} file(s))"), \
+                beam.Pipeline(options=PipelineOptions(pipeline.beam_pipeline_args)) as p:
             predictions = (
                 p
                 | "Files" >> beam.Create(files)
