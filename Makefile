@@ -32,7 +32,7 @@ lock:
 	$(UV) pip compile --python-version 3.10 --extra dev pyproject.toml -o requirements.lock
 
 run: setup
-	$(PY) local_runner.py $(ARGS)
+	$(CLI) run $(ARGS)
 
 test: setup browser
 	$(PY) -m pytest -q --durations=20

@@ -8,14 +8,12 @@ Settings come from pipeline/settings.py and `PIPELINE_*` environment variables. 
 of a run goes to <output dir>/logs/ (pipeline/run_log.py); the console shows one line per
 component as it starts and ends (pipeline/progress.py) and the project's warnings, then the
 summary, or on failure one message naming the span and what to do, and the log's path.
-`--verbose` (or PIPELINE_VERBOSE=1) streams the whole log to the console too.
+`--verbose` streams the whole log to the console too (`tfx-template run --verbose`).
 """
 import argparse
 import atexit
 import dataclasses
-import os
 import sys
-import warnings
 from typing import Optional
 
 from pipeline import runtime  # first: Keras 2, GC, warnings (imports nothing heavy)
@@ -31,9 +29,8 @@ def parse_options(argv: list[str]) -> argparse.Namespace:
                "log goes to <PIPELINE_OUTPUT_DIR>/logs/.")
     parser.add_argument(
         "--verbose", action="store_true",
-        default=os.environ.get("PIPELINE_VERBOSE", "").strip().lower() in ("1", "true", "yes"),
         help="stream the whole log (TFX, Beam, TensorFlow) to the console as well as to the "
-             "log file (also PIPELINE_VERBOSE=1)")
+             "log file")
     options, unknown = parser.parse_known_args(argv)
     if unknown:
         print(f"local_runner.py: ignoring unknown arguments {' '.join(unknown)} (see --help)",
@@ -54,7 +51,8 @@ with runtime.paused_for_imports():
     from absl import logging
     from tfx import v1 as tfx
 
-    from pipeline import input_check, preflight, progress, rejections, run_summary, spans
+    from pipeline import (input_check, preflight, progress, rejections, run_summary, spans,
+                          tfx_cli)
     from pipeline.names import EXAMPLE_GEN_ID
     from pipeline.pipeline import create_pipeline
     from pipeline.settings import PipelineSettings
@@ -131,7 +129,7 @@ def main(verbose: bool = False, early: Optional[run_log.EarlyOutput] = None) -> 
         settings.metadata_path)
     # `tfx pipeline create/compile` runs this file with run() patched to only capture the
     # pipeline: nothing may be ingested then (`tfx run create` runs the file for real).
-    if hasattr(tfx.orchestration.LocalDagRunner.run, "__wrapped__"):
+    if tfx_cli.run_is_patched(tfx.orchestration.LocalDagRunner):
         if early is not None:
             early.release()
         tfx.orchestration.LocalDagRunner().run(

@@ -90,6 +90,41 @@ def _exit(code: Optional[int]) -> None:
     raise typer.Exit(code or 0)
 
 
+# ------------------------------------------------------------------ the pipeline
+
+@app.command(epilog=_examples(
+    "make run                        # the whole pipeline on data/ (the newest span)",
+    "make run ARGS=--verbose         # the full log on the console too",
+    "tfx-template run --verbose      # the same",
+    "PIPELINE_ENABLE_TUNING=0 tfx-template run     # settings: PIPELINE_* variables",
+))
+def run(
+    verbose: bool = typer.Option(
+        False, "--verbose", help="stream the whole log (TFX, Beam, TensorFlow) to the console "
+        "as well as to the run's log file"),
+) -> None:
+    """Run the pipeline on this machine (local_runner.py: TFX's LocalDagRunner, SQLite MLMD).
+
+    Ingests the newest complete span (the earlier spans of the training window first, on a
+    new pipeline), trains, evaluates on the new span's hold-out and pushes a blessed model.
+    The console shows one line per component and a summary; the full log is in
+    <PIPELINE_OUTPUT_DIR>/logs/.
+    """
+    import runpy
+    import sys
+
+    from pipeline.settings import PROJECT_ROOT
+
+    runner = str(PROJECT_ROOT / "local_runner.py")
+    sys.argv = [runner, *(["--verbose"] if verbose else [])]
+    try:
+        runpy.run_path(runner, run_name="__main__")
+    except SystemExit as stop:
+        if isinstance(stop.code, str):
+            raise
+        _exit(stop.code)
+
+
 # ------------------------------------------------------------------ continuous training
 
 @app.command(epilog=_examples(

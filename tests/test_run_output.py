@@ -71,7 +71,6 @@ def pipeline(tmp_path_factory) -> dict:
     tmp_path = tmp_path_factory.mktemp("run_output")
     write_data_slice(tmp_path / "data", [1, 2], ROWS_PER_SPAN)
     env = run_env(tmp_path, **FAST_ENV)
-    env.pop("PIPELINE_VERBOSE", None)
     return {"env": env, "tmp_path": tmp_path, "first": _run(env)}
 
 
