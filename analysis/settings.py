@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from pipeline.settings import SettingsModel, env_config
+from pipeline.settings_model import SettingsModel, env_config
 
 
 class ReportSettings(SettingsModel):

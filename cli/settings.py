@@ -13,14 +13,8 @@ from pydantic import Field, model_validator
 from pydantic.fields import FieldInfo
 
 from analysis.settings import ReportSettings
-from pipeline.settings import (
-    PROJECT_ROOT,
-    PipelineSettings,
-    SettingsModel,
-    SettingsTree,
-    bounds_text,
-    env_fields,
-)
+from pipeline.settings import PROJECT_ROOT, PipelineSettings
+from pipeline.settings_model import SettingsModel, SettingsTree, bounds_text, env_fields
 from serving.settings import BatchPredictSettings, ServingSettings
 from streaming.settings import StreamingSettings
 

@@ -13,6 +13,7 @@ from pipeline.components.leakage_check import LeakageCheck
 from pipeline.components.progressive_validation import ProgressiveValidation
 from pipeline.components.tflite_exporter import TFLiteExporter
 from pipeline.components.window_examples import WindowExamples
+from pipeline.code_fingerprint import models_fingerprint
 from pipeline.evaluation import eval_config
 from pipeline.names import (BASELINE_RESOLVER_ID, BIGQUERY_EXAMPLE_GEN_ID, CANDIDATE_KEY,
                             CURRENT_MODEL_RESOLVER_ID, DRIFT_CHECK_ID, EXAMPLE_GEN_ID,
@@ -22,7 +23,7 @@ from pipeline.names import (BASELINE_RESOLVER_ID, BIGQUERY_EXAMPLE_GEN_ID, CANDI
 from pipeline.resolvers import (AcceptedSpanRangeStrategy, CurrentModelStrategy,
                                 LatestBlessedBaselineStrategy)
 from pipeline.settings import (LeakageSettings, PipelineSettings, TfliteSettings,
-                               TrainingSettings, TransformSettings, models_fingerprint)
+                               TrainingSettings, TransformSettings)
 
 
 def _example_gen(settings: PipelineSettings, span: Optional[int]) -> tfx.types.BaseComponent:

@@ -5,7 +5,8 @@ import os
 import tempfile
 
 from pipeline import spans
-from pipeline.settings import PipelineSettings, SettingsError
+from pipeline.settings import PipelineSettings
+from pipeline.settings_model import SettingsError
 
 
 def check_local_paths(settings: PipelineSettings) -> None:

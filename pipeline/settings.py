@@ -18,27 +18,24 @@ system when imported or loaded, so runners and tests can build settings freely.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import re
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional, get_args
+from typing import Annotated, Any, Literal
 
-import pydantic
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-from pydantic_settings import EnvSettingsSource, NoDecode
-from pydantic_settings.sources.utils import parse_env_vars
-from typing_extensions import Self
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import NoDecode
 
 from models import features
+from pipeline.beam_args import beam_preset_args
+from pipeline.settings_model import (SettingsModel, SettingsTree,
+                                     env_config)
 
 # The checkout (or installed editable project) that holds pipeline/, models/, data/, schema/.
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-MODELS_DIR = PROJECT_ROOT / "models"
 
 STRATEGIES = ("default", "mirrored", "multi_worker", "parameter_server")
-TFLITE_QUANTIZATIONS = ("dynamic", "int8")  # see pipeline/tflite.py
+TFLITE_QUANTIZATIONS = ("dynamic", "int8")  # see pipeline/components/tflite_exporter.py
 # The names Kubeflow Pipelines v2 / Vertex accept; every runner uses them, so pipelines port.
 PIPELINE_NAME_PATTERN = re.compile(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?")
 
@@ -50,212 +47,13 @@ BEAM_PRESETS = ("direct", "dataflow", "flink", "spark")
 # Where the Dockerfile puts this project in the pipeline image.
 IMAGE_PROJECT_ROOT = Path("/pipeline")
 
-ENV_PREFIX = "PIPELINE_"
-
-
-class SettingsError(ValueError):
-    """A setting that cannot work; the message names the PIPELINE_* variable to change."""
-
-
 def features_default(name: str) -> dict:
     """`json_schema_extra` of a field whose default is `name` in models/features.py: the
     settings reference names it instead of its value (`make new-dataset` rewrites the file)."""
     return {"shown_default": f"`{name}` in `models/features.py`"}
 
 
-# ---- loading ---------------------------------------------------------------------------------
-
-
-class _MappingSource(EnvSettingsSource):
-    """pydantic-settings' environment source over a given mapping (the process environment
-    by default), descending into the groups of a tree: every field is read from the variable
-    its alias names (never from a nested `PIPELINE_DATA__...` name, nor its field name)."""
-
-    def __init__(self, settings_cls: type[SettingsModel],
-                 environ: Optional[Mapping[str, str]] = None):
-        self._environ = os.environ if environ is None else environ
-        super().__init__(settings_cls, case_sensitive=True, env_ignore_empty=True)
-
-    def _load_env_vars(self) -> Mapping[str, Optional[str]]:
-        return parse_env_vars(self._environ, self.case_sensitive, self.env_ignore_empty,
-                              self.env_parse_none_str)
-
-    def __call__(self) -> dict[str, Any]:
-        values = super().__call__()
-        for name, field in self.settings_cls.model_fields.items():
-            if _is_group(field.annotation):
-                values[name] = type(self)(field.annotation, self._environ)()
-        return values
-
-
-class SettingsModel(BaseModel):
-    """A frozen group of settings, each field read from the variable its alias names.
-
-    `load(environ, **overrides)`: defaults, then the variables of `environ` (the process
-    environment by default; empty values count as unset), then `overrides` (by field name;
-    a tree such as PipelineSettings takes the variable's name instead, see SettingsTree).
-    Validation never reads the environment: only `load` does."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid", protected_namespaces=())
-
-    @classmethod
-    def load(cls, environ: Optional[Mapping[str, str]] = None, **overrides: Any) -> Self:
-        return cls._validated(_deep_update(_MappingSource(cls, environ)(),
-                                           cls._nested(overrides)))
-
-    def with_overrides(self, **overrides: Any) -> Self:
-        """A validated copy with these settings changed (the keys `load` takes)."""
-        return self._validated(_deep_update(self.model_dump(by_alias=True),
-                                            self._nested(overrides)))
-
-    @classmethod
-    def override_keys(cls) -> dict[str, list[tuple[str, ...]]]:
-        """Override key -> where its value goes in the validated input: a group's field's
-        alias (its variable), under the group's name. In a group: its field names."""
-        return {name: [(field.alias or name,)] for name, field in cls.model_fields.items()
-                if not _is_group(field.annotation)}
-
-    @classmethod
-    def _nested(cls, overrides: Mapping[str, Any]) -> dict[str, Any]:
-        keys = cls.override_keys()
-        nested: dict[str, Any] = {}
-        for key, value in overrides.items():
-            if key not in keys:
-                raise TypeError(f"{cls.__name__} has no setting {key!r}; settings: "
-                                f"{', '.join(sorted(keys))}")
-            for *groups, leaf in keys[key]:
-                node = nested
-                for group in groups:
-                    node = node.setdefault(group, {})
-                node[leaf] = value
-        return nested
-
-    @classmethod
-    def _validated(cls, values: dict[str, Any]) -> Self:
-        try:
-            return cls.model_validate(values)
-        except pydantic.ValidationError as error:
-            raise SettingsError(readable(error, cls)) from None
-
-
-def _is_group(annotation: Any) -> bool:
-    return isinstance(annotation, type) and issubclass(annotation, SettingsModel)
-
-
-def _deep_update(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in update.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
-            merged[key] = _deep_update(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
-def env_fields(cls: type[SettingsModel]):
-    """(group path, field name, FieldInfo) of every variable of a settings tree, in order."""
-    for name, field in cls.model_fields.items():
-        if _is_group(field.annotation):
-            for path, leaf, info in env_fields(field.annotation):
-                yield (name, *path), leaf, info
-        else:
-            yield (), name, field
-
-
-# ---- readable errors -------------------------------------------------------------------------
-
-_EXPECTED = {
-    "int_parsing": "integer", "int_type": "integer", "int_from_float": "integer",
-    "float_parsing": "number", "float_type": "number",
-    "bool_parsing": "bool (1, true, yes, on or 0, false, no, off)", "bool_type": "bool",
-    "string_type": "text",
-}
-_BOUNDS = ("greater_than", "greater_than_equal", "less_than", "less_than_equal")
-
-
-def readable(error: pydantic.ValidationError, cls: type[SettingsModel]) -> str:
-    """One line per problem, each naming the variable: `PIPELINE_TRAIN_STEPS='x': expected
-    integer`, `PIPELINE_PS_TASKS must be at least 1, got 0`, or a validator's own message."""
-    lines = []
-    for problem in error.errors(include_url=False):
-        cause = problem.get("ctx", {}).get("error")
-        if problem["type"] == "value_error" and cause is not None:
-            lines.append(str(cause))
-            continue
-        field = _field_at(cls, problem["loc"])
-        variable = field.alias if field is not None and field.alias else ".".join(
-            map(str, problem["loc"]))
-        value = problem["input"]
-        if problem["type"] in _BOUNDS and field is not None:
-            lines.append(f"{variable} must be {bounds_text(field)}, got {value}")
-        elif problem["type"] == "literal_error" and field is not None:
-            lines.append(f"{variable}={value!r}: expected one of "
-                         f"{', '.join(map(str, get_args(field.annotation)))}")
-        else:
-            expected = _EXPECTED.get(problem["type"], problem["msg"])
-            lines.append(f"{variable}={value!r}: expected {expected}")
-    return "\n".join(lines)
-
-
-def _field_at(cls: type[SettingsModel], loc: tuple) -> Optional[pydantic.fields.FieldInfo]:
-    """The field a validation error's location names, by field name or alias."""
-    model, field = cls, None
-    for part in loc:
-        if model is None:
-            return None
-        field = next((f for name, f in model.model_fields.items()
-                      if part in (name, f.alias)), None)
-        if field is None:
-            return None
-        model = field.annotation if _is_group(field.annotation) else None
-    return field
-
-
-def bounds_text(field: pydantic.fields.FieldInfo) -> str:
-    """A numeric field's bounds in words: "at least 1", "between 0 and 1", "in (0, 1]"."""
-    bound = {kind: getattr(meta, kind) for meta in field.metadata
-             for kind in ("gt", "ge", "lt", "le") if getattr(meta, kind, None) is not None}
-    low = ("ge", bound["ge"]) if "ge" in bound else ("gt", bound["gt"]) if "gt" in bound else None
-    high = ("le", bound["le"]) if "le" in bound else ("lt", bound["lt"]) if "lt" in bound else None
-    if low and high:
-        if low[0] == "ge" and high[0] == "le":
-            return f"between {low[1]} and {high[1]}"
-        if low[0] == "gt" and high[0] == "lt":
-            return f"between {low[1]} and {high[1]} (exclusive)"
-        opening, closing = "[" if low[0] == "ge" else "(", "]" if high[0] == "le" else ")"
-        return f"in {opening}{low[1]}, {high[1]}{closing}"
-    if low:
-        if low == ("ge", 0):
-            return "0 or more"
-        return f"at least {low[1]}" if low[0] == "ge" else f"more than {low[1]}"
-    if high:
-        return f"at most {high[1]}" if high[0] == "le" else f"less than {high[1]}"
-    return "valid"
-
-
-class SettingsTree(SettingsModel):
-    """Settings made of groups, whose overrides are keyed by variable: the name without
-    PIPELINE_, lower-cased (`train_steps=5` sets PIPELINE_TRAIN_STEPS wherever it is read)."""
-
-    @classmethod
-    def override_keys(cls) -> dict[str, list[tuple[str, ...]]]:
-        keys: dict[str, list[tuple[str, ...]]] = {}
-        for path, _, field in env_fields(cls):
-            keys.setdefault(field.alias.removeprefix(ENV_PREFIX).lower(), []).append(
-                (*path, field.alias))
-        return keys
-
-
 # ---- the groups ------------------------------------------------------------------------------
-
-
-def env_config(prefix: str = "", title: Optional[str] = None) -> ConfigDict:
-    """A group's config: each field's variable is PIPELINE_ + `prefix` + the field name in
-    capitals (`env_config("BEAM_")`: preset -> PIPELINE_BEAM_PRESET); an explicit alias wins.
-    `title` heads the group in the settings reference (default: the class name)."""
-    config = ConfigDict(alias_generator=lambda name: ENV_PREFIX + prefix + name.upper())
-    return ConfigDict(config, title=title) if title else config
-
 
 class DataSettings(SettingsModel):
     """Where the data is and how it is read: spans, the training window, the schema."""
@@ -732,60 +530,3 @@ def validate_kubeflow_name(name: str) -> None:
             f"PIPELINE_NAME={name!r}: use lowercase letters, digits and hyphens, starting with "
             "a letter and at most 63 characters (Kubeflow Pipelines v2 and Vertex AI accept "
             "nothing else), e.g. 'my-pipeline'")
-
-
-def beam_preset_args(beam: BeamSettings, cloud: CloudSettings, temp_dir: str,
-                     reads_bigquery: bool = False) -> list[str]:
-    """Beam arguments of the data components (ExampleGen, StatisticsGen, Transform, Evaluator)
-    for `beam.preset`; PIPELINE_EXTRA_BEAM_ARGS follow them and win on conflicts.
-
-    direct    Beam's DirectRunner inside the component's own process (the default).
-    dataflow  Google Cloud Dataflow in gcp_project/gcp_region, temp files in temp_dir.
-    flink     an Apache Flink cluster: FlinkRunner submits an uber jar to the JobManager's REST
-              address (beam.cluster_address, host:8081); no job server to run.
-    spark     an Apache Spark cluster: SparkRunner submits an uber jar to the master's REST
-              URL (beam.cluster_address, http://host:6066).
-
-    Remote workers run cloud.container_image (it has TFX and this project installed and Beam's
-    boot entrypoint), so TFX stages no sdist of itself. Flink and Spark start it with Docker on
-    each worker; for a worker-pool sidecar instead, add
-    `--environment_type=EXTERNAL --environment_config=localhost:50000`.
-    """
-    gcp = [f"--project={cloud.gcp_project}", f"--region={cloud.gcp_region}",
-           f"--temp_location={temp_dir}"]
-    if beam.preset == "direct":
-        # Any Beam argument makes TFX package itself into an sdist for remote workers, in
-        # every Beam component (seconds each); the in-process DirectRunner needs none.
-        # "auto" is resolved against the data when the pipeline is built
-        # (spans.with_beam_workers); unresolved (e.g. the batch job) it means in-process.
-        workers = beam.direct_num_workers
-        args = [] if workers in ("auto", "1") else [
-            "--direct_running_mode=multi_processing", f"--direct_num_workers={workers}"]
-        # BigQuery reads export through the project's jobs and a gs:// temp location.
-        return args + (gcp if reads_bigquery else [])
-    image = cloud.container_image
-    if beam.preset == "dataflow":
-        # Custom containers need Dataflow Runner v2.
-        return ["--runner=DataflowRunner", *gcp,
-                f"--sdk_container_image={image}", "--experiments=use_runner_v2"]
-    portable = ["--environment_type=DOCKER", f"--environment_config={image}",
-                # Tells TFX and Beam the workers' image has every dependency: nothing staged.
-                f"--sdk_container_image={image}"]
-    if beam.preset == "flink":
-        return ["--runner=FlinkRunner", f"--flink_master={beam.cluster_address}",
-                "--flink_submit_uber_jar", *portable]
-    if beam.preset == "spark":
-        return ["--runner=SparkRunner", f"--spark_rest_url={beam.cluster_address}",
-                "--spark_submit_uber_jar", *portable]
-    raise ValueError(f"PIPELINE_BEAM_PRESET={beam.preset!r}: "
-                     f"expected one of {', '.join(BEAM_PRESETS)}")
-
-
-def models_fingerprint() -> str:
-    """A hash of the user's code in models/: it goes into the components' custom config,
-    so editing the preprocessing or the model invalidates the pipeline cache."""
-    digest = hashlib.sha256()
-    for path in sorted(MODELS_DIR.rglob("*.py")):
-        digest.update(path.relative_to(MODELS_DIR).as_posix().encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]

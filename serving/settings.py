@@ -8,7 +8,8 @@ from typing import Literal
 
 from pydantic import Field
 
-from pipeline.settings import PipelineSettings, SettingsError, SettingsModel, env_config
+from pipeline.settings import PipelineSettings
+from pipeline.settings_model import SettingsError, SettingsModel, env_config
 
 WAREHOUSES = ("sqlite", "bigquery")
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pydantic import Field
 
 from models import features
-from pipeline.settings import SettingsModel, env_config, features_default
+from pipeline.settings import features_default
+from pipeline.settings_model import SettingsModel, env_config
 
 
 class StreamingSettings(SettingsModel):

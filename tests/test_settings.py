@@ -11,7 +11,8 @@ import pytest
 
 from analysis.settings import ReportSettings
 from cli.settings import Settings, reference_markdown
-from pipeline.settings import PipelineSettings, SettingsError, TrainingSettings, env_fields
+from pipeline.settings import PipelineSettings, TrainingSettings
+from pipeline.settings_model import SettingsError, env_fields
 from serving.settings import BatchPredictSettings, ServingSettings
 from streaming.settings import StreamingSettings
 
