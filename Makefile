@@ -37,9 +37,10 @@ run: setup
 test: setup browser
 	$(PY) -m pytest -q --durations=20
 
-# The quick loop: everything but the slow tier (tests that run a pipeline several times).
-test-fast: setup browser
-	$(PY) -m pytest -q -m "not slow" --durations=10
+# The quick loop (about 2 minutes): unit and construction tests, no pipeline, server or
+# subprocess runs (markers `integration` and `slow`; `make test` runs every tier).
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow and not integration" --durations=10
 
 # ruff: lint and format check (configured in pyproject.toml); `make format` rewrites.
 .PHONY: lint format

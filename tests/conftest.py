@@ -25,6 +25,9 @@ def pytest_collection_modifyitems(config, items):
     skip = None if example_is_active() else pytest.mark.skip(
         reason="the shipped example's test: models/features.py describes another dataset")
     for item in items:
+        # A test on the shared finished run needs that run first.
+        if "finished_run" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.integration)
         if EXAMPLE_DIR in Path(str(item.fspath)).parents:
             item.add_marker(pytest.mark.example)
             if skip:

@@ -28,6 +28,9 @@ from pipeline.names import WINDOW_EXAMPLES_ID
 from tests.pipeline_run import (ROOT, PipelineRun, new_run, read_csv, write_csv,
                                 write_data_slice)
 
+# Runs a pipeline, a server, a Beam job or a subprocess: `make test-fast` leaves it out.
+pytestmark = pytest.mark.integration
+
 ROWS_PER_SPAN, WINDOW_SPANS = 300, 3
 # The line (1-based, header = line 1) whose field opens a quote that never closes.
 BAD_QUOTE_LINE = 101

@@ -29,6 +29,9 @@ from pipeline.metadata import span_of
 from pipeline.pipeline import EXAMPLE_GEN_ID
 from tests.pipeline_run import ROOT, read_records
 
+# Runs a pipeline, a server, a Beam job or a subprocess: `make test-fast` leaves it out.
+pytestmark = pytest.mark.integration
+
 WORKER = ROOT / "tests" / "train_worker.py"
 TIMEOUT_S = 900  # generous: the machines that run the suite may be loaded
 SEED = 7

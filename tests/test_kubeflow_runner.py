@@ -335,6 +335,7 @@ def _tfx_cli(tmp_path: Path, *args: str, **environ: str) -> subprocess.Completed
                           env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.integration  # runs the TFX CLI in a subprocess
 @pytest.mark.parametrize("command, written", [
     ("compile", "spec.json"),                                  # where the settings say
     ("create", f"home/tfx/vertex/{NAME}/pipeline.json"),       # the CLI's own registry
@@ -347,6 +348,7 @@ def test_tfx_cli(tmp_path, command, written):
     assert job.runtime_config.gcs_output_directory == f"{OUTPUT_DIR}/tfx/{NAME}"
 
 
+@pytest.mark.integration
 def test_tfx_cli_stops_on_an_invalid_name(tmp_path):
     result = _tfx_cli(tmp_path, "pipeline", "compile", PIPELINE_NAME="Taxi_Tips")
     assert result.returncode != 0

@@ -40,6 +40,9 @@ from tests.test_distributed_training import (
     _transform_outputs,
 )
 
+# Runs a pipeline, a server, a Beam job or a subprocess: `make test-fast` leaves it out.
+pytestmark = pytest.mark.integration
+
 WORKER = ROOT / "tests" / "train_worker.py"
 TIMEOUT_S = 900
 SEED = 7

@@ -15,6 +15,9 @@ import pytest
 from pipeline.spans import mark_complete
 from tests.pipeline_run import ROOT, read_csv, run_env, write_csv, write_data_slice
 
+# Runs a pipeline, a server, a Beam job or a subprocess: `make test-fast` leaves it out.
+pytestmark = pytest.mark.integration
+
 ROWS_PER_SPAN = 300
 MAX_CONSOLE_BYTES = 6000
 # "  <label> ........ <state>": pipeline/progress.py's line.

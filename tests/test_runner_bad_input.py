@@ -3,6 +3,9 @@ import pytest
 
 from tests.pipeline_run import run_env, run_local_runner, write_data_slice
 
+# Runs a pipeline, a server, a Beam job or a subprocess: `make test-fast` leaves it out.
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture
 def run_with(tmp_path):

@@ -4,6 +4,10 @@ import subprocess
 import sys
 
 from pipeline.settings import PROJECT_ROOT
+import pytest
+
+# Runs a pipeline, a server, a Beam job or a subprocess: `make test-fast` leaves it out.
+pytestmark = pytest.mark.integration
 
 SCRIPT = """
 import gc, json

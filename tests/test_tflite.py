@@ -19,6 +19,9 @@ from pipeline.pipeline import EXAMPLE_GEN_ID, create_pipeline
 from pipeline.settings import PipelineSettings
 from tests.pipeline_run import read_records
 
+# Runs a pipeline, a server, a Beam job or a subprocess: `make test-fast` leaves it out.
+pytestmark = pytest.mark.integration
+
 MAX_EXAMPLES = 500
 MAX_AUC_GAP = 0.01
 MIN_SIZE_RATIO = 3.0

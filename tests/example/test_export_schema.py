@@ -11,6 +11,9 @@ from tfx.orchestration import pipeline as pipeline_lib
 from pipeline.pipeline import create_pipeline
 from tests.pipeline_run import ROOT, new_run, write_data_slice
 
+# Runs a pipeline, a server, a Beam job or a subprocess: `make test-fast` leaves it out.
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture(scope="module")
 def inferred_run(tmp_path_factory):

@@ -10,6 +10,9 @@ import pytest
 from scripts import generate_data
 from tests.pipeline_run import ROOT, read_csv
 
+# Runs a pipeline, a server, a Beam job or a subprocess: `make test-fast` leaves it out.
+pytestmark = pytest.mark.integration
+
 
 def _label(row: dict[str, str]) -> bool:
     return bool(row["tips"]) and bool(row["fare"]) and float(row["tips"]) > 0.2 * float(row["fare"])

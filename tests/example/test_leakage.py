@@ -18,6 +18,9 @@ from models import features
 from pipeline import label_expression
 from tests.pipeline_run import ROOT, read_csv
 
+# Runs a pipeline, a server, a Beam job or a subprocess: `make test-fast` leaves it out.
+pytestmark = pytest.mark.integration
+
 LEAK = "tip_flag"  # a label copy with noise
 TRAINING_ONLY = "dispatcher_note"  # only known after the trip; the schema keeps it out of SERVING
 

@@ -3,6 +3,10 @@ import numpy as np
 import tensorflow as tf
 
 from models import features, hyperparameters, model
+import pytest
+
+# Runs a pipeline, a server, a Beam job or a subprocess: `make test-fast` leaves it out.
+pytestmark = pytest.mark.integration
 
 
 def _tiny_transformed_set(rows: int = 512, seed: int = 0):

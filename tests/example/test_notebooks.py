@@ -8,6 +8,9 @@ from nbclient import NotebookClient
 
 from tests.pipeline_run import ROOT
 
+# Runs a pipeline, a server, a Beam job or a subprocess: `make test-fast` leaves it out.
+pytestmark = pytest.mark.integration
+
 NOTEBOOKS = ["data_validation.ipynb", "model_analysis.ipynb"]
 
 

@@ -26,6 +26,9 @@ from tfx_bsl.coders import csv_decoder
 
 from tests.pipeline_run import read_csv, write_csv
 
+# Runs a pipeline, a server, a Beam job or a subprocess: `make test-fast` leaves it out.
+pytestmark = pytest.mark.integration
+
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_PATH = ROOT / "schema" / "schema.pbtxt"
 SPAN_CSVS = sorted((ROOT / "data").glob("span-*/data.csv"), key=lambda p: int(p.parent.name[5:]))

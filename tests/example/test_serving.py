@@ -22,6 +22,9 @@ from serving import process
 from serving.batch_predict import json_instance, raw_values
 from tests.pipeline_run import read_csv
 
+# Runs a pipeline, a server, a Beam job or a subprocess: `make test-fast` leaves it out.
+pytestmark = pytest.mark.integration
+
 MAX_BODY_BYTES = 200_000
 ROWS = 40
 

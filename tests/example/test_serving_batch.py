@@ -15,6 +15,9 @@ from serving import batch_predict, process, warehouse
 from serving.settings import BatchPredictSettings
 from tests.pipeline_run import read_csv, write_csv
 
+# Runs a pipeline, a server, a Beam job or a subprocess: `make test-fast` leaves it out.
+pytestmark = pytest.mark.integration
+
 SPAN = 2
 HEAD = 100
 SENTINEL = 0.123456

@@ -12,6 +12,9 @@ from serving import request_log
 from serving.batch_predict import json_instance, raw_values
 from tests.pipeline_run import read_csv
 
+# Runs a pipeline, a server, a Beam job or a subprocess: `make test-fast` leaves it out.
+pytestmark = pytest.mark.integration
+
 
 def write_log(path: Path, rows: list[dict], version: str) -> None:
     """A request log as the server writes it (same logger), 50 instances per request."""

@@ -22,6 +22,9 @@ from streaming.job import DEAD_LETTER, SPANS, EventsToSpans
 from streaming.settings import StreamingSettings
 from tests.pipeline_run import ROOT, read_csv
 
+# Runs a pipeline, a server, a Beam job or a subprocess: `make test-fast` leaves it out.
+pytestmark = pytest.mark.integration
+
 HOUR = 3600
 T0 = 472_222 * HOUR  # a window start (windows are aligned to the epoch)
 SPAN_A, SPAN_B = 472_222, 472_223
