@@ -18,13 +18,14 @@ For the same pipeline as the other runners: the first task ingests the older spa
 training window on a new pipeline (as local_runner.py does), and the Evaluator's baseline
 strategy picks this run's model out of all of them (pipeline/resolvers.py).
 """
+
 import sys
 
 if __name__ == "__main__" and {"-h", "--help"} & set(sys.argv[1:]):
     print(__doc__.strip())  # before the imports below take their 10 s
     sys.exit(0)
 
-from pipeline import runtime  # noqa: F401, I001  (first: Keras 2 before TensorFlow loads)
+from pipeline import runtime  # noqa: F401 (first: Keras 2 before TensorFlow loads)
 
 import datetime
 import functools
@@ -64,14 +65,16 @@ def dag_config(settings: AirflowSettings) -> AirflowPipelineConfig:
     baseline build on what the previous run recorded. One task at a time: the SQLite MLMD
     store takes one writer, and the DAG is nearly a chain anyway."""
     start = datetime.datetime.fromisoformat(settings.start_date)
-    return AirflowPipelineConfig(airflow_dag_config={
-        "schedule": settings.schedule,
-        "start_date": start if start.tzinfo else start.replace(tzinfo=datetime.timezone.utc),
-        "catchup": False,
-        "max_active_runs": 1,
-        "max_active_tasks": 1,
-        "default_args": {"retries": settings.retries},
-    })
+    return AirflowPipelineConfig(
+        airflow_dag_config={
+            "schedule": settings.schedule,
+            "start_date": start if start.tzinfo else start.replace(tzinfo=datetime.timezone.utc),
+            "catchup": False,
+            "max_active_runs": 1,
+            "max_active_tasks": 1,
+            "default_args": {"retries": settings.retries},
+        }
+    )
 
 
 def build_dag(settings: PipelineSettings) -> airflow_models.DAG:
@@ -81,17 +84,24 @@ def build_dag(settings: PipelineSettings) -> airflow_models.DAG:
     span no check rejected (Airflow imports this file again for every task, so that is the
     span at run time). A task that fails on a rejection records it (pipeline/rejections.py)."""
     reads_window = settings.example_gen_reads_window
-    accepted = [] if reads_window else spans.accepted_spans(settings,
-                                                             rejections.of_pipeline(settings))
+    accepted = (
+        [] if reads_window else spans.accepted_spans(settings, rejections.of_pipeline(settings))
+    )
     span = accepted[-1] if accepted else None
     dag = AirflowDagRunner(dag_config(settings.airflow)).run(
-        create_pipeline(settings, metadata_connection_config=metadata_config(settings),
-                        span=span))
+        create_pipeline(settings, metadata_connection_config=metadata_config(settings), span=span)
+    )
     if not reads_window:
-        check = ShortCircuitOperator(task_id=CHECK_TASK_ID, dag=dag,
-                                     python_callable=functools.partial(check_new_span, settings))
-        ingest = PythonOperator(task_id=INGEST_TASK_ID, dag=dag,
-                                python_callable=functools.partial(ingest_earlier_spans, settings))
+        check = ShortCircuitOperator(
+            task_id=CHECK_TASK_ID,
+            dag=dag,
+            python_callable=functools.partial(check_new_span, settings),
+        )
+        ingest = PythonOperator(
+            task_id=INGEST_TASK_ID,
+            dag=dag,
+            python_callable=functools.partial(ingest_earlier_spans, settings),
+        )
         roots = [task for task in dag.roots if task.task_id != CHECK_TASK_ID]
         check >> ingest >> dag.get_task(EXAMPLE_GEN_ID)
         # Every other first task too (ImportSchemaGen, resolvers): a skipped run runs nothing.

@@ -15,13 +15,14 @@ Vertex runs only TFX's stock resolvers and the self-hosted backend none, which c
 compiling touches no cloud service. Settings come from `PIPELINE_*` variables; required here:
 PIPELINE_CONTAINER_IMAGE and PIPELINE_KUBEFLOW_OUTPUT_DIR (gs://).
 """
+
 import sys
 
 if __name__ == "__main__" and {"-h", "--help"} & set(sys.argv[1:]):
     print(__doc__.strip())  # before the imports below take their 10 s
     sys.exit(0)
 
-from pipeline import runtime  # noqa: F401, I001  (first: Keras 2 before TensorFlow loads)
+from pipeline import runtime  # noqa: F401 (first: Keras 2 before TensorFlow loads)
 
 import os
 from typing import Optional
@@ -41,7 +42,8 @@ def kubeflow_settings(environ: Optional[dict[str, str]] = None) -> PipelineSetti
     if orchestrator not in KUBEFLOW_ORCHESTRATORS:
         raise ValueError(
             f"PIPELINE_ORCHESTRATOR={orchestrator!r}: kubeflow_runner.py compiles for vertex "
-            "(Vertex AI Pipelines, the default) or kubeflow (self-hosted Kubeflow Pipelines v2)")
+            "(Vertex AI Pipelines, the default) or kubeflow (self-hosted Kubeflow Pipelines v2)"
+        )
     return PipelineSettings.load(environ, orchestrator=orchestrator)
 
 
@@ -53,7 +55,8 @@ def spec_path(settings: PipelineSettings) -> str:
     """TFX writes a PipelineJob JSON, or for a .yaml path the bare PipelineSpec."""
     extension = "yaml" if self_hosted(settings) else "json"
     return settings.cloud.kubeflow_spec_path or os.path.join(
-        settings.data.output_dir, "kubeflow", f"{settings.name}.{extension}")
+        settings.data.output_dir, "kubeflow", f"{settings.name}.{extension}"
+    )
 
 
 def compile_pipeline(settings: PipelineSettings) -> str:
@@ -64,8 +67,11 @@ def compile_pipeline(settings: PipelineSettings) -> str:
         config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(
             default_image=settings.cloud.container_image,
             # Vertex takes both schemas; the self-hosted API server only 2.1.0.
-            use_pipeline_spec_2_1=self_hosted(settings)),
-        output_dir=os.path.dirname(path), output_filename=os.path.basename(path))
+            use_pipeline_spec_2_1=self_hosted(settings),
+        ),
+        output_dir=os.path.dirname(path),
+        output_filename=os.path.basename(path),
+    )
     # KFP provides the metadata store: no connection config.
     runner.run(create_pipeline(settings))
     return path

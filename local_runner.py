@@ -10,6 +10,7 @@ component as it starts and ends (pipeline/progress.py) and the project's warning
 summary, or on failure one message naming the span and what to do, and the log's path.
 `--verbose` streams the whole log to the console too (`tfx-template run --verbose`).
 """
+
 import argparse
 import atexit
 import dataclasses
@@ -18,23 +19,29 @@ from typing import Optional
 
 from pipeline import runtime  # first: Keras 2, GC, warnings (imports nothing heavy)
 
-from pipeline import run_log  # noqa: E402 (imports nothing heavy)
+from pipeline import run_log  # imports nothing heavy
 
 
 def parse_options(argv: list[str]) -> argparse.Namespace:
     """Lenient: unknown arguments are reported and ignored (the TFX CLI runs this file too)."""
     parser = argparse.ArgumentParser(
-        prog="local_runner.py", description="Runs the pipeline on this machine (make run).",
+        prog="local_runner.py",
+        description="Runs the pipeline on this machine (make run).",
         epilog="Settings are PIPELINE_* environment variables (see docs/settings.md). The full "
-               "log goes to <PIPELINE_OUTPUT_DIR>/logs/.")
+        "log goes to <PIPELINE_OUTPUT_DIR>/logs/.",
+    )
     parser.add_argument(
-        "--verbose", action="store_true",
+        "--verbose",
+        action="store_true",
         help="stream the whole log (TFX, Beam, TensorFlow) to the console as well as to the "
-             "log file")
+        "log file",
+    )
     options, unknown = parser.parse_known_args(argv)
     if unknown:
-        print(f"local_runner.py: ignoring unknown arguments {' '.join(unknown)} (see --help)",
-              file=sys.stderr)
+        print(
+            f"local_runner.py: ignoring unknown arguments {' '.join(unknown)} (see --help)",
+            file=sys.stderr,
+        )
     return options
 
 
@@ -51,8 +58,7 @@ with runtime.paused_for_imports():
     from absl import logging
     from tfx import v1 as tfx
 
-    from pipeline import (input_check, preflight, progress, rejections, run_summary, spans,
-                          tfx_cli)
+    from pipeline import input_check, preflight, progress, rejections, run_summary, spans, tfx_cli
     from pipeline.names import EXAMPLE_GEN_ID
     from pipeline.pipeline import create_pipeline
     from pipeline.settings import PipelineSettings
@@ -61,11 +67,13 @@ with runtime.paused_for_imports():
 @dataclasses.dataclass
 class RunState:
     """Where a run is, for its failure message: the span being ingested or checked."""
+
     span: Optional[int] = None
 
 
-def ingest_earlier_spans(settings: PipelineSettings, metadata,
-                         state: Optional[RunState] = None) -> None:
+def ingest_earlier_spans(
+    settings: PipelineSettings, metadata, state: Optional[RunState] = None
+) -> None:
     """A new pipeline (or one whose window grew) first ingests the older spans of its training
     window, one ExampleGen run each, as if they had arrived over time; the full run then
     ingests the newest span and trains on the whole window. Rejected spans are skipped and
@@ -83,10 +91,17 @@ def ingest_earlier_spans(settings: PipelineSettings, metadata,
         # One console line for the span's ExampleGen run, not one per component.
         with progress.step(f"Ingesting earlier span {span}") as step:
             if not input_check.ingest_earlier_span(
-                    settings, span, lambda: tfx.orchestration.LocalDagRunner().run(
-                        create_pipeline(settings, metadata_connection_config=metadata,
-                                        ingest_only_span=span)),
-                    run_log.failed_node):
+                settings,
+                span,
+                lambda: tfx.orchestration.LocalDagRunner().run(
+                    create_pipeline(
+                        settings,
+                        metadata_connection_config=metadata,
+                        ingest_only_span=span,  # noqa: B023 (called at once)
+                    )
+                ),
+                run_log.failed_node,
+            ):
                 step.outcome = "rejected"
         ingested.add(span)
 
@@ -100,7 +115,8 @@ def run(settings: PipelineSettings, metadata, span: Optional[int], state: RunSta
         ingest_earlier_spans(settings, metadata, state)
         state.span = span
     tfx.orchestration.LocalDagRunner().run(
-        create_pipeline(settings, metadata_connection_config=metadata, span=span))
+        create_pipeline(settings, metadata_connection_config=metadata, span=span)
+    )
 
 
 def failure_message(settings: PipelineSettings, error: Exception, state: RunState) -> str:
@@ -119,26 +135,31 @@ def main(verbose: bool = False, early: Optional[run_log.EarlyOutput] = None) -> 
         preflight.check_local_paths(settings)
         # ExampleGen reads the newest complete span no check rejected, never a half-copied
         # newer folder.
-        span = None if settings.example_gen_reads_window else spans.newest_complete_span(
-            settings, rejections.of_pipeline(settings))
+        span = (
+            None
+            if settings.example_gen_reads_window
+            else spans.newest_complete_span(settings, rejections.of_pipeline(settings))
+        )
     except ValueError as error:
         if early is not None:
             early.release(replay=verbose)  # TensorFlow's loading lines: not the point here
         raise SystemExit(f"error: {error}") from None
-    metadata = tfx.orchestration.metadata.sqlite_metadata_connection_config(
-        settings.metadata_path)
+    metadata = tfx.orchestration.metadata.sqlite_metadata_connection_config(settings.metadata_path)
     # `tfx pipeline create/compile` runs this file with run() patched to only capture the
     # pipeline: nothing may be ingested then (`tfx run create` runs the file for real).
     if tfx_cli.run_is_patched(tfx.orchestration.LocalDagRunner):
         if early is not None:
             early.release()
         tfx.orchestration.LocalDagRunner().run(
-            create_pipeline(settings, metadata_connection_config=metadata, span=span))
+            create_pipeline(settings, metadata_connection_config=metadata, span=span)
+        )
         return
     with run_log.to_file(settings, verbose=verbose, early=early) as log:
-        log.print(f"Running {settings.name}"
-                  + (f" on span {span}" if span is not None else "")
-                  + f" (full log: {log.path})")
+        log.print(
+            f"Running {settings.name}"
+            + (f" on span {span}" if span is not None else "")
+            + f" (full log: {log.path})"
+        )
         state = RunState()
         try:
             run(settings, metadata, span, state)

@@ -1,6 +1,7 @@
 """The Evaluator's (TFMA) results as tables and matplotlib figures: overall and per-slice
 metrics, the thresholds that decided the blessing, candidate vs baseline, ROC/PR and
 calibration curves. TFMA's own widgets need a notebook front end and the web; these do not."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -17,24 +18,37 @@ from analysis import artifacts
 from analysis.stats_views import finished
 from pipeline.names import EVALUATOR_ID
 
-MAIN_METRICS = ("example_count", "auc", "binary_accuracy", "precision", "recall",
-                "auc_precision_recall", "calibration", "mean_label", "mean_prediction")
+MAIN_METRICS = (
+    "example_count",
+    "auc",
+    "binary_accuracy",
+    "precision",
+    "recall",
+    "auc_precision_recall",
+    "calibration",
+    "mean_label",
+    "mean_prediction",
+)
 
 
 @dataclasses.dataclass
 class Evaluation:
     uri: str
     config: tfma.EvalConfig
-    results: dict[str, "tfma.EvalResult"]  # by model name: "" alone, or candidate/baseline
-    validation: "tfma.ValidationResult"
+    results: dict[str, tfma.EvalResult]  # by model name: "" alone, or candidate/baseline
+    validation: tfma.ValidationResult
     blessed: bool
 
     @property
     def slice_features(self) -> list[str]:
         """The features the Evaluator sliced by, one at a time (models/features.py's
         EVAL_SLICES when it ran), read from the evaluation's own config."""
-        return [key for spec in self.config.slicing_specs if len(spec.feature_keys) == 1
-                for key in spec.feature_keys]
+        return [
+            key
+            for spec in self.config.slicing_specs
+            if len(spec.feature_keys) == 1
+            for key in spec.feature_keys
+        ]
 
     @property
     def candidate_name(self) -> str:
@@ -45,7 +59,7 @@ class Evaluation:
         return next((s.name for s in self.config.model_specs if s.is_baseline), None)
 
     @property
-    def candidate(self) -> "tfma.EvalResult":
+    def candidate(self) -> tfma.EvalResult:
         return self.results[self.candidate_name]
 
 
@@ -74,12 +88,15 @@ def slice_name(slice_key) -> str:
     return "Overall" if not slice_key else ", ".join(f"{k}={v}" for k, v in slice_key)
 
 
-def metrics_table(result: "tfma.EvalResult", feature: Optional[str] = None) -> pd.DataFrame:
+def metrics_table(result: tfma.EvalResult, feature: Optional[str] = None) -> pd.DataFrame:
     """Metrics per slice: the overall slice (feature None), or every slice of one feature."""
     rows = []
     for slice_key, by_output in result.slicing_metrics:
-        wanted = (slice_key == ()) if feature is None else (
-            len(slice_key) == 1 and slice_key[0][0] == feature)
+        wanted = (
+            (slice_key == ())
+            if feature is None
+            else (len(slice_key) == 1 and slice_key[0][0] == feature)
+        )
         if not wanted:
             continue
         metrics = by_output[""][""]
@@ -94,7 +111,7 @@ def metrics_table(result: "tfma.EvalResult", feature: Optional[str] = None) -> p
     return table.sort_index()
 
 
-def overall(result: "tfma.EvalResult") -> dict[str, float]:
+def overall(result: tfma.EvalResult) -> dict[str, float]:
     table = metrics_table(result)
     return table.iloc[0].to_dict() if not table.empty else {}
 
@@ -107,52 +124,85 @@ def thresholds_table(evaluation: Evaluation) -> pd.DataFrame:
         for failure in per_slice.failures:
             failures[(failure.metric_key.name, failure.metric_key.is_diff)] = failure
     candidate = overall(evaluation.candidate)
-    baseline = (overall(evaluation.results[evaluation.baseline_name])
-                if evaluation.baseline_name is not None else None)
+    baseline = (
+        overall(evaluation.results[evaluation.baseline_name])
+        if evaluation.baseline_name is not None
+        else None
+    )
     names = {"AUC": "auc", "BinaryAccuracy": "binary_accuracy"}
     rows = []
     for spec in evaluation.config.metrics_specs:
         for metric in spec.metrics:
             name = names.get(metric.class_name, metric.class_name.lower())
             for per_slice in metric.per_slice_thresholds:
-                slices = ", ".join(slice_name(tuple((k, "*") for k in s.feature_keys))
-                                   for s in per_slice.slicing_specs)
+                slices = ", ".join(
+                    slice_name(tuple((k, "*") for k in s.feature_keys))
+                    for s in per_slice.slicing_specs
+                )
                 threshold = per_slice.threshold
                 if threshold.HasField("value_threshold"):
                     bound = threshold.value_threshold
-                    limit = (f">= {bound.lower_bound.value:g}" if bound.HasField("lower_bound")
-                             else f"<= {bound.upper_bound.value:g}")
-                    rows.append(_threshold_row(name, slices, "value", limit,
-                                               candidate.get(name), (name, False), failures))
+                    limit = (
+                        f">= {bound.lower_bound.value:g}"
+                        if bound.HasField("lower_bound")
+                        else f"<= {bound.upper_bound.value:g}"
+                    )
+                    rows.append(
+                        _threshold_row(
+                            name,
+                            slices,
+                            "value",
+                            limit,
+                            candidate.get(name),
+                            (name, False),
+                            failures,
+                        )
+                    )
                 if threshold.HasField("change_threshold"):
                     change = threshold.change_threshold
                     if baseline is None:
-                        rows.append({"metric": name, "slice": slices, "kind": "change",
-                                     "threshold": "skipped: no baseline (first blessed model)",
-                                     "value": np.nan, "passed": True})
+                        rows.append(
+                            {
+                                "metric": name,
+                                "slice": slices,
+                                "kind": "change",
+                                "threshold": "skipped: no baseline (first blessed model)",
+                                "value": np.nan,
+                                "passed": True,
+                            }
+                        )
                         continue
-                    limit = (f">= {change.absolute.value:+g} vs baseline"
-                             if change.HasField("absolute") else f"{change.relative.value:+g}")
+                    limit = (
+                        f">= {change.absolute.value:+g} vs baseline"
+                        if change.HasField("absolute")
+                        else f"{change.relative.value:+g}"
+                    )
                     diff = candidate.get(name, np.nan) - baseline.get(name, np.nan)
-                    rows.append(_threshold_row(name, slices, "change", limit, diff,
-                                               (name, True), failures))
-    return pd.DataFrame(rows, columns=["metric", "slice", "kind", "threshold", "value",
-                                       "passed"])
+                    rows.append(
+                        _threshold_row(name, slices, "change", limit, diff, (name, True), failures)
+                    )
+    return pd.DataFrame(rows, columns=["metric", "slice", "kind", "threshold", "value", "passed"])
 
 
 def _threshold_row(name, slices, kind, limit, value, key, failures) -> dict:
     failure = failures.get(key)
-    return {"metric": name, "slice": slices, "kind": kind, "threshold": limit,
-            "value": failure.metric_value.double_value.value if failure else value,
-            "passed": failure is None}
+    return {
+        "metric": name,
+        "slice": slices,
+        "kind": kind,
+        "threshold": limit,
+        "value": failure.metric_value.double_value.value if failure else value,
+        "passed": failure is None,
+    }
 
 
 def verdict(evaluation: Evaluation) -> str:
     failed = thresholds_table(evaluation).query("not passed")
     if evaluation.blessed:
         return "BLESSED: the candidate cleared every threshold."
-    reasons = "; ".join(f"{r.metric} {r.value:.4g} (needs {r.threshold})"
-                        for r in failed.itertuples())
+    reasons = "; ".join(
+        f"{r.metric} {r.value:.4g} (needs {r.threshold})" for r in failed.itertuples()
+    )
     return f"NOT blessed: {reasons or 'see the validation result'}"
 
 
@@ -160,32 +210,41 @@ def candidate_vs_baseline(evaluation: Evaluation) -> Optional[pd.DataFrame]:
     """Overall metrics of both models and their difference; None without a baseline."""
     if evaluation.baseline_name is None:
         return None
-    table = pd.DataFrame({"candidate": overall(evaluation.candidate),
-                          "baseline": overall(evaluation.results[evaluation.baseline_name])})
+    table = pd.DataFrame(
+        {
+            "candidate": overall(evaluation.candidate),
+            "baseline": overall(evaluation.results[evaluation.baseline_name]),
+        }
+    )
     table["difference"] = table["candidate"] - table["baseline"]
     return table
 
 
 # ---- Figures ---------------------------------------------------------------------------------
 
-def _overall_plots(result: "tfma.EvalResult") -> dict:
+
+def _overall_plots(result: tfma.EvalResult) -> dict:
     for slice_key, by_output in result.plots:
         if slice_key == ():
             return by_output[""][""]
     return {}
 
 
-def confusion_curve(result: "tfma.EvalResult") -> pd.DataFrame:
+def confusion_curve(result: tfma.EvalResult) -> pd.DataFrame:
     """Per threshold: false positive rate, recall (true positive rate) and precision."""
     matrices = _overall_plots(result).get("confusionMatrixAtThresholds", {}).get("matrices", [])
     rows = []
     for m in matrices:
         tp, fp = m.get("truePositives", 0.0), m.get("falsePositives", 0.0)
         tn, fn = m.get("trueNegatives", 0.0), m.get("falseNegatives", 0.0)
-        rows.append({"threshold": m.get("threshold", 0.0),
-                     "fpr": fp / (fp + tn) if fp + tn else 0.0,
-                     "recall": tp / (tp + fn) if tp + fn else 0.0,
-                     "precision": tp / (tp + fp) if tp + fp else 1.0})
+        rows.append(
+            {
+                "threshold": m.get("threshold", 0.0),
+                "fpr": fp / (fp + tn) if fp + tn else 0.0,
+                "recall": tp / (tp + fn) if tp + fn else 0.0,
+                "precision": tp / (tp + fp) if tp + fp else 1.0,
+            }
+        )
     return pd.DataFrame(rows, columns=["threshold", "fpr", "recall", "precision"])
 
 
@@ -204,13 +263,18 @@ def roc_pr_curves(evaluation: Evaluation) -> plt.Figure:
     return finished(fig)
 
 
-def calibration_table(result: "tfma.EvalResult") -> pd.DataFrame:
+def calibration_table(result: tfma.EvalResult) -> pd.DataFrame:
     buckets = _overall_plots(result).get("calibrationHistogramBuckets", {}).get("buckets", [])
-    rows = [{"examples": b.get("numWeightedExamples", 0.0),
-             "mean_prediction": b.get("totalWeightedRefinedPrediction", 0.0)
-             / b["numWeightedExamples"],
-             "mean_label": b.get("totalWeightedLabel", 0.0) / b["numWeightedExamples"]}
-            for b in buckets if b.get("numWeightedExamples", 0.0) > 0]
+    rows = [
+        {
+            "examples": b.get("numWeightedExamples", 0.0),
+            "mean_prediction": b.get("totalWeightedRefinedPrediction", 0.0)
+            / b["numWeightedExamples"],
+            "mean_label": b.get("totalWeightedLabel", 0.0) / b["numWeightedExamples"],
+        }
+        for b in buckets
+        if b.get("numWeightedExamples", 0.0) > 0
+    ]
     return pd.DataFrame(rows, columns=["examples", "mean_prediction", "mean_label"])
 
 
@@ -222,10 +286,19 @@ def calibration_plot(evaluation: Evaluation, bins: int = 10) -> plt.Figure:
         if table.empty:
             continue
         table["bin"] = np.minimum((table["mean_prediction"] * bins).astype(int), bins - 1)
-        weighted = table.assign(p=table.mean_prediction * table.examples,
-                                y=table.mean_label * table.examples).groupby("bin").sum()
-        ax.plot(weighted.p / weighted.examples, weighted.y / weighted.examples, "o-",
-                label=name or "candidate")
+        weighted = (
+            table.assign(
+                p=table.mean_prediction * table.examples, y=table.mean_label * table.examples
+            )
+            .groupby("bin")
+            .sum()
+        )
+        ax.plot(
+            weighted.p / weighted.examples,
+            weighted.y / weighted.examples,
+            "o-",
+            label=name or "candidate",
+        )
     ax.plot([0, 1], [0, 1], "k:", linewidth=0.8)
     ax.set(xlabel="mean prediction", ylabel="share of big tippers", title="Calibration")
     ax.legend()
@@ -247,8 +320,9 @@ def metric_per_slice(evaluation: Evaluation, feature: str, metric: str = "auc") 
             ax.annotate(f"{count:.0f}", (i, 0), ha="center", va="bottom", fontsize=7)
         overall_value = overall(evaluation.candidate).get(metric)
         if overall_value is not None:
-            ax.axhline(overall_value, color="k", linestyle=":",
-                       label=f"overall {overall_value:.3f}")
+            ax.axhline(
+                overall_value, color="k", linestyle=":", label=f"overall {overall_value:.3f}"
+            )
             ax.legend(fontsize=8)
     ax.set(xlabel=feature, ylabel=metric, title=f"{metric} per {feature} (n on the bars)")
     return finished(fig)

@@ -6,6 +6,7 @@ and blessing, and when it was pushed.
     make lineage MODEL=<model path>  # a pushed version dir or a Trainer model artifact
     tfx-template lineage [<model path>]
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -58,18 +59,34 @@ class Lineage:
             f"hyperparameters: {json.dumps(self.hyperparameters, sort_keys=True)} "
             f"({self.hyperparameters_source})",
             f"evaluation:      {self.evaluation or 'not evaluated'}",
-            "blessing:        " + ("not evaluated" if self.blessed is None else
-                                   "BLESSED" if self.blessed else "NOT blessed")
-            + (f" (baseline: {self.baseline_model})" if self.baseline_model else
-               " (no baseline)" if self.blessed is not None else ""),
-            "pushed:          " + (f"{self.pushed_to} at {self.pushed_at} (run "
-                                   f"{self.pushed_in_run})" if self.pushed_to else "not pushed"),
+            "blessing:        "
+            + (
+                "not evaluated"
+                if self.blessed is None
+                else "BLESSED"
+                if self.blessed
+                else "NOT blessed"
+            )
+            + (
+                f" (baseline: {self.baseline_model})"
+                if self.baseline_model
+                else " (no baseline)"
+                if self.blessed is not None
+                else ""
+            ),
+            "pushed:          "
+            + (
+                f"{self.pushed_to} at {self.pushed_at} (run {self.pushed_in_run})"
+                if self.pushed_to
+                else "not pushed"
+            ),
         ]
 
 
 def _time(ms: int) -> str:
     return datetime.datetime.fromtimestamp(ms / 1000, tz=datetime.timezone.utc).strftime(
-        "%Y-%m-%d %H:%M:%S UTC")
+        "%Y-%m-%d %H:%M:%S UTC"
+    )
 
 
 class _Graph:
@@ -81,8 +98,13 @@ class _Graph:
         self.run_type = store.get_context_type("pipeline_run").id
 
     def executions_with(self, artifact_id: int, event_types) -> list[mlmd.proto.Execution]:
-        ids = sorted({ev.execution_id for ev in self.store.get_events_by_artifact_ids(
-            [artifact_id]) if ev.type in event_types})
+        ids = sorted(
+            {
+                ev.execution_id
+                for ev in self.store.get_events_by_artifact_ids([artifact_id])
+                if ev.type in event_types
+            }
+        )
         return self.store.get_executions_by_id(ids) if ids else []
 
     def producer(self, artifact_id: int) -> mlmd.proto.Execution:
@@ -93,10 +115,14 @@ class _Graph:
         return min(executions, key=lambda e: e.id)
 
     def artifacts_of(self, execution_id: int, event_types) -> dict[str, list[mlmd.proto.Artifact]]:
-        events = [ev for ev in self.store.get_events_by_execution_ids([execution_id])
-                  if ev.type in event_types and ev.path.steps]
-        by_id = {a.id: a for a in self.store.get_artifacts_by_id(
-            list({ev.artifact_id for ev in events}))}
+        events = [
+            ev
+            for ev in self.store.get_events_by_execution_ids([execution_id])
+            if ev.type in event_types and ev.path.steps
+        ]
+        by_id = {
+            a.id: a for a in self.store.get_artifacts_by_id(list({ev.artifact_id for ev in events}))
+        }
         result: dict = {}
         for ev in sorted(events, key=lambda ev: ev.artifact_id):
             result.setdefault(ev.path.steps[0].key, []).append(by_id[ev.artifact_id])
@@ -109,23 +135,30 @@ class _Graph:
         return self.artifacts_of(execution_id, metadata.OUTPUT_EVENTS)
 
     def run_of(self, execution_id: int) -> str:
-        return next(c.name for c in self.store.get_contexts_by_execution(execution_id)
-                    if c.type_id == self.run_type)
+        return next(
+            c.name
+            for c in self.store.get_contexts_by_execution(execution_id)
+            if c.type_id == self.run_type
+        )
 
 
 def served_model_path(settings: PipelineSettings) -> str:
     """The newest pushed version: the one TF Serving serves from the model base path."""
     base = settings.serving_model_dir
-    versions = sorted((v for v in os.listdir(base) if v.isdigit()), key=int) \
-        if os.path.isdir(base) else []
+    versions = (
+        sorted((v for v in os.listdir(base) if v.isdigit()), key=int) if os.path.isdir(base) else []
+    )
     if not versions:
-        raise artifacts.NoRunError(f"no pushed model under {base}: run the pipeline until a "
-                                   "model is blessed (make run), or pass a model path")
+        raise artifacts.NoRunError(
+            f"no pushed model under {base}: run the pipeline until a "
+            "model is blessed (make run), or pass a model path"
+        )
     return os.path.join(base, versions[-1])
 
 
-def _find_model(store: mlmd.MetadataStore, path: str
-                ) -> tuple[mlmd.proto.Artifact, Optional[mlmd.proto.Artifact]]:
+def _find_model(
+    store: mlmd.MetadataStore, path: str
+) -> tuple[mlmd.proto.Artifact, Optional[mlmd.proto.Artifact]]:
     """(Model, PushedModel or None) for a pushed version dir or a Trainer model directory."""
     path = os.path.abspath(path).rstrip("/")
     for pushed in store.get_artifacts_by_type("PushedModel"):
@@ -135,8 +168,10 @@ def _find_model(store: mlmd.MetadataStore, path: str
     for model in store.get_artifacts_by_type("Model"):
         if model.uri.rstrip("/") in (path, os.path.dirname(path)):  # also .../Format-Serving
             return model, None
-    raise LookupError(f"{path} is neither a pushed model version nor a Trainer model in this "
-                      "pipeline's MLMD store")
+    raise LookupError(
+        f"{path} is neither a pushed model version nor a Trainer model in this "
+        "pipeline's MLMD store"
+    )
 
 
 def _hyperparameters(graph: _Graph, trainer_inputs: dict) -> tuple[dict, str]:
@@ -149,6 +184,7 @@ def _hyperparameters(graph: _Graph, trainer_inputs: dict) -> tuple[dict, str]:
         values = config.get("values", config)
         return values, f"tuning result {hp[0].uri}"
     from models import hyperparameters
+
     return dict(hyperparameters.search_space().values), "defaults of models/hyperparameters.py"
 
 
@@ -167,7 +203,8 @@ def lineage(settings: PipelineSettings, model_path: Optional[str] = None) -> Lin
     if len(raw_examples) == 1:
         merge = graph.producer(raw_examples[0].id)
         if graph.node_of.get(merge.id) == WINDOW_EXAMPLES_ID:
-            # The window's spans, gathered into one artifact for Transform (pipeline/components/window_examples.py).
+            # The window's spans, gathered into one artifact for Transform
+            # (pipeline/components/window_examples.py).
             raw_examples = graph.inputs(merge.id)["window"]
     spans = sorted(metadata.span_of(e) for e in raw_examples)
     statistics = {}
@@ -184,9 +221,12 @@ def lineage(settings: PipelineSettings, model_path: Optional[str] = None) -> Lin
         blessing = graph.inputs(pusher.id)["model_blessing"][0]
         evaluator = graph.producer(blessing.id)
     else:
-        evaluators = [e for e in graph.executions_with(model.id, artifacts.INPUT_EVENTS)
-                      if graph.node_of.get(e.id) == "Evaluator"
-                      and model.id in {a.id for a in graph.inputs(e.id).get("model", [])}]
+        evaluators = [
+            e
+            for e in graph.executions_with(model.id, artifacts.INPUT_EVENTS)
+            if graph.node_of.get(e.id) == "Evaluator"
+            and model.id in {a.id for a in graph.inputs(e.id).get("model", [])}
+        ]
         evaluator = evaluators[-1] if evaluators else None
     evaluation = blessed = baseline = None
     if evaluator is not None:
@@ -197,16 +237,23 @@ def lineage(settings: PipelineSettings, model_path: Optional[str] = None) -> Lin
         baseline = baselines[0].uri if baselines else None
 
     return Lineage(
-        model_uri=model.uri, trained_in_run=graph.run_of(trainer.id),
-        trained_at=_time(trainer.create_time_since_epoch), spans=spans,
+        model_uri=model.uri,
+        trained_in_run=graph.run_of(trainer.id),
+        trained_at=_time(trainer.create_time_since_epoch),
+        spans=spans,
         examples=[e.uri for e in sorted(raw_examples, key=metadata.span_of)],
-        schema=trainer_inputs["schema"][0].uri, statistics=statistics,
-        transform_graph=transform_graph.uri, hyperparameters=hp, hyperparameters_source=hp_source,
-        evaluation=evaluation, blessed=blessed, baseline_model=baseline,
-        pushed_to=(pushed.custom_properties["pushed_destination"].string_value
-                   if pushed else None),
+        schema=trainer_inputs["schema"][0].uri,
+        statistics=statistics,
+        transform_graph=transform_graph.uri,
+        hyperparameters=hp,
+        hyperparameters_source=hp_source,
+        evaluation=evaluation,
+        blessed=blessed,
+        baseline_model=baseline,
+        pushed_to=(pushed.custom_properties["pushed_destination"].string_value if pushed else None),
         pushed_at=_time(pusher.last_update_time_since_epoch) if pusher else None,
-        pushed_in_run=graph.run_of(pusher.id) if pusher else None)
+        pushed_in_run=graph.run_of(pusher.id) if pusher else None,
+    )
 
 
 def print_lineage(model: Optional[str] = None) -> int:

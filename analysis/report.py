@@ -4,6 +4,7 @@ as the notebooks.
 
     make report    # tfx-template report [--out report.html]
 """
+
 from __future__ import annotations
 
 import base64
@@ -18,12 +19,12 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only, whatever display the machine has
 
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import pandas as pd
 
-from analysis import artifacts, evaluation, lineage, stats_views  # noqa: E402
-from analysis.settings import ReportSettings  # noqa: E402
-from pipeline.settings import PipelineSettings  # noqa: E402
+from analysis import artifacts, evaluation, lineage, stats_views
+from analysis.settings import ReportSettings
+from pipeline.settings import PipelineSettings
 
 STYLE = """
 body { font-family: sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
@@ -68,17 +69,25 @@ def _section(section_id: str, title: str, build: Callable[[], str]) -> str:
 
 def data_section(run: artifacts.Run) -> str:
     stats = stats_views.run_statistics(run)
-    return "".join([
-        _p(f"Span {run.span}, as ExampleGen split it: "
-           + ", ".join(f"{split} {s.datasets[0].num_examples} examples"
-                       for split, s in stats.items())),
-        table_html(stats_views.feature_table(stats)),
-        figure_html(stats_views.numeric_distributions(stats, "Numeric distributions, train vs "
-                                                      "eval"), "numeric distributions"),
-        figure_html(stats_views.missing_rates(stats), "missing rates"),
-        figure_html(stats_views.top_categorical_values(stats), "top categorical values"),
-        "<h3>Schema</h3>", table_html(stats_views.schema_table(stats_views.load_schema(run))),
-    ])
+    return "".join(
+        [
+            _p(
+                f"Span {run.span}, as ExampleGen split it: "
+                + ", ".join(
+                    f"{split} {s.datasets[0].num_examples} examples" for split, s in stats.items()
+                )
+            ),
+            table_html(stats_views.feature_table(stats)),
+            figure_html(
+                stats_views.numeric_distributions(stats, "Numeric distributions, train vs eval"),
+                "numeric distributions",
+            ),
+            figure_html(stats_views.missing_rates(stats), "missing rates"),
+            figure_html(stats_views.top_categorical_values(stats), "top categorical values"),
+            "<h3>Schema</h3>",
+            table_html(stats_views.schema_table(stats_views.load_schema(run))),
+        ]
+    )
 
 
 def anomalies_section(run: artifacts.Run) -> str:
@@ -86,33 +95,48 @@ def anomalies_section(run: artifacts.Run) -> str:
     table = stats_views.anomalies_table(anomalies)
     css = "ok" if table.empty else "bad"
     return _p(stats_views.anomalies_summary(anomalies), css) + (
-        "" if table.empty else table_html(table))
+        "" if table.empty else table_html(table)
+    )
 
 
 def leakage_section(run: artifacts.Run) -> str:
     report = stats_views.leakage_report(run)
     if report is None:
-        return _p("The leakage check did not run in this run (PIPELINE_LEAKAGE_CHECK off, or "
-                  "the run stopped before it).", "note")
+        return _p(
+            "The leakage check did not run in this run (PIPELINE_LEAKAGE_CHECK off, or "
+            "the run stopped before it).",
+            "note",
+        )
     findings, aucs = stats_views.leakage_tables(report)
     leaks = (findings["severity"] == "leak").any() if not findings.empty else False
-    label_rate = ("" if report.label_rate is None
-                  else f" (label rate {report.label_rate:.3f})")
-    parts = [_p(stats_views.leakage_summary(report), "bad" if leaks else "ok"),
-             table_html(findings, "no findings")]
+    label_rate = "" if report.label_rate is None else f" (label rate {report.label_rate:.3f})"
+    parts = [
+        _p(stats_views.leakage_summary(report), "bad" if leaks else "ok"),
+        table_html(findings, "no findings"),
+    ]
     for note in getattr(report, "notes", []):
         parts.append(_p(note, "note"))
     serving = stats_views.leakage_serving_table(report)
     if serving is not None:
         thresholds = report.serving_thresholds
-        parts += [_p(f"The training sample against {report.serving_rows} logged serving rows "
-                     f"({report.serving_log}): a leak when the presence rates differ by more "
-                     f"than {thresholds.get('presence_gap')} or the distance exceeds "
-                     f"{thresholds.get('distribution_distance')}.", "note"),
-                  table_html(serving)]
-    parts += [_p(f"Single-feature AUC on {report.sample_rows} rows of the {report.split} split"
-                 f"{label_rate}; above {report.auc_threshold} is a warning.", "note"),
-              table_html(aucs, "no single-feature AUC")]
+        parts += [
+            _p(
+                f"The training sample against {report.serving_rows} logged serving rows "
+                f"({report.serving_log}): a leak when the presence rates differ by more "
+                f"than {thresholds.get('presence_gap')} or the distance exceeds "
+                f"{thresholds.get('distribution_distance')}.",
+                "note",
+            ),
+            table_html(serving),
+        ]
+    parts += [
+        _p(
+            f"Single-feature AUC on {report.sample_rows} rows of the {report.split} split"
+            f"{label_rate}; above {report.auc_threshold} is a warning.",
+            "note",
+        ),
+        table_html(aucs, "no single-feature AUC"),
+    ]
     return "".join(parts)
 
 
@@ -124,14 +148,21 @@ def drift_section(run: artifacts.Run) -> str:
     (old_name, old), (new_name, new) = spans.items()
     table = stats_views.drift_table(new, old, schema)
     drifted = table[table["drifted"]] if not table.empty else table
-    return "".join([
-        _p(f"{new_name} against {old_name} (train splits), with the schema's drift "
-           f"comparators: {len(drifted)} of {len(table)} compared features drifted.",
-           "bad" if len(drifted) else "ok"),
-        table_html(table, "the schema defines no drift comparators"),
-        figure_html(stats_views.numeric_distributions(spans, f"{old_name} vs {new_name}"),
-                    "drift distributions"),
-        figure_html(stats_views.top_categorical_values(spans), "drift categorical values")])
+    return "".join(
+        [
+            _p(
+                f"{new_name} against {old_name} (train splits), with the schema's drift "
+                f"comparators: {len(drifted)} of {len(table)} compared features drifted.",
+                "bad" if len(drifted) else "ok",
+            ),
+            table_html(table, "the schema defines no drift comparators"),
+            figure_html(
+                stats_views.numeric_distributions(spans, f"{old_name} vs {new_name}"),
+                "drift distributions",
+            ),
+            figure_html(stats_views.top_categorical_values(spans), "drift categorical values"),
+        ]
+    )
 
 
 def evaluation_section(run: artifacts.Run) -> str:
@@ -141,22 +172,31 @@ def evaluation_section(run: artifacts.Run) -> str:
     result = evaluation.load(evaluated)
     parts = []
     if evaluated is not run:
-        parts.append(_p(f"This run evaluated no model; the latest evaluation is from run "
-                        f"{evaluated.run_id}.", "note"))
+        parts.append(
+            _p(
+                f"This run evaluated no model; the latest evaluation is from run "
+                f"{evaluated.run_id}.",
+                "note",
+            )
+        )
     comparison = evaluation.candidate_vs_baseline(result)
     parts += [
         _p(evaluation.verdict(result), "ok" if result.blessed else "bad"),
-        "<h3>Thresholds</h3>", table_html(evaluation.thresholds_table(result)),
-        "<h3>Overall</h3>", table_html(evaluation.metrics_table(result.candidate)),
+        "<h3>Thresholds</h3>",
+        table_html(evaluation.thresholds_table(result)),
+        "<h3>Overall</h3>",
+        table_html(evaluation.metrics_table(result.candidate)),
         "<h3>Candidate vs baseline</h3>",
         table_html(comparison, "no baseline: no model had been blessed before"),
         figure_html(evaluation.roc_pr_curves(result), "ROC and PR curves"),
         figure_html(evaluation.calibration_plot(result), "calibration"),
     ]
     for feature in result.slice_features:
-        parts += [f"<h3>Per {html.escape(feature)}</h3>",
-                  table_html(evaluation.metrics_table(result.candidate, feature)),
-                  figure_html(evaluation.metric_per_slice(result, feature), f"auc per {feature}")]
+        parts += [
+            f"<h3>Per {html.escape(feature)}</h3>",
+            table_html(evaluation.metrics_table(result.candidate, feature)),
+            figure_html(evaluation.metric_per_slice(result, feature), f"auc per {feature}"),
+        ]
     return "".join(parts)
 
 
@@ -176,22 +216,27 @@ def render(settings: PipelineSettings) -> str:
         _section("lineage", "Lineage of the served model", lambda: lineage_section(settings)),
     ]
     title = f"Run report: {settings.name}"
-    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
-            f"<title>{html.escape(title)}</title><style>{STYLE}</style></head><body>"
-            f"<h1>{html.escape(title)}</h1>"
-            f'<p id="run">Run <b id="run-id">{html.escape(run.run_id)}</b>, started '
-            f"{run.started_text}, span {run.span}. Report generated {generated}.</p>"
-            + "".join(sections) + "</body></html>")
+    return (
+        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        f"<title>{html.escape(title)}</title><style>{STYLE}</style></head><body>"
+        f"<h1>{html.escape(title)}</h1>"
+        f'<p id="run">Run <b id="run-id">{html.escape(run.run_id)}</b>, started '
+        f"{run.started_text}, span {run.span}. Report generated {generated}.</p>"
+        + "".join(sections)
+        + "</body></html>"
+    )
 
 
 def report_path(settings: PipelineSettings, report: Optional[ReportSettings] = None) -> str:
     """PIPELINE_REPORT_PATH, else <output dir>/report/<pipeline>.html."""
-    return (report and report.path) or os.path.join(settings.data.output_dir, "report",
-                                                    f"{settings.name}.html")
+    return (report and report.path) or os.path.join(
+        settings.data.output_dir, "report", f"{settings.name}.html"
+    )
 
 
-def write(settings: PipelineSettings, path: Optional[str] = None,
-          report: Optional[ReportSettings] = None) -> str:
+def write(
+    settings: PipelineSettings, path: Optional[str] = None, report: Optional[ReportSettings] = None
+) -> str:
     """Renders the report and writes it (temp file, then rename: never half a report) to
     `path`, else where `report` (PIPELINE_REPORT_PATH) or the default puts it."""
     path = path or report_path(settings, report)

@@ -1,4 +1,5 @@
 """Settings of the run report (analysis/report.py), read from PIPELINE_REPORT_* variables."""
+
 from __future__ import annotations
 
 from pydantic import Field
@@ -11,6 +12,8 @@ class ReportSettings(SettingsModel):
 
     model_config = env_config("REPORT_")
 
-    path: str = Field("", description="Where `make report` writes its HTML file; empty = "
-                                      "<output_dir>/report/<pipeline name>.html.")
-
+    path: str = Field(
+        "",
+        description="Where `make report` writes its HTML file; empty = "
+        "<output_dir>/report/<pipeline name>.html.",
+    )

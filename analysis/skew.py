@@ -7,13 +7,14 @@ Exits 1 and names each feature when skew (or a schema anomaly) is found, 0 when 
 an error (no request log, no training statistics).
 The training statistics default to the newest StatisticsGen train split recorded in MLMD.
 """
+
 from __future__ import annotations
 
 import math
 import os
 import sys
 import tempfile
-from typing import Any, Iterable, Optional
+from typing import Any, Optional
 
 import tensorflow as tf
 import tensorflow_data_validation as tfdv
@@ -52,25 +53,32 @@ def to_example(row: dict[str, Any], schema: schema_pb2.Schema) -> tf.train.Examp
     return example
 
 
-def serving_statistics(rows: list[dict], schema: schema_pb2.Schema
-                       ) -> statistics_pb2.DatasetFeatureStatisticsList:
+def serving_statistics(
+    rows: list[dict], schema: schema_pb2.Schema
+) -> statistics_pb2.DatasetFeatureStatisticsList:
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "requests.tfrecord")
         with tf.io.TFRecordWriter(path) as writer:
             for row in rows:
                 writer.write(to_example(row, schema).SerializeToString())
         return tfdv.generate_statistics_from_tfrecord(
-            path, stats_options=tfdv.StatsOptions(schema=schema))
+            path, stats_options=tfdv.StatsOptions(schema=schema)
+        )
 
 
 def training_statistics_path(settings: PipelineSettings) -> str:
     """The newest StatisticsGen output's train split, from MLMD."""
     store = metadata.open_store(settings)
-    artifacts = (metadata.node_outputs(store, settings.name, "StatisticsGen",
-                                       "ExampleStatistics") if store else [])
+    artifacts = (
+        metadata.node_outputs(store, settings.name, "StatisticsGen", "ExampleStatistics")
+        if store
+        else []
+    )
     if not artifacts:
-        raise SkewError(f"no StatisticsGen output in {settings.metadata_path}: run the pipeline "
-                        "first, or pass --training-statistics")
+        raise SkewError(
+            f"no StatisticsGen output in {settings.metadata_path}: run the pipeline "
+            "first, or pass --training-statistics"
+        )
     return os.path.join(artifacts[-1].uri, split_dir_name(TRAIN_SPLIT), STATISTICS_FILE)
 
 
@@ -86,8 +94,11 @@ def serving_schema(schema: schema_pb2.Schema) -> schema_pb2.Schema:
     return schema
 
 
-def find_skew(rows: list[dict], schema: schema_pb2.Schema,
-              training: statistics_pb2.DatasetFeatureStatisticsList) -> dict[str, list[str]]:
+def find_skew(
+    rows: list[dict],
+    schema: schema_pb2.Schema,
+    training: statistics_pb2.DatasetFeatureStatisticsList,
+) -> dict[str, list[str]]:
     """feature -> descriptions of its skew and SERVING-environment anomalies."""
     if not rows:
         raise SkewError("the request log has no successful requests to compare")
@@ -95,20 +106,26 @@ def find_skew(rows: list[dict], schema: schema_pb2.Schema,
     serving = serving_statistics(rows, schema)
     found: dict[str, list[str]] = {}
     for anomalies in (
-            # The requests themselves against the schema's SERVING environment...
-            tfdv.validate_statistics(serving, schema, environment=SERVING_ENVIRONMENT),
-            # ...and against the training statistics, with the skew comparators.
-            tfdv.validate_statistics(training, schema, environment="TRAINING",
-                                     serving_statistics=serving)):
+        # The requests themselves against the schema's SERVING environment...
+        tfdv.validate_statistics(serving, schema, environment=SERVING_ENVIRONMENT),
+        # ...and against the training statistics, with the skew comparators.
+        tfdv.validate_statistics(
+            training, schema, environment="TRAINING", serving_statistics=serving
+        ),
+    ):
         for feature, info in anomalies.anomaly_info.items():
             for reason in info.reason:
                 found.setdefault(feature, []).append(
-                    f"{anomalies_pb2.AnomalyInfo.Type.Name(reason.type)}: {reason.description}")
+                    f"{anomalies_pb2.AnomalyInfo.Type.Name(reason.type)}: {reason.description}"
+                )
     return found
 
 
-def run_skew(log: Optional[str] = None, training_statistics: Optional[str] = None,
-             schema: Optional[str] = None) -> int:
+def run_skew(
+    log: Optional[str] = None,
+    training_statistics: Optional[str] = None,
+    schema: Optional[str] = None,
+) -> int:
     """`tfx-template skew`: the request `log` (default PIPELINE_SERVING_LOG_PATH) against the
     `training_statistics` (default: from MLMD) with the `schema` (default
     PIPELINE_SCHEMA_PATH). 0: no skew; 1: skew, each feature named; 2: one `error: ...` line."""
@@ -117,8 +134,9 @@ def run_skew(log: Optional[str] = None, training_statistics: Optional[str] = Non
     schema_path = schema or settings.data.schema_path
     try:
         if not os.path.exists(log):
-            raise SkewError(f"no request log at {log}: serve with "
-                            "PIPELINE_SERVING_LOG_SAMPLING_RATE>0 first")
+            raise SkewError(
+                f"no request log at {log}: serve with PIPELINE_SERVING_LOG_SAMPLING_RATE>0 first"
+            )
         schema_proto = tfdv.load_schema_text(schema_path)
         stats_path = training_statistics or training_statistics_path(settings)
         training = tfdv.load_stats_binary(stats_path)

@@ -1,5 +1,6 @@
 """Tables (pandas) and figures (matplotlib) made from TFDV statistics, schema and anomaly
 protos. They render offline, unlike TFDV's Facets views, which load scripts from the web."""
+
 from __future__ import annotations
 
 import os
@@ -27,6 +28,7 @@ TOP_VALUES = 8
 
 # ---- Loading ---------------------------------------------------------------------------------
 
+
 def load_schema(run: artifacts.Run) -> schema_pb2.Schema:
     node = "SchemaGen" if "SchemaGen" in run.outputs else "ImportSchemaGen"
     return tfdv.load_schema_text(os.path.join(run.require(node, "schema").uri, "schema.pbtxt"))
@@ -39,11 +41,14 @@ def run_statistics(run: artifacts.Run) -> dict[str, Statistics]:
 
 
 def run_anomalies(run: artifacts.Run) -> dict[str, anomalies_pb2.Anomalies]:
-    return anomalies_gate.load_anomalies(run.require("ExampleValidator", "anomalies").uri, list(SPLITS))
+    return anomalies_gate.load_anomalies(
+        run.require("ExampleValidator", "anomalies").uri, list(SPLITS)
+    )
 
 
-def span_statistics(run: artifacts.Run, examples, schema: schema_pb2.Schema,
-                    split: str = "train") -> Statistics:
+def span_statistics(
+    run: artifacts.Run, examples, schema: schema_pb2.Schema, split: str = "train"
+) -> Statistics:
     """Statistics of one span's split: StatisticsGen's if a run computed them, else computed
     here with TFDV (spans ingested before the pipeline's first full run have none)."""
     stats = artifacts.statistics_of_examples(run.store, run.settings.name, examples.id)
@@ -53,6 +58,7 @@ def span_statistics(run: artifacts.Run, examples, schema: schema_pb2.Schema,
 
 
 # ---- Tables ----------------------------------------------------------------------------------
+
 
 def _features(stats: Statistics) -> dict[str, statistics_pb2.FeatureNameStatistics]:
     return {(f.path.step[0] if f.path.step else f.name): f for f in stats.datasets[0].features}
@@ -82,15 +88,21 @@ def schema_table(schema: schema_pb2.Schema) -> pd.DataFrame:
         elif domain == "float_domain":
             d = f.float_domain
             domain = (f"float {d.min:g}.." if d.HasField("min") else "float ..") + (
-                f"{d.max:g}" if d.HasField("max") else "")
+                f"{d.max:g}" if d.HasField("max") else ""
+            )
         elif domain == "domain":
             values = next((d.value for d in schema.string_domain if d.name == f.domain), [])
             domain = f"{f.domain}: {', '.join(values)}"
-        rows.append({"feature": f.name, "type": schema_pb2.FeatureType.Name(f.type),
-                     "presence": f.presence.min_fraction,
-                     "values": f"{f.value_count.min}..{f.value_count.max}",
-                     "domain": domain or "",
-                     "environments": ", ".join(sorted(environments(f, schema)))})
+        rows.append(
+            {
+                "feature": f.name,
+                "type": schema_pb2.FeatureType.Name(f.type),
+                "presence": f.presence.min_fraction,
+                "values": f"{f.value_count.min}..{f.value_count.max}",
+                "domain": domain or "",
+                "environments": ", ".join(sorted(environments(f, schema))),
+            }
+        )
     return pd.DataFrame(rows).set_index("feature")
 
 
@@ -101,16 +113,23 @@ def feature_table(stats_by_name: dict[str, Statistics]) -> pd.DataFrame:
     for name, stats in stats_by_name.items():
         num_examples = stats.datasets[0].num_examples
         for feature_name, f in sorted(_features(stats).items()):
-            row = {"feature": feature_name, "data": name, "examples": num_examples,
-                   "missing": round(missing_rate(f, num_examples), 4)}
+            row = {
+                "feature": feature_name,
+                "data": name,
+                "examples": num_examples,
+                "missing": round(missing_rate(f, num_examples), 4),
+            }
             if f.HasField("num_stats"):
                 n = f.num_stats
                 row.update(mean=n.mean, std=n.std_dev, min=n.min, median=n.median, max=n.max)
             else:
                 s = f.string_stats
                 top = s.top_values[0] if s.top_values else None
-                row.update(unique=s.unique, top=top.value if top else "",
-                           top_share=round(top.frequency / num_examples, 4) if top else np.nan)
+                row.update(
+                    unique=s.unique,
+                    top=top.value if top else "",
+                    top_share=round(top.frequency / num_examples, 4) if top else np.nan,
+                )
             rows.append(row)
     return pd.DataFrame(rows).set_index(["feature", "data"])
 
@@ -121,9 +140,14 @@ def anomalies_table(anomalies_by_split: dict[str, anomalies_pb2.Anomalies]) -> p
     for split, anomalies in sorted(anomalies_by_split.items()):
         for feature, info in sorted(anomalies.anomaly_info.items()):
             for reason in info.reason or [info]:
-                rows.append({"split": split, "feature": feature,
-                             "anomaly": reason.short_description,
-                             "description": reason.description})
+                rows.append(
+                    {
+                        "split": split,
+                        "feature": feature,
+                        "anomaly": reason.short_description,
+                        "description": reason.description,
+                    }
+                )
     return pd.DataFrame(rows, columns=["split", "feature", "anomaly", "description"])
 
 
@@ -139,14 +163,20 @@ def drift_table(new: Statistics, old: Statistics, schema: schema_pb2.Schema) -> 
     rows = []
     for info in anomalies.drift_skew_info:
         for m in info.drift_measurements:
-            rows.append({"feature": info.path.step[0],
-                         "measure": anomalies_pb2.DriftSkewInfo.Measurement.Type.Name(m.type),
-                         "value": round(m.value, 4), "threshold": m.threshold,
-                         "drifted": m.value > m.threshold})
+            rows.append(
+                {
+                    "feature": info.path.step[0],
+                    "measure": anomalies_pb2.DriftSkewInfo.Measurement.Type.Name(m.type),
+                    "value": round(m.value, 4),
+                    "threshold": m.threshold,
+                    "drifted": m.value > m.threshold,
+                }
+            )
     return pd.DataFrame(rows, columns=["feature", "measure", "value", "threshold", "drifted"])
 
 
 # ---- Figures ---------------------------------------------------------------------------------
+
 
 def finished(fig: plt.Figure) -> plt.Figure:
     """Laid out and closed in pyplot: a notebook shows the returned figure once (an open one
@@ -168,8 +198,10 @@ def _grid(count: int, columns: int = 4) -> tuple[plt.Figure, list]:
 def _quantile_density(feature: statistics_pb2.FeatureNameStatistics):
     """(bucket edges, density) from the quantile histogram: equal-count buckets, so single
     outliers (one huge value) do not squash the plot as equal-width buckets do."""
-    hist = next((h for h in feature.num_stats.histograms
-                 if h.type == statistics_pb2.Histogram.QUANTILES), None)
+    hist = next(
+        (h for h in feature.num_stats.histograms if h.type == statistics_pb2.Histogram.QUANTILES),
+        None,
+    )
     if hist is None or not hist.buckets:
         return None
     low = np.array([b.low_value for b in hist.buckets])
@@ -180,11 +212,18 @@ def _quantile_density(feature: statistics_pb2.FeatureNameStatistics):
     return np.append(low, high[-1]), density
 
 
-def numeric_distributions(stats_by_name: dict[str, Statistics],
-                          title: str = "Numeric distributions") -> Optional[plt.Figure]:
+def numeric_distributions(
+    stats_by_name: dict[str, Statistics], title: str = "Numeric distributions"
+) -> Optional[plt.Figure]:
     """One panel per numeric feature, one line per dataset (split or span)."""
-    names = sorted({n for s in stats_by_name.values() for n, f in _features(s).items()
-                    if f.HasField("num_stats") and f.num_stats.histograms})
+    names = sorted(
+        {
+            n
+            for s in stats_by_name.values()
+            for n, f in _features(s).items()
+            if f.HasField("num_stats") and f.num_stats.histograms
+        }
+    )
     if not names:
         return None
     fig, axes = _grid(len(names))
@@ -214,11 +253,18 @@ def missing_rates(stats_by_name: dict[str, Statistics]) -> plt.Figure:
     return finished(fig)
 
 
-def top_categorical_values(stats_by_name: dict[str, Statistics],
-                           top: int = TOP_VALUES) -> Optional[plt.Figure]:
+def top_categorical_values(
+    stats_by_name: dict[str, Statistics], top: int = TOP_VALUES
+) -> Optional[plt.Figure]:
     """The most frequent values of each categorical feature, as shares, per dataset."""
-    names = sorted({n for s in stats_by_name.values() for n, f in _features(s).items()
-                    if f.HasField("string_stats") and f.string_stats.top_values})
+    names = sorted(
+        {
+            n
+            for s in stats_by_name.values()
+            for n, f in _features(s).items()
+            if f.HasField("string_stats") and f.string_stats.top_values
+        }
+    )
     if not names:
         return None
     fig, axes = _grid(len(names), columns=3)
@@ -229,8 +275,9 @@ def top_categorical_values(stats_by_name: dict[str, Statistics],
             if f is None:
                 continue
             total = stats.datasets[0].num_examples or 1
-            shares[label] = {v.value[:24]: v.frequency / total
-                             for v in f.string_stats.top_values[:top]}
+            shares[label] = {
+                v.value[:24]: v.frequency / total for v in f.string_stats.top_values[:top]
+            }
         frame = pd.DataFrame(shares).fillna(0.0)
         frame = frame.loc[frame.max(axis=1).sort_values(ascending=False).index[:top]]
         frame.iloc[::-1].plot.barh(ax=ax, legend=False)
@@ -241,8 +288,9 @@ def top_categorical_values(stats_by_name: dict[str, Statistics],
     return finished(fig)
 
 
-def newest_two_spans(run: artifacts.Run,
-                     schema: schema_pb2.Schema) -> Optional[dict[str, Statistics]]:
+def newest_two_spans(
+    run: artifacts.Run, schema: schema_pb2.Schema
+) -> Optional[dict[str, Statistics]]:
     """Train-split statistics of the newest two ingested spans, older first ({"span 1": …,
     "span 2": …}); None with fewer than two spans."""
     examples = artifacts.ingested_examples(run.settings, run.store)
@@ -264,14 +312,24 @@ def leakage_tables(report) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(findings with their severity, evidence and measures, leaks first; single-feature AUC
     per feature, strongest first)."""
     measures = sorted({k for f in report.findings for k in getattr(f, "measures", {})})
-    rows = [{"feature": f.feature, "severity": getattr(f, "severity", "leak"), "kind": f.kind,
-             **{k: getattr(f, "measures", {}).get(k) for k in measures}, "evidence": f.evidence}
-            for f in report.findings]
+    rows = [
+        {
+            "feature": f.feature,
+            "severity": getattr(f, "severity", "leak"),
+            "kind": f.kind,
+            **{k: getattr(f, "measures", {}).get(k) for k in measures},
+            "evidence": f.evidence,
+        }
+        for f in report.findings
+    ]
     findings = pd.DataFrame(rows, columns=["feature", "severity", "kind", *measures, "evidence"])
     findings = findings.sort_values("severity", key=lambda s: s != "leak", kind="stable")
     findings = findings.reset_index(drop=True)
-    aucs = pd.Series(report.auc_by_feature, name="single-feature AUC", dtype=float).sort_values(
-        ascending=False).to_frame()
+    aucs = (
+        pd.Series(report.auc_by_feature, name="single-feature AUC", dtype=float)
+        .sort_values(ascending=False)
+        .to_frame()
+    )
     aucs.index.name = "feature"
     return findings, aucs
 
@@ -296,13 +354,16 @@ def leakage_summary(report) -> str:
     if not report.findings:
         return "No leakage found."
     if not leaks:
-        return (f"No leak found; {warnings} warning(s) to check (a strong feature is a leak "
-                "only if its value is not known when a prediction is made).")
+        return (
+            f"No leak found; {warnings} warning(s) to check (a strong feature is a leak "
+            "only if its value is not known when a prediction is made)."
+        )
     return f"{len(leaks)} leak(s)" + (f" and {warnings} warning(s)." if warnings else ".")
 
 
-def serving_skew(run: artifacts.Run, schema: schema_pb2.Schema,
-                 training: Statistics) -> Optional[pd.DataFrame]:
+def serving_skew(
+    run: artifacts.Run, schema: schema_pb2.Schema, training: Statistics
+) -> Optional[pd.DataFrame]:
     """Skew of the logged serving requests (analysis/skew.py) against the run's training
     statistics, one row per finding; None when no request log exists."""
     from analysis import skew
@@ -312,6 +373,11 @@ def serving_skew(run: artifacts.Run, schema: schema_pb2.Schema,
         return None
     rows = list(serving_log.logged_rows(serving_log.read(log)))
     found = skew.find_skew(rows, schema, training) if rows else {}
-    return pd.DataFrame([{"feature": feature, "finding": reason}
-                         for feature, reasons in sorted(found.items()) for reason in reasons],
-                        columns=["feature", "finding"])
+    return pd.DataFrame(
+        [
+            {"feature": feature, "finding": reason}
+            for feature, reasons in sorted(found.items())
+            for reason in reasons
+        ],
+        columns=["feature", "finding"],
+    )

@@ -22,6 +22,7 @@ busy come from the samples taken within those times. The goals printed at the en
 issue's: 1.5M rows under 8 GB peak, wall time from 150k to 1.5M rows growing no faster than
 the data (x10), and the data components keeping both cores busy.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,11 +38,11 @@ from typing import Optional, Sequence
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import psutil  # noqa: E402
+import psutil
 
-from benchmarks import pipeline_vs_official as reference  # noqa: E402  (snapshot, environment)
-from benchmarks import process_tree  # noqa: E402
-from pipeline import progress  # noqa: E402
+from benchmarks import pipeline_vs_official as reference  # snapshot, environment
+from benchmarks import process_tree
+from pipeline import progress
 
 REPO = reference.REPO
 PIPELINE_NAME = reference.OUR_PIPELINE_NAME
@@ -115,8 +116,8 @@ class RunResult:
 def execution_windows(metadata_path: Path) -> dict[str, list[tuple[float, float]]]:
     """Node id -> [(start, end)] in epoch seconds, from the MLMD executions' registration and
     last update (publication) times."""
-    import ml_metadata as mlmd  # noqa: PLC0415 (heavy; only after the run)
-    from tfx.orchestration import metadata  # noqa: PLC0415
+    import ml_metadata as mlmd  # heavy; only after the run
+    from tfx.orchestration import metadata
 
     store = mlmd.MetadataStore(metadata.sqlite_metadata_connection_config(str(metadata_path)))
     windows: dict[str, list[tuple[float, float]]] = {}
@@ -124,10 +125,14 @@ def execution_windows(metadata_path: Path) -> dict[str, list[tuple[float, float]
     for context in store.get_contexts_by_type("node"):
         if not context.name.startswith(prefix):
             continue
-        node = context.name[len(prefix):]
+        node = context.name[len(prefix) :]
         for execution in store.get_executions_by_context(context.id):
-            windows.setdefault(node, []).append((execution.create_time_since_epoch / 1000,
-                                                 execution.last_update_time_since_epoch / 1000))
+            windows.setdefault(node, []).append(
+                (
+                    execution.create_time_since_epoch / 1000,
+                    execution.last_update_time_since_epoch / 1000,
+                )
+            )
     return windows
 
 
@@ -135,12 +140,14 @@ def cores_busy(samples: Sequence[Sample]) -> float:
     """CPU seconds per wall second between the first and last sample (0 if too few)."""
     if len(samples) < 2 or samples[-1].time_s <= samples[0].time_s:
         return 0.0
-    return max(0.0, (samples[-1].cpu_s - samples[0].cpu_s)
-               / (samples[-1].time_s - samples[0].time_s))
+    return max(
+        0.0, (samples[-1].cpu_s - samples[0].cpu_s) / (samples[-1].time_s - samples[0].time_s)
+    )
 
 
-def component_figures(sampler: TreeSampler,
-                      windows: Sequence[tuple[float, float]]) -> ComponentFigures:
+def component_figures(
+    sampler: TreeSampler, windows: Sequence[tuple[float, float]]
+) -> ComponentFigures:
     wall = sum(end - start for start, end in windows)
     peak, cpu_s, busy_wall = 0, 0.0, 0.0
     for start, end in windows:
@@ -149,8 +156,9 @@ def component_figures(sampler: TreeSampler,
         if len(inside) >= 2:
             cpu_s += inside[-1].cpu_s - inside[0].cpu_s
             busy_wall += inside[-1].time_s - inside[0].time_s
-    return ComponentFigures(wall_s=wall, peak_gb=peak / 2**30,
-                            busy_cores=cpu_s / busy_wall if busy_wall else 0.0)
+    return ComponentFigures(
+        wall_s=wall, peak_gb=peak / 2**30, busy_cores=cpu_s / busy_wall if busy_wall else 0.0
+    )
 
 
 def ensure_data(data_root: Path, rows: int, files_per_span: int = 1) -> Path:
@@ -163,36 +171,77 @@ def ensure_data(data_root: Path, rows: int, files_per_span: int = 1) -> Path:
         return data_dir
     progress.say(f"generating {rows} rows into {data_dir} ...")
     # Its own bar would fight with the benchmark's on the same terminal line.
-    subprocess.run([sys.executable, "-m", "cli.main", "generate-data", str(data_dir),
-                    "--rows", str(rows), "--spans", str(NUM_SPANS),
-                    "--files-per-span", str(files_per_span)], cwd=REPO, check=True,
-                   env={**os.environ, "TQDM_DISABLE": "1"})
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cli.main",
+            "generate-data",
+            str(data_dir),
+            "--rows",
+            str(rows),
+            "--spans",
+            str(NUM_SPANS),
+            "--files-per-span",
+            str(files_per_span),
+        ],
+        cwd=REPO,
+        check=True,
+        env={**os.environ, "TQDM_DISABLE": "1"},
+    )
     return data_dir
 
 
-def run_once(project: Path, data_dir: Path, rows: int, workers: int, workdir: Path,
-             env: dict[str, str], interval_s: float) -> RunResult:
+def run_once(
+    project: Path,
+    data_dir: Path,
+    rows: int,
+    workers: int,
+    workdir: Path,
+    env: dict[str, str],
+    interval_s: float,
+) -> RunResult:
     slug = f"rows-{rows}-workers-{workers}"
     output_dir = workdir / "runs" / slug
-    run_env = {**env, "PIPELINE_OUTPUT_DIR": str(output_dir), "PIPELINE_DATA_DIR": str(data_dir),
-               "PIPELINE_ENABLE_TUNING": "0",
-               "PIPELINE_BEAM_DIRECT_NUM_WORKERS": str(workers)}
+    run_env = {
+        **env,
+        "PIPELINE_OUTPUT_DIR": str(output_dir),
+        "PIPELINE_DATA_DIR": str(data_dir),
+        "PIPELINE_ENABLE_TUNING": "0",
+        "PIPELINE_BEAM_DIRECT_NUM_WORKERS": str(workers),
+    }
     log = workdir / "logs" / f"{slug}.log"
     progress.say(f"[{rows} rows, {MODE_NAMES.get(workers, workers)}] running (log {log}) ...")
     sampler = TreeSampler()
     measured = process_tree.run_measured(
-        (sys.executable, "local_runner.py"), cwd=project, env=run_env, log_path=log,
-        interval_s=interval_s, on_sample=sampler)
+        (sys.executable, "local_runner.py"),
+        cwd=project,
+        env=run_env,
+        log_path=log,
+        interval_s=interval_s,
+        on_sample=sampler,
+    )
     windows = execution_windows(output_dir / "metadata" / PIPELINE_NAME / "metadata.db")
-    components = {node: component_figures(sampler, node_windows)
-                  for node, node_windows in windows.items()}
-    result = RunResult(rows=rows, workers=workers, wall_s=measured.wall_s,
-                       peak_gb=max([0] + [s.pss_bytes for s in sampler.samples]) / 2**30,
-                       busy_cores=cores_busy(sampler.samples), components=components)
-    progress.say(f"[{rows} rows, {result.mode}] {result.wall_s:.0f} s, peak {result.peak_gb:.2f} "
-                 "GB PSS, " + ", ".join(
-                     f"{n} {c.wall_s:.0f} s/{c.peak_gb:.1f} GB/{c.busy_cores:.2f} cores"
-                     for n, c in components.items() if n in SHOWN_COMPONENTS))
+    components = {
+        node: component_figures(sampler, node_windows) for node, node_windows in windows.items()
+    }
+    result = RunResult(
+        rows=rows,
+        workers=workers,
+        wall_s=measured.wall_s,
+        peak_gb=max([0] + [s.pss_bytes for s in sampler.samples]) / 2**30,
+        busy_cores=cores_busy(sampler.samples),
+        components=components,
+    )
+    progress.say(
+        f"[{rows} rows, {result.mode}] {result.wall_s:.0f} s, peak {result.peak_gb:.2f} "
+        "GB PSS, "
+        + ", ".join(
+            f"{n} {c.wall_s:.0f} s/{c.peak_gb:.1f} GB/{c.busy_cores:.2f} cores"
+            for n, c in components.items()
+            if n in SHOWN_COMPONENTS
+        )
+    )
     if not (output_dir / "serving_model" / PIPELINE_NAME).is_dir():
         progress.say(f"  note: no model pushed (see {log})")
     return result
@@ -206,8 +255,11 @@ def data_busy_cores(result: RunResult) -> float:
 
 
 def print_report(results: Sequence[RunResult], load: str) -> None:
-    header = (f"{'rows':>9} {'Beam':<16} {'total s':>8} {'peak GB':>8} "
-              + " ".join(f"{c[:11]:>15}" for c in SHOWN_COMPONENTS) + f" {'data cores':>10}")
+    header = (
+        f"{'rows':>9} {'Beam':<16} {'total s':>8} {'peak GB':>8} "
+        + " ".join(f"{c[:11]:>15}" for c in SHOWN_COMPONENTS)
+        + f" {'data cores':>10}"
+    )
     print("\nwall seconds / peak GB (PSS) / cores busy per component")
     print(header)
     print("-" * len(header))
@@ -216,8 +268,11 @@ def print_report(results: Sequence[RunResult], load: str) -> None:
         for name in SHOWN_COMPONENTS:
             c = r.components.get(name)
             cells.append(f"{c.wall_s:.0f}/{c.peak_gb:.1f}/{c.busy_cores:.1f}" if c else "-")
-        print(f"{r.rows:>9} {r.mode:<16} {r.wall_s:>8.0f} {r.peak_gb:>8.2f} "
-              + " ".join(f"{cell:>15}" for cell in cells) + f" {data_busy_cores(r):>10.2f}")
+        print(
+            f"{r.rows:>9} {r.mode:<16} {r.wall_s:>8.0f} {r.peak_gb:>8.2f} "
+            + " ".join(f"{cell:>15}" for cell in cells)
+            + f" {data_busy_cores(r):>10.2f}"
+        )
     print(f"load: {load}")
 
     print("\ngoals")
@@ -226,36 +281,57 @@ def print_report(results: Sequence[RunResult], load: str) -> None:
         mode = MODE_NAMES.get(workers, str(workers))
         big, mid = by_key.get((1_500_000, workers)), by_key.get((150_000, workers))
         if big:
-            print(f"  [{mode}] 1.5M rows peak memory < {MEMORY_GOAL_GB:.0f} GB: "
-                  f"{big.peak_gb:.2f} GB -> {'met' if big.peak_gb < MEMORY_GOAL_GB else 'NOT met'}")
+            print(
+                f"  [{mode}] 1.5M rows peak memory < {MEMORY_GOAL_GB:.0f} GB: "
+                f"{big.peak_gb:.2f} GB -> {'met' if big.peak_gb < MEMORY_GOAL_GB else 'NOT met'}"
+            )
         if big and mid:
             ratio = big.wall_s / mid.wall_s
-            print(f"  [{mode}] wall time 150k -> 1.5M rows at most x10 (linear): x{ratio:.1f} "
-                  f"-> {'met' if ratio <= 10 else 'NOT met'}")
+            print(
+                f"  [{mode}] wall time 150k -> 1.5M rows at most x10 (linear): x{ratio:.1f} "
+                f"-> {'met' if ratio <= 10 else 'NOT met'}"
+            )
         for r in results:
             if r.workers == workers and r.rows >= 150_000:
                 busy = data_busy_cores(r)
-                print(f"  [{mode}] {r.rows} rows: data components busy >= {BUSY_CORES_GOAL} of "
-                      f"{os.cpu_count()} cores: {busy:.2f} -> "
-                      f"{'met' if busy >= BUSY_CORES_GOAL else 'NOT met'}")
+                print(
+                    f"  [{mode}] {r.rows} rows: data components busy >= {BUSY_CORES_GOAL} of "
+                    f"{os.cpu_count()} cores: {busy:.2f} -> "
+                    f"{'met' if busy >= BUSY_CORES_GOAL else 'NOT met'}"
+                )
 
 
 def machine_load() -> str:
     one, five, fifteen = os.getloadavg()
-    return (f"{os.cpu_count()} CPUs, load average {one:.1f}/{five:.1f}/{fifteen:.1f} "
-            f"(other processes on the machine share the cores)")
+    return (
+        f"{os.cpu_count()} CPUs, load average {one:.1f}/{five:.1f}/{fifteen:.1f} "
+        f"(other processes on the machine share the cores)"
+    )
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, nargs="+", default=[15_000, 150_000, 1_500_000])
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, 0],
-                        help="PIPELINE_BEAM_DIRECT_NUM_WORKERS values (1 in-process, 0 all cores)")
-    parser.add_argument("--files-per-span", type=int, default=1,
-                        help="CSV files per generated span (CsvExampleGen reads a file in one "
-                             "piece: several files spread it over the Beam workers)")
-    parser.add_argument("--data-root", type=Path, default=None,
-                        help="where generated data is kept and reused (default: in the work dir)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        nargs="+",
+        default=[1, 0],
+        help="PIPELINE_BEAM_DIRECT_NUM_WORKERS values (1 in-process, 0 all cores)",
+    )
+    parser.add_argument(
+        "--files-per-span",
+        type=int,
+        default=1,
+        help="CSV files per generated span (CsvExampleGen reads a file in one "
+        "piece: several files spread it over the Beam workers)",
+    )
+    parser.add_argument(
+        "--data-root",
+        type=Path,
+        default=None,
+        help="where generated data is kept and reused (default: in the work dir)",
+    )
     parser.add_argument("--sample-interval", type=float, default=0.5, metavar="SECONDS")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     parser.add_argument("--keep", action="store_true", help="keep the work dir (runs, logs)")
@@ -265,8 +341,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 def run_benchmark(args: argparse.Namespace, workdir: Path) -> None:
     env = reference.base_env(workdir / "home")
     project = reference.snapshot_project(REPO, workdir / "project")
-    print(f"work dir {workdir}; {REPO} at {reference.git_description(REPO)} (snapshot); "
-          f"{machine_load()}", flush=True)
+    print(
+        f"work dir {workdir}; {REPO} at {reference.git_description(REPO)} (snapshot); "
+        f"{machine_load()}",
+        flush=True,
+    )
     results = []
     bar = progress.bar(total=len(args.rows) * len(args.workers), desc="growth", unit="run")
     for rows in args.rows:
@@ -274,20 +353,21 @@ def run_benchmark(args: argparse.Namespace, workdir: Path) -> None:
         data_dir = ensure_data(args.data_root or workdir / "data", rows, args.files_per_span)
         for workers in args.workers:
             bar.set_postfix_str(f"{rows} rows, {MODE_NAMES.get(workers, workers)}")
-            results.append(run_once(project, data_dir, rows, workers, workdir, env,
-                                    args.sample_interval))
+            results.append(
+                run_once(project, data_dir, rows, workers, workdir, env, args.sample_interval)
+            )
             bar.update()
             if args.json:
-                args.json.write_text(json.dumps([dataclasses.asdict(r) for r in results],
-                                                indent=1))
+                args.json.write_text(json.dumps([dataclasses.asdict(r) for r in results], indent=1))
     bar.close()
     print_report(results, machine_load())
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
-    return reference.run_in_workdir("growth-", args.keep,
-                                    lambda workdir: run_benchmark(args, workdir))
+    return reference.run_in_workdir(
+        "growth-", args.keep, lambda workdir: run_benchmark(args, workdir)
+    )
 
 
 if __name__ == "__main__":

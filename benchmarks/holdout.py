@@ -4,6 +4,7 @@ Reads ExampleGen's output through the pipeline's MLMD store, filters the shipped
 the official template never sees a hold-out row, and scores any SavedModel whose
 `serving_default` signature takes serialized tf.Examples.
 """
+
 from __future__ import annotations
 
 import collections
@@ -17,10 +18,10 @@ from typing import Iterable, Optional, Sequence
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import ml_metadata as mlmd  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-from ml_metadata.proto import metadata_store_pb2  # noqa: E402
+import ml_metadata as mlmd
+import numpy as np
+import tensorflow as tf
+from ml_metadata.proto import metadata_store_pb2
 
 BIG_TIP_FRACTION = 0.2
 THRESHOLD = 0.5
@@ -49,6 +50,7 @@ class Score:
 
 # --- ExampleGen output ----------------------------------------------------------------------
 
+
 def _open_store(metadata_path: Path) -> mlmd.MetadataStore:
     config = metadata_store_pb2.ConnectionConfig()
     config.sqlite.filename_uri = str(metadata_path)
@@ -63,16 +65,20 @@ def _span(artifact: metadata_store_pb2.Artifact) -> int:
     raise ValueError(f"Examples artifact {artifact.id} ({artifact.uri}) has no span")
 
 
-def newest_span_examples(metadata_path: Path, pipeline_name: str,
-                         component_id: str = "CsvExampleGen") -> tuple[int, str]:
+def newest_span_examples(
+    metadata_path: Path, pipeline_name: str, component_id: str = "CsvExampleGen"
+) -> tuple[int, str]:
     """(span, uri) of the first Examples artifact `component_id` wrote for its newest span."""
     store = _open_store(metadata_path)
     context = store.get_context_by_type_and_name("node", f"{pipeline_name}.{component_id}")
     if context is None:
         raise LookupError(f"{metadata_path}: no node context {pipeline_name}.{component_id}")
     examples_type = store.get_artifact_type("Examples")
-    artifacts = [a for a in store.get_artifacts_by_context(context.id)
-                 if a.type_id == examples_type.id and a.state == metadata_store_pb2.Artifact.LIVE]
+    artifacts = [
+        a
+        for a in store.get_artifacts_by_context(context.id)
+        if a.type_id == examples_type.id and a.state == metadata_store_pb2.Artifact.LIVE
+    ]
     if not artifacts:
         raise LookupError(f"{metadata_path}: {component_id} has no live Examples artifact")
     newest = max(_span(a) for a in artifacts)
@@ -112,9 +118,11 @@ def big_tipper(example: tf.train.Example) -> int:
 
     In float32, as both preprocessing_fns compute it: trips tipping exactly 20% (fare 13.65,
     tips 2.73) are not big tippers in float32 but would be in float64."""
+
     def amount(key: str) -> np.float32:
         value = _first_value(example, key)
         return np.float32(0.0 if value is None or np.isnan(value) else value)
+
     return int(amount("tips") > np.float32(BIG_TIP_FRACTION) * amount("fare"))
 
 
@@ -129,13 +137,17 @@ def load_holdout(metadata_path: Path, pipeline_name: str) -> HoldOut:
 def same_examples(a: Sequence[bytes], b: Sequence[bytes]) -> bool:
     """Whether two lists hold the same tf.Examples, in any order. Compares deterministic
     re-serializations: the feature map's wire order differs from process to process."""
+
     def canonical(records: Sequence[bytes]) -> collections.Counter:
-        return collections.Counter(tf.train.Example.FromString(r).SerializeToString(
-            deterministic=True) for r in records)
+        return collections.Counter(
+            tf.train.Example.FromString(r).SerializeToString(deterministic=True) for r in records
+        )
+
     return canonical(a) == canonical(b)
 
 
 # --- The official template's data: the shipped CSV minus the hold-out -----------------------
+
 
 def _feature_kinds(examples: Iterable[tf.train.Example]) -> dict[str, str]:
     kinds: dict[str, str] = {}
@@ -160,8 +172,10 @@ def _csv_value(raw: str, kind: Optional[str]):
 
 def _row_key(values: Sequence, columns: Sequence[str]) -> tuple:
     # NaN never equals itself: key it as a marker so missing floats still match.
-    return tuple((c, "nan" if isinstance(v, np.floating) and np.isnan(v) else v)
-                 for c, v in zip(columns, values))
+    return tuple(
+        (c, "nan" if isinstance(v, np.floating) and np.isnan(v) else v)
+        for c, v in zip(columns, values)
+    )
 
 
 def write_csv_without(source_csv: Path, holdout: Sequence[bytes], destination_csv: Path) -> int:
@@ -177,7 +191,8 @@ def write_csv_without(source_csv: Path, holdout: Sequence[bytes], destination_cs
         rows = list(reader)
     kinds = _feature_kinds(examples)
     wanted = collections.Counter(
-        _row_key([_first_value(e, c) for c in header], header) for e in examples)
+        _row_key([_first_value(e, c) for c in header], header) for e in examples
+    )
     kept, removed = [], collections.Counter()
     for row in rows:
         try:
@@ -190,8 +205,10 @@ def write_csv_without(source_csv: Path, holdout: Sequence[bytes], destination_cs
             kept.append(row)
     if removed != wanted:
         missing = sum((wanted - removed).values())
-        raise ValueError(f"{missing} of {len(examples)} hold-out examples match no row of "
-                         f"{source_csv}; refusing to build the official template's data")
+        raise ValueError(
+            f"{missing} of {len(examples)} hold-out examples match no row of "
+            f"{source_csv}; refusing to build the official template's data"
+        )
     destination_csv.parent.mkdir(parents=True, exist_ok=True)
     with open(destination_csv, "w", newline="") as f:
         writer = csv.writer(f, lineterminator="\n")
@@ -201,6 +218,7 @@ def write_csv_without(source_csv: Path, holdout: Sequence[bytes], destination_cs
 
 
 # --- Scoring -------------------------------------------------------------------------------
+
 
 def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
     """Exact ROC AUC (Mann-Whitney U, ties count one half)."""
@@ -215,8 +233,9 @@ def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
     return float((ranks[labels].sum() - positives * (positives + 1) / 2) / (positives * negatives))
 
 
-def predict(model_dir: Path, serialized: Sequence[bytes],
-            output_key: Optional[str] = None) -> tuple[np.ndarray, str]:
+def predict(
+    model_dir: Path, serialized: Sequence[bytes], output_key: Optional[str] = None
+) -> tuple[np.ndarray, str]:
     """Probabilities from the model's `serving_default` on serialized tf.Examples."""
     model = tf.saved_model.load(str(model_dir))
     signature = model.signatures["serving_default"]
@@ -230,7 +249,7 @@ def predict(model_dir: Path, serialized: Sequence[bytes],
     (input_name,) = signature.structured_input_signature[1]
     batches = []
     for start in range(0, len(serialized), PREDICT_BATCH):
-        batch = tf.constant(list(serialized[start:start + PREDICT_BATCH]))
+        batch = tf.constant(list(serialized[start : start + PREDICT_BATCH]))
         batches.append(np.reshape(signature(**{input_name: batch})[output_key].numpy(), [-1]))
     return np.concatenate(batches), output_key
 
@@ -239,10 +258,13 @@ def score(model_dir: Path, holdout: HoldOut, output_key: Optional[str] = None) -
     """AUC and accuracy (probability > 0.5, as Keras' BinaryAccuracy) on the hold-out."""
     probabilities, key = predict(model_dir, holdout.serialized, output_key)
     if len(probabilities) != len(holdout.labels):
-        raise ValueError(f"{model_dir}: {len(probabilities)} predictions for "
-                         f"{len(holdout.labels)} examples")
+        raise ValueError(
+            f"{model_dir}: {len(probabilities)} predictions for {len(holdout.labels)} examples"
+        )
     if probabilities.min() < 0 or probabilities.max() > 1:
-        raise ValueError(f"{model_dir}: output {key!r} is not a probability "
-                         f"(range {probabilities.min()}..{probabilities.max()})")
+        raise ValueError(
+            f"{model_dir}: output {key!r} is not a probability "
+            f"(range {probabilities.min()}..{probabilities.max()})"
+        )
     accuracy = float(((probabilities > THRESHOLD).astype(int) == holdout.labels).mean())
     return Score(auc=roc_auc(holdout.labels, probabilities), accuracy=accuracy, output_key=key)

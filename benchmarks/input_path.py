@@ -22,6 +22,7 @@ training window) and the raw CSV files of the same spans. --output-dir names a r
 PIPELINE_OUTPUT_DIR; without it, the local runner runs on the shipped data (Tuner off) in a
 temporary directory first. Goal (issue 7): tfrecords at least 3x python-csv.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,14 +40,14 @@ from typing import Callable, Iterator, Optional, Sequence
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-import tensorflow_transform as tft  # noqa: E402
-import tf_keras as keras  # noqa: E402
+import numpy as np
+import tensorflow as tf
+import tensorflow_transform as tft
+import tf_keras as keras
 
-from models import features, hyperparameters, model  # noqa: E402
-from pipeline import metadata, spans  # noqa: E402
-from pipeline.settings import PipelineSettings  # noqa: E402
+from models import features, hyperparameters, model
+from pipeline import metadata, spans
+from pipeline.settings import PipelineSettings
 
 REPO = Path(__file__).resolve().parents[1]
 BATCH_SIZE = 128
@@ -59,35 +60,47 @@ def finished_run(output_dir: Optional[Path], workdir: Path) -> PipelineSettings:
     if output_dir is None:
         output_dir = workdir / "outputs"
         env = {k: v for k, v in os.environ.items() if not k.startswith("PIPELINE_")}
-        env.update(PIPELINE_OUTPUT_DIR=str(output_dir), PIPELINE_ENABLE_TUNING="0",
-                   TF_USE_LEGACY_KERAS="1")
+        env.update(
+            PIPELINE_OUTPUT_DIR=str(output_dir), PIPELINE_ENABLE_TUNING="0", TF_USE_LEGACY_KERAS="1"
+        )
         print(f"running the pipeline on the shipped data into {output_dir} ...", flush=True)
         with open(workdir / "pipeline.log", "wb") as log:
-            subprocess.run([sys.executable, str(REPO / "local_runner.py")], env=env, cwd=REPO,
-                           stdout=log, stderr=subprocess.STDOUT, check=True)
+            subprocess.run(
+                [sys.executable, str(REPO / "local_runner.py")],
+                env=env,
+                cwd=REPO,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                check=True,
+            )
     return PipelineSettings.load(output_dir=str(output_dir))
 
 
 def transform_output(settings: PipelineSettings) -> tuple[str, list[str], list[int]]:
     """(transform graph dir, transformed file patterns, spans read) of the run's newest
     Transform execution."""
-    import ml_metadata as mlmd  # noqa: PLC0415
+    import ml_metadata as mlmd
 
     store = metadata.open_store(settings)
-    executions = metadata.node_executions(store, settings.name, "Transform") \
-        if store else []
+    executions = metadata.node_executions(store, settings.name, "Transform") if store else []
     if not executions:
-        raise FileNotFoundError("no Transform execution recorded under "
-                                f"{settings.data.output_dir}: not a finished run's "
-                                "PIPELINE_OUTPUT_DIR")
+        raise FileNotFoundError(
+            "no Transform execution recorded under "
+            f"{settings.data.output_dir}: not a finished run's "
+            "PIPELINE_OUTPUT_DIR"
+        )
     events = store.get_events_by_execution_ids([executions[-1].id])
     artifacts = {a.id: a for a in store.get_artifacts_by_id([e.artifact_id for e in events])}
     types = {t.id: t.name for t in store.get_artifact_types()}
     inputs = [artifacts[e.artifact_id] for e in events if e.type == mlmd.proto.Event.INPUT]
     outputs = [artifacts[e.artifact_id] for e in events if e.type in metadata.OUTPUT_EVENTS]
     (graph,) = [a.uri for a in outputs if types[a.type_id] == "TransformGraph"]
-    patterns = [os.path.join(a.uri, f"Split-{split}", "*") for a in outputs
-                if types[a.type_id] == "Examples" for split in ("train", "eval")]
+    patterns = [
+        os.path.join(a.uri, f"Split-{split}", "*")
+        for a in outputs
+        if types[a.type_id] == "Examples"
+        for split in ("train", "eval")
+    ]
     span_numbers = sorted({metadata.span_of(a) for a in inputs if types[a.type_id] == "Examples"})
     return graph, patterns, span_numbers
 
@@ -97,8 +110,9 @@ def raw_csv_files(settings: PipelineSettings, span_numbers: Sequence[int]) -> li
     for span in span_numbers:
         files += sorted(glob.glob(os.path.join(spans.span_dir(settings, span), "*.csv")))
     if not files:
-        raise FileNotFoundError(f"no CSV files for spans {list(span_numbers)} under "
-                                f"{settings.data.data_dir}")
+        raise FileNotFoundError(
+            f"no CSV files for spans {list(span_numbers)} under {settings.data.data_dir}"
+        )
     return files
 
 
@@ -111,11 +125,16 @@ class RawTransformer:
         self.input_keys = model.model_input_keys()
 
     def __call__(self, columns: dict[str, tf.Tensor]) -> tuple[dict, tf.Tensor]:
-        raw = {k: model.raw_to_sparse(v, self.spec[k].dtype)  # as serving_raw converts
-               for k, v in columns.items() if k in self.spec}
+        raw = {
+            k: model.raw_to_sparse(v, self.spec[k].dtype)  # as serving_raw converts
+            for k, v in columns.items()
+            if k in self.spec
+        }
         transformed = self.layer(raw)
-        return ({k: transformed[k] for k in self.input_keys},
-                tf.reshape(transformed[features.LABEL_KEY], [-1]))
+        return (
+            {k: transformed[k] for k in self.input_keys},
+            tf.reshape(transformed[features.LABEL_KEY], [-1]),
+        )
 
 
 def column_kinds(spec: dict) -> dict[str, bool]:
@@ -132,15 +151,20 @@ def python_batches(files: Sequence[str], kinds: dict[str, bool]) -> Iterator[dic
                 for row in csv.DictReader(f):
                     batch.append(row)
                     if len(batch) == BATCH_SIZE:
-                        yield {k: (np.array([r[k] for r in batch]) if is_string
-                                   else np.array([float(r[k]) if r[k] else np.nan
-                                                  for r in batch]))
-                               for k, is_string in kinds.items()}
+                        yield {
+                            k: (
+                                np.array([r[k] for r in batch])
+                                if is_string
+                                else np.array([float(r[k]) if r[k] else np.nan for r in batch])
+                            )
+                            for k, is_string in kinds.items()
+                        }
                         batch = []
 
 
-def tfdata_csv(files: Sequence[str], kinds: dict[str, bool],
-               transformer: RawTransformer) -> tf.data.Dataset:
+def tfdata_csv(
+    files: Sequence[str], kinds: dict[str, bool], transformer: RawTransformer
+) -> tf.data.Dataset:
     with open(files[0], newline="") as f:
         header = next(csv.reader(f))
     missing = [k for k in kinds if k not in header]
@@ -148,14 +172,21 @@ def tfdata_csv(files: Sequence[str], kinds: dict[str, bool],
         raise ValueError(f"{files[0]}: no column(s) {missing}")
     selected = [header.index(k) for k in kinds]
     names = [header[i] for i in sorted(selected)]
-    defaults = [tf.constant("", tf.string) if kinds[n] else tf.constant(np.nan, tf.float64)
-                for n in names]
-    dataset = tf.data.experimental.CsvDataset(list(files), defaults, header=True,
-                                              select_cols=sorted(selected))
-    return (dataset.repeat().batch(BATCH_SIZE, drop_remainder=True)
-            .map(lambda *values: transformer(dict(zip(names, values))),
-                 num_parallel_calls=tf.data.AUTOTUNE)
-            .prefetch(tf.data.AUTOTUNE))
+    defaults = [
+        tf.constant("", tf.string) if kinds[n] else tf.constant(np.nan, tf.float64) for n in names
+    ]
+    dataset = tf.data.experimental.CsvDataset(
+        list(files), defaults, header=True, select_cols=sorted(selected)
+    )
+    return (
+        dataset.repeat()
+        .batch(BATCH_SIZE, drop_remainder=True)
+        .map(
+            lambda *values: transformer(dict(zip(names, values))),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+        .prefetch(tf.data.AUTOTUNE)
+    )
 
 
 def examples_per_second(train_steps: Callable[[int], None], steps: int) -> float:
@@ -175,26 +206,32 @@ def fit_steps(dataset: tf.data.Dataset) -> Callable[[int], None]:
 
     def run(steps: int) -> None:
         network.fit(iterator, steps_per_epoch=steps, epochs=1, verbose=0)
+
     return run
 
 
 def read_steps(batches: Iterator) -> Callable[[int], None]:
     """Only produces the batches (no training): the input path's own ceiling."""
+
     def run(steps: int) -> None:
         for _ in range(steps):
             next(batches)
+
     return run
 
 
-def python_csv(files: Sequence[str], kinds: dict[str, bool],
-               transformer: RawTransformer) -> tf.data.Dataset:
+def python_csv(
+    files: Sequence[str], kinds: dict[str, bool], transformer: RawTransformer
+) -> tf.data.Dataset:
     """Batches parsed in Python (python_batches), handed to tf.data, then transformed."""
-    signature = {k: tf.TensorSpec([BATCH_SIZE], tf.string if is_string else tf.float64)
-                 for k, is_string in kinds.items()}
-    dataset = tf.data.Dataset.from_generator(lambda: python_batches(files, kinds),
-                                             output_signature=signature)
-    return (dataset.map(transformer, num_parallel_calls=tf.data.AUTOTUNE)
-            .prefetch(tf.data.AUTOTUNE))
+    signature = {
+        k: tf.TensorSpec([BATCH_SIZE], tf.string if is_string else tf.float64)
+        for k, is_string in kinds.items()
+    }
+    dataset = tf.data.Dataset.from_generator(
+        lambda: python_batches(files, kinds), output_signature=signature
+    )
+    return dataset.map(transformer, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
 def python_feed_steps(dataset: tf.data.Dataset) -> Callable[[int], None]:
@@ -204,6 +241,7 @@ def python_feed_steps(dataset: tf.data.Dataset) -> Callable[[int], None]:
     def run(steps: int) -> None:
         for _ in range(steps):
             network.train_on_batch(*next(batches))
+
     return run
 
 
@@ -213,8 +251,12 @@ def count_rows(files: Sequence[str]) -> int:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--output-dir", type=Path, default=None,
-                        help="a finished run's PIPELINE_OUTPUT_DIR (default: run one)")
+    parser.add_argument(
+        "--output-dir",
+        type=Path,
+        default=None,
+        help="a finished run's PIPELINE_OUTPUT_DIR (default: run one)",
+    )
     parser.add_argument("--steps", type=int, default=300, help="timed steps per path")
     args = parser.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="input_path-"))
@@ -223,24 +265,37 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         graph, patterns, span_numbers = transform_output(settings)
         tf_transform_output = tft.TFTransformOutput(graph)
         csv_files = raw_csv_files(settings, span_numbers)
-        records = sum(1 for p in patterns for f in glob.glob(p)
-                      for _ in tf.data.TFRecordDataset(f, compression_type="GZIP"))
-        print(f"data: spans {span_numbers}: {count_rows(csv_files)} CSV rows, {records} "
-              f"transformed records; batch {BATCH_SIZE}, {args.steps} timed steps after "
-              f"{WARMUP_STEPS} warm-up; {os.cpu_count()} CPUs, load average "
-              f"{os.getloadavg()[0]:.1f}", flush=True)
+        records = sum(
+            1
+            for p in patterns
+            for f in glob.glob(p)
+            for _ in tf.data.TFRecordDataset(f, compression_type="GZIP")
+        )
+        print(
+            f"data: spans {span_numbers}: {count_rows(csv_files)} CSV rows, {records} "
+            f"transformed records; batch {BATCH_SIZE}, {args.steps} timed steps after "
+            f"{WARMUP_STEPS} warm-up; {os.cpu_count()} CPUs, load average "
+            f"{os.getloadavg()[0]:.1f}",
+            flush=True,
+        )
         transformer = RawTransformer(tf_transform_output)
         kinds = column_kinds({k: v for k, v in tf_transform_output.raw_feature_spec().items()})
         datasets = {
             "python-csv": lambda: python_csv(csv_files, kinds, transformer),
             "tf.data-csv": lambda: tfdata_csv(csv_files, kinds, transformer),
-            "tfrecords": lambda: model.input_dataset(patterns, tf_transform_output, BATCH_SIZE,
-                                                     seed=1),
+            "tfrecords": lambda: model.input_dataset(
+                patterns, tf_transform_output, BATCH_SIZE, seed=1
+            ),
         }
-        runs = {"python-loop": (python_feed_steps(datasets["python-csv"]()),
-                                read_steps(iter(datasets["python-csv"]())))}
-        runs.update({name: (fit_steps(make()), read_steps(iter(make())))
-                     for name, make in datasets.items()})
+        runs = {
+            "python-loop": (
+                python_feed_steps(datasets["python-csv"]()),
+                read_steps(iter(datasets["python-csv"]())),
+            )
+        }
+        runs.update(
+            {name: (fit_steps(make()), read_steps(iter(make()))) for name, make in datasets.items()}
+        )
         rates, readings = {}, {}
         print(f"{'path':<12} {'training':>12} {'input only':>12}  (examples/s)")
         for name, (train, read) in runs.items():
@@ -251,8 +306,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         for python in ("python-loop", "python-csv"):
             ratio = rates["tfrecords"] / rates[python]
             print(f"  vs {python}: x{ratio:.1f} -> {'met' if ratio >= GOAL else 'NOT met'}")
-        print(f"  (tf.data-csv vs python-csv: x{rates['tf.data-csv'] / rates['python-csv']:.1f};"
-              f" input only, tfrecords vs python-csv: x{readings['tfrecords'] / readings['python-csv']:.1f})")
+        print(
+            f"  (tf.data-csv vs python-csv: x{rates['tf.data-csv'] / rates['python-csv']:.1f};"
+            " input only, tfrecords vs python-csv: "
+            f"x{readings['tfrecords'] / readings['python-csv']:.1f})"
+        )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return 0

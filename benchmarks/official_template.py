@@ -5,6 +5,7 @@ but its `components.append(...)` line is commented out, to be uncommented step b
 (the `TODO(step 5)` / `TODO(step 6)` comments in pipeline/pipeline.py). Every edit here is
 a text edit that must match exactly; a template that no longer matches fails loudly.
 """
+
 from __future__ import annotations
 
 import ast
@@ -20,19 +21,35 @@ PIPELINE_NAME = "official"
 # Commented-out `components.append(<name>)` lines of pipeline/pipeline.py in TFX 1.16, with
 # how many times each occurs. example_validator and the second schema_gen (ImportSchemaGen)
 # sit in the `schema_path is not None` branch, which the local runner does not take.
-EXPECTED_COMMENTED_COMPONENTS = collections.Counter({
-    "statistics_gen": 1, "schema_gen": 2, "example_validator": 1, "transform": 1,
-    "trainer": 1, "model_resolver": 1, "evaluator": 1, "pusher": 1,
-})
+EXPECTED_COMMENTED_COMPONENTS = collections.Counter(
+    {
+        "statistics_gen": 1,
+        "schema_gen": 2,
+        "example_validator": 1,
+        "transform": 1,
+        "trainer": 1,
+        "model_resolver": 1,
+        "evaluator": 1,
+        "pusher": 1,
+    }
+)
 # Component ids whose output directories must exist after a run of the patched template.
-EXPECTED_COMPONENT_DIRS = ("CsvExampleGen", "StatisticsGen", "SchemaGen", "Transform",
-                           "Trainer", "Evaluator", "Pusher")
+EXPECTED_COMPONENT_DIRS = (
+    "CsvExampleGen",
+    "StatisticsGen",
+    "SchemaGen",
+    "Transform",
+    "Trainer",
+    "Evaluator",
+    "Pusher",
+)
 # The official model's serving signature returns its probability under this key.
 OUTPUT_KEY = "outputs"
 
 _COMMENTED_APPEND = re.compile(
     r"^(?P<indent>[ \t]*)#[ \t]?(?P<statement>components\.append\((?P<name>\w+)\))[ \t]*$",
-    re.MULTILINE)
+    re.MULTILINE,
+)
 
 
 class TemplateMismatch(RuntimeError):
@@ -42,12 +59,23 @@ class TemplateMismatch(RuntimeError):
 def copy_template(tfx_cli: Path, destination: Path, env: Mapping[str, str]) -> None:
     """`tfx template copy --model=taxi` into `destination` (HOME comes from `env`)."""
     result = subprocess.run(
-        [str(tfx_cli), "template", "copy", "--model=taxi", f"--pipeline_name={PIPELINE_NAME}",
-         f"--destination_path={destination}"],
-        env=dict(env), capture_output=True, text=True, check=False)
+        [
+            str(tfx_cli),
+            "template",
+            "copy",
+            "--model=taxi",
+            f"--pipeline_name={PIPELINE_NAME}",
+            f"--destination_path={destination}",
+        ],
+        env=dict(env),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if result.returncode != 0:
-        raise TemplateMismatch(f"`tfx template copy` exited with {result.returncode}:\n"
-                               f"{result.stderr[-3000:]}")
+        raise TemplateMismatch(
+            f"`tfx template copy` exited with {result.returncode}:\n{result.stderr[-3000:]}"
+        )
     for required in ("local_runner.py", "pipeline/pipeline.py", "pipeline/configs.py"):
         if not (destination / required).is_file():
             raise TemplateMismatch(f"template copy has no {required} in {destination}")
@@ -60,7 +88,8 @@ def uncomment_components(pipeline_py: Path) -> list[str]:
     if found != EXPECTED_COMMENTED_COMPONENTS:
         raise TemplateMismatch(
             f"{pipeline_py}: commented-out components.append lines {dict(found)}, "
-            f"expected {dict(EXPECTED_COMMENTED_COMPONENTS)}")
+            f"expected {dict(EXPECTED_COMMENTED_COMPONENTS)}"
+        )
     text = _COMMENTED_APPEND.sub(r"\g<indent>\g<statement>", text)
     _write_python(pipeline_py, text)
     return sorted(found.elements())
@@ -85,8 +114,9 @@ def _write_python(path: Path, text: str) -> None:
     path.write_text(text)
 
 
-def prepare(tfx_cli: Path, destination: Path, data_dir: Path, output_dir: Path,
-            env: Mapping[str, str]) -> list[str]:
+def prepare(
+    tfx_cli: Path, destination: Path, data_dir: Path, output_dir: Path, env: Mapping[str, str]
+) -> list[str]:
     """Copies the template, enables every component and points it at our data and output
     directories; returns a description of each edit. Its defaults (train/eval steps, the
     model, Beam args, enable_cache unset = off) are left alone."""

@@ -1,7 +1,7 @@
 """This pipeline against TFX's official `taxi` template: cost on this machine, quality on a
 shared hold-out.
 
-    TF_USE_LEGACY_KERAS=1 .venv/bin/python benchmarks/pipeline_vs_official.py [--keep] [--skip-official]
+    .venv/bin/python benchmarks/pipeline_vs_official.py [--keep] [--skip-official]
 
 Each pipeline runs as a subprocess, cold (fresh output directory) and then again with no
 new data (warm re-run); wall time and peak memory (sum of RSS over the process tree) are
@@ -18,6 +18,7 @@ and local_runner.py, taken at start, so edits made while the benchmark runs do n
 into it. Nothing is written outside a temporary directory (HOME included), which is
 removed at the end unless --keep (or a run fails).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,21 +34,38 @@ from typing import Callable, Mapping, Optional, Sequence
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # before TensorFlow loads (in holdout)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from benchmarks import holdout, official_template, process_tree  # noqa: E402
+from benchmarks import holdout, official_template, process_tree
 
 REPO = Path(__file__).resolve().parents[1]
 # Every package the pipeline may import (serving/, streaming/, analysis/ when present).
-SNAPSHOT_ITEMS = ("pipeline", "models", "schema", "data", "local_runner.py", "analysis",
-                  "serving", "streaming")
+SNAPSHOT_ITEMS = (
+    "pipeline",
+    "models",
+    "schema",
+    "data",
+    "local_runner.py",
+    "analysis",
+    "serving",
+    "streaming",
+)
 OUR_PIPELINE_NAME = "taxi-tips"
 OUR_OUTPUT_KEY = "probabilities"
-OUR_COMPONENT_DIRS = ("CsvExampleGen", "ImportSchemaGen", "StatisticsGen", "ExampleValidator",
-                      "Transform", "Trainer", "Evaluator", "Pusher")
+OUR_COMPONENT_DIRS = (
+    "CsvExampleGen",
+    "ImportSchemaGen",
+    "StatisticsGen",
+    "ExampleValidator",
+    "Transform",
+    "Trainer",
+    "Evaluator",
+    "Pusher",
+)
 
 
 @dataclasses.dataclass(frozen=True)
 class PipelineSpec:
     """How to run one pipeline and where it leaves its results."""
+
     label: str
     slug: str
     argv: tuple[str, ...]
@@ -71,20 +89,27 @@ class PipelineRun:
 
 # --- Environment ------------------------------------------------------------------------------
 
+
 def base_env(home: Path) -> dict[str, str]:
     """This environment minus anything that would steer a pipeline, with a throwaway HOME."""
     home.mkdir(parents=True, exist_ok=True)
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("PIPELINE_") and k not in ("TF_CONFIG", "PYTHONPATH")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("PIPELINE_") and k not in ("TF_CONFIG", "PYTHONPATH")
+    }
     env.update(HOME=str(home), TF_USE_LEGACY_KERAS="1", PYTHONUNBUFFERED="1")
     return env
 
 
 def git_description(repo: Path) -> str:
     """HEAD's short hash, and whether the snapshotted paths differ from it."""
+
     def git(*args: str) -> str:
-        return subprocess.run(["git", "-C", str(repo), *args], capture_output=True,
-                              text=True, check=False).stdout.strip()
+        return subprocess.run(
+            ["git", "-C", str(repo), *args], capture_output=True, text=True, check=False
+        ).stdout.strip()
+
     head = git("rev-parse", "--short", "HEAD") or "unknown"
     dirty = git("status", "--porcelain", "--", *SNAPSHOT_ITEMS)
     return f"{head}{' + uncommitted changes' if dirty else ''}"
@@ -107,47 +132,72 @@ def snapshot_project(repo: Path, destination: Path) -> Path:
 
 # --- The pipelines ---------------------------------------------------------------------------
 
-def our_pipeline_spec(project: Path, output_dir: Path, env: Mapping[str, str], *,
-                      tuning: bool) -> PipelineSpec:
+
+def our_pipeline_spec(
+    project: Path, output_dir: Path, env: Mapping[str, str], *, tuning: bool
+) -> PipelineSpec:
     """Our local_runner.py with its output in `output_dir`, tuning on or off."""
-    run_env = {**env, "PIPELINE_OUTPUT_DIR": str(output_dir),
-               "PIPELINE_DATA_DIR": str(project / "data"),
-               "PIPELINE_ENABLE_TUNING": "1" if tuning else "0"}
+    run_env = {
+        **env,
+        "PIPELINE_OUTPUT_DIR": str(output_dir),
+        "PIPELINE_DATA_DIR": str(project / "data"),
+        "PIPELINE_ENABLE_TUNING": "1" if tuning else "0",
+    }
     return PipelineSpec(
         label=f"this pipeline (tuning {'on' if tuning else 'off'})",
         slug=f"ours-tuning-{'on' if tuning else 'off'}",
-        argv=(sys.executable, "local_runner.py"), cwd=project, env=run_env,
+        argv=(sys.executable, "local_runner.py"),
+        cwd=project,
+        env=run_env,
         pipeline_root=output_dir / "tfx" / OUR_PIPELINE_NAME,
         metadata_path=output_dir / "metadata" / OUR_PIPELINE_NAME / "metadata.db",
         serving_model_dir=output_dir / "serving_model" / OUR_PIPELINE_NAME,
         expected_component_dirs=OUR_COMPONENT_DIRS + (("Tuner",) if tuning else ()),
-        output_key=OUR_OUTPUT_KEY)
+        output_key=OUR_OUTPUT_KEY,
+    )
 
 
 def official_spec(template_dir: Path, output_dir: Path, env: Mapping[str, str]) -> PipelineSpec:
     """The patched official template's local_runner.py (its paths are patched in)."""
     return PipelineSpec(
-        label="official template", slug="official",
-        argv=(sys.executable, "local_runner.py"), cwd=template_dir, env=dict(env),
+        label="official template",
+        slug="official",
+        argv=(sys.executable, "local_runner.py"),
+        cwd=template_dir,
+        env=dict(env),
         pipeline_root=official_template.pipeline_root(output_dir),
         metadata_path=official_template.metadata_path(output_dir),
         serving_model_dir=official_template.serving_model_dir(output_dir),
         expected_component_dirs=official_template.EXPECTED_COMPONENT_DIRS,
-        output_key=official_template.OUTPUT_KEY)
+        output_key=official_template.OUTPUT_KEY,
+    )
 
 
 def newest_model(spec: PipelineSpec) -> tuple[Path, bool]:
     """(SavedModel dir, pushed?): the newest pushed version, else the Trainer's newest model."""
-    pushed = sorted((p for p in spec.serving_model_dir.glob("*")
-                     if p.name.isdigit() and (p / "saved_model.pb").exists()),
-                    key=lambda p: int(p.name))
+    pushed = sorted(
+        (
+            p
+            for p in spec.serving_model_dir.glob("*")
+            if p.name.isdigit() and (p / "saved_model.pb").exists()
+        ),
+        key=lambda p: int(p.name),
+    )
     if pushed:
         return pushed[-1], True
-    trained = sorted((p for p in spec.pipeline_root.glob("Trainer/model/*/Format-Serving")
-                      if (p / "saved_model.pb").exists()), key=lambda p: int(p.parent.name))
+    trained = sorted(
+        (
+            p
+            for p in spec.pipeline_root.glob("Trainer/model/*/Format-Serving")
+            if (p / "saved_model.pb").exists()
+        ),
+        key=lambda p: int(p.parent.name),
+    )
     if not trained:
-        raise FileNotFoundError(f"{spec.label}: no pushed or trained model under "
-                                f"{spec.serving_model_dir} or {spec.pipeline_root}/Trainer")
+        raise FileNotFoundError(
+            f"{spec.label}: no pushed or trained model under "
+            f"{spec.serving_model_dir} or {spec.pipeline_root}/Trainer"
+        )
     return trained[-1], False
 
 
@@ -156,66 +206,97 @@ def check_official_ingested(spec: PipelineSpec, expected_rows: int) -> None:
     _, uri = holdout.newest_span_examples(spec.metadata_path, official_template.PIPELINE_NAME)
     ingested = holdout.count_records(os.path.join(uri, "Split-*", "*.gz"))
     if ingested != expected_rows:
-        raise RuntimeError(f"{spec.label}: its ExampleGen wrote {ingested} examples, "
-                           f"expected the {expected_rows} rows of its data file")
+        raise RuntimeError(
+            f"{spec.label}: its ExampleGen wrote {ingested} examples, "
+            f"expected the {expected_rows} rows of its data file"
+        )
 
 
 def check_components_ran(spec: PipelineSpec) -> None:
     missing = [c for c in spec.expected_component_dirs if not (spec.pipeline_root / c).is_dir()]
     if missing:
-        raise RuntimeError(f"{spec.label}: no output from {', '.join(missing)} under "
-                           f"{spec.pipeline_root}; the pipeline did not run every component")
+        raise RuntimeError(
+            f"{spec.label}: no output from {', '.join(missing)} under "
+            f"{spec.pipeline_root}; the pipeline did not run every component"
+        )
 
 
 def benchmark_pipeline(spec: PipelineSpec, log_dir: Path, interval_s: float) -> PipelineRun:
     """Cold run, then a warm re-run with no new data; the model is the cold run's."""
     print(f"[{spec.label}] cold run (log {log_dir / (spec.slug + '-cold.log')}) ...", flush=True)
-    cold = process_tree.run_measured(spec.argv, cwd=spec.cwd, env=spec.env,
-                                     log_path=log_dir / f"{spec.slug}-cold.log",
-                                     interval_s=interval_s)
+    cold = process_tree.run_measured(
+        spec.argv,
+        cwd=spec.cwd,
+        env=spec.env,
+        log_path=log_dir / f"{spec.slug}-cold.log",
+        interval_s=interval_s,
+    )
     print(f"[{spec.label}] cold: {cold.wall_s:.1f} s, peak {cold.peak_rss_mb:.0f} MB", flush=True)
     check_components_ran(spec)
     model_dir, pushed = newest_model(spec)
-    warm = process_tree.run_measured(spec.argv, cwd=spec.cwd, env=spec.env,
-                                     log_path=log_dir / f"{spec.slug}-warm.log",
-                                     interval_s=interval_s)
-    print(f"[{spec.label}] warm re-run: {warm.wall_s:.1f} s, peak {warm.peak_rss_mb:.0f} MB",
-          flush=True)
+    warm = process_tree.run_measured(
+        spec.argv,
+        cwd=spec.cwd,
+        env=spec.env,
+        log_path=log_dir / f"{spec.slug}-warm.log",
+        interval_s=interval_s,
+    )
+    print(
+        f"[{spec.label}] warm re-run: {warm.wall_s:.1f} s, peak {warm.peak_rss_mb:.0f} MB",
+        flush=True,
+    )
     return PipelineRun(spec=spec, cold=cold, warm=warm, model_dir=model_dir, pushed=pushed)
 
 
 # --- Report ----------------------------------------------------------------------------------
 
-def print_table(runs: Sequence[PipelineRun], scores: Mapping[str, holdout.Score],
-                hold_out: holdout.HoldOut) -> None:
-    header = (f"{'pipeline':<30} {'cold s':>8} {'peak MB':>8} {'warm s':>8} "
-              f"{'AUC':>7} {'accuracy':>8} {'majority':>8}")
+
+def print_table(
+    runs: Sequence[PipelineRun], scores: Mapping[str, holdout.Score], hold_out: holdout.HoldOut
+) -> None:
+    header = (
+        f"{'pipeline':<30} {'cold s':>8} {'peak MB':>8} {'warm s':>8} "
+        f"{'AUC':>7} {'accuracy':>8} {'majority':>8}"
+    )
     print("\n" + header)
     print("-" * len(header))
     for run in runs:
         score = scores[run.spec.slug]
         mark = "" if run.pushed else " *"
-        print(f"{run.spec.label + mark:<30} {run.cold.wall_s:>8.1f} {run.cold.peak_rss_mb:>8.0f} "
-              f"{run.warm.wall_s:>8.1f} {score.auc:>7.4f} {score.accuracy:>8.4f} "
-              f"{hold_out.majority_rate:>8.4f}")
+        print(
+            f"{run.spec.label + mark:<30} {run.cold.wall_s:>8.1f} {run.cold.peak_rss_mb:>8.0f} "
+            f"{run.warm.wall_s:>8.1f} {score.auc:>7.4f} {score.accuracy:>8.4f} "
+            f"{hold_out.majority_rate:>8.4f}"
+        )
     if not all(run.pushed for run in runs):
         print("* not pushed (not blessed): scored the Trainer's model of the cold run")
     by_slug = {run.spec.slug: run for run in runs}
     if "ours-tuning-on" in by_slug and "ours-tuning-off" in by_slug:
         on, off = by_slug["ours-tuning-on"], by_slug["ours-tuning-off"]
-        print(f"Tuner's extra cost (cold, tuning on - off): "
-              f"{on.cold.wall_s - off.cold.wall_s:+.1f} s wall, "
-              f"{on.cold.peak_rss_mb - off.cold.peak_rss_mb:+.0f} MB peak memory")
+        print(
+            f"Tuner's extra cost (cold, tuning on - off): "
+            f"{on.cold.wall_s - off.cold.wall_s:+.1f} s wall, "
+            f"{on.cold.peak_rss_mb - off.cold.peak_rss_mb:+.0f} MB peak memory"
+        )
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--keep", action="store_true",
-                        help="keep the temporary directory (outputs, logs, template copy)")
-    parser.add_argument("--skip-official", action="store_true",
-                        help="only run this pipeline (tuning off and on)")
-    parser.add_argument("--sample-interval", type=float, default=0.2, metavar="SECONDS",
-                        help="memory sampling period (default 0.2)")
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the temporary directory (outputs, logs, template copy)",
+    )
+    parser.add_argument(
+        "--skip-official", action="store_true", help="only run this pipeline (tuning off and on)"
+    )
+    parser.add_argument(
+        "--sample-interval",
+        type=float,
+        default=0.2,
+        metavar="SECONDS",
+        help="memory sampling period (default 0.2)",
+    )
     return parser.parse_args(argv)
 
 
@@ -223,34 +304,47 @@ def run_benchmark(args: argparse.Namespace, workdir: Path) -> None:
     env = base_env(workdir / "home")
     logs = workdir / "logs"
     project = snapshot_project(REPO, workdir / "project")
-    print(f"work dir {workdir}; our pipeline: {REPO} at {git_description(REPO)} (snapshot); "
-          f"memory sampled every {args.sample_interval} s with {process_tree.sampler_name()}; "
-          f"{os.cpu_count()} CPUs", flush=True)
+    print(
+        f"work dir {workdir}; our pipeline: {REPO} at {git_description(REPO)} (snapshot); "
+        f"memory sampled every {args.sample_interval} s with {process_tree.sampler_name()}; "
+        f"{os.cpu_count()} CPUs",
+        flush=True,
+    )
 
     ours_off = our_pipeline_spec(project, workdir / "runs" / "ours-tuning-off", env, tuning=False)
     ours_on = our_pipeline_spec(project, workdir / "runs" / "ours-tuning-on", env, tuning=True)
     runs = [benchmark_pipeline(ours_off, logs, args.sample_interval)]
 
     hold_out = holdout.load_holdout(ours_off.metadata_path, OUR_PIPELINE_NAME)
-    print(f"hold-out: span {hold_out.span} eval split, {len(hold_out.labels)} examples, "
-          f"{int(hold_out.labels.sum())} big tippers ({hold_out.artifact_uri})", flush=True)
+    print(
+        f"hold-out: span {hold_out.span} eval split, {len(hold_out.labels)} examples, "
+        f"{int(hold_out.labels.sum())} big tippers ({hold_out.artifact_uri})",
+        flush=True,
+    )
 
     runs.append(benchmark_pipeline(ours_on, logs, args.sample_interval))
     if not holdout.same_examples(
-            holdout.load_holdout(ours_on.metadata_path, OUR_PIPELINE_NAME).serialized,
-            hold_out.serialized):
+        holdout.load_holdout(ours_on.metadata_path, OUR_PIPELINE_NAME).serialized,
+        hold_out.serialized,
+    ):
         raise RuntimeError("the tuning-on run split span 6 differently from the tuning-off run")
 
     if not args.skip_official:
         official_out = workdir / "runs" / "official"
         data_csv = workdir / "official-data" / "data.csv"
-        kept = holdout.write_csv_without(
-            official_sample_csv(), hold_out.serialized, data_csv)
+        kept = holdout.write_csv_without(official_sample_csv(), hold_out.serialized, data_csv)
         edits = official_template.prepare(
-            Path(sys.executable).with_name("tfx"), workdir / "official", data_csv.parent,
-            official_out, env)
-        print(f"official template: {kept} training rows (shipped sample minus hold-out); "
-              "edits:\n  " + "\n  ".join(edits), flush=True)
+            Path(sys.executable).with_name("tfx"),
+            workdir / "official",
+            data_csv.parent,
+            official_out,
+            env,
+        )
+        print(
+            f"official template: {kept} training rows (shipped sample minus hold-out); "
+            "edits:\n  " + "\n  ".join(edits),
+            flush=True,
+        )
         official = official_spec(workdir / "official", official_out, env)
         # Official first in the table, as in the brief.
         runs.insert(0, benchmark_pipeline(official, logs, args.sample_interval))
@@ -259,21 +353,32 @@ def run_benchmark(args: argparse.Namespace, workdir: Path) -> None:
     scores = {}
     for run in runs:
         scores[run.spec.slug] = holdout.score(run.model_dir, hold_out, run.spec.output_key)
-        print(f"[{run.spec.label}] scored {run.model_dir} "
-              f"({'pushed' if run.pushed else 'trainer output'}), "
-              f"output {scores[run.spec.slug].output_key!r}", flush=True)
+        print(
+            f"[{run.spec.label}] scored {run.model_dir} "
+            f"({'pushed' if run.pushed else 'trainer output'}), "
+            f"output {scores[run.spec.slug].output_key!r}",
+            flush=True,
+        )
     print_table(runs, scores, hold_out)
-    print(f"hold-out: {len(hold_out.labels)} examples (span {hold_out.span} eval split); "
-          "warm = re-run with no new data; the official template leaves enable_cache unset "
-          "(off), so its re-run recomputes everything")
+    print(
+        f"hold-out: {len(hold_out.labels)} examples (span {hold_out.span} eval split); "
+        "warm = re-run with no new data; the official template leaves enable_cache unset "
+        "(off), so its re-run recomputes everything"
+    )
 
 
 def official_sample_csv() -> Path:
     """The 15,002-row Chicago taxi sample shipped in the tfx wheel."""
-    import tfx  # noqa: PLC0415 (only needed here)
+    import tfx  # only needed here
 
-    path = (Path(tfx.__file__).parent / "examples" / "chicago_taxi_pipeline" / "data" / "simple"
-            / "data.csv")
+    path = (
+        Path(tfx.__file__).parent
+        / "examples"
+        / "chicago_taxi_pipeline"
+        / "data"
+        / "simple"
+        / "data.csv"
+    )
     if not path.is_file():
         raise FileNotFoundError(path)
     return path
@@ -296,8 +401,9 @@ def run_in_workdir(prefix: str, keep: bool, body: Callable[[Path], None]) -> int
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
-    return run_in_workdir("pipeline_vs_official-", args.keep,
-                          lambda workdir: run_benchmark(args, workdir))
+    return run_in_workdir(
+        "pipeline_vs_official-", args.keep, lambda workdir: run_benchmark(args, workdir)
+    )
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ every `interval_s` seconds. Summing RSS counts pages shared between processes (f
 workers, shared libraries) once per process, so for multi-process runs it overstates the
 true footprint; the pipelines measured here run in a single process.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -93,9 +94,15 @@ def _tail(path: Path, lines: int = TAIL_LINES) -> str:
     return "\n".join(text[-lines:])
 
 
-def run_measured(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], log_path: Path,
-                 interval_s: float = 0.2,
-                 on_sample: Optional[Callable[[int], None]] = None) -> Measurement:
+def run_measured(
+    argv: Sequence[str],
+    *,
+    cwd: Path,
+    env: Mapping[str, str],
+    log_path: Path,
+    interval_s: float = 0.2,
+    on_sample: Optional[Callable[[int], None]] = None,
+) -> Measurement:
     """Runs `argv` to completion (output to `log_path`), sampling its tree's memory;
     `on_sample(pid)`, if given, is called at each sample too (for more per-sample figures).
 
@@ -104,8 +111,14 @@ def run_measured(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], log_
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "wb") as log:
         start = time.monotonic()
-        process = subprocess.Popen(list(argv), cwd=cwd, env=dict(env), stdout=log,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            list(argv),
+            cwd=cwd,
+            env=dict(env),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         peak, samples = 0, 0
         try:
             while process.poll() is None:
@@ -123,6 +136,8 @@ def run_measured(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], log_
             raise
         wall = time.monotonic() - start
     if process.returncode != 0:
-        raise RunFailed(f"{' '.join(argv)} (in {cwd}) exited with {process.returncode}; "
-                        f"log {log_path}, last lines:\n{_tail(log_path)}")
+        raise RunFailed(
+            f"{' '.join(argv)} (in {cwd}) exited with {process.returncode}; "
+            f"log {log_path}, last lines:\n{_tail(log_path)}"
+        )
     return Measurement(wall_s=wall, peak_rss_bytes=peak, samples=samples)

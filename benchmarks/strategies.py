@@ -1,6 +1,6 @@
 """The same model trained under each distribution strategy, and with one slow worker.
 
-    TF_USE_LEGACY_KERAS=1 .venv/bin/python benchmarks/strategies.py [--output-dir DIR] [--steps 1000]
+    .venv/bin/python benchmarks/strategies.py [--output-dir DIR] [--steps 1000]
 
 Each configuration runs the template's `run_fn` (tests/train_worker.py's way: a process per
 task, devices and TF_CONFIG set before TensorFlow starts) for --steps steps of batch 128 per
@@ -22,6 +22,7 @@ examples/s, wall time (process start to exit: imports, cluster start, export inc
 hold-out AUC. --output-dir names a finished run's PIPELINE_OUTPUT_DIR; without it, the local
 runner runs on the shipped data (Tuner off) in a temporary directory first.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -70,10 +71,11 @@ def train_task(spec: dict) -> None:
     """One training process (`--task SPEC`): tests/train_worker.py, with worker 1's training
     input delayed when the spec asks for a slow worker."""
     if spec.get("slow_worker_delay_ms"):
-        import tensorflow as tf  # noqa: PLC0415
-        from tensorflow.python.data.experimental.ops import testing  # noqa: PLC0415
+        import tensorflow as tf
+        from tensorflow.python.data.experimental.ops import testing
 
-        from models import model  # noqa: PLC0415
+        from models import model
+
         undelayed = model.input_dataset
         delay_us = int(spec["slow_worker_delay_ms"] * 1000)
 
@@ -87,6 +89,7 @@ def train_task(spec: dict) -> None:
                 worker = input_context.input_pipeline_id if input_context else 0
             delay = tf.cast(tf.equal(worker, 1), tf.int64) * delay_us
             return dataset.apply(testing.sleep(delay))  # a graph op: it runs on the worker
+
         model.input_dataset = input_dataset  # run_fn looks it up when it builds the input
     _time_epochs()
     train_worker = runpy.run_path(str(REPO / "tests" / "train_worker.py"))  # no package
@@ -96,22 +99,26 @@ def train_task(spec: dict) -> None:
 def _time_epochs() -> None:
     """Every fit() also prints `epoch-end <epoch> <steps> <seconds>` lines (Keras rounds its
     own epoch times to whole seconds)."""
-    import tf_keras as keras  # noqa: PLC0415
+    import tf_keras as keras
 
     class EpochTimer(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
-            print(f"epoch-end {epoch} {self.params.get('steps')} {time.perf_counter():.6f}",
-                  flush=True)
+            print(
+                f"epoch-end {epoch} {self.params.get('steps')} {time.perf_counter():.6f}",
+                flush=True,
+            )
 
     undecorated = keras.Model.fit
 
     def fit(self, *args, callbacks=None, **kwargs):
         return undecorated(self, *args, callbacks=[*(callbacks or []), EpochTimer()], **kwargs)
+
     keras.Model.fit = fit
 
 
 def _free_port() -> int:
-    import socket  # noqa: PLC0415
+    import socket
+
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -119,26 +126,39 @@ def _free_port() -> int:
 
 def run_config(config: Config, base_spec: dict, out: Path, delay_ms: float) -> tuple[float, str]:
     """(wall seconds, the chief's output) of one configuration."""
-    spec = {**base_spec, "serving_model_dir": str(out / "serving"),
-            "model_run_dir": str(out / "run"), "logical_cpus": config.logical_cpus,
-            "custom_config": {**base_spec["custom_config"],
-                              "distribution_strategy": config.strategy}}
+    spec = {
+        **base_spec,
+        "serving_model_dir": str(out / "serving"),
+        "model_run_dir": str(out / "run"),
+        "logical_cpus": config.logical_cpus,
+        "custom_config": {**base_spec["custom_config"], "distribution_strategy": config.strategy},
+    }
     if config.slow_worker:
         spec["slow_worker_delay_ms"] = delay_ms
     env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
-    env.update(TF_USE_LEGACY_KERAS="1", PYTHONPATH=os.pathsep.join(
-        p for p in (str(REPO), env.get("PYTHONPATH", "")) if p))
+    env.update(
+        TF_USE_LEGACY_KERAS="1",
+        PYTHONPATH=os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p),
+    )
     cluster = {"worker": [f"127.0.0.1:{_free_port()}" for _ in range(config.workers)]}
     started = time.monotonic()
     processes = []
     for index in range(config.workers):
         task_env = dict(env)
         if config.workers > 1:
-            task_env["TF_CONFIG"] = json.dumps({"cluster": cluster,
-                                                "task": {"type": "worker", "index": index}})
-        processes.append(subprocess.Popen(
-            [sys.executable, __file__, "--task", json.dumps(spec)], env=task_env, cwd=REPO,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+            task_env["TF_CONFIG"] = json.dumps(
+                {"cluster": cluster, "task": {"type": "worker", "index": index}}
+            )
+        processes.append(
+            subprocess.Popen(
+                [sys.executable, __file__, "--task", json.dumps(spec)],
+                env=task_env,
+                cwd=REPO,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        )
     outputs = [p.communicate()[0] for p in processes]
     wall = time.monotonic() - started
     for process, output in zip(processes, outputs):
@@ -150,19 +170,22 @@ def run_config(config: Config, base_spec: dict, out: Path, delay_ms: float) -> t
 def steps_per_second(output: str) -> float:
     """Steps per second from the end of the first epoch (which traces) to the end of the
     last (the `epoch-end` lines of _time_epochs; validation included)."""
-    ends = [(int(steps), float(t)) for _, steps, t in
-            re.findall(r"^epoch-end (\d+) (\d+) ([0-9.]+)$", output, re.MULTILINE)]
+    ends = [
+        (int(steps), float(t))
+        for _, steps, t in re.findall(r"^epoch-end (\d+) (\d+) ([0-9.]+)$", output, re.MULTILINE)
+    ]
     if len(ends) < 2:
         raise ValueError(f"no epoch timings in the output:\n{output[-3000:]}")
     return sum(steps for steps, _ in ends[1:]) / (ends[-1][1] - ends[0][1])
 
 
 def holdout_auc(model_dir: Path, serialized: list[bytes]) -> float:
-    import numpy as np  # noqa: PLC0415
-    import tensorflow as tf  # noqa: PLC0415
+    import numpy as np
+    import tensorflow as tf
 
-    from benchmarks import holdout  # noqa: PLC0415
-    from models import features, model  # noqa: PLC0415
+    from benchmarks import holdout
+    from models import features, model
+
     loaded = tf.saved_model.load(str(model_dir))
     examples = tf.constant(serialized)
     labels = loaded.signatures[model.TRANSFORM_SIGNATURE](examples=examples)[features.LABEL_KEY]
@@ -172,11 +195,16 @@ def holdout_auc(model_dir: Path, serialized: list[bytes]) -> float:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--output-dir", type=Path, default=None,
-                        help="a finished run's PIPELINE_OUTPUT_DIR (default: run one)")
+    parser.add_argument(
+        "--output-dir",
+        type=Path,
+        default=None,
+        help="a finished run's PIPELINE_OUTPUT_DIR (default: run one)",
+    )
     parser.add_argument("--steps", type=int, default=1000, help="training steps per config")
-    parser.add_argument("--delay-ms", type=float, default=300.0,
-                        help="the slow worker's delay per batch")
+    parser.add_argument(
+        "--delay-ms", type=float, default=300.0, help="the slow worker's delay per batch"
+    )
     parser.add_argument("--only", nargs="*", help="configs whose name starts with these")
     parser.add_argument("--task", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -184,7 +212,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         train_task(json.loads(args.task))
         return 0
 
-    from benchmarks import input_path  # noqa: PLC0415
+    from benchmarks import input_path
+
     workdir = Path(tempfile.mkdtemp(prefix="strategies-"))
     try:
         settings = input_path.finished_run(args.output_dir, workdir)
@@ -193,15 +222,25 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         evaluation = [p for p in patterns if "Split-eval" in p]
         # The hold-out: ExampleGen's eval split of the window's spans (raw tf.Examples).
         hold_out = raw_eval_examples(settings, span_numbers)
-        base = {"transform_graph": graph, "train_files": train, "eval_files": evaluation,
-                "train_steps": args.steps, "eval_steps": 5,
-                "custom_config": {"seed": SEED, "batch_size": BATCH_SIZE}}
-        print(f"hold-out: eval split of span(s) {span_numbers}, {len(hold_out)} rows; "
-              f"{args.steps} steps "
-              f"of batch {BATCH_SIZE} per replica; slow worker: +{args.delay_ms:.0f} ms per "
-              f"batch; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}", flush=True)
-        header = (f"{'strategy':<38} {'global batch':>12} {'steps/s':>8} {'examples/s':>10} "
-                  f"{'wall s':>7} {'AUC':>6}")
+        base = {
+            "transform_graph": graph,
+            "train_files": train,
+            "eval_files": evaluation,
+            "train_steps": args.steps,
+            "eval_steps": 5,
+            "custom_config": {"seed": SEED, "batch_size": BATCH_SIZE},
+        }
+        print(
+            f"hold-out: eval split of span(s) {span_numbers}, {len(hold_out)} rows; "
+            f"{args.steps} steps "
+            f"of batch {BATCH_SIZE} per replica; slow worker: +{args.delay_ms:.0f} ms per "
+            f"batch; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}",
+            flush=True,
+        )
+        header = (
+            f"{'strategy':<38} {'global batch':>12} {'steps/s':>8} {'examples/s':>10} "
+            f"{'wall s':>7} {'AUC':>6}"
+        )
         print(header + "\n" + "-" * len(header), flush=True)
         for index, config in enumerate(CONFIGS):
             if args.only and not any(config.name.startswith(o) for o in args.only):
@@ -211,8 +250,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             rate = steps_per_second(output)
             batch = BATCH_SIZE * (2 if config.strategy in ("mirrored", "multi_worker") else 1)
             auc = holdout_auc(out / "serving", hold_out)
-            print(f"{config.name:<38} {batch:>12} {rate:>8.1f} {rate * batch:>10,.0f} "
-                  f"{wall:>7.1f} {auc:>6.3f}", flush=True)
+            print(
+                f"{config.name:<38} {batch:>12} {rate:>8.1f} {rate * batch:>10,.0f} "
+                f"{wall:>7.1f} {auc:>6.3f}",
+                flush=True,
+            )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return 0
@@ -220,13 +262,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def raw_eval_examples(settings, span_numbers: Sequence[int]) -> list[bytes]:
     """ExampleGen's eval split of these spans, newest artifact per span."""
-    from benchmarks import holdout  # noqa: PLC0415
-    from pipeline import metadata  # noqa: PLC0415
-    from pipeline.pipeline import EXAMPLE_GEN_ID  # noqa: PLC0415
+    from benchmarks import holdout
+    from pipeline import metadata
+    from pipeline.pipeline import EXAMPLE_GEN_ID
+
     store = metadata.open_store(settings)
     newest = {}
-    for artifact in metadata.node_outputs(store, settings.name, EXAMPLE_GEN_ID,
-                                          "Examples"):
+    for artifact in metadata.node_outputs(store, settings.name, EXAMPLE_GEN_ID, "Examples"):
         span = metadata.span_of(artifact)
         if span in span_numbers and artifact.id > newest.get(span, (0, ""))[0]:
             newest[span] = (artifact.id, artifact.uri)

@@ -9,6 +9,7 @@ Settings come from `PIPELINE_*` variables, as for the runners; an option left ou
 to its setting where the help says so. A mistake on the command line (an unknown option, a
 value of the wrong type) is one `error: ...` line on stderr and exit status 2.
 """
+
 from __future__ import annotations
 
 import sys
@@ -26,8 +27,9 @@ class _Group(TyperGroup):
     missing argument) as one `error: ...` line on stderr, exit status 2; a command's
     `SystemExit("error: ...")` on stderr too (click's test runner would print it to stdout)."""
 
-    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True,
-             **extra: Any) -> Any:
+    def main(
+        self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra: Any
+    ) -> Any:
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode, **extra)
         try:
@@ -52,7 +54,7 @@ app = typer.Typer(
     name=PROG,
     cls=_Group,
     help="The TFX production pipeline template's commands. Settings: PIPELINE_* variables "
-         "(docs/settings.md). `make <target>` calls these (docs/quickstart.md).",
+    "(docs/settings.md). `make <target>` calls these (docs/quickstart.md).",
     epilog="Run `tfx-template COMMAND --help` for a command's options and examples.",
     rich_markup_mode=None,
     add_completion=False,
@@ -72,11 +74,20 @@ def _examples(*lines: str) -> str:
     """An "Examples:" section, kept as written (click rewraps a paragraph unless it starts
     with \\b), with the `# ...` comments of the shorter commands lined up."""
     split = [line.split("  # ", 1) if "  # " in line else [line] for line in lines]
-    width = max((len(parts[0].rstrip()) for parts in split
-                 if len(parts) == 2 and len(parts[0].rstrip()) <= 48), default=0)
+    width = max(
+        (
+            len(parts[0].rstrip())
+            for parts in split
+            if len(parts) == 2 and len(parts[0].rstrip()) <= 48
+        ),
+        default=0,
+    )
     return "\b\nExamples:\n" + "\n".join(
-        f"  {parts[0].rstrip():<{width}}  # {parts[1].strip()}" if len(parts) == 2
-        else f"  {parts[0]}" for parts in split)
+        f"  {parts[0].rstrip():<{width}}  # {parts[1].strip()}"
+        if len(parts) == 2
+        else f"  {parts[0]}"
+        for parts in split
+    )
 
 
 def _given(**values: Any) -> dict[str, Any]:
@@ -92,16 +103,22 @@ def _exit(code: Optional[int]) -> None:
 
 # ------------------------------------------------------------------ the pipeline
 
-@app.command(epilog=_examples(
-    "make run                        # the whole pipeline on data/ (the newest span)",
-    "make run ARGS=--verbose         # the full log on the console too",
-    "tfx-template run --verbose      # the same",
-    "PIPELINE_ENABLE_TUNING=0 tfx-template run     # settings: PIPELINE_* variables",
-))
+
+@app.command(
+    epilog=_examples(
+        "make run                        # the whole pipeline on data/ (the newest span)",
+        "make run ARGS=--verbose         # the full log on the console too",
+        "tfx-template run --verbose      # the same",
+        "PIPELINE_ENABLE_TUNING=0 tfx-template run     # settings: PIPELINE_* variables",
+    )
+)
 def run(
     verbose: bool = typer.Option(
-        False, "--verbose", help="stream the whole log (TFX, Beam, TensorFlow) to the console "
-        "as well as to the run's log file"),
+        False,
+        "--verbose",
+        help="stream the whole log (TFX, Beam, TensorFlow) to the console "
+        "as well as to the run's log file",
+    ),
 ) -> None:
     """Run the pipeline on this machine (local_runner.py: TFX's LocalDagRunner, SQLite MLMD).
 
@@ -127,18 +144,23 @@ def run(
 
 # ------------------------------------------------------------------ continuous training
 
-@app.command(epilog=_examples(
-    "make watch                      # a look every PIPELINE_WATCH_INTERVAL_SECONDS",
-    "make watch ARGS=--once          # one look: a run if there is a new span",
-    "tfx-template watch --once       # the same",
-    "tfx-template watch --interval 600             # a look every 10 minutes",
-    "PIPELINE_DATA_DIR=/mnt/spans tfx-template watch   # another data location",
-))
+
+@app.command(
+    epilog=_examples(
+        "make watch                      # a look every PIPELINE_WATCH_INTERVAL_SECONDS",
+        "make watch ARGS=--once          # one look: a run if there is a new span",
+        "tfx-template watch --once       # the same",
+        "tfx-template watch --interval 600             # a look every 10 minutes",
+        "PIPELINE_DATA_DIR=/mnt/spans tfx-template watch   # another data location",
+    )
+)
 def watch(
     once: bool = typer.Option(False, "--once", help="look once, then exit"),
     interval: Optional[float] = typer.Option(
-        None, metavar="SECONDS",
-        help="seconds between looks (default: PIPELINE_WATCH_INTERVAL_SECONDS)"),
+        None,
+        metavar="SECONDS",
+        help="seconds between looks (default: PIPELINE_WATCH_INTERVAL_SECONDS)",
+    ),
 ) -> None:
     """Run the pipeline whenever a new complete span lands in the data location.
 
@@ -158,14 +180,16 @@ def watch(
         "tfx-template stream --input 'events/*.jsonl'     # the same",
         "tfx-template stream --subscription projects/P/subscriptions/S \\",
         "    --runner DataflowRunner --project P --region R --temp_location gs://B/tmp",
-    ))
+    ),
+)
 def stream(
     ctx: typer.Context,
     input_pattern: Optional[str] = typer.Option(
-        None, "--input", metavar="GLOB",
-        help="JSON-lines files (a glob), e.g. 'events/*.jsonl'"),
+        None, "--input", metavar="GLOB", help="JSON-lines files (a glob), e.g. 'events/*.jsonl'"
+    ),
     subscription: Optional[str] = typer.Option(
-        None, metavar="SUBSCRIPTION", help="a Pub/Sub subscription (production)"),
+        None, metavar="SUBSCRIPTION", help="a Pub/Sub subscription (production)"
+    ),
 ) -> None:
     """Streaming ingestion: events (JSON lines or Pub/Sub) in, complete spans out.
 
@@ -175,27 +199,34 @@ def stream(
     (--runner, --project, ...).
     """
     if bool(input_pattern) == bool(subscription):
-        raise typer.BadParameter("pass exactly one of them", ctx,
-                                 param_hint="--input/--subscription")
+        raise typer.BadParameter(
+            "pass exactly one of them", ctx, param_hint="--input/--subscription"
+        )
     from streaming import job
 
     job.run_job(input_pattern=input_pattern, subscription=subscription, beam_args=ctx.args)
 
 
-@app.command(epilog=_examples(
-    "make replay                    # six spans, every row: an hour or more",
-    "make replay ARGS=\"--spans 3 --rows-per-span 400\"    # a quick look",
-    "tfx-template replay --spans 3 --rows-per-span 400   # the same",
-))
+@app.command(
+    epilog=_examples(
+        "make replay                    # six spans, every row: an hour or more",
+        'make replay ARGS="--spans 3 --rows-per-span 400"    # a quick look',
+        "tfx-template replay --spans 3 --rows-per-span 400   # the same",
+    )
+)
 def replay(
     source: Optional[Path] = typer.Option(
-        None, metavar="DIR", help="the spans to replay, span-N/data.csv (default: data/)"),
+        None, metavar="DIR", help="the spans to replay, span-N/data.csv (default: data/)"
+    ),
     spans: int = typer.Option(6, metavar="N", help="replay spans 1..N"),
     rows_per_span: int = typer.Option(
-        0, metavar="N", help="the first N rows of each span; 0 = every row"),
+        0, metavar="N", help="the first N rows of each span; 0 = every row"
+    ),
     out: Optional[Path] = typer.Option(
-        None, metavar="DIR",
-        help="both pipelines and the report (emptied first; default: outputs/replay)"),
+        None,
+        metavar="DIR",
+        help="both pipelines and the report (emptied first; default: outputs/replay)",
+    ),
 ) -> None:
     """Replay the spans one at a time through the trigger, warm vs fresh start.
 
@@ -205,23 +236,27 @@ def replay(
     """
     from scripts import replay as replay_script
 
-    replay_script.replay(**_given(source=source, out=out), spans=spans,
-                         rows_per_span=rows_per_span)
+    replay_script.replay(**_given(source=source, out=out), spans=spans, rows_per_span=rows_per_span)
 
 
 # ---------------------------------------------------------------------------- serving
 
-@app.command(epilog=_examples(
-    "make serve                      # http://127.0.0.1:8501",
-    "tfx-template serve --port 8601  # another port",
-    "PIPELINE_SERVING_HYBRID=1 tfx-template serve      # batch predictions first",
-    "curl http://127.0.0.1:8501/v1/models/taxi-tips    # the loaded versions",
-))
+
+@app.command(
+    epilog=_examples(
+        "make serve                      # http://127.0.0.1:8501",
+        "tfx-template serve --port 8601  # another port",
+        "PIPELINE_SERVING_HYBRID=1 tfx-template serve      # batch predictions first",
+        "curl http://127.0.0.1:8501/v1/models/taxi-tips    # the loaded versions",
+    )
+)
 def serve(
     host: Optional[str] = typer.Option(
-        None, metavar="HOST", help="overrides PIPELINE_SERVING_HOST"),
+        None, metavar="HOST", help="overrides PIPELINE_SERVING_HOST"
+    ),
     port: Optional[int] = typer.Option(
-        None, metavar="PORT", help="overrides PIPELINE_SERVING_PORT"),
+        None, metavar="PORT", help="overrides PIPELINE_SERVING_PORT"
+    ),
 ) -> None:
     """Serve the pushed model with TensorFlow Serving's REST API (until Ctrl-C).
 
@@ -233,16 +268,21 @@ def serve(
     server.serve(host=host, port=port)
 
 
-@app.command("batch-predict", epilog=_examples(
-    "make batch-predict              # the newest span, the newest pushed model",
-    "make batch-predict ARGS=\"--span 3 --version 1234\"",
-    "tfx-template batch-predict --span 3 --version 1234    # the same",
-))
+@app.command(
+    "batch-predict",
+    epilog=_examples(
+        "make batch-predict              # the newest span, the newest pushed model",
+        'make batch-predict ARGS="--span 3 --version 1234"',
+        "tfx-template batch-predict --span 3 --version 1234    # the same",
+    ),
+)
 def batch_predict(
     span: Optional[int] = typer.Option(
-        None, metavar="N", help="default: PIPELINE_BATCH_PREDICT_SPAN, else the newest span"),
+        None, metavar="N", help="default: PIPELINE_BATCH_PREDICT_SPAN, else the newest span"
+    ),
     version: Optional[int] = typer.Option(
-        None, metavar="VERSION", help="model version; default: the newest pushed"),
+        None, metavar="VERSION", help="model version; default: the newest pushed"
+    ),
 ) -> None:
     """Batch predictions of one span into the warehouse table.
 
@@ -255,21 +295,29 @@ def batch_predict(
     job.batch_predict(span=span, version=version)
 
 
-@app.command(epilog=_examples(
-    "make serving-skew               # the request log vs the newest training statistics",
-    "make serving-skew ARGS=\"--log requests.jsonl\"",
-    "tfx-template skew --log requests.jsonl    # the same",
-    "tfx-template skew --training-statistics FeatureStats.pb --schema schema.pbtxt",
-))
+@app.command(
+    epilog=_examples(
+        "make serving-skew               # the request log vs the newest training statistics",
+        'make serving-skew ARGS="--log requests.jsonl"',
+        "tfx-template skew --log requests.jsonl    # the same",
+        "tfx-template skew --training-statistics FeatureStats.pb --schema schema.pbtxt",
+    )
+)
 def skew(
     log: Optional[str] = typer.Option(
-        None, metavar="FILE", help="the request log (default: PIPELINE_SERVING_LOG_PATH, "
-                                   "else <output dir>/serving_logs/requests.jsonl)"),
+        None,
+        metavar="FILE",
+        help="the request log (default: PIPELINE_SERVING_LOG_PATH, "
+        "else <output dir>/serving_logs/requests.jsonl)",
+    ),
     training_statistics: Optional[str] = typer.Option(
-        None, metavar="FILE",
-        help="FeatureStats.pb (default: the newest StatisticsGen train split in MLMD)"),
+        None,
+        metavar="FILE",
+        help="FeatureStats.pb (default: the newest StatisticsGen train split in MLMD)",
+    ),
     schema: Optional[str] = typer.Option(
-        None, metavar="FILE", help="the schema (default: PIPELINE_SCHEMA_PATH)"),
+        None, metavar="FILE", help="the schema (default: PIPELINE_SCHEMA_PATH)"
+    ),
 ) -> None:
     """Serving skew: the logged requests against the training statistics.
 
@@ -279,22 +327,27 @@ def skew(
     """
     from analysis import skew as skew_check
 
-    _exit(skew_check.run_skew(log=log, training_statistics=training_statistics,
-                              schema=schema))
+    _exit(skew_check.run_skew(log=log, training_statistics=training_statistics, schema=schema))
 
 
 # ---------------------------------------------------------------------- exploring results
 
-@app.command(epilog=_examples(
-    "make report                     # outputs/report/<pipeline>.html",
-    "make report ARGS=\"--out /tmp/report.html\"",
-    "tfx-template report --out /tmp/report.html          # the same",
-    "PIPELINE_OUTPUT_DIR=/elsewhere tfx-template report  # another checkout's runs",
-))
+
+@app.command(
+    epilog=_examples(
+        "make report                     # outputs/report/<pipeline>.html",
+        'make report ARGS="--out /tmp/report.html"',
+        "tfx-template report --out /tmp/report.html          # the same",
+        "PIPELINE_OUTPUT_DIR=/elsewhere tfx-template report  # another checkout's runs",
+    )
+)
 def report(
     out: Optional[str] = typer.Option(
-        None, metavar="FILE", help="the HTML file (default: PIPELINE_REPORT_PATH, else "
-                                   "<output dir>/report/<pipeline>.html)"),
+        None,
+        metavar="FILE",
+        help="the HTML file (default: PIPELINE_REPORT_PATH, else "
+        "<output dir>/report/<pipeline>.html)",
+    ),
 ) -> None:
     """Write the HTML report of the latest run: one self-contained file.
 
@@ -306,15 +359,20 @@ def report(
     _exit(run_report.write_report(out=out))
 
 
-@app.command(epilog=_examples(
-    "make lineage                    # the model being served",
-    "make lineage MODEL=outputs/serving_model/taxi-tips/1234   # a pushed version",
-    "tfx-template lineage outputs/serving_model/taxi-tips/1234 # the same",
-))
+@app.command(
+    epilog=_examples(
+        "make lineage                    # the model being served",
+        "make lineage MODEL=outputs/serving_model/taxi-tips/1234   # a pushed version",
+        "tfx-template lineage outputs/serving_model/taxi-tips/1234 # the same",
+    )
+)
 def lineage(
     model: Optional[str] = typer.Argument(
-        None, metavar="MODEL", help="a pushed model version directory or a Trainer model "
-                                    "artifact (default: the model being served)"),
+        None,
+        metavar="MODEL",
+        help="a pushed model version directory or a Trainer model "
+        "artifact (default: the model being served)",
+    ),
 ) -> None:
     """Where a model came from, read from MLMD.
 
@@ -329,35 +387,44 @@ def lineage(
 
 # -------------------------------------------------------------------------------- data
 
-@app.command("new-dataset", epilog=_examples(
-    "make new-dataset ARGS=\"--csv flights.csv --label 'arr_delay > 15' \\",
-    "    --time-column time_hour --span-by month\"",
-    "tfx-template new-dataset --csv flights.csv --label 'arr_delay > 15' \\",
-    "    --time-column time_hour --span-by month --na-values NA \\",
-    "    --known-after arr_time,air_time",
-    "tfx-template new-dataset --csv orders.csv --label \"status == 'late'\" \\",
-    "    --time-column created_at --span-by rows:5000 --drop order_id",
-))
+
+@app.command(
+    "new-dataset",
+    epilog=_examples(
+        "make new-dataset ARGS=\"--csv flights.csv --label 'arr_delay > 15' \\",
+        '    --time-column time_hour --span-by month"',
+        "tfx-template new-dataset --csv flights.csv --label 'arr_delay > 15' \\",
+        "    --time-column time_hour --span-by month --na-values NA \\",
+        "    --known-after arr_time,air_time",
+        "tfx-template new-dataset --csv orders.csv --label \"status == 'late'\" \\",
+        "    --time-column created_at --span-by rows:5000 --drop order_id",
+    ),
+)
 def new_dataset(
     csv: Path = typer.Option(..., metavar="FILE", help="the raw CSV, with a header row"),
     label: str = typer.Option(
-        ..., metavar="EXPRESSION",
-        help="the label expression, e.g. 'arr_delay > 15' or \"status == 'late'\""),
+        ...,
+        metavar="EXPRESSION",
+        help="the label expression, e.g. 'arr_delay > 15' or \"status == 'late'\"",
+    ),
     time_column: str = typer.Option(..., metavar="COLUMN", help="the event time of a row"),
     span_by: str = typer.Option("month", metavar="PERIOD", help="month, week, day or rows:N"),
     drop: list[str] = typer.Option(
-        [], metavar="COLUMNS", help="columns left out of the spans (repeatable or comma list)"),
+        [], metavar="COLUMNS", help="columns left out of the spans (repeatable or comma list)"
+    ),
     known_after: list[str] = typer.Option(
-        [], metavar="COLUMNS", help="columns known only after the label: kept, never features"),
+        [], metavar="COLUMNS", help="columns known only after the label: kept, never features"
+    ),
     na_values: list[str] = typer.Option(
-        [], metavar="TOKENS", help="tokens meaning missing, e.g. NA,n/a (empty cells always "
-                                   "are)"),
+        [], metavar="TOKENS", help="tokens meaning missing, e.g. NA,n/a (empty cells always are)"
+    ),
     name: Optional[str] = typer.Option(
-        None, metavar="NAME", help="pipeline name (default: from the CSV name)"),
+        None, metavar="NAME", help="pipeline name (default: from the CSV name)"
+    ),
     min_span_rows: int = typer.Option(200, metavar="N", help="the fewest rows a span may have"),
     time_zone: Optional[str] = typer.Option(
-        None, metavar="ZONE",
-        help="calendar of times written with an offset, e.g. America/New_York"),
+        None, metavar="ZONE", help="calendar of times written with an offset, e.g. America/New_York"
+    ),
     project_dir: Optional[Path] = typer.Option(None, hidden=True),
 ) -> None:
     """From a raw CSV to a ready project: spans in data/, models/features.py, the schema.
@@ -371,22 +438,35 @@ def new_dataset(
     from pipeline import new_dataset as dataset
 
     options = dataset.Options(
-        csv=csv, label=label, time_column=time_column, span_by=span_by, drop=drop,
-        known_after=known_after, na_values=na_values, name=name, min_span_rows=min_span_rows,
-        time_zone=time_zone, **_given(project_dir=project_dir))
+        csv=csv,
+        label=label,
+        time_column=time_column,
+        span_by=span_by,
+        drop=drop,
+        known_after=known_after,
+        na_values=na_values,
+        name=name,
+        min_span_rows=min_span_rows,
+        time_zone=time_zone,
+        **_given(project_dir=project_dir),
+    )
     _exit(dataset.new_dataset(options))
 
 
-@app.command(epilog=_examples(
-    "make data                       # data/span-1..6 from the tfx wheel's taxi sample",
-    "tfx-template data               # the same",
-    "tfx-template data --spans 12 --out /tmp/taxi-12   # twelve spans elsewhere",
-))
+@app.command(
+    epilog=_examples(
+        "make data                       # data/span-1..6 from the tfx wheel's taxi sample",
+        "tfx-template data               # the same",
+        "tfx-template data --spans 12 --out /tmp/taxi-12   # twelve spans elsewhere",
+    )
+)
 def data(
     source: Optional[Path] = typer.Option(
-        None, metavar="FILE", help="the CSV to cut (default: the tfx wheel's taxi sample)"),
+        None, metavar="FILE", help="the CSV to cut (default: the tfx wheel's taxi sample)"
+    ),
     out: Optional[Path] = typer.Option(
-        None, metavar="DIR", help="where span-N/ go (default: data/)"),
+        None, metavar="DIR", help="where span-N/ go (default: data/)"
+    ),
     spans: int = typer.Option(6, metavar="N", help="number of spans"),
 ) -> None:
     """Re-create data/span-*/ from the Chicago taxi sample shipped inside the tfx wheel.
@@ -400,22 +480,26 @@ def data(
     split_data.recreate_data(**_given(source=source, out=out), spans=spans)
 
 
-@app.command("generate-data", epilog=_examples(
-    "make data-large                 # 1.5M rows in outputs/data-1500000",
-    "make data-large ROWS=150000 DIR=/tmp/taxi-150k ARGS=\"--spans 12\"",
-    "tfx-template generate-data /tmp/taxi-150k --rows 150000 --spans 12   # the same",
-    "PIPELINE_DATA_DIR=/tmp/taxi-150k make run    # then train on it",
-))
+@app.command(
+    "generate-data",
+    epilog=_examples(
+        "make data-large                 # 1.5M rows in outputs/data-1500000",
+        'make data-large ROWS=150000 DIR=/tmp/taxi-150k ARGS="--spans 12"',
+        "tfx-template generate-data /tmp/taxi-150k --rows 150000 --spans 12   # the same",
+        "PIPELINE_DATA_DIR=/tmp/taxi-150k make run    # then train on it",
+    ),
+)
 def generate_data(
     out_dir: Path = typer.Argument(
-        ..., metavar="OUT_DIR", help="where span-N/data.csv are written"),
+        ..., metavar="OUT_DIR", help="where span-N/data.csv are written"
+    ),
     rows: int = typer.Option(150_000, metavar="N", help="total rows"),
     spans: int = typer.Option(6, metavar="N", help="number of spans"),
     seed: int = typer.Option(7, metavar="N", help="random seed"),
-    files_per_span: int = typer.Option(
-        1, metavar="N", help="CSV files per span (1: data.csv)"),
+    files_per_span: int = typer.Option(1, metavar="N", help="CSV files per span (1: data.csv)"),
     source: Optional[Path] = typer.Option(
-        None, metavar="DIR", help="the spans to resample (default: data/)"),
+        None, metavar="DIR", help="the spans to resample (default: data/)"
+    ),
 ) -> None:
     """Generate a larger taxi-like dataset from the shipped spans (growth benchmarks).
 
@@ -425,19 +509,30 @@ def generate_data(
     """
     from scripts import generate_data as generator
 
-    _exit(generator.generate_data(out_dir, rows=rows, spans=spans, seed=seed,
-                                  files_per_span=files_per_span, **_given(source=source)))
+    _exit(
+        generator.generate_data(
+            out_dir,
+            rows=rows,
+            spans=spans,
+            seed=seed,
+            files_per_span=files_per_span,
+            **_given(source=source),
+        )
+    )
 
 
-@app.command(epilog=_examples(
-    "PIPELINE_INFER_SCHEMA=1 make run   # first: SchemaGen infers a schema",
-    "make schema                     # then: schema/schema.pbtxt from it",
-    "make schema ARGS=--force        # replace an existing schema",
-    "tfx-template schema --out /tmp/schema.pbtxt    # write it elsewhere",
-))
+@app.command(
+    epilog=_examples(
+        "PIPELINE_INFER_SCHEMA=1 make run   # first: SchemaGen infers a schema",
+        "make schema                     # then: schema/schema.pbtxt from it",
+        "make schema ARGS=--force        # replace an existing schema",
+        "tfx-template schema --out /tmp/schema.pbtxt    # write it elsewhere",
+    )
+)
 def schema(
     out: Optional[str] = typer.Option(
-        None, metavar="FILE", help="the schema file (default: PIPELINE_SCHEMA_PATH)"),
+        None, metavar="FILE", help="the schema file (default: PIPELINE_SCHEMA_PATH)"
+    ),
     force: bool = typer.Option(False, "--force", help="replace an existing file"),
 ) -> None:
     """Write a starting schema from the latest SchemaGen output.

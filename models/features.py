@@ -3,6 +3,7 @@ evaluation slices and the blessing thresholds. `make new-dataset` writes this fi
 CSV; edit it (with `schema/schema.pbtxt`) to curate. Nothing outside models/, schema/ and data/
 names a column.
 """
+
 from __future__ import annotations
 
 from pipeline import label_expression
@@ -86,8 +87,7 @@ def bucketized_name(key: str) -> str:
 
 def raw_feature_keys() -> list[str]:
     """Every raw column a serving request carries (all inputs, no label)."""
-    return (list(NUMERIC_FEATURES) + BUCKET_FEATURES + list(IDENTITY_FEATURES)
-            + list(VOCAB_FEATURES))
+    return list(NUMERIC_FEATURES) + BUCKET_FEATURES + list(IDENTITY_FEATURES) + list(VOCAB_FEATURES)
 
 
 def label_columns() -> list[str]:

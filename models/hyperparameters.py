@@ -1,5 +1,6 @@
 """The model's hyperparameters: the tuner's search space, whose defaults train when no
 tuning result exists."""
+
 from __future__ import annotations
 
 from typing import Optional

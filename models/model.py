@@ -2,6 +2,7 @@
 
 Keras 2 (`tf_keras`): see models/__init__.py for why.
 """
+
 from __future__ import annotations
 
 import json
@@ -17,11 +18,18 @@ from tfx import v1 as tfx
 
 from models import features, hyperparameters, warm_start
 from pipeline import ps_cluster, runtime
+
 # The signatures' names are shared with serving/ and the Evaluator. serving_keyed is
 # serving_raw plus a `key` string passed through untouched: batch predictions
 # (serving/batch_predict.py) stay joinable to their rows whatever order a runner emits them in.
-from pipeline.names import (KEY_INPUT, PREDICTION_KEY, SERVING_DEFAULT_SIGNATURE,
-                            SERVING_KEYED_SIGNATURE, SERVING_RAW_SIGNATURE, TRANSFORM_SIGNATURE)
+from pipeline.names import (
+    KEY_INPUT,
+    PREDICTION_KEY,
+    SERVING_DEFAULT_SIGNATURE,
+    SERVING_KEYED_SIGNATURE,
+    SERVING_RAW_SIGNATURE,
+    TRANSFORM_SIGNATURE,
+)
 
 runtime.leave_tf_keras_alone()  # tracing fit() 12 s -> 1 s (pipeline/runtime.py)
 # Examples held in memory by tf.data's cache; the shipped data is ~15k rows.
@@ -40,19 +48,26 @@ CROSSED_EMBEDDING_LAYER = "crossed_embedding"
 
 def _categorical_inputs() -> dict[str, int]:
     """Transformed categorical input name -> number of ids."""
-    sizes = {features.bucketized_name(k): features.NUMERIC_BUCKETS for k in features.NUMERIC_FEATURES}
-    sizes.update({features.transformed_name(k): features.NUM_BUCKETS + 1
-                  for k in features.BUCKET_FEATURES})
+    sizes = {
+        features.bucketized_name(k): features.NUMERIC_BUCKETS for k in features.NUMERIC_FEATURES
+    }
+    sizes.update(
+        {features.transformed_name(k): features.NUM_BUCKETS + 1 for k in features.BUCKET_FEATURES}
+    )
     sizes.update({features.transformed_name(k): n for k, n in features.IDENTITY_FEATURES.items()})
-    sizes.update({features.transformed_name(k): features.vocab_size(k)
-                  for k in features.VOCAB_FEATURES})
+    sizes.update(
+        {features.transformed_name(k): features.vocab_size(k) for k in features.VOCAB_FEATURES}
+    )
     return sizes
 
 
 def _categorical_input_name(key: str) -> str:
     """The transformed categorical input of raw column `key` (numbers: their buckets)."""
-    return features.bucketized_name(key) if key in features.NUMERIC_FEATURES else (
-        features.transformed_name(key))
+    return (
+        features.bucketized_name(key)
+        if key in features.NUMERIC_FEATURES
+        else (features.transformed_name(key))
+    )
 
 
 def crossed_inputs() -> tuple[str, str]:
@@ -64,26 +79,35 @@ def crossed_inputs() -> tuple[str, str]:
         names = tuple(_categorical_input_name(k) for k in chosen)
         unknown = [k for k, name in zip(chosen, names) if name not in categorical]
         if len(names) != 2 or unknown:
-            raise ValueError(f"CROSSED_FEATURES={list(chosen)} in models/features.py: name two "
-                             f"categorical features (unknown: {unknown})")
+            raise ValueError(
+                f"CROSSED_FEATURES={list(chosen)} in models/features.py: name two "
+                f"categorical features (unknown: {unknown})"
+            )
         return names
     if len(categorical) < 2:
-        raise ValueError("the crossed feature needs two categorical inputs; the dataset has "
-                         f"{len(categorical)}")
+        raise ValueError(
+            f"the crossed feature needs two categorical inputs; the dataset has {len(categorical)}"
+        )
     first, second = sorted(categorical, key=lambda k: -categorical[k])[:2]
     return first, second
 
 
 def model_input_keys() -> list[str]:
-    return ([features.transformed_name(k) for k in features.NUMERIC_FEATURES]
-            + list(_categorical_inputs()))
+    return [features.transformed_name(k) for k in features.NUMERIC_FEATURES] + list(
+        _categorical_inputs()
+    )
 
 
-def input_dataset(file_patterns: list[str], tf_transform_output: tft.TFTransformOutput,
-                  batch_size: int, shuffle: bool = True, repeat: bool = True,
-                  seed: Optional[int | tf.Tensor] = None,
-                  input_context: Optional[tf.distribute.InputContext] = None,
-                  content_order: bool = True) -> tf.data.Dataset:
+def input_dataset(
+    file_patterns: list[str],
+    tf_transform_output: tft.TFTransformOutput,
+    batch_size: int,
+    shuffle: bool = True,
+    repeat: bool = True,
+    seed: Optional[int | tf.Tensor] = None,
+    input_context: Optional[tf.distribute.InputContext] = None,
+    content_order: bool = True,
+) -> tf.data.Dataset:
     """(features, label) batches from Transform's gzipped TFRecords.
 
     Batches before parsing (one vectorized parse per batch), reads files in parallel,
@@ -103,8 +127,9 @@ def input_dataset(file_patterns: list[str], tf_transform_output: tft.TFTransform
     if not files:
         raise FileNotFoundError(f"no transformed examples match {file_patterns}")
     feature_spec = tf_transform_output.transformed_feature_spec()
-    dataset = tf.data.TFRecordDataset(files, compression_type="GZIP",
-                                      num_parallel_reads=tf.data.AUTOTUNE)
+    dataset = tf.data.TFRecordDataset(
+        files, compression_type="GZIP", num_parallel_reads=tf.data.AUTOTUNE
+    )
     files_bytes = sum(tf.io.gfile.stat(f).length for f in files)
     if content_order and files_bytes < CONTENT_ORDER_MAX_FILES_BYTES:
         dataset = _in_content_order(dataset, feature_spec)
@@ -115,8 +140,7 @@ def input_dataset(file_patterns: list[str], tf_transform_output: tft.TFTransform
     if repeat:
         dataset = dataset.repeat()
     if input_context is not None and input_context.num_input_pipelines > 1:
-        dataset = dataset.shard(input_context.num_input_pipelines,
-                                input_context.input_pipeline_id)
+        dataset = dataset.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
     dataset = dataset.batch(batch_size, drop_remainder=repeat)
 
     def parse(serialized):
@@ -127,8 +151,9 @@ def input_dataset(file_patterns: list[str], tf_transform_output: tft.TFTransform
     return dataset.map(parse, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
-def _in_content_order(records: tf.data.Dataset,
-                      feature_spec: dict[str, tf.io.FixedLenFeature]) -> tf.data.Dataset:
+def _in_content_order(
+    records: tf.data.Dataset, feature_spec: dict[str, tf.io.FixedLenFeature]
+) -> tf.data.Dataset:
     """The records in memory, in an order set by their content alone.
 
     Beam writes Transform's output in no fixed order, so two runs on the same data (or the
@@ -146,8 +171,9 @@ def _in_content_order(records: tf.data.Dataset,
     for name in sorted(parsed):
         value = tf.reshape(parsed[name], [tf.shape(serialized)[0], -1])
         if value.dtype.is_floating:
-            value = tf.cast(tf.round(tf.cast(value, tf.float64) * 10.0**ORDER_KEY_FLOAT_DECIMALS),
-                            tf.int64)
+            value = tf.cast(
+                tf.round(tf.cast(value, tf.float64) * 10.0**ORDER_KEY_FLOAT_DECIMALS), tf.int64
+            )
         if value.dtype != tf.string:
             value = tf.strings.as_string(value)
         columns.append(tf.strings.reduce_join(value, axis=1, separator=","))
@@ -157,8 +183,9 @@ def _in_content_order(records: tf.data.Dataset,
     return tf.data.Dataset.from_tensor_slices(tf.gather(serialized, order))
 
 
-def build_model(hp: "hyperparameters.keras_tuner.HyperParameters",
-                crossed_embedding_buckets: int = 0) -> keras.Model:
+def build_model(
+    hp: hyperparameters.keras_tuner.HyperParameters, crossed_embedding_buckets: int = 0
+) -> keras.Model:
     """A deep network over embeddings of the categorical inputs and the z-scored numbers.
 
     With `crossed_embedding_buckets` > 0, also an embedding of the two crossed_inputs()
@@ -172,14 +199,19 @@ def build_model(hp: "hyperparameters.keras_tuner.HyperParameters",
         deep.append(keras.layers.Reshape((1,))(inputs[name]))
     for name, size in _categorical_inputs().items():
         inputs[name] = keras.Input(shape=(), name=name, dtype=tf.int64)
-        deep.append(keras.layers.Embedding(size, embedding_dim, name=f"{name}_embedding")(
-            inputs[name]))
+        deep.append(
+            keras.layers.Embedding(size, embedding_dim, name=f"{name}_embedding")(inputs[name])
+        )
     if crossed_embedding_buckets:
         first, second = crossed_inputs()
         crossed = keras.layers.HashedCrossing(crossed_embedding_buckets, name=CROSSED_IDS_LAYER)(
-            (inputs[first], inputs[second]))
-        deep.append(keras.layers.Embedding(crossed_embedding_buckets, embedding_dim,
-                                           name=CROSSED_EMBEDDING_LAYER)(crossed))
+            (inputs[first], inputs[second])
+        )
+        deep.append(
+            keras.layers.Embedding(
+                crossed_embedding_buckets, embedding_dim, name=CROSSED_EMBEDDING_LAYER
+            )(crossed)
+        )
 
     x = keras.layers.Concatenate()(deep)
     for i in range(hp.get("num_layers")):
@@ -191,12 +223,14 @@ def build_model(hp: "hyperparameters.keras_tuner.HyperParameters",
     model.compile(
         optimizer=keras.optimizers.Adam(hp.get("learning_rate")),
         loss=keras.losses.BinaryCrossentropy(),
-        metrics=[keras.metrics.AUC(name="auc"), keras.metrics.BinaryAccuracy(name="accuracy")])
+        metrics=[keras.metrics.AUC(name="auc"), keras.metrics.BinaryAccuracy(name="accuracy")],
+    )
     return model
 
 
-def distribution_strategy(name: str, cluster_resolver=None,
-                          config: Optional[dict] = None) -> tf.distribute.Strategy:
+def distribution_strategy(
+    name: str, cluster_resolver=None, config: Optional[dict] = None
+) -> tf.distribute.Strategy:
     """default: one device; mirrored: synchronous replicas on this machine's GPUs, or on its
     logical CPU devices if it has no GPU and several are configured; multi_worker: synchronous
     all-reduce across the workers TF_CONFIG lists; parameter_server: asynchronous training
@@ -207,7 +241,8 @@ def distribution_strategy(name: str, cluster_resolver=None,
             raise ValueError("parameter_server needs a cluster (run_fn starts or finds one)")
         num_ps = cluster_resolver.cluster_spec().num_tasks("ps")
         return tf.distribute.ParameterServerStrategy(
-            cluster_resolver, variable_partitioner=variable_partitioner(config or {}, num_ps))
+            cluster_resolver, variable_partitioner=variable_partitioner(config or {}, num_ps)
+        )
     if name == "mirrored":
         if not tf.config.list_logical_devices("GPU"):
             cpus = [d.name for d in tf.config.list_logical_devices("CPU")]
@@ -218,8 +253,10 @@ def distribution_strategy(name: str, cluster_resolver=None,
         return tf.distribute.MultiWorkerMirroredStrategy()
     if name == "default":
         return tf.distribute.get_strategy()
-    raise ValueError(f"distribution_strategy={name!r}: expected default, mirrored, multi_worker "
-                     "or parameter_server")
+    raise ValueError(
+        f"distribution_strategy={name!r}: expected default, mirrored, multi_worker "
+        "or parameter_server"
+    )
 
 
 def variable_partitioner(config: dict, num_ps: int):
@@ -228,8 +265,8 @@ def variable_partitioner(config: dict, num_ps: int):
     turn; smaller variables stay whole on one ps task."""
     max_shards = int(config.get("ps_max_shards") or 0) or num_ps
     return tf.distribute.experimental.partitioners.MinSizePartitioner(
-        min_shard_bytes=int(config.get("ps_min_shard_bytes") or 256 << 10),
-        max_shards=max_shards)
+        min_shard_bytes=int(config.get("ps_min_shard_bytes") or 256 << 10), max_shards=max_shards
+    )
 
 
 def shard_placement(model: keras.Model) -> dict[str, list[tuple[str, list[int]]]]:
@@ -240,31 +277,50 @@ def shard_placement(model: keras.Model) -> dict[str, list[tuple[str, list[int]]]
         match = re.fullmatch(r"(.+)/part_(\d+)(:\d+)?", variable.name)
         if match:
             placement.setdefault(match.group(1), []).append(
-                (int(match.group(2)), variable.device, variable.shape.as_list()))
-    return {name: [(device, shape) for _, device, shape in sorted(parts)]
-            for name, parts in placement.items()}
+                (int(match.group(2)), variable.device, variable.shape.as_list())
+            )
+    return {
+        name: [(device, shape) for _, device, shape in sorted(parts)]
+        for name, parts in placement.items()
+    }
 
 
-def _distributed_input(strategy: tf.distribute.Strategy, file_patterns: list[str],
-                       tf_transform_output: tft.TFTransformOutput, global_batch: int,
-                       **kwargs):
+def _distributed_input(
+    strategy: tf.distribute.Strategy,
+    file_patterns: list[str],
+    tf_transform_output: tft.TFTransformOutput,
+    global_batch: int,
+    **kwargs,
+):
     """input_dataset for `strategy`: across workers, each worker builds its own share (see
     input_dataset) instead of tf.data's auto-sharding by file, whose split depends on how
     many files Transform wrote; on one machine, the plain dataset."""
     if isinstance(strategy, tf.distribute.ParameterServerStrategy):
         return keras.utils.experimental.DatasetCreator(
-            lambda context: _worker_dataset(file_patterns, tf_transform_output, global_batch,
-                                            **kwargs))
+            lambda context: _worker_dataset(
+                file_patterns, tf_transform_output, global_batch, **kwargs
+            )
+        )
     if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         return input_dataset(file_patterns, tf_transform_output, global_batch, **kwargs)
     return strategy.distribute_datasets_from_function(
-        lambda context: input_dataset(file_patterns, tf_transform_output,
-                                      global_batch // context.num_input_pipelines,
-                                      input_context=context, **kwargs))
+        lambda context: input_dataset(
+            file_patterns,
+            tf_transform_output,
+            global_batch // context.num_input_pipelines,
+            input_context=context,
+            **kwargs,
+        )
+    )
 
 
-def _worker_dataset(file_patterns: list[str], tf_transform_output: tft.TFTransformOutput,
-                    batch_size: int, seed: Optional[int] = None, **kwargs) -> tf.data.Dataset:
+def _worker_dataset(
+    file_patterns: list[str],
+    tf_transform_output: tft.TFTransformOutput,
+    batch_size: int,
+    seed: Optional[int] = None,
+    **kwargs,
+) -> tf.data.Dataset:
     """A parameter-server worker's input (its DatasetCreator function, traced once and run on
     every worker): all the records, shuffled with the seed plus the worker's index, so workers
     see them in different orders and a worker that dies takes no share of the data with it
@@ -274,8 +330,14 @@ def _worker_dataset(file_patterns: list[str], tf_transform_output: tft.TFTransfo
     if seed is not None:
         worker = tf.distribute.coordinator.experimental_get_current_worker_index()
         worker_seed = tf.cast(worker, tf.int64) + int(seed)
-    return input_dataset(file_patterns, tf_transform_output, batch_size, seed=worker_seed,
-                         content_order=False, **kwargs)
+    return input_dataset(
+        file_patterns,
+        tf_transform_output,
+        batch_size,
+        seed=worker_seed,
+        content_order=False,
+        **kwargs,
+    )
 
 
 def _unsharded_copy(model: keras.Model, build, checkpoint_dir: str) -> keras.Model:
@@ -320,8 +382,11 @@ def raw_to_sparse(values: tf.Tensor, dtype: tf.DType) -> tf.SparseTensor:
     kept = tf.gather_nd(values, indices)
     if dtype != tf.string:
         kept = tf.cast(kept, dtype)
-    return tf.SparseTensor(tf.concat([indices, tf.zeros_like(indices)], axis=1), kept,
-                           tf.stack([tf.size(values, out_type=tf.int64), tf.constant(1, tf.int64)]))
+    return tf.SparseTensor(
+        tf.concat([indices, tf.zeros_like(indices)], axis=1),
+        kept,
+        tf.stack([tf.size(values, out_type=tf.int64), tf.constant(1, tf.int64)]),
+    )
 
 
 def export_signatures(model: keras.Model, tf_transform_output: tft.TFTransformOutput) -> dict:
@@ -346,15 +411,16 @@ def export_signatures(model: keras.Model, tf_transform_output: tft.TFTransformOu
     def serve_raw(raw):
         return predict({k: raw_to_sparse(v, raw_feature_spec[k].dtype) for k, v in raw.items()})
 
-    keyed_specs = {**_raw_input_specs(raw_feature_spec),
-                   KEY_INPUT: tf.TensorSpec([None], tf.string, name=KEY_INPUT)}
+    keyed_specs = {
+        **_raw_input_specs(raw_feature_spec),
+        KEY_INPUT: tf.TensorSpec([None], tf.string, name=KEY_INPUT),
+    }
 
     @tf.function(input_signature=[keyed_specs])
     def serve_keyed(raw):
         raw = dict(raw)
         key = raw.pop(KEY_INPUT)
-        outputs = predict({k: raw_to_sparse(v, raw_feature_spec[k].dtype)
-                           for k, v in raw.items()})
+        outputs = predict({k: raw_to_sparse(v, raw_feature_spec[k].dtype) for k, v in raw.items()})
         return {**outputs, KEY_INPUT: tf.identity(key)}
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
@@ -382,8 +448,10 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     if ps_cluster.serve_task_from_tf_config():
         return
     with ps_cluster.training_cluster(
-            int(config.get("ps_workers", 2)), int(config.get("ps_tasks", 2)),
-            log_dir=os.path.join(fn_args.model_run_dir, "ps-cluster")) as resolver:
+        int(config.get("ps_workers", 2)),
+        int(config.get("ps_tasks", 2)),
+        log_dir=os.path.join(fn_args.model_run_dir, "ps-cluster"),
+    ) as resolver:
         _train_and_export(fn_args, distribution_strategy(name, resolver, config))
 
 
@@ -400,36 +468,59 @@ def _train_and_export(fn_args: tfx.components.FnArgs, strategy: tf.distribute.St
     # Each replica gets batch_size examples: the global batch grows with the replicas (under
     # parameter_server one replica: each worker's step is one batch).
     global_batch = batch_size * strategy.num_replicas_in_sync
-    logging.info("Training on %d replica(s) with %s, global batch %d",
-                 strategy.num_replicas_in_sync, type(strategy).__name__, global_batch)
-    train = _distributed_input(strategy, fn_args.train_files, tf_transform_output,
-                               global_batch, seed=seed)
-    evaluation = _distributed_input(strategy, fn_args.eval_files, tf_transform_output,
-                                    global_batch, shuffle=False)
+    logging.info(
+        "Training on %d replica(s) with %s, global batch %d",
+        strategy.num_replicas_in_sync,
+        type(strategy).__name__,
+        global_batch,
+    )
+    train = _distributed_input(
+        strategy, fn_args.train_files, tf_transform_output, global_batch, seed=seed
+    )
+    evaluation = _distributed_input(
+        strategy, fn_args.eval_files, tf_transform_output, global_batch, shuffle=False
+    )
     with strategy.scope():
         model = build_model(hp, int(config.get("crossed_embedding_buckets") or 0))
     for variable, shards in shard_placement(model).items():
-        logging.info("Sharded variable %s: %s", variable,
-                     ", ".join(f"{shape} on {device}" for device, shape in shards))
+        logging.info(
+            "Sharded variable %s: %s",
+            variable,
+            ", ".join(f"{shape} on {device}" for device, shape in shards),
+        )
     train_steps = fn_args.train_steps
     # Warm start (PIPELINE_WARM_START): from the served model's weights, fewer steps do.
-    if fn_args.base_model and warm_start.warm_start(model, fn_args.base_model,
-                                                    tf_transform_output):
+    if fn_args.base_model and warm_start.warm_start(model, fn_args.base_model, tf_transform_output):
         train_steps = max(int(train_steps * float(config["warm_start_steps_fraction"])), 10)
-    model.fit(train, steps_per_epoch=max(train_steps // 10, 1), epochs=10,
-              validation_data=evaluation, validation_steps=fn_args.eval_steps, verbose=2)
+    model.fit(
+        train,
+        steps_per_epoch=max(train_steps // 10, 1),
+        epochs=10,
+        validation_data=evaluation,
+        validation_steps=fn_args.eval_steps,
+        verbose=2,
+    )
     if isinstance(strategy, tf.distribute.ParameterServerStrategy):
-        model = _unsharded_copy(model, lambda: build_model(
-            hp, int(config.get("crossed_embedding_buckets") or 0)),
-            os.path.join(fn_args.model_run_dir, "trained-weights"))
+        model = _unsharded_copy(
+            model,
+            lambda: build_model(hp, int(config.get("crossed_embedding_buckets") or 0)),
+            os.path.join(fn_args.model_run_dir, "trained-weights"),
+        )
 
     # Under MultiWorkerMirroredStrategy every worker saves (saving is collective), but only
     # the chief writes to the real output; the others write to a scratch directory.
     output_dir = fn_args.serving_model_dir
     if not _is_chief():
-        output_dir = os.path.join(fn_args.model_run_dir, "worker-scratch",
-                                  str(json.loads(os.environ["TF_CONFIG"])["task"]["index"]))
+        output_dir = os.path.join(
+            fn_args.model_run_dir,
+            "worker-scratch",
+            str(json.loads(os.environ["TF_CONFIG"])["task"]["index"]),
+        )
     # save_traces=False: the model has only built-in layers, and tracing each layer call for
     # Keras reloading costs seconds; the signatures below are traced regardless.
-    model.save(output_dir, save_format="tf", save_traces=False,
-               signatures=export_signatures(model, tf_transform_output))
+    model.save(
+        output_dir,
+        save_format="tf",
+        save_traces=False,
+        signatures=export_signatures(model, tf_transform_output),
+    )

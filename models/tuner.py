@@ -1,4 +1,5 @@
 """The TFX Tuner entry point: a Bayesian search over `hyperparameters.search_space`."""
+
 from __future__ import annotations
 
 from typing import Optional
@@ -21,8 +22,17 @@ class KerasTwoTuner(keras_tuner.engine.base_tuner.BaseTuner):
     objective, and keras-tuner only proposes and ranks hyperparameters.
     """
 
-    def __init__(self, *, train, evaluation, steps: int, eval_steps: int,
-                 seed: Optional[int] = None, crossed_embedding_buckets: int = 0, **kwargs):
+    def __init__(
+        self,
+        *,
+        train,
+        evaluation,
+        steps: int,
+        eval_steps: int,
+        seed: Optional[int] = None,
+        crossed_embedding_buckets: int = 0,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self._crossed_embedding_buckets = crossed_embedding_buckets
         self._train, self._evaluation = train, evaluation
@@ -35,9 +45,14 @@ class KerasTwoTuner(keras_tuner.engine.base_tuner.BaseTuner):
             # hyperparameters, and a rerun (or another runner) ranks them the same way.
             keras.utils.set_random_seed(self._seed)
         candidate = model.build_model(trial.hyperparameters, self._crossed_embedding_buckets)
-        history = candidate.fit(self._train, steps_per_epoch=self._steps, epochs=1,
-                                validation_data=self._evaluation,
-                                validation_steps=self._eval_steps, verbose=0)
+        history = candidate.fit(
+            self._train,
+            steps_per_epoch=self._steps,
+            epochs=1,
+            validation_data=self._evaluation,
+            validation_steps=self._eval_steps,
+            verbose=0,
+        )
         return {name: values[-1] for name, values in history.history.items()}
 
     def save_model(self, trial_id, model, step=0):  # trials keep no weights
@@ -55,14 +70,21 @@ def tuner_fn(fn_args: tfx.components.FnArgs) -> tfx.components.TunerFnResult:
     seed = config.get("seed")
     tuner = KerasTwoTuner(
         oracle=keras_tuner.oracles.BayesianOptimizationOracle(
-            objective=OBJECTIVE, hyperparameters=hyperparameters.search_space(),
+            objective=OBJECTIVE,
+            hyperparameters=hyperparameters.search_space(),
             max_trials=int(config.get("max_trials", 6)),
-            seed=None if seed is None else int(seed)),
+            seed=None if seed is None else int(seed),
+        ),
         train=model.input_dataset(fn_args.train_files, tf_transform_output, batch_size, seed=seed),
-        evaluation=model.input_dataset(fn_args.eval_files, tf_transform_output, batch_size,
-                                       shuffle=False),
-        steps=fn_args.train_steps, eval_steps=fn_args.eval_steps,
+        evaluation=model.input_dataset(
+            fn_args.eval_files, tf_transform_output, batch_size, shuffle=False
+        ),
+        steps=fn_args.train_steps,
+        eval_steps=fn_args.eval_steps,
         seed=None if seed is None else int(seed),
         crossed_embedding_buckets=int(config.get("crossed_embedding_buckets") or 0),
-        directory=fn_args.working_dir, project_name="search", overwrite=True)
+        directory=fn_args.working_dir,
+        project_name="search",
+        overwrite=True,
+    )
     return tfx.components.TunerFnResult(tuner=tuner, fit_kwargs={})

@@ -6,6 +6,7 @@ rolling window reorders and extends vocabularies all the time; anything else tha
 (a model input, a layer shape, hyperparameters, a vocabulary that lost most of its tokens)
 means a fresh start, said in the log.
 """
+
 from __future__ import annotations
 
 import os
@@ -25,8 +26,9 @@ from models import features
 MIN_KEPT_TOKEN_SHARE = 0.5
 
 
-def warm_start(model: keras.Model, base_model_dir: str,
-               tf_transform_output: tft.TFTransformOutput) -> bool:
+def warm_start(
+    model: keras.Model, base_model_dir: str, tf_transform_output: tft.TFTransformOutput
+) -> bool:
     """Copies the base model's weights into `model` (built, same hyperparameters); returns
     False, leaving `model` as initialised, when they do not fit."""
     reason = _load_and_copy(model, base_model_dir, tf_transform_output)
@@ -37,16 +39,19 @@ def warm_start(model: keras.Model, base_model_dir: str,
     return True
 
 
-def _load_and_copy(model: keras.Model, base_model_dir: str,
-                   tf_transform_output: tft.TFTransformOutput) -> Optional[str]:
+def _load_and_copy(
+    model: keras.Model, base_model_dir: str, tf_transform_output: tft.TFTransformOutput
+) -> Optional[str]:
     """None when done, else why not (nothing in `model` is changed then)."""
     try:
         base = keras.models.load_model(base_model_dir, compile=False)
     except (OSError, ValueError, TypeError) as error:
         return f"cannot load it as a Keras model ({error})"
     if sorted(base.input_names) != sorted(model.input_names):
-        return (f"the model's inputs changed: {sorted(set(base.input_names) ^ set(model.input_names))}"
-                " are in one model only")
+        return (
+            f"the model's inputs changed: {sorted(set(base.input_names) ^ set(model.input_names))}"
+            " are in one model only"
+        )
     embeddings = {features.transformed_name(k) + "_embedding": k for k in features.VOCAB_FEATURES}
     new_weights = {}
     for layer in model.layers:
@@ -62,18 +67,22 @@ def _load_and_copy(model: keras.Model, base_model_dir: str,
             old_vocab = _read_vocabulary(os.path.join(base_model_dir, "assets", key))
             if old_vocab is None:
                 return f"the base model has no vocabulary file for {key!r}"
-            mapped = remap_vocabulary_rows(old[0], old_vocab,
-                                           tf_transform_output.vocabulary_by_name(key),
-                                           weights[0])
+            mapped = remap_vocabulary_rows(
+                old[0], old_vocab, tf_transform_output.vocabulary_by_name(key), weights[0]
+            )
             if mapped is None:
-                return (f"the Transform vocabulary of {key!r} changed: fewer than "
-                        f"{MIN_KEPT_TOKEN_SHARE:.0%} of the base model's tokens are in it")
+                return (
+                    f"the Transform vocabulary of {key!r} changed: fewer than "
+                    f"{MIN_KEPT_TOKEN_SHARE:.0%} of the base model's tokens are in it"
+                )
             new_weights[layer.name] = [mapped]
             continue
         old = _split_like_shards(old, weights)
         if [w.shape for w in old] != [w.shape for w in weights]:
-            return (f"layer {layer.name!r} changed shape ({[w.shape for w in old]} -> "
-                    f"{[w.shape for w in weights]}): other hyperparameters or inputs")
+            return (
+                f"layer {layer.name!r} changed shape ({[w.shape for w in old]} -> "
+                f"{[w.shape for w in weights]}): other hyperparameters or inputs"
+            )
         new_weights[layer.name] = old
     for name, weights in new_weights.items():
         model.get_layer(name).set_weights(weights)
@@ -87,7 +96,8 @@ def _split_like_shards(old: list[np.ndarray], weights: list[np.ndarray]) -> list
     if len(old) != 1 or len(weights) < 2 or old[0].ndim < 1:
         return old
     if any(w.shape[1:] != old[0].shape[1:] for w in weights) or (
-            sum(w.shape[0] for w in weights) != old[0].shape[0]):
+        sum(w.shape[0] for w in weights) != old[0].shape[0]
+    ):
         return old
     return np.split(old[0], np.cumsum([w.shape[0] for w in weights])[:-1])
 
@@ -99,8 +109,9 @@ def _read_vocabulary(path: str) -> Optional[list[bytes]]:
         return f.read().splitlines()
 
 
-def remap_vocabulary_rows(old_rows: np.ndarray, old_vocab: list[bytes],
-                          new_vocab: list[bytes], fresh_rows: np.ndarray) -> Optional[np.ndarray]:
+def remap_vocabulary_rows(
+    old_rows: np.ndarray, old_vocab: list[bytes], new_vocab: list[bytes], fresh_rows: np.ndarray
+) -> Optional[np.ndarray]:
     """Embedding rows for `new_vocab`: each token known before gets its old row, new tokens
     keep their fresh rows, the out-of-vocabulary rows (right after the vocabulary, see
     tft.compute_and_apply_vocabulary) move with it. None when the vocabulary lost most of the

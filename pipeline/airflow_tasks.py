@@ -2,6 +2,7 @@
 pipeline as the other runners: the check for a new span, the ingestion of a new pipeline's
 earlier spans, and the record of a rejected span when a task fails on one.
 airflow_runner.py uses it; nothing else does."""
+
 import os
 from typing import Optional
 
@@ -37,8 +38,11 @@ def ingested_spans(settings: PipelineSettings) -> set[int]:
         if context is None:
             return set()
         artifacts = store.get_qualified_artifacts(
-            contexts=[context], type_name=tfx.types.standard_artifacts.Examples.TYPE_NAME,
-            producer_component_id=EXAMPLE_GEN_ID, output_key=EXAMPLES_KEY)
+            contexts=[context],
+            type_name=tfx.types.standard_artifacts.Examples.TYPE_NAME,
+            producer_component_id=EXAMPLE_GEN_ID,
+            output_key=EXAMPLES_KEY,
+        )
     return {metadata.span_of(artifact.mlmd_artifact) for artifact in artifacts}
 
 
@@ -47,21 +51,22 @@ def ingest_span(settings: PipelineSettings, span: int, run_id: str) -> None:
     ExampleValidator, the gate), as AirflowDagRunner runs nodes, under a run id of its own:
     the span window resolver reads every run, while StatisticsGen and the Evaluator read this
     DAG run's ExampleGen output, the newest span. The gate raises on a bad span."""
-    ingest = create_pipeline(settings, metadata_connection_config=metadata_config(settings),
-                             ingest_only_span=span)
+    ingest = create_pipeline(
+        settings, metadata_connection_config=metadata_config(settings), ingest_only_span=span
+    )
     for component in ingest.components:  # in topological order
         launcher_class, component_config = config_utils.find_component_launch_info(
-            AirflowPipelineConfig(), component)
+            AirflowPipelineConfig(), component
+        )
         launcher_class.create(
             component=component,
-            pipeline_info=data_types.PipelineInfo(settings.name,
-                                                  settings.pipeline_root,
-                                                  run_id=f"{run_id}.span-{span}"),
+            pipeline_info=data_types.PipelineInfo(
+                settings.name, settings.pipeline_root, run_id=f"{run_id}.span-{span}"
+            ),
             driver_args=data_types.DriverArgs(enable_cache=ingest.enable_cache),
             metadata_connection=legacy_metadata.Metadata(ingest.metadata_connection_config),
             beam_pipeline_args=ingest.beam_pipeline_args,
-            additional_pipeline_args={"tmp_dir": os.path.join(settings.pipeline_root, ".temp",
-                                                              "")},
+            additional_pipeline_args={"tmp_dir": os.path.join(settings.pipeline_root, ".temp", "")},
             component_config=component_config,
         ).launch()
 
@@ -81,8 +86,12 @@ def check_new_span(settings: PipelineSettings, dag_run=None) -> bool:
         logging.info("no new span, but the run was forced (conf force=true)")
         return True
     accepted = spans.accepted_spans(settings, rejections.of_pipeline(settings))
-    logging.info("nothing new: %s; skipping the run", f"span {accepted[-1]} was already ingested"
-                 if accepted else f"no complete span in {settings.data.data_dir}")
+    logging.info(
+        "nothing new: %s; skipping the run",
+        f"span {accepted[-1]} was already ingested"
+        if accepted
+        else f"no complete span in {settings.data.data_dir}",
+    )
     return False
 
 
@@ -94,11 +103,15 @@ def ingest_earlier_spans(settings: PipelineSettings, run_id: str) -> list[int]:
     the DAG run's (Airflow passes it by name); returns the spans ingested (the task's XCom)."""
     preflight.check_local_paths(settings)
     ingested, done = ingested_spans(settings), []
-    while todo := spans.earlier_spans_to_ingest(settings, ingested,
-                                                rejections.of_pipeline(settings)):
+    while todo := spans.earlier_spans_to_ingest(
+        settings, ingested, rejections.of_pipeline(settings)
+    ):
         span = todo[0]
-        if input_check.ingest_earlier_span(settings, span,
-                                           lambda: ingest_span(settings, span, run_id)):
+        if input_check.ingest_earlier_span(
+            settings,
+            span,
+            lambda: ingest_span(settings, span, run_id),  # noqa: B023 (called at once)
+        ):
             done.append(span)
         ingested.add(span)
     return done
@@ -114,10 +127,19 @@ def record_rejection(settings: PipelineSettings, span: Optional[int], context: d
         return
     rejection = rejections.record_failure(settings, span, task_id, error)
     if rejection is not None:
-        logging.error("span %d was rejected by %s (record: %s): %s", rejection.span,
-                      rejection.check, rejection.path, rejection.reason)
+        logging.error(
+            "span %d was rejected by %s (record: %s): %s",
+            rejection.span,
+            rejection.check,
+            rejection.path,
+            rejection.reason,
+        )
     else:
-        logging.error("the %s %s crashed%s: %s: %s; the span is not rejected: fix the cause "
-                      "and rerun", "check" if task_id in rejections.CHECKS else "task",
-                      task_id, "" if span is None else f" on span {span}",
-                      type(error).__name__, error)
+        logging.error(
+            "the %s %s crashed%s: %s: %s; the span is not rejected: fix the cause and rerun",
+            "check" if task_id in rejections.CHECKS else "task",
+            task_id,
+            "" if span is None else f" on span {span}",
+            type(error).__name__,
+            error,
+        )

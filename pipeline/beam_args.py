@@ -1,4 +1,5 @@
 """The Beam arguments of the data components for a Beam preset (PIPELINE_BEAM_PRESET)."""
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -7,8 +8,9 @@ if TYPE_CHECKING:
     from pipeline.settings import BeamSettings, CloudSettings
 
 
-def beam_preset_args(beam: BeamSettings, cloud: CloudSettings, temp_dir: str,
-                     reads_bigquery: bool = False) -> list[str]:
+def beam_preset_args(
+    beam: BeamSettings, cloud: CloudSettings, temp_dir: str, reads_bigquery: bool = False
+) -> list[str]:
     """Beam arguments of the data components (ExampleGen, StatisticsGen, Transform, Evaluator)
     for `beam.preset`; PIPELINE_EXTRA_BEAM_ARGS follow them and win on conflicts.
 
@@ -24,31 +26,53 @@ def beam_preset_args(beam: BeamSettings, cloud: CloudSettings, temp_dir: str,
     each worker; for a worker-pool sidecar instead, add
     `--environment_type=EXTERNAL --environment_config=localhost:50000`.
     """
-    gcp = [f"--project={cloud.gcp_project}", f"--region={cloud.gcp_region}",
-           f"--temp_location={temp_dir}"]
+    gcp = [
+        f"--project={cloud.gcp_project}",
+        f"--region={cloud.gcp_region}",
+        f"--temp_location={temp_dir}",
+    ]
     if beam.preset == "direct":
         # Any Beam argument makes TFX package itself into an sdist for remote workers, in
         # every Beam component (seconds each); the in-process DirectRunner needs none.
         # "auto" is resolved against the data when the pipeline is built
         # (spans.with_beam_workers); unresolved (e.g. the batch job) it means in-process.
         workers = beam.direct_num_workers
-        args = [] if workers in ("auto", "1") else [
-            "--direct_running_mode=multi_processing", f"--direct_num_workers={workers}"]
+        args = (
+            []
+            if workers in ("auto", "1")
+            else ["--direct_running_mode=multi_processing", f"--direct_num_workers={workers}"]
+        )
         # BigQuery reads export through the project's jobs and a gs:// temp location.
         return args + (gcp if reads_bigquery else [])
     image = cloud.container_image
     if beam.preset == "dataflow":
         # Custom containers need Dataflow Runner v2.
-        return ["--runner=DataflowRunner", *gcp,
-                f"--sdk_container_image={image}", "--experiments=use_runner_v2"]
-    portable = ["--environment_type=DOCKER", f"--environment_config={image}",
-                # Tells TFX and Beam the workers' image has every dependency: nothing staged.
-                f"--sdk_container_image={image}"]
+        return [
+            "--runner=DataflowRunner",
+            *gcp,
+            f"--sdk_container_image={image}",
+            "--experiments=use_runner_v2",
+        ]
+    portable = [
+        "--environment_type=DOCKER",
+        f"--environment_config={image}",
+        # Tells TFX and Beam the workers' image has every dependency: nothing staged.
+        f"--sdk_container_image={image}",
+    ]
     if beam.preset == "flink":
-        return ["--runner=FlinkRunner", f"--flink_master={beam.cluster_address}",
-                "--flink_submit_uber_jar", *portable]
+        return [
+            "--runner=FlinkRunner",
+            f"--flink_master={beam.cluster_address}",
+            "--flink_submit_uber_jar",
+            *portable,
+        ]
     if beam.preset == "spark":
-        return ["--runner=SparkRunner", f"--spark_rest_url={beam.cluster_address}",
-                "--spark_submit_uber_jar", *portable]
-    raise ValueError(f"PIPELINE_BEAM_PRESET={beam.preset!r}: expected direct, dataflow, "
-                     "flink or spark")
+        return [
+            "--runner=SparkRunner",
+            f"--spark_rest_url={beam.cluster_address}",
+            "--spark_submit_uber_jar",
+            *portable,
+        ]
+    raise ValueError(
+        f"PIPELINE_BEAM_PRESET={beam.preset!r}: expected direct, dataflow, flink or spark"
+    )

@@ -1,4 +1,5 @@
 """The fingerprint of the user's code, which keys the pipeline cache."""
+
 from __future__ import annotations
 
 import hashlib

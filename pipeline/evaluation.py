@@ -1,23 +1,31 @@
 """What the Evaluator and progressive validation compute, and reading their results back:
 the metrics, slices and blessing thresholds (from models/features.py and the evaluation
 settings)."""
+
 from __future__ import annotations
 
 import tensorflow_model_analysis as tfma
 from google.protobuf import wrappers_pb2
 
 from models import features
+from pipeline.names import (
+    EVALUATOR_CANDIDATE,
+    PREDICTION_KEY,
+    SERVING_DEFAULT_SIGNATURE,
+    TRANSFORM_SIGNATURE,
+)
 from pipeline.settings import EvaluationSettings
-from pipeline.names import (EVALUATOR_CANDIDATE, PREDICTION_KEY, SERVING_DEFAULT_SIGNATURE,
-                            TRANSFORM_SIGNATURE)
 
 
 def _model_spec(**extra) -> tfma.ModelSpec:
     return tfma.ModelSpec(
-        signature_name=SERVING_DEFAULT_SIGNATURE, label_key=features.LABEL_KEY,
+        signature_name=SERVING_DEFAULT_SIGNATURE,
+        label_key=features.LABEL_KEY,
         prediction_key=PREDICTION_KEY,
         # The label is derived by Transform, so TFMA reads it from the transformed features.
-        preprocessing_function_names=[TRANSFORM_SIGNATURE], **extra)
+        preprocessing_function_names=[TRANSFORM_SIGNATURE],
+        **extra,
+    )
 
 
 def _overall(threshold: tfma.MetricThreshold) -> tfma.PerSliceMetricThreshold:
@@ -36,28 +44,53 @@ def eval_config(settings: EvaluationSettings) -> tfma.EvalConfig:
             tfma.SlicingSpec(),
             *(tfma.SlicingSpec(feature_keys=[key]) for key in features.EVAL_SLICES),
         ],
-        metrics_specs=[tfma.MetricsSpec(metrics=[
-            tfma.MetricConfig(class_name="ExampleCount"),
-            tfma.MetricConfig(class_name="AUC", per_slice_thresholds=[_overall(tfma.MetricThreshold(
-                value_threshold=tfma.GenericValueThreshold(lower_bound={"value": settings.min_auc}),
-                change_threshold=tfma.GenericChangeThreshold(
-                    direction=higher, absolute={"value": -settings.max_auc_drop})))]),
-            tfma.MetricConfig(class_name="BinaryAccuracy", per_slice_thresholds=[_overall(
-                tfma.MetricThreshold(value_threshold=tfma.GenericValueThreshold(
-                    lower_bound={"value": settings.min_binary_accuracy})))]),
-            tfma.MetricConfig(class_name="Precision"),
-            tfma.MetricConfig(class_name="Recall"),
-            tfma.MetricConfig(class_name="AUCPrecisionRecall"),
-            tfma.MetricConfig(class_name="BinaryCrossEntropy"),
-            tfma.MetricConfig(class_name="Calibration"),
-            # Plots are computed for every slice but read for the overall one (analysis/):
-            # 100 buckets/thresholds draw the same curves as TFMA's default 1,000/10,000.
-            tfma.MetricConfig(class_name="CalibrationPlot", config='{"num_buckets": 100}'),
-            tfma.MetricConfig(class_name="ConfusionMatrixPlot",
-                              config='{"num_thresholds": 100}'),
-            tfma.MetricConfig(class_name="MeanLabel"),
-            tfma.MetricConfig(class_name="MeanPrediction"),
-        ])],
+        metrics_specs=[
+            tfma.MetricsSpec(
+                metrics=[
+                    tfma.MetricConfig(class_name="ExampleCount"),
+                    tfma.MetricConfig(
+                        class_name="AUC",
+                        per_slice_thresholds=[
+                            _overall(
+                                tfma.MetricThreshold(
+                                    value_threshold=tfma.GenericValueThreshold(
+                                        lower_bound={"value": settings.min_auc}
+                                    ),
+                                    change_threshold=tfma.GenericChangeThreshold(
+                                        direction=higher, absolute={"value": -settings.max_auc_drop}
+                                    ),
+                                )
+                            )
+                        ],
+                    ),
+                    tfma.MetricConfig(
+                        class_name="BinaryAccuracy",
+                        per_slice_thresholds=[
+                            _overall(
+                                tfma.MetricThreshold(
+                                    value_threshold=tfma.GenericValueThreshold(
+                                        lower_bound={"value": settings.min_binary_accuracy}
+                                    )
+                                )
+                            )
+                        ],
+                    ),
+                    tfma.MetricConfig(class_name="Precision"),
+                    tfma.MetricConfig(class_name="Recall"),
+                    tfma.MetricConfig(class_name="AUCPrecisionRecall"),
+                    tfma.MetricConfig(class_name="BinaryCrossEntropy"),
+                    tfma.MetricConfig(class_name="Calibration"),
+                    # Plots are computed for every slice but read for the overall one (analysis/):
+                    # 100 buckets/thresholds draw the same curves as TFMA's default 1,000/10,000.
+                    tfma.MetricConfig(class_name="CalibrationPlot", config='{"num_buckets": 100}'),
+                    tfma.MetricConfig(
+                        class_name="ConfusionMatrixPlot", config='{"num_thresholds": 100}'
+                    ),
+                    tfma.MetricConfig(class_name="MeanLabel"),
+                    tfma.MetricConfig(class_name="MeanPrediction"),
+                ]
+            )
+        ],
         # The metrics above replace the ones compiled into the Keras model (loss, accuracy,
         # auc again), which TFMA computes by loading the model a second time (~3 s).
         options=tfma.Options(include_default_metrics=wrappers_pb2.BoolValue(value=False)),
@@ -70,10 +103,15 @@ def progressive_eval_config() -> tfma.EvalConfig:
     return tfma.EvalConfig(
         model_specs=[_model_spec()],
         slicing_specs=[tfma.SlicingSpec()],
-        metrics_specs=[tfma.MetricsSpec(metrics=[
-            tfma.MetricConfig(class_name=name)
-            for name in ("ExampleCount", "AUC", "BinaryAccuracy")])])
-
+        metrics_specs=[
+            tfma.MetricsSpec(
+                metrics=[
+                    tfma.MetricConfig(class_name=name)
+                    for name in ("ExampleCount", "AUC", "BinaryAccuracy")
+                ]
+            )
+        ],
+    )
 
 
 def overall_metrics(evaluation_uri: str) -> dict[str, float]:
@@ -83,8 +121,11 @@ def overall_metrics(evaluation_uri: str) -> dict[str, float]:
     for per_slice in tfma.load_metrics(evaluation_uri):
         if per_slice.slice_key.single_slice_keys:
             continue
-        return {item.key.name: item.value.double_value.value
-                for item in per_slice.metric_keys_and_values
-                if item.key.model_name in ("", EVALUATOR_CANDIDATE) and not item.key.is_diff
-                and item.value.HasField("double_value")}
+        return {
+            item.key.name: item.value.double_value.value
+            for item in per_slice.metric_keys_and_values
+            if item.key.model_name in ("", EVALUATOR_CANDIDATE)
+            and not item.key.is_diff
+            and item.value.HasField("double_value")
+        }
     raise ValueError(f"no overall slice in {evaluation_uri}")

@@ -5,6 +5,7 @@ this strict parse (Python's csv module, one record per line as ExampleGen reads 
 the file and line instead, and counts the rows, so an empty or too small span is turned down
 before any component runs. Each finding raises SpanRejectedError (pipeline/rejections.py).
 """
+
 from __future__ import annotations
 
 import csv
@@ -14,13 +15,17 @@ import tensorflow as tf
 from absl import logging
 
 from pipeline import rejections, spans
-from pipeline.settings import PipelineSettings
 from pipeline.rejections import SPAN_FILES_CHECK, SpanRejectedError
+from pipeline.settings import PipelineSettings
+
 
 def _reject(span: int, problem: str) -> SpanRejectedError:
-    return SpanRejectedError(f"span {span}: {problem}. The run stops before ExampleGen reads "
-                             "it: fix the data and deliver it as a new span.", span,
-                             SPAN_FILES_CHECK)
+    return SpanRejectedError(
+        f"span {span}: {problem}. The run stops before ExampleGen reads "
+        "it: fix the data and deliver it as a new span.",
+        span,
+        SPAN_FILES_CHECK,
+    )
 
 
 def _lines(path: str, span: int) -> Iterator[str]:
@@ -30,8 +35,10 @@ def _lines(path: str, span: int) -> Iterator[str]:
             try:
                 yield line.decode("utf-8")
             except UnicodeDecodeError as error:
-                raise _reject(span, f"{path}, line {number}: not UTF-8 text ({error.reason} "
-                                    f"at byte {error.start})") from None
+                raise _reject(
+                    span,
+                    f"{path}, line {number}: not UTF-8 text ({error.reason} at byte {error.start})",
+                ) from None
 
 
 def count_rows(path: str, span: int) -> int:
@@ -47,14 +54,19 @@ def count_rows(path: str, span: int) -> int:
         for record in reader:
             start, end = end + 1, reader.line_num
             if end != start:
-                raise _reject(span, f"{path}, line {start}: a quoted field runs over "
-                                    f"{end - start + 1} lines (an unterminated quote?); "
-                                    "ExampleGen reads one record per line")
+                raise _reject(
+                    span,
+                    f"{path}, line {start}: a quoted field runs over "
+                    f"{end - start + 1} lines (an unterminated quote?); "
+                    "ExampleGen reads one record per line",
+                )
             if not record:
                 continue  # a blank line
             if len(record) != len(header):
-                raise _reject(span, f"{path}, line {start}: {len(record)} fields, the header "
-                                    f"has {len(header)}")
+                raise _reject(
+                    span,
+                    f"{path}, line {start}: {len(record)} fields, the header has {len(header)}",
+                )
             rows += 1
     except csv.Error as error:
         raise _reject(span, f"{path}, line {end + 1}: {error} (an unterminated quote?)") from None
@@ -70,15 +82,20 @@ def check_span_files(settings: PipelineSettings, span: int) -> int:
     rows = sum(count_rows(path, span) for path in files)
     names = ", ".join(files)
     if rows == 0:
-        raise _reject(span, f"the span is empty: {names} has a header but no rows"
-                      if len(files) == 1 else
-                      f"the span is empty: its files ({names}) have a header but no rows")
+        raise _reject(
+            span,
+            f"the span is empty: {names} has a header but no rows"
+            if len(files) == 1
+            else f"the span is empty: its files ({names}) have a header but no rows",
+        )
     if rows < settings.data.min_span_rows:
-        raise _reject(span, f"{rows} rows in {names}, fewer than "
-                            f"PIPELINE_MIN_SPAN_ROWS={settings.data.min_span_rows} (too few to "
-                            "train and evaluate on; lower the setting if such spans are normal)")
+        raise _reject(
+            span,
+            f"{rows} rows in {names}, fewer than "
+            f"PIPELINE_MIN_SPAN_ROWS={settings.data.min_span_rows} (too few to "
+            "train and evaluate on; lower the setting if such spans are normal)",
+        )
     return rows
-
 
 
 def accept_earlier_span(settings: PipelineSettings, span: int) -> bool:
@@ -93,9 +110,12 @@ def accept_earlier_span(settings: PipelineSettings, span: int) -> bool:
     return True
 
 
-def ingest_earlier_span(settings: PipelineSettings, span: int, ingest: Callable[[], None],
-                        failed_node: Callable[[BaseException], Optional[str]] = lambda e: None
-                        ) -> bool:
+def ingest_earlier_span(
+    settings: PipelineSettings,
+    span: int,
+    ingest: Callable[[], None],
+    failed_node: Callable[[BaseException], Optional[str]] = lambda e: None,
+) -> bool:
     """An earlier span of the window, as both runners take it: its files checked, then
     `ingest` (ExampleGen and the span's validation). A span either step rejects is recorded
     and skipped (False), so it never blocks a run; a crash raises."""
@@ -103,7 +123,7 @@ def ingest_earlier_span(settings: PipelineSettings, span: int, ingest: Callable[
         return False
     try:
         ingest()
-    except Exception as error:  # noqa: BLE001 (a rejection is recorded, not fatal)
+    except Exception as error:  # a rejection is recorded, not fatal
         if not rejections.record_failure(settings, span, failed_node(error) or "", error):
             raise  # a crash, not a finding about the span
         logging.warning("Earlier span %d is rejected and skipped: %s", span, error)

@@ -11,14 +11,37 @@ Grammar (Python syntax, nothing else): column names, number and string literals,
 comparisons (== != < <= > >=, chained), `and`, `or`, `not`, parentheses. A bare column is
 true when it is non-zero (or a non-empty string).
 """
+
 from __future__ import annotations
 
 import ast
 from typing import Callable, Mapping
 
-ALLOWED_NODES = (ast.Expression, ast.BoolOp, ast.And, ast.Or, ast.UnaryOp, ast.Not, ast.USub,
-                 ast.UAdd, ast.BinOp, ast.Add, ast.Sub, ast.Mult, ast.Div, ast.Compare, ast.Eq,
-                 ast.NotEq, ast.Lt, ast.LtE, ast.Gt, ast.GtE, ast.Name, ast.Load, ast.Constant)
+ALLOWED_NODES = (
+    ast.Expression,
+    ast.BoolOp,
+    ast.And,
+    ast.Or,
+    ast.UnaryOp,
+    ast.Not,
+    ast.USub,
+    ast.UAdd,
+    ast.BinOp,
+    ast.Add,
+    ast.Sub,
+    ast.Mult,
+    ast.Div,
+    ast.Compare,
+    ast.Eq,
+    ast.NotEq,
+    ast.Lt,
+    ast.LtE,
+    ast.Gt,
+    ast.GtE,
+    ast.Name,
+    ast.Load,
+    ast.Constant,
+)
 
 
 class LabelExpressionError(ValueError):
@@ -31,15 +54,18 @@ def parse(expression: str) -> ast.Expression:
         tree = ast.parse(expression.strip(), mode="eval")
     except SyntaxError as error:
         raise LabelExpressionError(
-            f"label expression {expression!r} is not valid: {error.msg}") from None
+            f"label expression {expression!r} is not valid: {error.msg}"
+        ) from None
     for node in ast.walk(tree):
         if not isinstance(node, ALLOWED_NODES):
             raise LabelExpressionError(
                 f"label expression {expression!r}: {type(node).__name__} is not allowed (use "
-                "column names, numbers, strings, + - * /, comparisons, and/or/not)")
+                "column names, numbers, strings, + - * /, comparisons, and/or/not)"
+            )
         if isinstance(node, ast.Constant) and not isinstance(node.value, (int, float, str)):
             raise LabelExpressionError(
-                f"label expression {expression!r}: constant {node.value!r} is not allowed")
+                f"label expression {expression!r}: constant {node.value!r} is not allowed"
+            )
     return tree
 
 
@@ -85,8 +111,11 @@ def evaluate(expression: str, column: Callable[[str, bool], object]):
         if isinstance(node, ast.Name):
             return column(node.id, node.id in strings)
         if isinstance(node, ast.Constant):
-            return (tf.constant(node.value) if isinstance(node.value, str)
-                    else tf.constant(float(node.value), tf.float32))
+            return (
+                tf.constant(node.value)
+                if isinstance(node.value, str)
+                else tf.constant(float(node.value), tf.float32)
+            )
         if isinstance(node, ast.UnaryOp):
             operand = build(node.operand)
             if isinstance(node.op, ast.Not):
@@ -94,8 +123,12 @@ def evaluate(expression: str, column: Callable[[str, bool], object]):
             return -operand if isinstance(node.op, ast.USub) else operand
         if isinstance(node, ast.BinOp):
             left, right = build(node.left), build(node.right)
-            operations = {ast.Add: tf.add, ast.Sub: tf.subtract, ast.Mult: tf.multiply,
-                          ast.Div: tf.math.divide_no_nan}
+            operations = {
+                ast.Add: tf.add,
+                ast.Sub: tf.subtract,
+                ast.Mult: tf.multiply,
+                ast.Div: tf.math.divide_no_nan,
+            }
             return operations[type(node.op)](left, right)
         if isinstance(node, ast.BoolOp):
             combine = tf.logical_and if isinstance(node.op, ast.And) else tf.logical_or
@@ -104,9 +137,14 @@ def evaluate(expression: str, column: Callable[[str, bool], object]):
                 result = combine(result, truth(build(value)))
             return result
         if isinstance(node, ast.Compare):
-            comparisons = {ast.Eq: tf.equal, ast.NotEq: tf.not_equal, ast.Lt: tf.less,
-                           ast.LtE: tf.less_equal, ast.Gt: tf.greater,
-                           ast.GtE: tf.greater_equal}
+            comparisons = {
+                ast.Eq: tf.equal,
+                ast.NotEq: tf.not_equal,
+                ast.Lt: tf.less,
+                ast.LtE: tf.less_equal,
+                ast.Gt: tf.greater,
+                ast.GtE: tf.greater_equal,
+            }
             left, result = build(node.left), None
             for op, right_node in zip(node.ops, node.comparators):
                 right = build(right_node)
@@ -114,8 +152,9 @@ def evaluate(expression: str, column: Callable[[str, bool], object]):
                 result = step if result is None else tf.logical_and(result, step)
                 left = right
             return result
-        raise LabelExpressionError(f"label expression {expression!r}: cannot evaluate "
-                                   f"{type(node).__name__}")
+        raise LabelExpressionError(
+            f"label expression {expression!r}: cannot evaluate {type(node).__name__}"
+        )
 
     return tf.cast(truth(build(tree)), tf.int64)
 
@@ -130,11 +169,17 @@ def evaluate_columns(expression: str, values: Mapping[str, object]):
         if name not in values:
             raise LabelExpressionError(
                 f"label expression {expression!r} reads column '{name}', which the data does "
-                f"not have (columns: {', '.join(sorted(values))})")
+                f"not have (columns: {', '.join(sorted(values))})"
+            )
         raw = values[name]
         if as_string:
-            return tf.constant(["" if v is None or (isinstance(v, float) and np.isnan(v))
-                                else str(v) for v in raw], tf.string)
+            return tf.constant(
+                [
+                    "" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v)
+                    for v in raw
+                ],
+                tf.string,
+            )
         array = np.asarray(raw)
         if array.dtype == object or array.dtype.kind in "US":
             try:
@@ -151,4 +196,5 @@ def evaluate_columns(expression: str, values: Mapping[str, object]):
         named = ", ".join(f"'{c}'" for c in text_columns) or "a column"
         raise LabelExpressionError(
             f"label expression {expression!r} uses column {named} as a number, but it holds "
-            "text: compare a text column with a string, e.g. status == 'late'") from None
+            "text: compare a text column with a string, e.g. status == 'late'"
+        ) from None

@@ -45,10 +45,10 @@ from tensorflow_metadata.proto.v0 import schema_pb2, statistics_pb2
 
 from models import features
 from pipeline import label_expression
+from pipeline.names import LEAKAGE_REPORT_FILE as REPORT_FILE
+from pipeline.names import STATISTICS_FILE, TRAIN_SPLIT, split_dir_name
 from pipeline.rejections import SpanRejectedError
 from pipeline.serving_log import logged_rows
-from pipeline.names import (LEAKAGE_REPORT_FILE as REPORT_FILE, STATISTICS_FILE, TRAIN_SPLIT,
-                            split_dir_name)
 
 SERVING = "SERVING"
 # Smoothing of per-category label rates toward the overall rate, in pseudo-rows: a category
@@ -136,6 +136,7 @@ def load_report(uri: str) -> LeakageReport:
 
 # ---- Training-only features ------------------------------------------------------------------
 
+
 def environments(feature: schema_pb2.Feature, schema: schema_pb2.Schema) -> set[str]:
     """The environments a feature belongs to, by TFDV's rules: its in_environment if any,
     else the schema's default environments minus its not_in_environment."""
@@ -152,8 +153,11 @@ def present_counts(statistics: statistics_pb2.DatasetFeatureStatisticsList) -> d
     for feature in statistics.datasets[0].features:
         name = feature.path.step[0] if feature.path.step else feature.name
         stats = feature.WhichOneof("stats")
-        common = getattr(feature, stats).common_stats if stats in (
-            "num_stats", "string_stats", "bytes_stats", "struct_stats") else None
+        common = (
+            getattr(feature, stats).common_stats
+            if stats in ("num_stats", "string_stats", "bytes_stats", "struct_stats")
+            else None
+        )
         if common is not None:
             # An empty CSV cell is a present feature with no value: count values too.
             counts[name] = min(common.num_non_missing, common.tot_num_values)
@@ -161,14 +165,15 @@ def present_counts(statistics: statistics_pb2.DatasetFeatureStatisticsList) -> d
 
 
 def training_only_features(
-        schema: schema_pb2.Schema,
-        statistics: statistics_pb2.DatasetFeatureStatisticsList) -> list[Finding]:
+    schema: schema_pb2.Schema, statistics: statistics_pb2.DatasetFeatureStatisticsList
+) -> list[Finding]:
     """Features with values in the training statistics that serving requests will not carry.
     The label's source columns and the columns declared known after the label are expected to
     be training-only (a declared one used as a model input is reported by
     `known_after_label_inputs`)."""
     if SERVING not in schema.default_environment and not any(
-            SERVING in f.in_environment for f in schema.feature):
+        SERVING in f.in_environment for f in schema.feature
+    ):
         return []  # the schema defines no SERVING environment: nothing to compare with
     by_name = {f.name: f for f in schema.feature}
     total = statistics.datasets[0].num_examples if statistics.datasets else 0
@@ -180,22 +185,37 @@ def training_only_features(
         where = f"has values in {count} of {total} training examples"
         measures = {"training_rows_with_value": count, "training_rows": total}
         if name not in by_name:
-            findings.append(Finding(name, TRAINING_ONLY,
-                                    f"{where} but is not in the schema, so serving requests "
-                                    "are not expected to carry it", measures=measures))
+            findings.append(
+                Finding(
+                    name,
+                    TRAINING_ONLY,
+                    f"{where} but is not in the schema, so serving requests "
+                    "are not expected to carry it",
+                    measures=measures,
+                )
+            )
         elif SERVING not in environments(by_name[name], schema):
-            findings.append(Finding(name, TRAINING_ONLY,
-                                    f"{where} but the schema leaves it out of the {SERVING} "
-                                    "environment (only the label's source columns "
-                                    f"{features.label_columns()} may be)", measures=measures))
+            findings.append(
+                Finding(
+                    name,
+                    TRAINING_ONLY,
+                    f"{where} but the schema leaves it out of the {SERVING} "
+                    "environment (only the label's source columns "
+                    f"{features.label_columns()} may be)",
+                    measures=measures,
+                )
+            )
     return findings
 
 
 # ---- Columns declared known only after the label ---------------------------------------------
 
-def known_after_label_inputs(inputs: Optional[list[str]] = None,
-                             known_after: Optional[list[str]] = None,
-                             columns: Optional[dict[str, np.ndarray]] = None) -> list[Finding]:
+
+def known_after_label_inputs(
+    inputs: Optional[list[str]] = None,
+    known_after: Optional[list[str]] = None,
+    columns: Optional[dict[str, np.ndarray]] = None,
+) -> list[Finding]:
     """Model inputs that models/features.py declares known only after the label (defaults:
     raw_feature_keys() and KNOWN_AFTER_LABEL). A declared column that is not an input is fine.
     `columns` (the training sample) adds how many rows carry a value."""
@@ -208,19 +228,25 @@ def known_after_label_inputs(inputs: Optional[list[str]] = None,
             rate = float(present_mask(columns[name]).mean())
             measures = {"training_presence": round(rate, 4)}
             seen = f" It has a value in {rate:.1%} of {len(columns[name])} sampled training rows."
-        findings.append(Finding(
-            name, KNOWN_AFTER_LABEL,
-            "is declared known only after the label (KNOWN_AFTER_LABEL in models/features.py) "
-            "but is a model input: the model would learn from a value it cannot have when a "
-            "prediction is made. Remove it from the model's inputs." + seen,
-            measures=measures))
+        findings.append(
+            Finding(
+                name,
+                KNOWN_AFTER_LABEL,
+                "is declared known only after the label (KNOWN_AFTER_LABEL in models/features.py) "
+                "but is a model input: the model would learn from a value it cannot have when a "
+                "prediction is made. Remove it from the model's inputs." + seen,
+                measures=measures,
+            )
+        )
     return findings
 
 
 # ---- The new span's training sample ----------------------------------------------------------
 
-def load_sample(examples_uri: str, schema: schema_pb2.Schema, max_rows: int,
-                split: str = TRAIN_SPLIT) -> tuple[dict[str, np.ndarray], np.ndarray]:
+
+def load_sample(
+    examples_uri: str, schema: schema_pb2.Schema, max_rows: int, split: str = TRAIN_SPLIT
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """The first `max_rows` examples of a split: one array per schema feature (floats with NaN
     for missing values, or strings with None) and the label from models/preprocessing.py.
     An empty split gives ({}, an empty label array); a missing split or an unreadable file
@@ -230,50 +256,58 @@ def load_sample(examples_uri: str, schema: schema_pb2.Schema, max_rows: int,
 
     split_dir = os.path.join(examples_uri, split_dir_name(split))
     if not tf.io.gfile.isdir(split_dir):
-        raise FileNotFoundError(f"no split '{split}' in {examples_uri}: {split_dir} does not "
-                                "exist")
+        raise FileNotFoundError(f"no split '{split}' in {examples_uri}: {split_dir} does not exist")
     records = []
     for path in sorted(tf.io.gfile.glob(os.path.join(split_dir, "*"))):
         if len(records) >= max_rows:
             break
         try:
-            records += list(tf.data.TFRecordDataset(path, compression_type="GZIP")
-                            .take(max_rows - len(records)))
+            records += list(
+                tf.data.TFRecordDataset(path, compression_type="GZIP").take(max_rows - len(records))
+            )
         except tf.errors.OpError as error:
-            raise ValueError(f"{path}: not readable as GZIP-compressed TFRecords "
-                             f"({error.message.splitlines()[0]})") from error
+            raise ValueError(
+                f"{path}: not readable as GZIP-compressed TFRecords "
+                f"({error.message.splitlines()[0]})"
+            ) from error
     if not records:
         return {}, np.zeros(0, np.int64)
     dtypes = {schema_pb2.INT: tf.int64, schema_pb2.FLOAT: tf.float32, schema_pb2.BYTES: tf.string}
-    spec = {f.name: tf.io.VarLenFeature(dtypes[f.type]) for f in schema.feature
-            if f.type in dtypes}
+    spec = {f.name: tf.io.VarLenFeature(dtypes[f.type]) for f in schema.feature if f.type in dtypes}
     try:
         parsed = tf.io.parse_example(tf.stack(records), spec)
     except tf.errors.OpError as error:
-        raise ValueError(f"{split_dir}: records that are not tf.Examples of the schema's types "
-                         f"({error.message.splitlines()[0]})") from error
-    missing_label_inputs = [k for k in label_expression.columns(features.LABEL)
-                            if k not in parsed]
+        raise ValueError(
+            f"{split_dir}: records that are not tf.Examples of the schema's types "
+            f"({error.message.splitlines()[0]})"
+        ) from error
+    missing_label_inputs = [k for k in label_expression.columns(features.LABEL) if k not in parsed]
     if missing_label_inputs:
-        raise ValueError(f"the schema has no {missing_label_inputs}: the label "
-                         f"{features.LABEL!r} (models/features.py) cannot be derived")
+        raise ValueError(
+            f"the schema has no {missing_label_inputs}: the label "
+            f"{features.LABEL!r} (models/features.py) cannot be derived"
+        )
     labels = preprocessing.label(parsed).numpy()
     columns = {}
     for name, sparse in parsed.items():
         dense = tf.sparse.to_dense(
             tf.SparseTensor(sparse.indices, sparse.values, [len(records), 1]),
-            default_value="" if sparse.dtype == tf.string else 0).numpy()[:, 0]
+            default_value="" if sparse.dtype == tf.string else 0,
+        ).numpy()[:, 0]
         has_value = np.zeros(len(records), bool)
         has_value[sparse.indices.numpy()[:, 0]] = True
         if sparse.dtype == tf.string:
-            columns[name] = np.array([v.decode("utf-8", "replace") if ok else None
-                                      for v, ok in zip(dense, has_value)], dtype=object)
+            columns[name] = np.array(
+                [v.decode("utf-8", "replace") if ok else None for v, ok in zip(dense, has_value)],
+                dtype=object,
+            )
         else:
             columns[name] = np.where(has_value, dense.astype(float), np.nan)
     return columns, labels
 
 
 # ---- Single-feature AUC on a sample ----------------------------------------------------------
+
 
 def auc(scores: np.ndarray, labels: np.ndarray) -> float:
     """ROC AUC of scores for binary labels (Mann-Whitney; ties count half)."""
@@ -299,8 +333,11 @@ def _out_of_fold_rates(groups: np.ndarray, labels: np.ndarray) -> np.ndarray:
         for group, label in zip(groups[train], labels[train]):
             sums[group] = sums.get(group, 0.0) + label
             counts[group] = counts.get(group, 0) + 1
-        scores[test] = [(sums.get(g, 0.0) + CATEGORY_PRIOR_ROWS * prior)
-                        / (counts.get(g, 0) + CATEGORY_PRIOR_ROWS) for g in groups[test]]
+        scores[test] = [
+            (sums.get(g, 0.0) + CATEGORY_PRIOR_ROWS * prior)
+            / (counts.get(g, 0) + CATEGORY_PRIOR_ROWS)
+            for g in groups[test]
+        ]
     return scores
 
 
@@ -326,12 +363,13 @@ def single_feature_auc(values: np.ndarray, labels: np.ndarray, categorical: bool
 
 def is_categorical(feature: schema_pb2.Feature) -> bool:
     return feature.type == schema_pb2.BYTES or (
-        feature.HasField("int_domain") and feature.int_domain.is_categorical)
+        feature.HasField("int_domain") and feature.int_domain.is_categorical
+    )
 
 
-def strong_features(columns: dict[str, np.ndarray], labels: np.ndarray,
-                    schema: schema_pb2.Schema, threshold: float
-                    ) -> tuple[dict[str, float], list[Finding]]:
+def strong_features(
+    columns: dict[str, np.ndarray], labels: np.ndarray, schema: schema_pb2.Schema, threshold: float
+) -> tuple[dict[str, float], list[Finding]]:
     """Every feature's single-feature AUC, and those above the threshold as warnings: a
     strong feature is a leak only if its value is not known when a prediction is made, which
     the data alone cannot tell."""
@@ -345,17 +383,24 @@ def strong_features(columns: dict[str, np.ndarray], labels: np.ndarray,
             continue
         aucs[name] = round(single_feature_auc(values, labels, is_categorical(by_name[name])), 4)
         if aucs[name] > threshold:
-            findings.append(Finding(
-                name, STRONG_RELATION,
-                f"single-feature AUC {aucs[name]:.3f} for the label on {len(labels)} sampled "
-                f"training rows (threshold {threshold}): it alone separates the label almost "
-                "perfectly. Check that its value is known when a prediction is made (not "
-                "recorded after the outcome); if it is, this is just a strong feature",
-                aucs[name], WARNING, {"auc": aucs[name]}))
+            findings.append(
+                Finding(
+                    name,
+                    STRONG_RELATION,
+                    f"single-feature AUC {aucs[name]:.3f} for the label on {len(labels)} sampled "
+                    f"training rows (threshold {threshold}): it alone separates the label almost "
+                    "perfectly. Check that its value is known when a prediction is made (not "
+                    "recorded after the outcome); if it is, this is just a strong feature",
+                    aucs[name],
+                    WARNING,
+                    {"auc": aucs[name]},
+                )
+            )
     return aucs, findings
 
 
 # ---- Training rows against logged serving requests -------------------------------------------
+
 
 def is_missing(value: Any) -> bool:
     """No value: absent (None), an empty string, or NaN."""
@@ -432,12 +477,16 @@ def numeric_distance(training: np.ndarray, serving: np.ndarray) -> tuple[float, 
     return float(np.abs(frequencies(training) - frequencies(serving)).max()), outside
 
 
-def compare_with_serving(columns: dict[str, np.ndarray], serving_rows: list[dict],
-                         schema: schema_pb2.Schema, inputs: Optional[list[str]] = None,
-                         min_rows: int = MIN_SERVING_ROWS, presence_gap: float = PRESENCE_GAP,
-                         distribution_distance: float = DISTRIBUTION_DISTANCE,
-                         where: str = "the serving request log"
-                         ) -> tuple[dict[str, dict[str, float]], list[Finding], list[str]]:
+def compare_with_serving(
+    columns: dict[str, np.ndarray],
+    serving_rows: list[dict],
+    schema: schema_pb2.Schema,
+    inputs: Optional[list[str]] = None,
+    min_rows: int = MIN_SERVING_ROWS,
+    presence_gap: float = PRESENCE_GAP,
+    distribution_distance: float = DISTRIBUTION_DISTANCE,
+    where: str = "the serving request log",
+) -> tuple[dict[str, dict[str, float]], list[Finding], list[str]]:
     """Each model input (default: raw_feature_keys()) in the training sample `columns` against
     the logged serving rows (raw values as pipeline/serving_log.py's logged_rows gives them): its
     presence rate (a value that is not empty or NaN), and with at least `min_rows` present
@@ -445,39 +494,65 @@ def compare_with_serving(columns: dict[str, np.ndarray], serving_rows: list[dict
     With fewer than `min_rows` logged rows nothing is judged."""
     inputs = features.raw_feature_keys() if inputs is None else inputs
     if len(serving_rows) < min_rows:
-        return {}, [], [f"{len(serving_rows)} logged serving rows in {where}, fewer than the "
-                        f"{min_rows} needed: training and serving data not compared"]
+        return (
+            {},
+            [],
+            [
+                f"{len(serving_rows)} logged serving rows in {where}, fewer than the "
+                f"{min_rows} needed: training and serving data not compared"
+            ],
+        )
     by_name = {f.name: f for f in schema.feature}
     measures, findings, notes = {}, [], []
     n_train, n_serve = None, len(serving_rows)
     for name in inputs:
         if name not in columns or name not in by_name:
-            notes.append(f"model input '{name}' is not in the schema or the training examples: "
-                         "not compared with serving")
+            notes.append(
+                f"model input '{name}' is not in the schema or the training examples: "
+                "not compared with serving"
+            )
             continue
         train_values = columns[name]
         n_train = len(train_values)
         serve_values = [row.get(name) for row in serving_rows]
         train_present, serve_present = present_mask(train_values), present_mask(serve_values)
         train_rate, serve_rate = float(train_present.mean()), float(serve_present.mean())
-        entry = {"training_presence": round(train_rate, 4),
-                 "serving_presence": round(serve_rate, 4)}
+        entry = {
+            "training_presence": round(train_rate, 4),
+            "serving_presence": round(serve_rate, 4),
+        }
         measures[name] = entry
-        rates = (f"has a value in {train_rate:.1%} of {n_train} sampled training rows but in "
-                 f"{serve_rate:.1%} of {n_serve} logged serving rows")
+        rates = (
+            f"has a value in {train_rate:.1%} of {n_train} sampled training rows but in "
+            f"{serve_rate:.1%} of {n_serve} logged serving rows"
+        )
         if train_rate - serve_rate > presence_gap:
-            findings.append(Finding(
-                name, SERVING_PRESENCE,
-                f"{rates} (a gap above {presence_gap}): present when training, missing when "
-                "predicting, so the model learnt from something it will not have. Drop it from "
-                "the inputs, or make the training data hold only what is known when a "
-                "prediction is made", None, LEAK, dict(entry)))
+            findings.append(
+                Finding(
+                    name,
+                    SERVING_PRESENCE,
+                    f"{rates} (a gap above {presence_gap}): present when training, missing when "
+                    "predicting, so the model learnt from something it will not have. Drop it from "
+                    "the inputs, or make the training data hold only what is known when a "
+                    "prediction is made",
+                    None,
+                    LEAK,
+                    dict(entry),
+                )
+            )
         elif serve_rate - train_rate > presence_gap:
-            findings.append(Finding(
-                name, SERVING_PRESENCE,
-                f"{rates} (a gap above {presence_gap}): requests carry it more often than the "
-                "training data does, so the training data is filled differently from what is "
-                "sent when predicting (training/serving skew)", None, WARNING, dict(entry)))
+            findings.append(
+                Finding(
+                    name,
+                    SERVING_PRESENCE,
+                    f"{rates} (a gap above {presence_gap}): requests carry it more often than the "
+                    "training data does, so the training data is filled differently from what is "
+                    "sent when predicting (training/serving skew)",
+                    None,
+                    WARNING,
+                    dict(entry),
+                )
+            )
         train_kept = [v for v, ok in zip(train_values, train_present) if ok]
         serve_kept = [v for v, ok in zip(serve_values, serve_present) if ok]
         if is_categorical(by_name[name]):
@@ -485,29 +560,40 @@ def compare_with_serving(columns: dict[str, np.ndarray], serving_rows: list[dict
                 continue
             distance, value, p, q = categorical_distance(train_kept, serve_kept)
             entry.update(distance=round(distance, 4))
-            detail = (f"L-infinity distance of the value frequencies {distance:.3f} between "
-                      f"{len(train_kept)} training and {len(serve_kept)} serving values "
-                      f"(threshold {distribution_distance}); most different value '{value}': "
-                      f"{p:.1%} of training values, {q:.1%} of serving values")
+            detail = (
+                f"L-infinity distance of the value frequencies {distance:.3f} between "
+                f"{len(train_kept)} training and {len(serve_kept)} serving values "
+                f"(threshold {distribution_distance}); most different value '{value}': "
+                f"{p:.1%} of training values, {q:.1%} of serving values"
+            )
         else:
             train_numbers, serve_numbers = _numbers(train_kept), _numbers(serve_kept)
             if min(len(train_numbers), len(serve_numbers)) < min_rows:
                 continue
             distance, outside = numeric_distance(train_numbers, serve_numbers)
             entry.update(distance=round(distance, 4), outside_training_range=round(outside, 4))
-            detail = (f"L-infinity distance {distance:.3f} of the frequencies of the training "
-                      f"deciles' bins between {len(train_numbers)} training and "
-                      f"{len(serve_numbers)} serving values (threshold {distribution_distance}); "
-                      f"{outside:.1%} of serving values outside the training range "
-                      f"[{train_numbers.min():g}, {train_numbers.max():g}]; median "
-                      f"{np.median(train_numbers):g} when training, "
-                      f"{np.median(serve_numbers):g} when serving")
+            detail = (
+                f"L-infinity distance {distance:.3f} of the frequencies of the training "
+                f"deciles' bins between {len(train_numbers)} training and "
+                f"{len(serve_numbers)} serving values (threshold {distribution_distance}); "
+                f"{outside:.1%} of serving values outside the training range "
+                f"[{train_numbers.min():g}, {train_numbers.max():g}]; median "
+                f"{np.median(train_numbers):g} when training, "
+                f"{np.median(serve_numbers):g} when serving"
+            )
         if distance > distribution_distance:
-            findings.append(Finding(
-                name, SERVING_DISTRIBUTION,
-                f"{detail}: its values when predicting differ from those the model learnt "
-                "from; check how the column is filled at training time against what a request "
-                "carries", None, LEAK, dict(entry)))
+            findings.append(
+                Finding(
+                    name,
+                    SERVING_DISTRIBUTION,
+                    f"{detail}: its values when predicting differ from those the model learnt "
+                    "from; check how the column is filled at training time against what a request "
+                    "carries",
+                    None,
+                    LEAK,
+                    dict(entry),
+                )
+            )
     return measures, findings, notes
 
 
@@ -528,56 +614,84 @@ def load_serving_rows(path: str, max_rows: int) -> tuple[list[dict], list[str]]:
                 continue
             try:
                 rows.extend(logged_rows([record]))
-            except Exception as error:  # noqa: BLE001 - a bad record is skipped and named
+            except Exception as error:  # noqa: BLE001 (a bad record is skipped and named)
                 bad.append((number, f"{type(error).__name__}: {error}"))
     if bad and bad[-1][0] == lines and bad[-1][1].startswith("not JSON"):
         bad.pop()  # the last line of a running server may be half written
-    notes = [f"{path}: skipped {len(bad)} unreadable line(s), first line {bad[0][0]}: "
-             f"{bad[0][1]}"] if bad else []
+    notes = (
+        [f"{path}: skipped {len(bad)} unreadable line(s), first line {bad[0][0]}: {bad[0][1]}"]
+        if bad
+        else []
+    )
     return list(rows), notes
 
 
 # ---- The step ---------------------------------------------------------------------------------
 
-def check(examples_uri: str, schema: schema_pb2.Schema,
-          statistics: statistics_pb2.DatasetFeatureStatisticsList,
-          auc_threshold: float, sample_rows: int, serving_log: str = "",
-          min_serving_rows: int = MIN_SERVING_ROWS, presence_gap: float = PRESENCE_GAP,
-          distribution_distance: float = DISTRIBUTION_DISTANCE) -> LeakageReport:
+
+def check(
+    examples_uri: str,
+    schema: schema_pb2.Schema,
+    statistics: statistics_pb2.DatasetFeatureStatisticsList,
+    auc_threshold: float,
+    sample_rows: int,
+    serving_log: str = "",
+    min_serving_rows: int = MIN_SERVING_ROWS,
+    presence_gap: float = PRESENCE_GAP,
+    distribution_distance: float = DISTRIBUTION_DISTANCE,
+) -> LeakageReport:
     """Every check on the train split of one Examples artifact and its statistics, and, when
     `serving_log` names an existing request log, against the requests logged there."""
     columns, labels = load_sample(examples_uri, schema, sample_rows)
     findings = known_after_label_inputs(columns=columns) + training_only_features(
-        schema, statistics)
+        schema, statistics
+    )
     notes: list[str] = []
     aucs: dict[str, float] = {}
     label_rate = float(labels.mean()) if len(labels) else None
     if not len(labels):
-        notes.append(f"split '{TRAIN_SPLIT}' of {examples_uri} has no examples: no AUC screen "
-                     "and no comparison with serving requests")
+        notes.append(
+            f"split '{TRAIN_SPLIT}' of {examples_uri} has no examples: no AUC screen "
+            "and no comparison with serving requests"
+        )
     elif 0 < label_rate < 1:
         aucs, strong = strong_features(columns, labels, schema, auc_threshold)
         findings += strong
     else:
-        notes.append(f"the label ({features.LABEL_KEY} = {features.LABEL}) is {int(label_rate)} "
-                     f"on all {len(labels)} sampled training rows: no single-feature AUC")
-    report = LeakageReport(TRAIN_SPLIT, len(labels), label_rate, auc_threshold, aucs, findings,
-                           notes)
+        notes.append(
+            f"the label ({features.LABEL_KEY} = {features.LABEL}) is {int(label_rate)} "
+            f"on all {len(labels)} sampled training rows: no single-feature AUC"
+        )
+    report = LeakageReport(
+        TRAIN_SPLIT, len(labels), label_rate, auc_threshold, aucs, findings, notes
+    )
     if not serving_log:
-        notes.append("no serving request log configured: training data not compared with "
-                     "serving requests")
+        notes.append(
+            "no serving request log configured: training data not compared with serving requests"
+        )
     elif not tf.io.gfile.exists(serving_log):
-        notes.append(f"no serving request log at {serving_log} (the model server logs requests "
-                     "with PIPELINE_SERVING_LOG_SAMPLING_RATE>0): training data not compared "
-                     "with serving requests")
+        notes.append(
+            f"no serving request log at {serving_log} (the model server logs requests "
+            "with PIPELINE_SERVING_LOG_SAMPLING_RATE>0): training data not compared "
+            "with serving requests"
+        )
     elif len(labels):
         rows, log_notes = load_serving_rows(serving_log, sample_rows)
         measures, serving_findings, compare_notes = compare_with_serving(
-            columns, rows, schema, min_rows=min_serving_rows, presence_gap=presence_gap,
-            distribution_distance=distribution_distance, where=serving_log)
+            columns,
+            rows,
+            schema,
+            min_rows=min_serving_rows,
+            presence_gap=presence_gap,
+            distribution_distance=distribution_distance,
+            where=serving_log,
+        )
         report.serving_log, report.serving_rows = serving_log, len(rows)
-        report.serving_thresholds = {"min_rows": min_serving_rows, "presence_gap": presence_gap,
-                                     "distribution_distance": distribution_distance}
+        report.serving_thresholds = {
+            "min_rows": min_serving_rows,
+            "presence_gap": presence_gap,
+            "distribution_distance": distribution_distance,
+        }
         report.serving_by_feature = measures
         findings += serving_findings
         notes += log_notes + compare_notes
@@ -586,6 +700,7 @@ def check(examples_uri: str, schema: schema_pb2.Schema,
 
 def _load_schema(uri: str) -> schema_pb2.Schema:
     from tfx.utils import io_utils
+
     path = os.path.join(uri, "schema.pbtxt")
     if not tf.io.gfile.exists(path):
         raise FileNotFoundError(f"no schema at {path}")
@@ -608,16 +723,32 @@ def write_report(report: LeakageReport, uri: str) -> None:
     tf.io.gfile.rename(path + ".tmp", path, overwrite=True)
 
 
-def run_check(examples_uri: str, schema_uri: str, statistics_uri: str, report_uri: str,
-              auc_threshold: float, sample_rows: int, fail_on_leak: bool,
-              serving_log: str = "", min_serving_rows: int = MIN_SERVING_ROWS,
-              presence_gap: float = PRESENCE_GAP,
-              distribution_distance: float = DISTRIBUTION_DISTANCE) -> LeakageReport:
+def run_check(
+    examples_uri: str,
+    schema_uri: str,
+    statistics_uri: str,
+    report_uri: str,
+    auc_threshold: float,
+    sample_rows: int,
+    fail_on_leak: bool,
+    serving_log: str = "",
+    min_serving_rows: int = MIN_SERVING_ROWS,
+    presence_gap: float = PRESENCE_GAP,
+    distribution_distance: float = DISTRIBUTION_DISTANCE,
+) -> LeakageReport:
     """The step's work: check, write the report, then log the findings, or with
     `fail_on_leak` raise when there is a leak (warnings alone never fail the run)."""
-    report = check(examples_uri, _load_schema(schema_uri), _load_statistics(statistics_uri),
-                   auc_threshold, sample_rows, serving_log, min_serving_rows, presence_gap,
-                   distribution_distance)
+    report = check(
+        examples_uri,
+        _load_schema(schema_uri),
+        _load_statistics(statistics_uri),
+        auc_threshold,
+        sample_rows,
+        serving_log,
+        min_serving_rows,
+        presence_gap,
+        distribution_distance,
+    )
     write_report(report, report_uri)
     for note in report.notes:
         logging.info("Leakage check: %s", note)
@@ -628,9 +759,14 @@ def run_check(examples_uri: str, schema_uri: str, statistics_uri: str, report_ur
             f"Data leakage in {examples_uri} ({len(leaks)} leaks); the run stops before "
             "Transform, Trainer and Pusher and the pushed model is unchanged. Remove the "
             "feature, fix the schema's SERVING environment or the training data, or set "
-            "PIPELINE_LEAKAGE_FAILS_RUN=0 to only warn:\n  - " + "\n  - ".join(leaks)
-            + ("\nWarnings (these alone would not stop the run):\n  - " + "\n  - ".join(warnings)
-               if warnings else ""))
+            "PIPELINE_LEAKAGE_FAILS_RUN=0 to only warn:\n  - "
+            + "\n  - ".join(leaks)
+            + (
+                "\nWarnings (these alone would not stop the run):\n  - " + "\n  - ".join(warnings)
+                if warnings
+                else ""
+            )
+        )
     for problem in leaks:
         logging.warning("Data leakage: %s", problem)
     for problem in warnings:

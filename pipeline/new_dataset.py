@@ -20,6 +20,7 @@ too small. Then it:
    and the columns known only after the label out of the SERVING environment;
 4. prints a summary and the next command, `make run`.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -46,16 +47,16 @@ SPAN_BY_PERIODS = {"month": "M", "week": "W", "day": "D"}
 DEFAULT_MIN_SPAN_ROWS = 200
 
 # Inference rules (the generated features.py explains each choice with these numbers).
-IDENTITY_MAX_VALUES = 32      # integer columns with at most this many distinct values...
-IDENTITY_MAX_ID = 100         # ...all in 0..IDENTITY_MAX_ID-1 are ids used directly
-CODE_MAX_VALUES = 32          # other integer columns this small are codes: a vocabulary
-LOG_MIN_SKEW = 2.0            # non-negative numbers this right-skewed get log1p
-NEAR_UNIQUE_RATIO = 0.5       # strings with more distinct values per row are ids: unused
-INT_ID_RATIO = 0.95           # integers this unique are ids too
-VOCAB_MAX_TOP_K = 1000        # vocabulary size cap
-SMALL_VOCAB = 20              # vocabularies this small keep every value (threshold 1)
+IDENTITY_MAX_VALUES = 32  # integer columns with at most this many distinct values...
+IDENTITY_MAX_ID = 100  # ...all in 0..IDENTITY_MAX_ID-1 are ids used directly
+CODE_MAX_VALUES = 32  # other integer columns this small are codes: a vocabulary
+LOG_MIN_SKEW = 2.0  # non-negative numbers this right-skewed get log1p
+NEAR_UNIQUE_RATIO = 0.5  # strings with more distinct values per row are ids: unused
+INT_ID_RATIO = 0.95  # integers this unique are ids too
+VOCAB_MAX_TOP_K = 1000  # vocabulary size cap
+SMALL_VOCAB = 20  # vocabularies this small keep every value (threshold 1)
 VOCAB_FREQUENCY_THRESHOLD = 5  # larger ones keep values seen at least this often
-SLICE_MAX_VALUES = 30         # evaluation slices: categorical features with 2..30 values
+SLICE_MAX_VALUES = 30  # evaluation slices: categorical features with 2..30 values
 MIN_AUC = 0.6
 MAX_AUC_DROP = 0.01
 NUMERIC_BUCKETS = 20
@@ -91,6 +92,7 @@ class Options:
 @dataclasses.dataclass
 class ColumnProfile:
     """What the data says about one column (non-missing values only)."""
+
     name: str
     kind: str  # "int", "float", "string" or "empty"
     rows: int
@@ -105,6 +107,7 @@ class ColumnProfile:
 @dataclasses.dataclass
 class FeaturePlan:
     """How every column is used, with a short reason per column."""
+
     numeric: dict[str, str]
     identity: dict[str, int]
     vocab: dict[str, tuple[int, int]]
@@ -133,6 +136,7 @@ class Thresholds:
 
 
 # ---------------------------------------------------------------------------------- reading
+
 
 def split_list(values: Iterable[str]) -> list[str]:
     """`--drop a --drop b,c` -> [a, b, c]."""
@@ -185,6 +189,7 @@ def profile(frame: pd.DataFrame, column: str) -> ColumnProfile:
 
 # ----------------------------------------------------------------------------------- checks
 
+
 def check_label(frame: pd.DataFrame, options: Options) -> np.ndarray:
     """The label (0/1 per row) as Transform will compute it; refusals for a bad expression,
     missing or dropped columns and a constant label."""
@@ -198,11 +203,14 @@ def check_label(frame: pd.DataFrame, options: Options) -> np.ndarray:
         raise NewDatasetError(
             f"{source}: --label {options.label!r} reads column(s) {', '.join(missing)}, which "
             f"the CSV does not have (expected one of its header's columns: "
-            f"{', '.join(frame.columns)})")
+            f"{', '.join(frame.columns)})"
+        )
     dropped = [c for c in columns if c in options.drop]
     if dropped:
-        raise NewDatasetError(f"{source}: --label reads column(s) {', '.join(dropped)}, "
-                              "which --drop removes (expected the label's columns kept)")
+        raise NewDatasetError(
+            f"{source}: --label reads column(s) {', '.join(dropped)}, "
+            "which --drop removes (expected the label's columns kept)"
+        )
     values = {c: frame[c].to_numpy(dtype=object) for c in columns}
     try:
         labels = label_expression.evaluate_columns(options.label, values)
@@ -213,7 +221,8 @@ def check_label(frame: pd.DataFrame, options: Options) -> np.ndarray:
         raise NewDatasetError(
             f"{source}: --label {options.label!r} is {int(rate)} on all {len(labels)} rows "
             f"(columns {', '.join(columns)}; missing numbers count as 0): expected both classes "
-            "to occur")
+            "to occur"
+        )
     return labels
 
 
@@ -222,11 +231,14 @@ def parse_times(frame: pd.DataFrame, options: Options) -> pd.Series:
     large for seconds); a refusal naming bad rows."""
     column, source = options.time_column, options.csv
     if column not in frame.columns:
-        raise NewDatasetError(f"{source}: --time-column {column!r} is not a column (expected one "
-                              f"of: {', '.join(frame.columns)})")
+        raise NewDatasetError(
+            f"{source}: --time-column {column!r} is not a column (expected one "
+            f"of: {', '.join(frame.columns)})"
+        )
     if column in options.drop:
-        raise NewDatasetError(f"{source}: --time-column {column!r} is also in --drop "
-                              "(expected the time column kept)")
+        raise NewDatasetError(
+            f"{source}: --time-column {column!r} is also in --drop (expected the time column kept)"
+        )
     raw = frame[column]
     kind = _kind(raw.dropna())
     if kind in ("int", "float"):
@@ -240,21 +252,25 @@ def parse_times(frame: pd.DataFrame, options: Options) -> pd.Series:
         if options.time_zone:
             try:
                 local = parsed.dt.tz_convert(options.time_zone)
-            except Exception as error:  # pytz's UnknownTimeZoneError and friends
-                raise NewDatasetError(f"--time-zone {options.time_zone!r}: not a time zone "
-                                      f"({error})") from None
+            except Exception as error:  # noqa: BLE001 (pytz's UnknownTimeZoneError and friends)
+                raise NewDatasetError(
+                    f"--time-zone {options.time_zone!r}: not a time zone ({error})"
+                ) from None
             converted = local.dt.tz_localize(None)
             times = converted.where(aware, parsed.dt.tz_localize(None))
         else:
             times = parsed.dt.tz_localize(None)
     bad = times.isna()
     if bad.any():
-        examples = ", ".join(f"line {i + 2}: {raw.iloc[i]!r}" if raw.iloc[i] is not None
-                             else f"line {i + 2}: empty" for i in np.flatnonzero(bad)[:5])
+        examples = ", ".join(
+            f"line {i + 2}: {raw.iloc[i]!r}" if raw.iloc[i] is not None else f"line {i + 2}: empty"
+            for i in np.flatnonzero(bad)[:5]
+        )
         raise NewDatasetError(
             f"{source}: --time-column {column!r}: {int(bad.sum())} of {len(raw)} rows have no "
             f"parsable time (expected dates/times such as 2013-01-01 05:00 or Unix seconds), "
-            f"e.g. {examples}")
+            f"e.g. {examples}"
+        )
     return times
 
 
@@ -271,14 +287,21 @@ def check_name(name: str) -> str:
     if not PIPELINE_NAME_PATTERN.fullmatch(name):
         raise NewDatasetError(
             f"--name {name!r}: expected a pipeline name of lowercase letters, digits and '-', "
-            "starting with a letter, not ending with '-', at most 63 characters")
+            "starting with a letter, not ending with '-', at most 63 characters"
+        )
     return name
 
 
 # ------------------------------------------------------------------------------------ spans
 
-def split_spans(frame: pd.DataFrame, times: pd.Series, span_by: str, min_span_rows: int,
-                source: Path | str = "the CSV") -> list[Span]:
+
+def split_spans(
+    frame: pd.DataFrame,
+    times: pd.Series,
+    span_by: str,
+    min_span_rows: int,
+    source: Path | str = "the CSV",
+) -> list[Span]:
     """Chronological spans: calendar periods with rows (month, week Monday-Sunday, day) or
     `rows:N` consecutive rows after a stable sort by time. Refuses a span below
     min_span_rows."""
@@ -294,8 +317,9 @@ def split_spans(frame: pd.DataFrame, times: pd.Series, span_by: str, min_span_ro
         labels = [str(period) for period in uniques]
     elif (match := re.fullmatch(r"rows:(\d+)", span_by)) and int(match.group(1)) > 0:
         size = int(match.group(1))
-        groups = [np.arange(start, min(start + size, len(frame)))
-                  for start in range(0, len(frame), size)]
+        groups = [
+            np.arange(start, min(start + size, len(frame))) for start in range(0, len(frame), size)
+        ]
         labels = [f"rows {g[0] + 1}-{g[-1] + 1}" for g in groups]
     else:
         raise NewDatasetError(f"--span-by {span_by!r}: expected month, week, day or rows:N")
@@ -307,15 +331,26 @@ def split_spans(frame: pd.DataFrame, times: pd.Series, span_by: str, min_span_ro
                 f"{times.name!r}) has {len(group)} rows, fewer than --min-span-rows "
                 f"{min_span_rows} (expected every span to have at least that many; choose "
                 "a longer period, fewer rows:N, --time-zone for times written in UTC, or a "
-                "lower --min-span-rows)")
-        spans.append(Span(number, label, frame.iloc[group], _stamp(times.iloc[group[0]]),
-                          _stamp(times.iloc[group[-1]])))
+                "lower --min-span-rows)"
+            )
+        spans.append(
+            Span(
+                number,
+                label,
+                frame.iloc[group],
+                _stamp(times.iloc[group[0]]),
+                _stamp(times.iloc[group[-1]]),
+            )
+        )
     return spans
 
 
 def _stamp(value: pd.Timestamp) -> str:
-    return value.isoformat(sep=" ") if (value.hour or value.minute or value.second) \
+    return (
+        value.isoformat(sep=" ")
+        if (value.hour or value.minute or value.second)
         else value.date().isoformat()
+    )
 
 
 def writable(frame: pd.DataFrame, profiles: dict[str, ColumnProfile]) -> pd.DataFrame:
@@ -342,8 +377,15 @@ def write_spans(spans: list[Span], data_dir: Path) -> Path:
         folder.mkdir()
         span.rows.to_csv(folder / "data.csv", index=False, lineterminator="\n")
         (folder / COMPLETE_MARKER).write_text("")  # last: the span is complete
-        manifest.append({"span": span.number, "rows": len(span.rows), "period": span.period,
-                         "first_time": span.first, "last_time": span.last})
+        manifest.append(
+            {
+                "span": span.number,
+                "rows": len(span.rows),
+                "period": span.period,
+                "first_time": span.first,
+                "last_time": span.last,
+            }
+        )
     (staging / "spans.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return staging
 
@@ -363,8 +405,13 @@ def swap_in(staging: Path, data_dir: Path) -> None:
 
 # ---------------------------------------------------------------------------- the features
 
-def plan_features(profiles: dict[str, ColumnProfile], label_columns: list[str],
-                  known_after: list[str], time_column: str) -> FeaturePlan:
+
+def plan_features(
+    profiles: dict[str, ColumnProfile],
+    label_columns: list[str],
+    known_after: list[str],
+    time_column: str,
+) -> FeaturePlan:
     """Each column's use, by the rules at the top of this module."""
     numeric: dict[str, str] = {}
     identity: dict[str, int] = {}
@@ -395,8 +442,7 @@ def plan_features(profiles: dict[str, ColumnProfile], label_columns: list[str],
                 continue
             if small:
                 vocab[name] = _vocab(p)
-                reasons[name] = (f"{p.distinct} integer codes in "
-                                 f"{int(p.minimum)}..{int(p.maximum)}")
+                reasons[name] = f"{p.distinct} integer codes in {int(p.minimum)}..{int(p.maximum)}"
                 continue
             if p.distinct >= INT_ID_RATIO * p.present:
                 unused.append(name)
@@ -405,8 +451,9 @@ def plan_features(profiles: dict[str, ColumnProfile], label_columns: list[str],
         if p.kind in ("int", "float"):
             heavy = p.minimum >= 0 and p.skew >= LOG_MIN_SKEW
             numeric[name] = "log" if heavy else "linear"
-            reasons[name] = (f"{p.minimum:g}..{p.maximum:g}, skew {p.skew:.1f}"
-                             + (", missing in " + _share(p) if p.present < p.rows else ""))
+            reasons[name] = f"{p.minimum:g}..{p.maximum:g}, skew {p.skew:.1f}" + (
+                ", missing in " + _share(p) if p.present < p.rows else ""
+            )
             continue
         if p.distinct > NEAR_UNIQUE_RATIO * p.present:
             unused.append(name)
@@ -414,8 +461,9 @@ def plan_features(profiles: dict[str, ColumnProfile], label_columns: list[str],
             continue
         vocab[name] = _vocab(p)
         strings.append(name)
-        reasons[name] = (f"{p.distinct} distinct values"
-                         + (", missing in " + _share(p) if p.present < p.rows else ""))
+        reasons[name] = f"{p.distinct} distinct values" + (
+            ", missing in " + _share(p) if p.present < p.rows else ""
+        )
     slices = choose_slices(profiles, vocab, identity)
     return FeaturePlan(numeric, identity, vocab, strings, unused, reasons, slices)
 
@@ -432,13 +480,19 @@ def _vocab(p: ColumnProfile) -> tuple[int, int]:
     return max(1, min(frequent, VOCAB_MAX_TOP_K)), threshold
 
 
-def choose_slices(profiles: dict[str, ColumnProfile], vocab: dict[str, tuple[int, int]],
-                  identity: dict[str, int]) -> list[str]:
+def choose_slices(
+    profiles: dict[str, ColumnProfile], vocab: dict[str, tuple[int, int]], identity: dict[str, int]
+) -> list[str]:
     """At most two categorical features with 2..SLICE_MAX_VALUES values: string
     vocabularies first, then ids, fewest values first."""
+
     def candidates(names):
-        return sorted((profiles[n].distinct, n) for n in names
-                      if 2 <= profiles[n].distinct <= SLICE_MAX_VALUES)
+        return sorted(
+            (profiles[n].distinct, n)
+            for n in names
+            if 2 <= profiles[n].distinct <= SLICE_MAX_VALUES
+        )
+
     ordered = candidates(vocab) + candidates(identity)
     return [name for _, name in ordered[:2]]
 
@@ -468,16 +522,25 @@ def _py(value) -> str:
     return json.dumps(value)
 
 
-def features_source(options: Options, name: str, plan: FeaturePlan, label_key: str,
-                    thresholds: Thresholds, profiles: dict[str, ColumnProfile],
-                    spans: list[Span]) -> str:
+def features_source(
+    options: Options,
+    name: str,
+    plan: FeaturePlan,
+    label_key: str,
+    thresholds: Thresholds,
+    profiles: dict[str, ColumnProfile],
+    spans: list[Span],
+) -> str:
     """models/features.py for this dataset, in the shipped file's format."""
     rows = sum(len(s.rows) for s in spans)
 
     def dict_block(variable: str, items: dict, comment_header: str = "") -> list[str]:
         if not items:
-            annotation = {"NUMERIC_FEATURES": "dict[str, str]", "IDENTITY_FEATURES":
-                          "dict[str, int]", "VOCAB_FEATURES": "dict[str, tuple[int, int]]"}
+            annotation = {
+                "NUMERIC_FEATURES": "dict[str, str]",
+                "IDENTITY_FEATURES": "dict[str, int]",
+                "VOCAB_FEATURES": "dict[str, tuple[int, int]]",
+            }
             return [f"{variable}: {annotation[variable]} = {{}}"]
         lines = [f"{variable} = {{"] + ([f"    {comment_header}"] if comment_header else [])
         for key, value in items.items():
@@ -486,8 +549,9 @@ def features_source(options: Options, name: str, plan: FeaturePlan, label_key: s
         return lines + ["}"]
 
     def list_line(variable: str, items: list[str]) -> str:
-        return f"{variable}: list[str] = {_py(items)}" if not items else \
-            f"{variable} = {_py(items)}"
+        return (
+            f"{variable}: list[str] = {_py(items)}" if not items else f"{variable} = {_py(items)}"
+        )
 
     label_cols = label_expression.columns(options.label)
     unused_notes = "; ".join(f"{n}: {plan.reasons[n]}" for n in plan.unused) or "none"
@@ -508,8 +572,8 @@ def features_source(options: Options, name: str, plan: FeaturePlan, label_key: s
         "# The pipeline's name: MLMD store, pipeline root and pushed models are kept under it.",
         f"PIPELINE_NAME = {_py(name)}",
         "",
-        "# Numbers: z-scored, plus quantile buckets (their effect need not be monotonic). \"log\": log1p",
-        f"# first, for non-negative amounts with a long right tail (skew >= {LOG_MIN_SKEW:g}); \"linear\": as",
+        '# Numbers: z-scored, plus quantile buckets (their effect need not be monotonic). "log": log1p',
+        f'# first, for non-negative amounts with a long right tail (skew >= {LOG_MIN_SKEW:g}); "linear": as',
         "# they are (negative values, or no long tail). Missing values count as 0. Comments: range, skew.",
         *dict_block("NUMERIC_FEATURES", plan.numeric),
         f"NUMERIC_BUCKETS = {NUMERIC_BUCKETS}",
@@ -540,8 +604,12 @@ def features_source(options: Options, name: str, plan: FeaturePlan, label_key: s
         "# Columns that are strings; all other columns are numbers.",
         list_line("STRING_FEATURES", plan.strings),
         "",
-        *textwrap.wrap("In the data but not model inputs: " + unused_notes + ".", 94,
-                       initial_indent="# ", subsequent_indent="# "),
+        *textwrap.wrap(
+            "In the data but not model inputs: " + unused_notes + ".",
+            94,
+            initial_indent="# ",
+            subsequent_indent="# ",
+        ),
         list_line("UNUSED_FEATURES", plan.unused),
         "",
         "# The label: an expression over raw columns (pipeline/label_expression.py: numbers, strings,",
@@ -583,12 +651,15 @@ def features_helpers(project_dir: Path) -> str:
     text = path.read_text()
     start = text.find(HELPERS_START)
     if start < 0:
-        raise NewDatasetError(f"{path}: no 'def transformed_name(' found; the helper functions "
-                              "at the bottom of the shipped file are carried into the new one")
+        raise NewDatasetError(
+            f"{path}: no 'def transformed_name(' found; the helper functions "
+            "at the bottom of the shipped file are carried into the new one"
+        )
     return text[start:]
 
 
 # ------------------------------------------------------------------------------ the schema
+
 
 def infer_schema(data_dir: Path, training_only: list[str]):
     """TFDV statistics over every span's CSV, tfdv.infer_schema (no shapes: every feature stays
@@ -597,9 +668,11 @@ def infer_schema(data_dir: Path, training_only: list[str]):
     from apache_beam.options.pipeline_options import PipelineOptions
 
     from scripts.export_schema import with_environments
+
     statistics = tfdv.generate_statistics_from_csv(
         data_location=str(data_dir / "span-*" / "data.csv"),
-        pipeline_options=PipelineOptions(["--direct_num_workers=1"]))
+        pipeline_options=PipelineOptions(["--direct_num_workers=1"]),
+    )
     schema = tfdv.infer_schema(statistics, infer_feature_shape=False)
     for feature in schema.feature:
         # Integer ids: no closed domain, so a new id in a future span is not an anomaly (the
@@ -624,6 +697,7 @@ def write_text_atomically(path: Path, text: str) -> None:
 
 # ---------------------------------------------------------------------------------- the run
 
+
 @dataclasses.dataclass
 class Result:
     name: str
@@ -644,23 +718,32 @@ def prepare(options: Options):
     frame = read_csv(options.csv, options.na_values)
     unknown = [c for c in options.drop + options.known_after if c not in frame.columns]
     if unknown:
-        raise NewDatasetError(f"{options.csv}: --drop/--known-after name column(s) "
-                              f"{', '.join(unknown)}, which the CSV does not have (columns: "
-                              f"{', '.join(frame.columns)})")
+        raise NewDatasetError(
+            f"{options.csv}: --drop/--known-after name column(s) "
+            f"{', '.join(unknown)}, which the CSV does not have (columns: "
+            f"{', '.join(frame.columns)})"
+        )
     name = check_name(options.name) if options.name else pipeline_name_from(options.csv)
     times = parse_times(frame, options)
     labels = check_label(frame, options)
     label_cols = label_expression.columns(options.label)
     after = [c for c in options.known_after if c in label_cols or c == options.time_column]
     if after:
-        raise NewDatasetError(f"{options.csv}: --known-after {', '.join(after)}: the label's "
-                              "and the time column are never features already (expected other "
-                              "columns)")
+        raise NewDatasetError(
+            f"{options.csv}: --known-after {', '.join(after)}: the label's "
+            "and the time column are never features already (expected other "
+            "columns)"
+        )
     kept = frame.drop(columns=options.drop)
     profiles = {c: profile(kept, c) for c in kept.columns}
     written = writable(kept, profiles).assign(__label__=labels)
-    spans = split_spans(written, times.rename(options.time_column), options.span_by,
-                        options.min_span_rows, options.csv)
+    spans = split_spans(
+        written,
+        times.rename(options.time_column),
+        options.span_by,
+        options.min_span_rows,
+        options.csv,
+    )
     newest = spans[-1].rows.pop("__label__").to_numpy()
     for span in spans[:-1]:
         span.rows = span.rows.drop(columns="__label__")
@@ -685,14 +768,14 @@ def create(options: Options) -> Result:
         raise
     swap_in(staging, data_dir)
     import tensorflow_data_validation as tfdv
+
     schema_path = project / "schema" / "schema.pbtxt"
     schema_path.parent.mkdir(parents=True, exist_ok=True)
     tfdv.write_schema_text(schema, str(schema_path) + ".tmp")
     os.replace(str(schema_path) + ".tmp", schema_path)
     features_path = project / "models" / "features.py"
     write_text_atomically(features_path, source)
-    return Result(name, spans, plan, thresholds, label_key, features_path, schema_path,
-                  data_dir)
+    return Result(name, spans, plan, thresholds, label_key, features_path, schema_path, data_dir)
 
 
 def summary(result: Result) -> str:

@@ -21,6 +21,7 @@ Bars. `bar()` is tqdm on stderr, off when stderr is not a terminal (so logs and 
 stay clean), with its elapsed time ticking between updates; `say()` prints a line without
 breaking an open bar.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -160,8 +161,9 @@ class ComponentProgress(logging.Handler):
         self._stop = threading.Event()
         self._ticker = None
         if console.live and tick_seconds > 0:
-            self._ticker = threading.Thread(target=self._tick, args=(tick_seconds,),
-                                            name="component-progress", daemon=True)
+            self._ticker = threading.Thread(
+                target=self._tick, args=(tick_seconds,), name="component-progress", daemon=True
+            )
             self._ticker.start()
 
     # logging.Handler
@@ -221,8 +223,9 @@ class ComponentProgress(logging.Handler):
             with self.console.lock:
                 self._component = None
                 if self._step is step._node:
-                    self.fail_open("interrupted" if isinstance(error, KeyboardInterrupt)
-                                   else "FAILED")
+                    self.fail_open(
+                        "interrupted" if isinstance(error, KeyboardInterrupt) else "FAILED"
+                    )
             raise
         with self.console.lock:
             self._component = self._step = None
@@ -274,18 +277,34 @@ def step(label: str) -> Iterator[Step]:
 
 # Scripts' progress bars ---------------------------------------------------------------------
 
-def bar(iterable=None, *, total: Optional[float] = None, desc: str = "", unit: str = "it",
-        tick_seconds: float = TICK_SECONDS, **kwargs):
+
+def bar(
+    iterable=None,
+    *,
+    total: Optional[float] = None,
+    desc: str = "",
+    unit: str = "it",
+    tick_seconds: float = TICK_SECONDS,
+    **kwargs,
+):
     """A tqdm bar on stderr, disabled when stderr is not a terminal. Its elapsed time is
     refreshed every `tick_seconds` even when no update comes (long steps); with neither
     `total` nor a sized `iterable` it shows the elapsed time only. Close it (or use it as a
     context manager / iterate it to the end)."""
-    from tqdm import tqdm  # noqa: PLC0415 (only the scripts need it)
+    from tqdm import tqdm  # only the scripts need it
 
     if total is None and iterable is None:
         kwargs.setdefault("bar_format", "{desc}: {elapsed}")
-    progress = tqdm(iterable, total=total, desc=desc, unit=unit, file=sys.stderr,
-                    disable=None, dynamic_ncols=True, **kwargs)
+    progress = tqdm(
+        iterable,
+        total=total,
+        desc=desc,
+        unit=unit,
+        file=sys.stderr,
+        disable=None,
+        dynamic_ncols=True,
+        **kwargs,
+    )
     if not progress.disable and tick_seconds > 0:
         _tick_bar(progress, tick_seconds)
     return progress
@@ -311,7 +330,7 @@ def _tick_bar(progress, seconds: float) -> None:
 
 def say(text: str, file: Optional[TextIO] = None) -> None:
     """Prints a line (stdout by default) without garbling an open bar."""
-    from tqdm import tqdm  # noqa: PLC0415
+    from tqdm import tqdm
 
     tqdm.write(text, file=file or sys.stdout)
     (file or sys.stdout).flush()

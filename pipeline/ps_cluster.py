@@ -16,8 +16,10 @@ A worker process serves a `tf.distribute.Server` and runs the closures the coord
 a ps process holds (shards of) the variables. Neither reads data nor runs user code: the
 coordinator ships the functions.
 
-    python -m pipeline.ps_cluster '<cluster spec JSON>' worker 0   # one task, as LocalCluster runs it
+    # one task, as LocalCluster runs it:
+    python -m pipeline.ps_cluster '<cluster spec JSON>' worker 0
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -52,39 +54,54 @@ def free_port() -> int:
 
 def local_cluster_spec(num_workers: int, num_ps: int) -> dict[str, list[str]]:
     """A chief, `num_workers` workers and `num_ps` ps tasks, each on a free loopback port."""
-    return {COORDINATOR: [f"127.0.0.1:{free_port()}"],
-            "worker": [f"127.0.0.1:{free_port()}" for _ in range(num_workers)],
-            "ps": [f"127.0.0.1:{free_port()}" for _ in range(num_ps)]}
+    return {
+        COORDINATOR: [f"127.0.0.1:{free_port()}"],
+        "worker": [f"127.0.0.1:{free_port()}" for _ in range(num_workers)],
+        "ps": [f"127.0.0.1:{free_port()}" for _ in range(num_ps)],
+    }
 
 
 def server_config(num_workers: int):
     """Session config of the servers: at least `num_workers + 1` inter-op threads, without
     which a worker's closures and the ps's variable reads wait for each other on a 2-core
     machine and `fit` hangs (several servers in one process share the pools)."""
-    import tensorflow as tf  # noqa: PLC0415 (the CLI imports TensorFlow only when serving)
+    import tensorflow as tf  # the CLI imports TensorFlow only when serving
+
     return tf.compat.v1.ConfigProto(
-        inter_op_parallelism_threads=max(num_workers + 1, os.cpu_count() or 1))
+        inter_op_parallelism_threads=max(num_workers + 1, os.cpu_count() or 1)
+    )
 
 
 def start_server(cluster: dict[str, list[str]], task_type: str, task_index: int):
     """A started `tf.distribute.Server` for one task of `cluster`."""
-    import tensorflow as tf  # noqa: PLC0415
-    return tf.distribute.Server(tf.train.ClusterSpec(cluster), job_name=task_type,
-                                task_index=task_index, protocol="grpc",
-                                config=server_config(len(cluster.get("worker", []))), start=True)
+    import tensorflow as tf
+
+    return tf.distribute.Server(
+        tf.train.ClusterSpec(cluster),
+        job_name=task_type,
+        task_index=task_index,
+        protocol="grpc",
+        config=server_config(len(cluster.get("worker", []))),
+        start=True,
+    )
 
 
 def in_process_servers(cluster: dict[str, list[str]]) -> list:
     """Every worker and ps task of `cluster` as a server in this process (tests)."""
-    return [start_server(cluster, task_type, index)
-            for task_type in ("worker", "ps") for index in range(len(cluster.get(task_type, [])))]
+    return [
+        start_server(cluster, task_type, index)
+        for task_type in ("worker", "ps")
+        for index in range(len(cluster.get(task_type, [])))
+    ]
 
 
 def coordinator_resolver(cluster: dict[str, list[str]]):
     """The cluster resolver of the coordinator (`chief` task 0) of `cluster`."""
-    import tensorflow as tf  # noqa: PLC0415
+    import tensorflow as tf
+
     return tf.distribute.cluster_resolver.SimpleClusterResolver(
-        tf.train.ClusterSpec(cluster), task_type=COORDINATOR, task_id=0, rpc_layer="grpc")
+        tf.train.ClusterSpec(cluster), task_type=COORDINATOR, task_id=0, rpc_layer="grpc"
+    )
 
 
 def tf_config() -> dict:
@@ -104,8 +121,12 @@ def serve_task_from_tf_config() -> bool:
     task = (config or {}).get("task", {})
     if task.get("type") not in ("worker", "ps"):
         return False
-    logging.info("Parameter-server cluster: serving %s %s of %s", task["type"], task["index"],
-                 config["cluster"])
+    logging.info(
+        "Parameter-server cluster: serving %s %s of %s",
+        task["type"],
+        task["index"],
+        config["cluster"],
+    )
     start_server(config["cluster"], task["type"], int(task["index"])).join()
     return True  # join() returns only if the server is stopped
 
@@ -119,8 +140,10 @@ class LocalCluster:
 
     def __init__(self, num_workers: int, num_ps: int, log_dir: str):
         if num_workers < 1 or num_ps < 1:
-            raise ValueError(f"a parameter-server cluster needs at least one worker and one ps "
-                             f"task, got {num_workers} worker(s) and {num_ps} ps")
+            raise ValueError(
+                f"a parameter-server cluster needs at least one worker and one ps "
+                f"task, got {num_workers} worker(s) and {num_ps} ps"
+            )
         self.cluster = local_cluster_spec(num_workers, num_ps)
         self.log_dir = Path(log_dir)
         self.processes: dict[tuple[str, int], subprocess.Popen] = {}
@@ -131,7 +154,7 @@ class LocalCluster:
     def tasks(self) -> list[tuple[str, int]]:
         return [(t, i) for t in ("ps", "worker") for i in range(len(self.cluster[t]))]
 
-    def start(self, timeout: float = READY_TIMEOUT_S) -> "LocalCluster":
+    def start(self, timeout: float = READY_TIMEOUT_S) -> LocalCluster:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         try:
             for task in self.tasks:
@@ -140,29 +163,49 @@ class LocalCluster:
         except BaseException:
             self.stop()
             raise
-        logging.info("Parameter-server cluster up: %s (pids %s, logs in %s)",
-                     json.dumps(self.cluster), self.pids, self.log_dir)
+        logging.info(
+            "Parameter-server cluster up: %s (pids %s, logs in %s)",
+            json.dumps(self.cluster),
+            self.pids,
+            self.log_dir,
+        )
         return self
 
     def _spawn(self, task_type: str, index: int) -> None:
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-            p for p in (str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")) if p)}
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(
+                p for p in (str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")) if p
+            ),
+        }
         env.pop("TF_CONFIG", None)
         env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         log = open(self.log_dir / f"{task_type}-{index}.log", "ab")
         try:
             process = subprocess.Popen(
-                [sys.executable, "-m", "pipeline.ps_cluster", json.dumps(self.cluster),
-                 task_type, str(index), str(os.getpid())],
-                cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL)
+                [
+                    sys.executable,
+                    "-m",
+                    "pipeline.ps_cluster",
+                    json.dumps(self.cluster),
+                    task_type,
+                    str(index),
+                    str(os.getpid()),
+                ],
+                cwd=PROJECT_ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
         finally:
             log.close()
         self.processes[(task_type, index)] = process
         self.pids.append(process.pid)
         self.task_pids[f"{task_type}-{index}"] = process.pid
-        (self.log_dir / "pids.json").write_text(json.dumps(
-            {"pids": self.pids, "tasks": self.task_pids, "cluster": self.cluster}))
+        (self.log_dir / "pids.json").write_text(
+            json.dumps({"pids": self.pids, "tasks": self.task_pids, "cluster": self.cluster})
+        )
 
     def _wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -170,15 +213,21 @@ class LocalCluster:
         while pending:
             for task, process in list(pending.items()):
                 if process.poll() is not None:
-                    raise RuntimeError(f"{task[0]} {task[1]} exited with {process.returncode} "
-                                       f"before serving:\n{self._log_tail(*task)}")
+                    raise RuntimeError(
+                        f"{task[0]} {task[1]} exited with {process.returncode} "
+                        f"before serving:\n{self._log_tail(*task)}"
+                    )
                 host, port = self.cluster[task[0]][task[1]].rsplit(":", 1)
-                with contextlib.suppress(OSError), socket.create_connection((host, int(port)),
-                                                                             timeout=1):
+                with (
+                    contextlib.suppress(OSError),
+                    socket.create_connection((host, int(port)), timeout=1),
+                ):
                     del pending[task]
             if pending and time.monotonic() > deadline:
-                raise TimeoutError(f"parameter-server tasks {sorted(pending)} not serving after "
-                                   f"{timeout:.0f} s (logs in {self.log_dir})")
+                raise TimeoutError(
+                    f"parameter-server tasks {sorted(pending)} not serving after "
+                    f"{timeout:.0f} s (logs in {self.log_dir})"
+                )
             time.sleep(0.2)
 
     def _log_tail(self, task_type: str, index: int) -> str:
@@ -205,7 +254,7 @@ class LocalCluster:
         if self.processes:
             logging.info("Parameter-server cluster stopped (pids %s)", self.pids)
 
-    def __enter__(self) -> "LocalCluster":
+    def __enter__(self) -> LocalCluster:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -218,7 +267,8 @@ def training_cluster(num_workers: int, num_ps: int, log_dir: str) -> Iterator:
     LocalCluster started for the duration of the block (and stopped, whatever happens)."""
     config = external_cluster()
     if config:
-        import tensorflow as tf  # noqa: PLC0415
+        import tensorflow as tf
+
         logging.info("Parameter-server cluster from TF_CONFIG: %s", config["cluster"])
         yield tf.distribute.cluster_resolver.TFConfigClusterResolver()
         return
@@ -239,17 +289,20 @@ def _forget_cluster() -> None:
     """A fresh local eager context: the coordinator's context stays connected to the stopped
     tasks, and every function traced afterwards (the Evaluator's, in the local runner's
     process) would first try to register itself with them."""
-    from tensorflow.python.eager import context  # noqa: PLC0415 (no public equivalent)
-    context._reset_context()  # noqa: SLF001
+    from tensorflow.python.eager import context  # no public equivalent
+
+    context._reset_context()
 
 
 def _exit_when_orphaned(parent_pid: int) -> None:
     """A task whose Trainer died without stopping it (SIGKILL) would serve forever."""
+
     def watch():
         while True:
             if os.getppid() != parent_pid:
                 os._exit(0)
             time.sleep(ORPHAN_CHECK_S)
+
     threading.Thread(target=watch, daemon=True).start()
 
 

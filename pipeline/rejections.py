@@ -1,8 +1,9 @@
 """Rejected spans: the one record of which spans a check deliberately turned down.
 
 A rejection is a finding about the data (anomalies, too few rows, an unparsable file, drift, a
-leak the run is told to fail on), raised as a `SpanRejectedError`. Any other exception inside a check is a crash: a bug or an environment
-problem, which says nothing about the span, so the span is not rejected and a rerun retries it.
+leak the run is told to fail on), raised as a `SpanRejectedError`. Any other exception inside a
+check is a crash: a bug or an environment problem, which says nothing about the span, so the
+span is not rejected and a rerun retries it.
 
 Each rejection is a small JSON file, `<pipeline root>/rejected_spans/span-<N>.json` (reason,
 check, time), written atomically by the runner that saw the error: local_runner.py, or the
@@ -11,6 +12,7 @@ legacy orchestration does not record on failure. The training window, the ingest
 earlier spans, the trigger and the run summary read it: a rejected span is skipped for good
 (delete its record to retry it).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -21,8 +23,12 @@ from typing import Optional
 
 import tensorflow as tf
 
-from pipeline.names import (ANOMALIES_GATE_ID, DRIFT_CHECK_ID, LEAKAGE_CHECK_ID,
-                            PROGRESSIVE_VALIDATION_ID)
+from pipeline.names import (
+    ANOMALIES_GATE_ID,
+    DRIFT_CHECK_ID,
+    LEAKAGE_CHECK_ID,
+    PROGRESSIVE_VALIDATION_ID,
+)
 from pipeline.settings import PipelineSettings
 
 RECORDS_FOLDER = "rejected_spans"
@@ -30,8 +36,13 @@ RECORDS_FOLDER = "rejected_spans"
 SPAN_FILES_CHECK = "SpanFilesCheck"
 # The nodes that look at a new span before anything trains on it (a crash there is "the check
 # X crashed").
-CHECKS = (SPAN_FILES_CHECK, ANOMALIES_GATE_ID, DRIFT_CHECK_ID, LEAKAGE_CHECK_ID,
-          PROGRESSIVE_VALIDATION_ID)
+CHECKS = (
+    SPAN_FILES_CHECK,
+    ANOMALIES_GATE_ID,
+    DRIFT_CHECK_ID,
+    LEAKAGE_CHECK_ID,
+    PROGRESSIVE_VALIDATION_ID,
+)
 
 
 class SpanRejectedError(RuntimeError):
@@ -68,8 +79,9 @@ def reject(directory: str, span: int, check: str, reason: str) -> Rejection:
     tf.io.gfile.makedirs(directory)
     tmp = f"{rejection.path}.tmp-{os.getpid()}"
     with tf.io.gfile.GFile(tmp, "w") as f:
-        f.write(json.dumps({"span": span, "check": check, "reason": reason, "time": time},
-                           indent=1))
+        f.write(
+            json.dumps({"span": span, "check": check, "reason": reason, "time": time}, indent=1)
+        )
     tf.io.gfile.rename(tmp, rejection.path, overwrite=True)
     return rejection
 
@@ -83,7 +95,8 @@ def rejected_spans(directory: str) -> dict[int, Rejection]:
         with tf.io.gfile.GFile(path) as f:
             record = json.load(f)
         result[int(record["span"])] = Rejection(
-            int(record["span"]), record["check"], record["reason"], record["time"], path)
+            int(record["span"]), record["check"], record["reason"], record["time"], path
+        )
     return result
 
 
@@ -112,8 +125,9 @@ def rejection_in(error: BaseException) -> Optional[BaseException]:
     return next((e for e in error_chain(error) if is_rejection(e)), None)
 
 
-def record_failure(settings: PipelineSettings, span: Optional[int], node_id: str,
-                   error: BaseException) -> Optional[Rejection]:
+def record_failure(
+    settings: PipelineSettings, span: Optional[int], node_id: str, error: BaseException
+) -> Optional[Rejection]:
     """What a runner calls when a run failed: a rejection is recorded against its span (the
     error's own, else the run's) and returned; a crash records nothing (None)."""
     rejection = rejection_in(error)
@@ -123,5 +137,4 @@ def record_failure(settings: PipelineSettings, span: Optional[int], node_id: str
     if span is None:  # e.g. ExampleGen reads the whole window: no one span to skip
         return None
     check = getattr(rejection, "check", None) or node_id
-    return reject(records_dir(settings), span, check,
-                  f"{type(rejection).__name__}: {rejection}")
+    return reject(records_dir(settings), span, check, f"{type(rejection).__name__}: {rejection}")

@@ -9,6 +9,7 @@ TFX runs custom strategies only where it resolves inputs from MLMD itself (local
 `PipelineSettings.resolvers` says which orchestrator can run what, and pipeline/pipeline.py
 adds the resolver nodes accordingly.
 """
+
 from typing import Optional
 
 import ml_metadata as mlmd
@@ -27,17 +28,21 @@ class CurrentModelStrategy(tfx.dsl.experimental.LatestBlessedModelStrategy):
     Models created after the span was ingested (by an earlier run on this same span) are
     left out, so a rerun with no new data gets the same inputs and stays cached."""
 
-    def resolve_artifacts(self, store: mlmd.MetadataStore,
-                          input_dict: dict[str, list[types.Artifact]]
-                          ) -> Optional[dict[str, list[types.Artifact]]]:
+    def resolve_artifacts(
+        self, store: mlmd.MetadataStore, input_dict: dict[str, list[types.Artifact]]
+    ) -> Optional[dict[str, list[types.Artifact]]]:
         new_span = newest_examples(input_dict[NEW_SPAN_KEY])
         inputs = {key: artifacts for key, artifacts in input_dict.items() if key != NEW_SPAN_KEY}
         if new_span is not None:
             # MLMD ids grow with creation time, across types.
-            inputs = {key: [a for a in artifacts
-                            if not isinstance(a, tfx.types.standard_artifacts.Model)
-                            or a.id < new_span.id]
-                      for key, artifacts in inputs.items()}
+            inputs = {
+                key: [
+                    a
+                    for a in artifacts
+                    if not isinstance(a, tfx.types.standard_artifacts.Model) or a.id < new_span.id
+                ]
+                for key, artifacts in inputs.items()
+            }
         result = super().resolve_artifacts(store, inputs)
         return {**result, NEW_SPAN_KEY: [new_span] if new_span else []}
 
@@ -50,8 +55,9 @@ def newest_examples(examples: list[types.Artifact]) -> Optional[types.Artifact]:
     return max(examples, key=lambda a: (a.get_int_custom_property(SPAN_PROPERTY), a.id))
 
 
-def newest_spans(artifacts: list[types.Artifact], num_spans: int,
-                 start_span: int = 0) -> list[types.Artifact]:
+def newest_spans(
+    artifacts: list[types.Artifact], num_spans: int, start_span: int = 0
+) -> list[types.Artifact]:
     """The artifacts of the newest `num_spans` distinct spans from `start_span` on, newest
     span first (SpanRangeStrategy's order); of a span ingested twice, the newest artifact."""
     by_span: dict[int, types.Artifact] = {}
@@ -72,20 +78,22 @@ class AcceptedSpanRangeStrategy(tfx.dsl.experimental.SpanRangeStrategy):
         super().__init__(range_config)
         self._rejections_dir = rejections_dir
 
-    def resolve_artifacts(self, store: mlmd.MetadataStore,
-                          input_dict: dict[str, list[types.Artifact]]
-                          ) -> Optional[dict[str, list[types.Artifact]]]:
+    def resolve_artifacts(
+        self, store: mlmd.MetadataStore, input_dict: dict[str, list[types.Artifact]]
+    ) -> Optional[dict[str, list[types.Artifact]]]:
         rejected = rejections.rejected_spans(self._rejections_dir)
-        accepted = {key: [a for a in artifacts
-                          if a.get_int_custom_property(SPAN_PROPERTY) not in rejected]
-                    for key, artifacts in input_dict.items()}
+        accepted = {
+            key: [a for a in artifacts if a.get_int_custom_property(SPAN_PROPERTY) not in rejected]
+            for key, artifacts in input_dict.items()
+        }
         if not self._range_config.HasField("rolling_range"):
             return super().resolve_artifacts(store, accepted)
         rolling = self._range_config.rolling_range
-        result = {key: newest_spans(artifacts, rolling.num_spans, rolling.start_span_number)
-                  for key, artifacts in accepted.items()}
+        result = {
+            key: newest_spans(artifacts, rolling.num_spans, rolling.start_span_number)
+            for key, artifacts in accepted.items()
+        }
         return result if all(result.values()) else None
-
 
 
 class LatestBlessedBaselineStrategy(tfx.dsl.experimental.LatestBlessedModelStrategy):
@@ -102,16 +110,20 @@ class LatestBlessedBaselineStrategy(tfx.dsl.experimental.LatestBlessedModelStrat
         candidates = this_runs_candidate(store, input_dict[CANDIDATE_KEY])
         candidate_ids = {artifact.id for artifact in candidates}
         # MLMD artifact ids are unique across types, so filtering every list is safe.
-        inputs = {key: [a for a in artifacts if a.id not in candidate_ids]
-                  for key, artifacts in input_dict.items() if key != CANDIDATE_KEY}
+        inputs = {
+            key: [a for a in artifacts if a.id not in candidate_ids]
+            for key, artifacts in input_dict.items()
+            if key != CANDIDATE_KEY
+        }
         result = super().resolve_artifacts(store, inputs)
         if result is None:
             return None
         return {**result, CANDIDATE_KEY: candidates}
 
 
-def this_runs_candidate(store: mlmd.MetadataStore,
-                        candidates: list[types.Artifact]) -> list[types.Artifact]:
+def this_runs_candidate(
+    store: mlmd.MetadataStore, candidates: list[types.Artifact]
+) -> list[types.Artifact]:
     """The model this run's Trainer output.
 
     The local (IR) runner resolves the `candidate` channel to exactly that (Vertex uses the
@@ -123,14 +135,19 @@ def this_runs_candidate(store: mlmd.MetadataStore,
     if len(candidates) <= 1:
         return candidates
     by_id = {artifact.id: artifact for artifact in candidates}
-    outputs = [event for event in store.get_events_by_artifact_ids(list(by_id))
-               if event.type in (mlmd.proto.Event.OUTPUT, mlmd.proto.Event.DECLARED_OUTPUT)]
-    executions = {e.id: e for e in store.get_executions_by_id(
-        {event.execution_id for event in outputs})}
+    outputs = [
+        event
+        for event in store.get_events_by_artifact_ids(list(by_id))
+        if event.type in (mlmd.proto.Event.OUTPUT, mlmd.proto.Event.DECLARED_OUTPUT)
+    ]
+    executions = {
+        e.id: e for e in store.get_executions_by_id({event.execution_id for event in outputs})
+    }
     # The Trainer's type is that of the first execution to output a candidate; resolvers that
     # passed models on record outputs too, under their own type.
     trainer_type = executions[min(event.execution_id for event in outputs)].type_id
-    newest = max((event for event in outputs
-                  if executions[event.execution_id].type_id == trainer_type),
-                 key=lambda event: event.execution_id)
+    newest = max(
+        (event for event in outputs if executions[event.execution_id].type_id == trainer_type),
+        key=lambda event: event.execution_id,
+    )
     return [by_id[newest.artifact_id]]

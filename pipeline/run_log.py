@@ -15,6 +15,7 @@ the log is. With `verbose`, everything is streamed to the console as well as to 
                                           # on leaving: "Full log: <path>" (after the
                                           # failure message, if any), the last line
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -56,7 +57,8 @@ class _ConsoleFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno < logging.WARNING and not (
-                isinstance(record.msg, str) and record.msg.startswith(CONSOLE_INFO)):
+            isinstance(record.msg, str) and record.msg.startswith(CONSOLE_INFO)
+        ):
             return False
         try:
             relative = os.path.relpath(os.path.realpath(record.pathname), PROJECT_ROOT)
@@ -69,10 +71,10 @@ class _ConsoleFilter(logging.Filter):
 class _NoTracebackFormatter(logging.Formatter):
     """Tracebacks stay in the log file; a line is a detail of the component running."""
 
-    def formatException(self, ei) -> str:  # noqa: N802 (logging's name)
+    def formatException(self, ei) -> str:  # logging's name
         return ""
 
-    def formatStack(self, stack_info) -> str:  # noqa: N802
+    def formatStack(self, stack_info) -> str:
         return ""
 
     def format(self, record: logging.LogRecord) -> str:
@@ -160,16 +162,20 @@ def log_path(settings: PipelineSettings) -> str:
 
 
 def _prune(folder: str, pipeline_name: str) -> None:
-    logs = sorted(name for name in os.listdir(folder)
-                  if name.startswith(f"{pipeline_name}-") and name.endswith(".log"))
+    logs = sorted(
+        name
+        for name in os.listdir(folder)
+        if name.startswith(f"{pipeline_name}-") and name.endswith(".log")
+    )
     for name in logs[:-KEEP_LOGS]:
         with contextlib.suppress(OSError):
             os.remove(os.path.join(folder, name))
 
 
 @contextlib.contextmanager
-def to_file(settings: PipelineSettings, verbose: bool = False,
-            early: Optional[EarlyOutput] = None) -> Iterator[RunLog]:
+def to_file(
+    settings: PipelineSettings, verbose: bool = False, early: Optional[EarlyOutput] = None
+) -> Iterator[RunLog]:
     """Sends file descriptors 1 and 2 (Python, absl, Beam workers, TensorFlow's C++ logging)
     to a new log file for the block (`early`'s capture first); the console gets component
     lines and the project's warnings, or with `verbose` everything (through `tee`)."""
@@ -185,16 +191,16 @@ def to_file(settings: PipelineSettings, verbose: bool = False,
         log_file.write(captured)
         if verbose:
             os.write(saved[1], captured)
-            tee = subprocess.Popen(["tee", "-a", path], stdin=subprocess.PIPE,
-                                   stdout=saved[0])
+            tee = subprocess.Popen(["tee", "-a", path], stdin=subprocess.PIPE, stdout=saved[0])
             target = tee.stdin.fileno()
         else:
             target = log_file.fileno()
         console_out = os.fdopen(os.dup(saved[0]), "w", buffering=1)
         console_err = os.fdopen(os.dup(saved[1]), "w", buffering=1)
         # Verbose: component lines and the summary go through tee like everything else.
-        console = (progress.Console(sys.stdout, live=False) if verbose
-                   else progress.Console(console_out))
+        console = (
+            progress.Console(sys.stdout, live=False) if verbose else progress.Console(console_out)
+        )
         log = RunLog(path, console_out, console_err, console)
         root = logging.getLogger()
         handler = None if verbose else _ConsoleHandler(console_err, console)
@@ -211,8 +217,9 @@ def to_file(settings: PipelineSettings, verbose: bool = False,
                 try:
                     yield log
                 except BaseException as error:
-                    components.fail_open("interrupted" if isinstance(error, KeyboardInterrupt)
-                                         else "FAILED")
+                    components.fail_open(
+                        "interrupted" if isinstance(error, KeyboardInterrupt) else "FAILED"
+                    )
                     raise
         finally:
             if handler is not None:
@@ -252,7 +259,7 @@ def failed_node(error: BaseException) -> Optional[str]:
 def root_error(error: BaseException) -> BaseException:
     """The rejection in the chain if there is one, else the first cause (orchestrators and
     Beam wrap errors; the innermost one says what went wrong)."""
-    from pipeline import rejections  # noqa: PLC0415 (TensorFlow: this module loads first)
+    from pipeline import rejections  # TensorFlow: this module loads first
 
     chain = rejections.error_chain(error)
     return rejections.rejection_in(error) or chain[-1]
@@ -264,21 +271,30 @@ def _error_text(error: BaseException) -> str:
 
 
 def rejection_message(rejection: rejections.Rejection, settings: PipelineSettings) -> str:
-    return (f"error: span {rejection.span} was rejected by {rejection.check}: "
-            f"{rejection.reason.strip()}\n"
-            f"Span {rejection.span} is recorded as rejected ({rejection.path}; delete it to "
-            f"retry the span): later runs skip it and train on the newest "
-            f"{settings.data.train_window_spans} accepted spans. Nothing was trained or pushed.")
+    return (
+        f"error: span {rejection.span} was rejected by {rejection.check}: "
+        f"{rejection.reason.strip()}\n"
+        f"Span {rejection.span} is recorded as rejected ({rejection.path}; delete it to "
+        f"retry the span): later runs skip it and train on the newest "
+        f"{settings.data.train_window_spans} accepted spans. Nothing was trained or pushed."
+    )
 
 
 def crash_message(error: BaseException, node: Optional[str], span: Optional[int]) -> str:
     """A crash (not a finding about the data): the span stays acceptable."""
-    from pipeline import rejections  # noqa: PLC0415
+    from pipeline import rejections
 
-    what = (f"the check {node}" if node in rejections.CHECKS
-            else f"the step {node}" if node else "the run")
+    what = (
+        f"the check {node}"
+        if node in rejections.CHECKS
+        else f"the step {node}"
+        if node
+        else "the run"
+    )
     on_span = f" on span {span}" if span is not None else ""
     kept = f"; span {span} is not rejected" if span is not None else ""
-    return (f"error: {what} crashed{on_span}: {_error_text(root_error(error))}\n"
-            f"This is a failure of the code or its environment, not a finding about the "
-            f"data{kept}: fix the cause (the full traceback is in the log) and rerun.")
+    return (
+        f"error: {what} crashed{on_span}: {_error_text(root_error(error))}\n"
+        f"This is a failure of the code or its environment, not a finding about the "
+        f"data{kept}: fix the cause (the full traceback is in the log) and rerun."
+    )

@@ -12,6 +12,7 @@ project's code makes it). It imports nothing heavy.
 - Google's cloud clients warn about this Python version on import, a page of FutureWarnings
   no user of this project can act on; other warnings still show.
 """
+
 from __future__ import annotations
 
 import contextlib

@@ -1,6 +1,8 @@
-"""The model server's request log as the pipeline reads it (the leakage check, and analysis/skew.py):
+"""The model server's request log as the pipeline reads it (the leakage check and
+analysis/skew.py):
 JSON lines, one per sampled request (serving/request_log.py writes them), turned back into
 raw feature rows whatever format the request used."""
+
 from __future__ import annotations
 
 import base64
@@ -20,8 +22,10 @@ def logged_rows(records: Iterable[dict]) -> Iterable[dict[str, Any]]:
         if "examples" in body and record.get("method") in ("classify", "regress"):
             context = body.get("context") or {}
             for example in body["examples"]:
-                yield {k: (v[0] if v else None) if isinstance(v, list) else v
-                       for k, v in {**context, **example}.items()}
+                yield {
+                    k: (v[0] if v else None) if isinstance(v, list) else v
+                    for k, v in {**context, **example}.items()
+                }
         elif "instances" in body:
             for instance in body["instances"]:
                 yield from _instance_rows(instance)
@@ -31,8 +35,9 @@ def logged_rows(records: Iterable[dict]) -> Iterable[dict[str, Any]]:
                 inputs = {"examples": inputs}
             length = max(len(v) if isinstance(v, list) else 1 for v in inputs.values())
             for i in range(length):
-                yield from _instance_rows({k: v[i] if isinstance(v, list) else v
-                                           for k, v in inputs.items()})
+                yield from _instance_rows(
+                    {k: v[i] if isinstance(v, list) else v for k, v in inputs.items()}
+                )
 
 
 def _instance_rows(instance: Any) -> Iterable[dict[str, Any]]:
@@ -42,8 +47,11 @@ def _instance_rows(instance: Any) -> Iterable[dict[str, Any]]:
         example = tf.train.Example.FromString(base64.b64decode(instance["b64"]))
         row = {}
         for key, feature in example.features.feature.items():
-            values = list(getattr(feature, feature.WhichOneof("kind")).value) \
-                if feature.WhichOneof("kind") else []
+            values = (
+                list(getattr(feature, feature.WhichOneof("kind")).value)
+                if feature.WhichOneof("kind")
+                else []
+            )
             row[key] = values[0] if values else None
         yield row
     elif isinstance(instance, dict):

@@ -5,6 +5,7 @@ into one readable line per problem that names the variable (SettingsError).
 pipeline/settings.py declares the pipeline's groups with it; serving/, streaming/ and
 analysis/ declare theirs.
 """
+
 from __future__ import annotations
 
 import os
@@ -16,7 +17,6 @@ from pydantic import BaseModel, ConfigDict
 from pydantic_settings import EnvSettingsSource
 from pydantic_settings.sources.utils import parse_env_vars
 from typing_extensions import Self
-
 
 ENV_PREFIX = "PIPELINE_"
 
@@ -33,14 +33,16 @@ class _MappingSource(EnvSettingsSource):
     by default), descending into the groups of a tree: every field is read from the variable
     its alias names (never from a nested `PIPELINE_DATA__...` name, nor its field name)."""
 
-    def __init__(self, settings_cls: type[SettingsModel],
-                 environ: Optional[Mapping[str, str]] = None):
+    def __init__(
+        self, settings_cls: type[SettingsModel], environ: Optional[Mapping[str, str]] = None
+    ):
         self._environ = os.environ if environ is None else environ
         super().__init__(settings_cls, case_sensitive=True, env_ignore_empty=True)
 
     def _load_env_vars(self) -> Mapping[str, Optional[str]]:
-        return parse_env_vars(self._environ, self.case_sensitive, self.env_ignore_empty,
-                              self.env_parse_none_str)
+        return parse_env_vars(
+            self._environ, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str
+        )
 
     def __call__(self) -> dict[str, Any]:
         values = super().__call__()
@@ -62,20 +64,23 @@ class SettingsModel(BaseModel):
 
     @classmethod
     def load(cls, environ: Optional[Mapping[str, str]] = None, **overrides: Any) -> Self:
-        return cls._validated(_deep_update(_MappingSource(cls, environ)(),
-                                           cls._nested(overrides)))
+        return cls._validated(_deep_update(_MappingSource(cls, environ)(), cls._nested(overrides)))
 
     def with_overrides(self, **overrides: Any) -> Self:
         """A validated copy with these settings changed (the keys `load` takes)."""
-        return self._validated(_deep_update(self.model_dump(by_alias=True),
-                                            self._nested(overrides)))
+        return self._validated(
+            _deep_update(self.model_dump(by_alias=True), self._nested(overrides))
+        )
 
     @classmethod
     def override_keys(cls) -> dict[str, list[tuple[str, ...]]]:
         """Override key -> where its value goes in the validated input: a group's field's
         alias (its variable), under the group's name. In a group: its field names."""
-        return {name: [(field.alias or name,)] for name, field in cls.model_fields.items()
-                if not _is_group(field.annotation)}
+        return {
+            name: [(field.alias or name,)]
+            for name, field in cls.model_fields.items()
+            if not _is_group(field.annotation)
+        }
 
     @classmethod
     def _nested(cls, overrides: Mapping[str, Any]) -> dict[str, Any]:
@@ -83,8 +88,9 @@ class SettingsModel(BaseModel):
         nested: dict[str, Any] = {}
         for key, value in overrides.items():
             if key not in keys:
-                raise TypeError(f"{cls.__name__} has no setting {key!r}; settings: "
-                                f"{', '.join(sorted(keys))}")
+                raise TypeError(
+                    f"{cls.__name__} has no setting {key!r}; settings: {', '.join(sorted(keys))}"
+                )
             for *groups, leaf in keys[key]:
                 node = nested
                 for group in groups:
@@ -127,9 +133,13 @@ def env_fields(cls: type[SettingsModel]):
 # ---- readable errors -------------------------------------------------------------------------
 
 _EXPECTED = {
-    "int_parsing": "integer", "int_type": "integer", "int_from_float": "integer",
-    "float_parsing": "number", "float_type": "number",
-    "bool_parsing": "bool (1, true, yes, on or 0, false, no, off)", "bool_type": "bool",
+    "int_parsing": "integer",
+    "int_type": "integer",
+    "int_from_float": "integer",
+    "float_parsing": "number",
+    "float_type": "number",
+    "bool_parsing": "bool (1, true, yes, on or 0, false, no, off)",
+    "bool_type": "bool",
     "string_type": "text",
 }
 _BOUNDS = ("greater_than", "greater_than_equal", "less_than", "less_than_equal")
@@ -145,14 +155,17 @@ def readable(error: pydantic.ValidationError, cls: type[SettingsModel]) -> str:
             lines.append(str(cause))
             continue
         field = _field_at(cls, problem["loc"])
-        variable = field.alias if field is not None and field.alias else ".".join(
-            map(str, problem["loc"]))
+        variable = (
+            field.alias if field is not None and field.alias else ".".join(map(str, problem["loc"]))
+        )
         value = problem["input"]
         if problem["type"] in _BOUNDS and field is not None:
             lines.append(f"{variable} must be {bounds_text(field)}, got {value}")
         elif problem["type"] == "literal_error" and field is not None:
-            lines.append(f"{variable}={value!r}: expected one of "
-                         f"{', '.join(map(str, get_args(field.annotation)))}")
+            lines.append(
+                f"{variable}={value!r}: expected one of "
+                f"{', '.join(map(str, get_args(field.annotation)))}"
+            )
         else:
             expected = _EXPECTED.get(problem["type"], problem["msg"])
             lines.append(f"{variable}={value!r}: expected {expected}")
@@ -165,8 +178,7 @@ def _field_at(cls: type[SettingsModel], loc: tuple) -> Optional[pydantic.fields.
     for part in loc:
         if model is None:
             return None
-        field = next((f for name, f in model.model_fields.items()
-                      if part in (name, f.alias)), None)
+        field = next((f for name, f in model.model_fields.items() if part in (name, f.alias)), None)
         if field is None:
             return None
         model = field.annotation if _is_group(field.annotation) else None
@@ -175,8 +187,12 @@ def _field_at(cls: type[SettingsModel], loc: tuple) -> Optional[pydantic.fields.
 
 def bounds_text(field: pydantic.fields.FieldInfo) -> str:
     """A numeric field's bounds in words: "at least 1", "between 0 and 1", "in (0, 1]"."""
-    bound = {kind: getattr(meta, kind) for meta in field.metadata
-             for kind in ("gt", "ge", "lt", "le") if getattr(meta, kind, None) is not None}
+    bound = {
+        kind: getattr(meta, kind)
+        for meta in field.metadata
+        for kind in ("gt", "ge", "lt", "le")
+        if getattr(meta, kind, None) is not None
+    }
     low = ("ge", bound["ge"]) if "ge" in bound else ("gt", bound["gt"]) if "gt" in bound else None
     high = ("le", bound["le"]) if "le" in bound else ("lt", bound["lt"]) if "lt" in bound else None
     if low and high:
@@ -204,10 +220,9 @@ class SettingsTree(SettingsModel):
         keys: dict[str, list[tuple[str, ...]]] = {}
         for path, _, field in env_fields(cls):
             keys.setdefault(field.alias.removeprefix(ENV_PREFIX).lower(), []).append(
-                (*path, field.alias))
+                (*path, field.alias)
+            )
         return keys
-
-
 
 
 def env_config(prefix: str = "", title: Optional[str] = None) -> ConfigDict:

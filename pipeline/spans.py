@@ -4,6 +4,7 @@ already ingested.
 A span is complete once its folder holds the marker file (`span_complete_marker`, `_COMPLETE`
 by default), written last by whoever delivers the span (scripts/split_data.py, the streaming
 job, a copy job), so a half-copied span is never ingested."""
+
 from __future__ import annotations
 
 import os
@@ -21,16 +22,21 @@ def available_spans(settings: PipelineSettings) -> list[int]:
     """Span numbers whose input files exist, complete or not, ascending."""
     data = settings.data
     glob = os.path.join(data.data_dir, data.span_pattern.replace("{SPAN}", "*"))
-    regex = re.compile(re.escape(os.path.join(data.data_dir, data.span_pattern))
-                       .replace(re.escape("{SPAN}"), r"(\d+)").replace(r"\*", "[^/]*") + "$")
+    regex = re.compile(
+        re.escape(os.path.join(data.data_dir, data.span_pattern))
+        .replace(re.escape("{SPAN}"), r"(\d+)")
+        .replace(r"\*", "[^/]*")
+        + "$"
+    )
     spans = {int(m.group(1)) for path in tf.io.gfile.glob(glob) if (m := regex.match(path))}
     return sorted(spans)
 
 
 def span_files_pattern(settings: PipelineSettings, span: int) -> str:
     """The glob of one span's input files."""
-    return os.path.join(settings.data.data_dir,
-                        settings.data.span_pattern.replace("{SPAN}", str(span)))
+    return os.path.join(
+        settings.data.data_dir, settings.data.span_pattern.replace("{SPAN}", str(span))
+    )
 
 
 def span_dir(settings: PipelineSettings, span: int) -> str:
@@ -39,7 +45,8 @@ def span_dir(settings: PipelineSettings, span: int) -> str:
     if "{SPAN}" not in folder:
         raise ValueError(
             f"PIPELINE_SPAN_PATTERN={settings.data.span_pattern!r}: completion markers need one "
-            "folder per span (e.g. 'span-{SPAN}/*.csv'); or set PIPELINE_SPAN_COMPLETE_MARKER=''")
+            "folder per span (e.g. 'span-{SPAN}/*.csv'); or set PIPELINE_SPAN_COMPLETE_MARKER=''"
+        )
     return os.path.join(settings.data.data_dir, folder.replace("{SPAN}", str(span)))
 
 
@@ -48,8 +55,7 @@ def marker_path(settings: PipelineSettings, span: int) -> str:
 
 
 def is_complete(settings: PipelineSettings, span: int) -> bool:
-    return (not settings.data.span_complete_marker
-            or tf.io.gfile.exists(marker_path(settings, span)))
+    return not settings.data.span_complete_marker or tf.io.gfile.exists(marker_path(settings, span))
 
 
 def complete_spans(settings: PipelineSettings) -> list[int]:
@@ -72,14 +78,19 @@ def newest_complete_span(settings: PipelineSettings, rejected: Collection[int] =
     if complete:
         raise ValueError(
             f"PIPELINE_DATA_DIR={settings.data.data_dir!r}: every complete span ({complete}) was "
-            "rejected by a check (records: <pipeline root>/rejected_spans/); deliver a new span")
+            "rejected by a check (records: <pipeline root>/rejected_spans/); deliver a new span"
+        )
     incomplete = available_spans(settings)
-    hint = (f" (spans {incomplete} have files but no {settings.data.span_complete_marker!r} "
-            "marker yet)" if incomplete else "")
+    hint = (
+        f" (spans {incomplete} have files but no {settings.data.span_complete_marker!r} marker yet)"
+        if incomplete
+        else ""
+    )
     raise ValueError(
         f"PIPELINE_DATA_DIR={settings.data.data_dir!r}: no complete span matching "
         f"{settings.data.span_pattern!r}{hint}; a span counts once its folder holds "
-        f"{settings.data.span_complete_marker!r}")
+        f"{settings.data.span_complete_marker!r}"
+    )
 
 
 def mark_complete(span_folder: str, marker: str = "_COMPLETE") -> None:
@@ -91,17 +102,19 @@ def mark_complete(span_folder: str, marker: str = "_COMPLETE") -> None:
     tf.io.gfile.rename(tmp, path, overwrite=True)
 
 
-def earlier_spans_to_ingest(settings: PipelineSettings, ingested: set[int],
-                            rejected: Collection[int] = ()) -> list[int]:
+def earlier_spans_to_ingest(
+    settings: PipelineSettings, ingested: set[int], rejected: Collection[int] = ()
+) -> list[int]:
     """The older accepted spans of the training window (the newest `train_window_spans`
     complete spans no check rejected, all but the newest, which a full run ingests) that
     ExampleGen has not ingested yet: what a new pipeline, or a grown window, catches up."""
-    window = accepted_spans(settings, rejected)[-settings.data.train_window_spans:-1]
+    window = accepted_spans(settings, rejected)[-settings.data.train_window_spans : -1]
     return [span for span in window if span not in ingested]
 
 
-def new_span(settings: PipelineSettings, ingested: set[int],
-             rejected: Collection[int] = ()) -> Optional[int]:
+def new_span(
+    settings: PipelineSettings, ingested: set[int], rejected: Collection[int] = ()
+) -> Optional[int]:
     """The newest complete span no check rejected, if ExampleGen has not ingested it yet,
     else None: what a trigger checks before starting a run."""
     accepted = accepted_spans(settings, rejected)
@@ -115,16 +128,20 @@ def ingested_spans(settings: PipelineSettings, example_gen_id: str) -> set[int]:
     store = metadata.open_store(settings)
     if store is None:
         return set()
-    return {metadata.span_of(artifact) for artifact in metadata.node_outputs(
-        store, settings.name, example_gen_id, "Examples")}
+    return {
+        metadata.span_of(artifact)
+        for artifact in metadata.node_outputs(store, settings.name, example_gen_id, "Examples")
+    }
 
 
 def window_input_bytes(settings: PipelineSettings) -> int:
     """Bytes of the input files of the newest `train_window_spans` complete spans."""
     total = 0
-    for span in complete_spans(settings)[-settings.data.train_window_spans:]:
-        total += sum(tf.io.gfile.stat(path).length
-                     for path in tf.io.gfile.glob(span_files_pattern(settings, span)))
+    for span in complete_spans(settings)[-settings.data.train_window_spans :]:
+        total += sum(
+            tf.io.gfile.stat(path).length
+            for path in tf.io.gfile.glob(span_files_pattern(settings, span))
+        )
     return total
 
 
@@ -134,12 +151,19 @@ def with_beam_workers(settings: PipelineSettings) -> PipelineSettings:
     PIPELINE_BEAM_MULTIPROCESSING_MIN_MB, else in-process. Only for local and Airflow runs reading
     files: a compiled Kubeflow/Vertex spec must not depend on the compiling machine's view of
     the data (there "auto" stays in-process; use a cluster preset)."""
-    if (settings.beam.direct_num_workers != "auto" or settings.beam.preset != "direct"
-            or settings.data.bigquery_query or settings.on_kubeflow):
+    if (
+        settings.beam.direct_num_workers != "auto"
+        or settings.beam.preset != "direct"
+        or settings.data.bigquery_query
+        or settings.on_kubeflow
+    ):
         return settings
     megabytes = window_input_bytes(settings) / 2**20
     large = megabytes >= settings.beam.multiprocessing_min_mb
-    logging.info("Beam DirectRunner: %s (training window %.0f MB, threshold %d MB)",
-                 "one worker process per core" if large else "in-process", megabytes,
-                 settings.beam.multiprocessing_min_mb)
+    logging.info(
+        "Beam DirectRunner: %s (training window %.0f MB, threshold %d MB)",
+        "one worker process per core" if large else "in-process",
+        megabytes,
+        settings.beam.multiprocessing_min_mb,
+    )
     return settings.with_overrides(beam_direct_num_workers="0" if large else "1")

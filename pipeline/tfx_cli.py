@@ -14,6 +14,7 @@ process of its own: a real run, unpatched.
 So the signal is the runner class's `run` wrapped by the CLI's patcher, with the patcher's
 module loaded in this process.
 """
+
 from __future__ import annotations
 
 import inspect

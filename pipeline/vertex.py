@@ -1,4 +1,5 @@
 """custom_config of the Google Cloud Trainer and Pusher: Vertex AI training jobs and endpoints."""
+
 from __future__ import annotations
 
 from tfx import v1 as tfx
@@ -16,23 +17,30 @@ def training_config(training: TrainingSettings, cloud: CloudSettings) -> dict:
     vertex = tfx.extensions.google_cloud_ai_platform
     machine_spec = {"machine_type": cloud.vertex_machine_type}
     if cloud.vertex_accelerator_type:
-        machine_spec.update(accelerator_type=cloud.vertex_accelerator_type,
-                            accelerator_count=cloud.vertex_accelerator_count)
-    pool = {"machine_spec": machine_spec,
-            "container_spec": {"image_uri": cloud.container_image}}
+        machine_spec.update(
+            accelerator_type=cloud.vertex_accelerator_type,
+            accelerator_count=cloud.vertex_accelerator_count,
+        )
+    pool = {"machine_spec": machine_spec, "container_spec": {"image_uri": cloud.container_image}}
     pools = [{**pool, "replica_count": 1}]
     if training.distribution_strategy == "parameter_server":
         pools.append({**pool, "replica_count": training.ps_workers})
-        pools.append({"machine_spec": {"machine_type": cloud.vertex_machine_type},
-                      "container_spec": {"image_uri": cloud.container_image},
-                      "replica_count": training.ps_tasks})
+        pools.append(
+            {
+                "machine_spec": {"machine_type": cloud.vertex_machine_type},
+                "container_spec": {"image_uri": cloud.container_image},
+                "replica_count": training.ps_tasks,
+            }
+        )
     elif cloud.vertex_training_replicas > 1:
         pools.append({**pool, "replica_count": cloud.vertex_training_replicas - 1})
     return {
         vertex.ENABLE_VERTEX_KEY: True,
         vertex.VERTEX_REGION_KEY: cloud.gcp_region,
-        vertex.TRAINING_ARGS_KEY: {"project": cloud.gcp_project,
-                                   "job_spec": {"worker_pool_specs": pools}},
+        vertex.TRAINING_ARGS_KEY: {
+            "project": cloud.gcp_project,
+            "job_spec": {"worker_pool_specs": pools},
+        },
     }
 
 
@@ -44,7 +52,9 @@ def serving_config(cloud: CloudSettings) -> dict:
         vertex.ENABLE_VERTEX_KEY: True,
         vertex.VERTEX_REGION_KEY: cloud.gcp_region,
         vertex.VERTEX_CONTAINER_IMAGE_URI_KEY: cloud.vertex_serving_image,
-        vertex.SERVING_ARGS_KEY: {"project_id": cloud.gcp_project,
-                                  "endpoint_name": cloud.vertex_endpoint,
-                                  "machine_type": cloud.vertex_serving_machine_type},
+        vertex.SERVING_ARGS_KEY: {
+            "project_id": cloud.gcp_project,
+            "endpoint_name": cloud.vertex_endpoint,
+            "machine_type": cloud.vertex_serving_machine_type,
+        },
     }

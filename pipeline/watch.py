@@ -9,6 +9,7 @@ same PIPELINE_* settings, which logs to its own file under <output dir>/logs/ an
 failed run with one message; a look that finds nothing new costs an MLMD query and a glob.
 A span a check rejected (pipeline/rejections.py) is never run again.
 """
+
 from __future__ import annotations
 
 import os
@@ -26,8 +27,9 @@ LOCAL_RUNNER = os.path.join(PROJECT_ROOT, "local_runner.py")
 
 def new_span(settings: PipelineSettings) -> Optional[int]:
     """The newest complete span no check rejected, if no run has ingested it yet."""
-    return spans.new_span(settings, spans.ingested_spans(settings, EXAMPLE_GEN_ID),
-                          rejections.of_pipeline(settings))
+    return spans.new_span(
+        settings, spans.ingested_spans(settings, EXAMPLE_GEN_ID), rejections.of_pipeline(settings)
+    )
 
 
 def nothing_new_message(settings: PipelineSettings) -> str:
@@ -35,17 +37,20 @@ def nothing_new_message(settings: PipelineSettings) -> str:
     accepted = spans.accepted_spans(settings, rejected)
     complete = spans.complete_spans(settings)
     waiting = [s for s in spans.available_spans(settings) if s not in complete]
-    message = (f"nothing new: span {accepted[-1]} is the newest complete span and was already "
-               "ingested" if accepted else
-               f"nothing new: no complete span in {settings.data.data_dir}")
-    skipped = [span for span in complete if span in rejected
-               and (not accepted or span > accepted[-1])]
+    message = (
+        f"nothing new: span {accepted[-1]} is the newest complete span and was already ingested"
+        if accepted
+        else f"nothing new: no complete span in {settings.data.data_dir}"
+    )
+    skipped = [
+        span for span in complete if span in rejected and (not accepted or span > accepted[-1])
+    ]
     if skipped:
-        message += (f"; spans {skipped} were rejected (records: "
-                    f"{rejections.records_dir(settings)})")
+        message += f"; spans {skipped} were rejected (records: {rejections.records_dir(settings)})"
     if waiting:
-        message += (f"; spans {waiting} have files but no {settings.data.span_complete_marker!r} "
-                    "marker yet")
+        message += (
+            f"; spans {waiting} have files but no {settings.data.span_complete_marker!r} marker yet"
+        )
     return message
 
 
@@ -54,8 +59,9 @@ def run_local_pipeline() -> int:
     return subprocess.run([sys.executable, LOCAL_RUNNER], check=False).returncode
 
 
-def trigger_once(settings: PipelineSettings,
-                 run: Callable[[], int] = run_local_pipeline) -> Optional[int]:
+def trigger_once(
+    settings: PipelineSettings, run: Callable[[], int] = run_local_pipeline
+) -> Optional[int]:
     """Runs the pipeline if there is a new span and returns its exit code; None (and a line
     saying so) if there is nothing new."""
     span = new_span(settings)
@@ -64,9 +70,11 @@ def trigger_once(settings: PipelineSettings,
         return None
     print(f"new span {span}: running the pipeline", flush=True)
     code = run()
-    print(f"span {span}: the run " + ("succeeded" if code == 0 else
-                                      f"failed (exit code {code}); its message is above"),
-          flush=True)
+    print(
+        f"span {span}: the run "
+        + ("succeeded" if code == 0 else f"failed (exit code {code}); its message is above"),
+        flush=True,
+    )
     return code
 
 
@@ -88,8 +96,10 @@ def run_trigger(once: bool = False, interval: Optional[float] = None) -> int:
     except ValueError as error:
         raise SystemExit(f"error: {error}") from None
     if settings.example_gen_reads_window:
-        raise SystemExit("error: the trigger watches span files; with PIPELINE_BIGQUERY_QUERY "
-                         "every run reads the whole query, so schedule `make run` instead")
+        raise SystemExit(
+            "error: the trigger watches span files; with PIPELINE_BIGQUERY_QUERY "
+            "every run reads the whole query, so schedule `make run` instead"
+        )
     if once:
         code = trigger_once(settings)
         return code or 0

@@ -20,6 +20,7 @@ Each span is written to a temporary file and renamed, then marked complete (the
 `_COMPLETE` marker the runners wait for, PIPELINE_SPAN_COMPLETE_MARKER); `spans.json`
 lists them.
 """
+
 from __future__ import annotations
 
 import json
@@ -43,13 +44,20 @@ DURATION_COLUMN = "trip_seconds"
 AMOUNT_SIGMA = 0.05
 # Coordinates: normal jitter in degrees (0.001 deg is about 100 m), clipped to the schema.
 COORDINATE_SIGMA = 0.001
-COORDINATE_DOMAINS = {"pickup_latitude": (41.5, 42.2), "dropoff_latitude": (41.5, 42.2),
-                      "pickup_longitude": (-88.0, -87.4), "dropoff_longitude": (-88.0, -87.4)}
+COORDINATE_DOMAINS = {
+    "pickup_latitude": (41.5, 42.2),
+    "dropoff_latitude": (41.5, 42.2),
+    "pickup_longitude": (-88.0, -87.4),
+    "dropoff_longitude": (-88.0, -87.4),
+}
 
 
 def source_spans(source_dir: Path) -> list[int]:
-    spans = sorted(int(p.name.removeprefix("span-")) for p in source_dir.glob("span-*")
-                   if p.name.removeprefix("span-").isdigit() and (p / "data.csv").is_file())
+    spans = sorted(
+        int(p.name.removeprefix("span-"))
+        for p in source_dir.glob("span-*")
+        if p.name.removeprefix("span-").isdigit() and (p / "data.csv").is_file()
+    )
     if not spans:
         raise FileNotFoundError(f"no span-N/data.csv under {source_dir}")
     return spans
@@ -59,11 +67,15 @@ def read_span(path: Path) -> pd.DataFrame:
     """Every value as the string in the file ("" when empty), so untouched columns are
     written back byte for byte."""
     frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    missing = [c for c in (*AMOUNT_COLUMNS, DURATION_COLUMN, TIMESTAMP_COLUMN,
-                           *COORDINATE_DOMAINS) if c not in frame.columns]
+    missing = [
+        c
+        for c in (*AMOUNT_COLUMNS, DURATION_COLUMN, TIMESTAMP_COLUMN, *COORDINATE_DOMAINS)
+        if c not in frame.columns
+    ]
     if missing:
-        raise ValueError(f"{path}: missing column(s) {', '.join(missing)}; expected the "
-                         "shipped taxi columns")
+        raise ValueError(
+            f"{path}: missing column(s) {', '.join(missing)}; expected the shipped taxi columns"
+        )
     return frame
 
 
@@ -72,8 +84,11 @@ def _jitter_numbers(values: pd.Series, factor: np.ndarray, decimals: int) -> pd.
     present = values != ""
     out = values.copy()
     numbers = values[present].astype(float).to_numpy() * factor[present.to_numpy()]
-    out[present] = ([str(int(round(x))) for x in numbers] if decimals == 0
-                    else [f"{x:.{decimals}f}" for x in numbers])
+    out[present] = (
+        [str(int(round(x))) for x in numbers]
+        if decimals == 0
+        else [f"{x:.{decimals}f}" for x in numbers]
+    )
     return out
 
 
@@ -85,11 +100,15 @@ def jitter(rows: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
         rows[column] = _jitter_numbers(rows[column], factor, 2 if column != "trip_miles" else 3)
     rows[DURATION_COLUMN] = _jitter_numbers(rows[DURATION_COLUMN], factor, 0)
     for column, (low, high) in COORDINATE_DOMAINS.items():
-        noise = np.clip(rng.normal(0.0, COORDINATE_SIGMA, len(rows)), -3 * COORDINATE_SIGMA,
-                        3 * COORDINATE_SIGMA)
+        noise = np.clip(
+            rng.normal(0.0, COORDINATE_SIGMA, len(rows)),
+            -3 * COORDINATE_SIGMA,
+            3 * COORDINATE_SIGMA,
+        )
         present = (rows[column] != "").to_numpy()
-        moved = np.clip(rows.loc[present, column].astype(float).to_numpy() + noise[present],
-                        low, high)
+        moved = np.clip(
+            rows.loc[present, column].astype(float).to_numpy() + noise[present], low, high
+        )
         rows.loc[present, column] = [f"{x:.6f}" for x in moved]
     return rows
 
@@ -107,8 +126,9 @@ def span_file_names(files: int) -> list[str]:
     """`data.csv`, or `part-00000-of-0000N.csv` ... when a span is cut into several files
     (CsvExampleGen reads each file in one piece, so several files spread a span's reading
     over Beam's worker processes)."""
-    return ["data.csv"] if files == 1 else [f"part-{i:05d}-of-{files:05d}.csv"
-                                            for i in range(files)]
+    return (
+        ["data.csv"] if files == 1 else [f"part-{i:05d}-of-{files:05d}.csv" for i in range(files)]
+    )
 
 
 def write_span(frame: pd.DataFrame, folder: Path, marker: str, files: int = 1) -> None:
@@ -124,8 +144,14 @@ def write_span(frame: pd.DataFrame, folder: Path, marker: str, files: int = 1) -
         mark_complete(str(folder), marker)
 
 
-def generate(out_dir: Path, rows: int, num_spans: int, seed: int,
-             source_dir: Path = SOURCE_DIR, files_per_span: int = 1) -> list[dict]:
+def generate(
+    out_dir: Path,
+    rows: int,
+    num_spans: int,
+    seed: int,
+    source_dir: Path = SOURCE_DIR,
+    files_per_span: int = 1,
+) -> list[dict]:
     """Writes `rows` rows over `num_spans` spans to out_dir/span-N/ (data.csv, or
     `files_per_span` part files); returns the manifest (also written to out_dir/spans.json)."""
     sources = source_spans(source_dir)
@@ -155,20 +181,37 @@ def generate(out_dir: Path, rows: int, num_spans: int, seed: int,
         picked = picked.iloc[order].reset_index(drop=True)
         start = 0
         for span, size in zip(targets, sizes):
-            part = picked.iloc[start:start + size]
+            part = picked.iloc[start : start + size]
             start += size
             write_span(part, out_dir / f"span-{span}", marker, files_per_span)
             manifest.append({"span": span, "rows": size, "source_span": source})
             bar.update(size)
     bar.close()
-    (out_dir / "spans.json").write_text(json.dumps(
-        {"rows": rows, "spans": num_spans, "seed": seed, "source": str(source_dir),
-         "files_per_span": files_per_span, "files": manifest}, indent=2) + "\n")
+    (out_dir / "spans.json").write_text(
+        json.dumps(
+            {
+                "rows": rows,
+                "spans": num_spans,
+                "seed": seed,
+                "source": str(source_dir),
+                "files_per_span": files_per_span,
+                "files": manifest,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     return manifest
 
 
-def generate_data(out_dir: Path, rows: int = 150_000, spans: int = 6, seed: int = 7,
-                  files_per_span: int = 1, source: Path = SOURCE_DIR) -> int:
+def generate_data(
+    out_dir: Path,
+    rows: int = 150_000,
+    spans: int = 6,
+    seed: int = 7,
+    files_per_span: int = 1,
+    source: Path = SOURCE_DIR,
+) -> int:
     """`tfx-template generate-data`: writes the dataset and prints one line (0), or one
     `error: ...` line (2)."""
     try:
@@ -176,6 +219,7 @@ def generate_data(out_dir: Path, rows: int = 150_000, spans: int = 6, seed: int 
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(f"{out_dir}: {sum(m['rows'] for m in manifest)} rows in {len(manifest)} spans "
-          f"(seed {seed})")
+    print(
+        f"{out_dir}: {sum(m['rows'] for m in manifest)} rows in {len(manifest)} spans (seed {seed})"
+    )
     return 0

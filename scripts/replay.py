@@ -12,6 +12,7 @@ unless PIPELINE_ENABLE_TUNING is set, so training times compare). Each span is c
 (data.csv, then the `_COMPLETE` marker) and `tfx-template watch --once` runs. The table
 is printed and written with a plot to <out>/report.md and <out>/replay.png.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -36,6 +37,7 @@ VARIANTS = {"warm": {"PIPELINE_WARM_START": "1"}, "cold": {"PIPELINE_WARM_START"
 @dataclasses.dataclass
 class SpanResult:
     """What one run on one span recorded in MLMD (None where that step did not run)."""
+
     span: int
     ok: bool
     progressive_auc: Optional[float] = None
@@ -52,7 +54,7 @@ def copy_span(source: Path, data_dir: Path, span: int, rows: int) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     with open(source / f"span-{span}" / "data.csv") as f:
         lines = f.readlines()
-    (folder / "data.csv").write_text("".join(lines if rows <= 0 else lines[:rows + 1]))
+    (folder / "data.csv").write_text("".join(lines if rows <= 0 else lines[: rows + 1]))
     mark_complete(str(folder))
 
 
@@ -89,8 +91,13 @@ def run_result(settings: PipelineSettings, span: int, ok: bool, log: str) -> Spa
 
 def trigger(env: dict[str, str]) -> subprocess.CompletedProcess:
     """One look of the trigger, as `make watch ARGS=--once` runs it."""
-    return subprocess.run([sys.executable, "-m", "cli.main", "watch", "--once"], env=env,
-                          cwd=ROOT, capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, "-m", "cli.main", "watch", "--once"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
 
 
 def run_log_text(completed: subprocess.CompletedProcess) -> str:
@@ -109,38 +116,49 @@ def _fmt(value, pattern: str = "{:.3f}") -> str:
 
 
 def table(warm: list[SpanResult], cold: list[SpanResult]) -> str:
-    lines = ["| span | served model AUC on the new span | candidate AUC | blessed | pushed "
-             "version | train s, warm start | train s, fresh start | candidate AUC, fresh |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| span | served model AUC on the new span | candidate AUC | blessed | pushed "
+        "version | train s, warm start | train s, fresh start | candidate AUC, fresh |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for w, c in zip(warm, cold):
         blessed = "rejected span" if not w.ok else ("yes" if w.blessed else "no")
-        warm_time = _fmt(w.train_seconds, "{:.1f}") + ("" if w.warm_started or not w.ok
-                                                      else " (fresh)")
-        lines.append(f"| {w.span} | {_fmt(w.progressive_auc)} | {_fmt(w.candidate_auc)} | "
-                     f"{blessed} | {w.pushed_version or '—'} | {warm_time} | "
-                     f"{_fmt(c.train_seconds, '{:.1f}')} | {_fmt(c.candidate_auc)} |")
+        warm_time = _fmt(w.train_seconds, "{:.1f}") + (
+            "" if w.warm_started or not w.ok else " (fresh)"
+        )
+        lines.append(
+            f"| {w.span} | {_fmt(w.progressive_auc)} | {_fmt(w.candidate_auc)} | "
+            f"{blessed} | {w.pushed_version or '—'} | {warm_time} | "
+            f"{_fmt(c.train_seconds, '{:.1f}')} | {_fmt(c.candidate_auc)} |"
+        )
     return "\n".join(lines)
 
 
 def plot(warm: list[SpanResult], cold: list[SpanResult], path: Path) -> None:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     spans = [r.span for r in warm]
     fig, (auc_axes, time_axes) = plt.subplots(1, 2, figsize=(11, 4))
     for values, label, marker in (
-            ([r.progressive_auc for r in warm], "served model on the new span", "o"),
-            ([r.candidate_auc for r in warm], "candidate (warm start)", "s"),
-            ([r.candidate_auc for r in cold], "candidate (fresh start)", "^")):
-        auc_axes.plot(spans, [float("nan") if v is None else v for v in values], marker=marker,
-                      label=label)
+        ([r.progressive_auc for r in warm], "served model on the new span", "o"),
+        ([r.candidate_auc for r in warm], "candidate (warm start)", "s"),
+        ([r.candidate_auc for r in cold], "candidate (fresh start)", "^"),
+    ):
+        auc_axes.plot(
+            spans, [float("nan") if v is None else v for v in values], marker=marker, label=label
+        )
     auc_axes.set(title="AUC on the newest span's hold-out", xlabel="span", ylabel="AUC")
     auc_axes.legend()
-    for values, label, marker in (([r.train_seconds for r in warm], "warm start", "s"),
-                                  ([r.train_seconds for r in cold], "fresh start", "^")):
-        time_axes.plot(spans, [float("nan") if v is None else v for v in values], marker=marker,
-                       label=label)
+    for values, label, marker in (
+        ([r.train_seconds for r in warm], "warm start", "s"),
+        ([r.train_seconds for r in cold], "fresh start", "^"),
+    ):
+        time_axes.plot(
+            spans, [float("nan") if v is None else v for v in values], marker=marker, label=label
+        )
     time_axes.set(title="Trainer time per span", xlabel="span", ylabel="seconds")
     time_axes.legend()
     fig.tight_layout()
@@ -149,8 +167,12 @@ def plot(warm: list[SpanResult], cold: list[SpanResult], path: Path) -> None:
     os.replace(tmp, path)
 
 
-def replay(source: Path = ROOT / "data", spans: int = 6, rows_per_span: int = 0,
-           out: Path = ROOT / "outputs" / "replay") -> Path:
+def replay(
+    source: Path = ROOT / "data",
+    spans: int = 6,
+    rows_per_span: int = 0,
+    out: Path = ROOT / "outputs" / "replay",
+) -> Path:
     """`tfx-template replay`: spans 1..`spans` of `source` (their first `rows_per_span` rows;
     0: every row) through both variants under `out` (emptied first); returns the report."""
     out = Path(out)
@@ -163,28 +185,37 @@ def replay(source: Path = ROOT / "data", spans: int = 6, rows_per_span: int = 0,
             bar.set_postfix_str(f"span {span}, {variant} start")
             work = out / variant
             copy_span(Path(source), work / "data", span, rows_per_span)
-            env = {"PIPELINE_ENABLE_TUNING": "0", **os.environ, **overrides,
-                   "PIPELINE_DATA_DIR": str(work / "data"),
-                   "PIPELINE_OUTPUT_DIR": str(work / "outputs"), "TF_USE_LEGACY_KERAS": "1"}
+            env = {
+                "PIPELINE_ENABLE_TUNING": "0",
+                **os.environ,
+                **overrides,
+                "PIPELINE_DATA_DIR": str(work / "data"),
+                "PIPELINE_OUTPUT_DIR": str(work / "outputs"),
+                "TF_USE_LEGACY_KERAS": "1",
+            }
             completed = trigger(env)
             settings = PipelineSettings.load(
-                {k: v for k, v in env.items() if k.startswith("PIPELINE_")})
-            result = run_result(settings, span, completed.returncode == 0,
-                                run_log_text(completed))
+                {k: v for k, v in env.items() if k.startswith("PIPELINE_")}
+            )
+            result = run_result(settings, span, completed.returncode == 0, run_log_text(completed))
             results[variant].append(result)
-            progress.say(f"span {span} ({variant} start): "
-                         f"{'ok' if result.ok else 'run failed, see ' + str(work)}, "
-                         f"served AUC {_fmt(result.progressive_auc)}, candidate AUC "
-                         f"{_fmt(result.candidate_auc)}, "
-                         f"train {_fmt(result.train_seconds, '{:.1f}')} s")
+            progress.say(
+                f"span {span} ({variant} start): "
+                f"{'ok' if result.ok else 'run failed, see ' + str(work)}, "
+                f"served AUC {_fmt(result.progressive_auc)}, candidate AUC "
+                f"{_fmt(result.candidate_auc)}, "
+                f"train {_fmt(result.train_seconds, '{:.1f}')} s"
+            )
             bar.update()
     bar.close()
     report = table(results["warm"], results["cold"])
     print("\n" + report)
     plot(results["warm"], results["cold"], out / "replay.png")
-    text = (f"# Replay of spans 1..{spans}"
-            f"{'' if rows_per_span <= 0 else f' ({rows_per_span} rows each)'}\n\n"
-            f"{report}\n\n![AUC and training time per span](replay.png)\n")
+    text = (
+        f"# Replay of spans 1..{spans}"
+        f"{'' if rows_per_span <= 0 else f' ({rows_per_span} rows each)'}\n\n"
+        f"{report}\n\n![AUC and training time per span](replay.png)\n"
+    )
     (out / "report.md.tmp").write_text(text)
     os.replace(out / "report.md.tmp", out / "report.md")
     print(f"\nreport: {out / 'report.md'}, plot: {out / 'replay.png'}")

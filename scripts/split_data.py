@@ -9,6 +9,7 @@ on every run.
 
     make data    # tfx-template data [--spans 6] [--source path/to/data.csv] [--out data]
 """
+
 from __future__ import annotations
 
 import csv
@@ -28,8 +29,14 @@ DATA_DIR = Path(__file__).resolve().parents[1] / "data"
 def official_sample_path() -> Path:
     import tfx  # the sample ships inside the wheel
 
-    return (Path(tfx.__file__).parent / "examples" / "chicago_taxi_pipeline" / "data" / "simple"
-            / "data.csv")
+    return (
+        Path(tfx.__file__).parent
+        / "examples"
+        / "chicago_taxi_pipeline"
+        / "data"
+        / "simple"
+        / "data.csv"
+    )
 
 
 def span_boundaries(timestamps: list[int], num_spans: int) -> list[int]:
@@ -75,18 +82,27 @@ def split(source: Path, out_dir: Path, num_spans: int = NUM_SPANS) -> list[dict]
         # Last: the marker that makes the span complete (ingestible), see pipeline/spans.py.
         (span_dir / COMPLETE_MARKER).touch()
         stamps = [int(r[ts_index]) for r in span_rows]
-        manifest.append({"span": span, "rows": len(span_rows),
-                         "first_trip": _day(min(stamps)), "last_trip": _day(max(stamps))})
+        manifest.append(
+            {
+                "span": span,
+                "rows": len(span_rows),
+                "first_trip": _day(min(stamps)),
+                "last_trip": _day(max(stamps)),
+            }
+        )
     (out_dir / "spans.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
 
 
-def recreate_data(source: Optional[Path] = None, out: Path = DATA_DIR,
-                  spans: int = NUM_SPANS) -> list[dict]:
+def recreate_data(
+    source: Optional[Path] = None, out: Path = DATA_DIR, spans: int = NUM_SPANS
+) -> list[dict]:
     """`tfx-template data`: the spans of `source` (default: the tfx wheel's sample) under
     `out`, one line per span printed; returns data/spans.json's entries."""
     manifest = split(Path(source) if source else official_sample_path(), Path(out), spans)
     for entry in manifest:
-        print(f"span-{entry['span']}: {entry['rows']:5d} trips, "
-              f"{entry['first_trip']} .. {entry['last_trip']}")
+        print(
+            f"span-{entry['span']}: {entry['rows']:5d} trips, "
+            f"{entry['first_trip']} .. {entry['last_trip']}"
+        )
     return manifest

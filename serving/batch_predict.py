@@ -9,6 +9,7 @@ signature takes the key with the raw features and passes it through, so a predic
 tied to its row whatever order the runner processes rows in. Runs with the pipeline's Beam
 settings (PIPELINE_BEAM_PRESET), so on Dataflow it scales out like the data components.
 """
+
 from __future__ import annotations
 
 import csv
@@ -76,22 +77,31 @@ def read_span_file(path: str, span: int, chunk_rows: int) -> Iterable[dict[str, 
         text = f.read()
     numeric = [k for k in features.raw_feature_keys() if k not in features.STRING_FEATURES]
     try:
-        frame = pd.read_csv(io.StringIO(text), keep_default_na=False,
-                            dtype={**{k: str for k in features.STRING_FEATURES},
-                                   **{k: np.float64 for k in numeric}},
-                            na_values={k: [""] for k in numeric})
+        frame = pd.read_csv(
+            io.StringIO(text),
+            keep_default_na=False,
+            dtype={
+                **{k: str for k in features.STRING_FEATURES},
+                **{k: np.float64 for k in numeric},
+            },
+            na_values={k: [""] for k in numeric},
+        )
     except ValueError:
-        frame = _numbers_checked(pd.read_csv(io.StringIO(text), dtype=str,
-                                             keep_default_na=False), path, numeric)
+        frame = _numbers_checked(
+            pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False), path, numeric
+        )
     columns: dict[str, Any] = {}
     for key in features.raw_feature_keys():
         if key not in frame:
             raise ValueError(f"{path}: column '{key}' is missing")
-        columns[key] = (frame[key].tolist() if key in features.STRING_FEATURES
-                        else frame[key].to_numpy(dtype=np.float64))
+        columns[key] = (
+            frame[key].tolist()
+            if key in features.STRING_FEATURES
+            else frame[key].to_numpy(dtype=np.float64)
+        )
     columns[KEY_INPUT] = [row_key(span, name, n) for n in range(len(frame))]
     for start in range(0, len(frame), chunk_rows):
-        yield {key: values[start:start + chunk_rows] for key, values in columns.items()}
+        yield {key: values[start : start + chunk_rows] for key, values in columns.items()}
 
 
 def _numbers_checked(frame: pd.DataFrame, path: str, numeric: list[str]) -> pd.DataFrame:
@@ -105,8 +115,9 @@ def _numbers_checked(frame: pd.DataFrame, path: str, numeric: list[str]) -> pd.D
         bad = numbers.isna() & (text != "")
         if bad.any():
             row = int(bad.idxmax())
-            raise ValueError(f"{path} row {row + 1}: column '{key}' = {text[row]!r} is "
-                             "not a number")
+            raise ValueError(
+                f"{path} row {row + 1}: column '{key}' = {text[row]!r} is not a number"
+            )
         frame[key] = numbers
     return frame
 
@@ -126,13 +137,17 @@ class KeyedSignatureHandler(ModelHandler):
         signature.loaded = loaded  # keeps the variables alive
         return signature
 
-    def run_inference(self, batch: Sequence[dict], model: Signature,
-                      inference_args: Optional[dict] = None) -> Iterable[list[tuple]]:
+    def run_inference(
+        self, batch: Sequence[dict], model: Signature, inference_args: Optional[dict] = None
+    ) -> Iterable[list[tuple]]:
         for chunk in batch:
             outputs = model({key: chunk[key] for key in model.inputs})  # already typed
-            yield [(key.decode("utf-8"), probability, self.version, self.span)
-                   for key, probability in zip(outputs[KEY_INPUT].tolist(),
-                                               outputs["probabilities"].reshape(-1).tolist())]
+            yield [
+                (key.decode("utf-8"), probability, self.version, self.span)
+                for key, probability in zip(
+                    outputs[KEY_INPUT].tolist(), outputs["probabilities"].reshape(-1).tolist()
+                )
+            ]
 
     def batch_elements_kwargs(self):
         return {"min_batch_size": 1, "max_batch_size": 1}  # a chunk is a batch already
@@ -140,8 +155,11 @@ class KeyedSignatureHandler(ModelHandler):
     def get_num_bytes(self, batch: Sequence[dict]) -> int:
         """For RunInference's metrics: the arrays' bytes and 8 per list item. (The default
         pickles every chunk to measure it.)"""
-        return sum(values.nbytes if isinstance(values, np.ndarray) else 8 * len(values)
-                   for chunk in batch for values in chunk.values())
+        return sum(
+            values.nbytes if isinstance(values, np.ndarray) else 8 * len(values)
+            for chunk in batch
+            for values in chunk.values()
+        )
 
 
 class _WriteSQLite(beam.DoFn):
@@ -173,16 +191,24 @@ class BatchResult:
 
 
 def newest_version(base_path: str) -> int:
-    versions = [int(n) for n in (os.listdir(base_path) if os.path.isdir(base_path) else [])
-                if n.isdigit() and os.path.exists(os.path.join(base_path, n, "saved_model.pb"))]
+    versions = [
+        int(n)
+        for n in (os.listdir(base_path) if os.path.isdir(base_path) else [])
+        if n.isdigit() and os.path.exists(os.path.join(base_path, n, "saved_model.pb"))
+    ]
     if not versions:
-        raise FileNotFoundError(f"no pushed model under {base_path}: run the pipeline first "
-                                "(`make run`)")
+        raise FileNotFoundError(
+            f"no pushed model under {base_path}: run the pipeline first (`make run`)"
+        )
     return max(versions)
 
 
-def run(settings: BatchPredictSettings, pipeline: PipelineSettings, span: Optional[int] = None,
-        version: Optional[int] = None) -> BatchResult:
+def run(
+    settings: BatchPredictSettings,
+    pipeline: PipelineSettings,
+    span: Optional[int] = None,
+    version: Optional[int] = None,
+) -> BatchResult:
     """Predicts every row of `span` (default: PIPELINE_BATCH_PREDICT_SPAN, else the newest) with
     model `version` (default: the newest pushed) into the warehouse table."""
     settings.check_warehouse(pipeline)
@@ -211,23 +237,29 @@ def run(settings: BatchPredictSettings, pipeline: PipelineSettings, span: Option
     started = time.perf_counter()
     try:
         # The job runs when the `with` ends, under the bar (elapsed time; on a terminal only).
-        with progress.bar(desc=f"predicting span {span} ({len(files)} file(s))"), \
-                beam.Pipeline(options=PipelineOptions(pipeline.beam_pipeline_args)) as p:
+        with (
+            progress.bar(desc=f"predicting span {span} ({len(files)} file(s))"),
+            beam.Pipeline(options=PipelineOptions(pipeline.beam_pipeline_args)) as p,
+        ):
             predictions = (
                 p
                 | "Files" >> beam.Create(files)
                 | "ReadChunks" >> beam.FlatMap(read_span_file, span, CHUNK_ROWS)
                 | "Spread" >> beam.Reshuffle()  # chunks of one file to many workers
-                | "Predict" >> RunInference(KeyedSignatureHandler(model_path, version, span)))
+                | "Predict" >> RunInference(KeyedSignatureHandler(model_path, version, span))
+            )
             if bigquery:
                 prediction_rows = predictions | "Rows" >> beam.FlatMap(
-                    lambda chunk: [dict(zip(warehouse.COLUMN_NAMES, row)) for row in chunk])
+                    lambda chunk: [dict(zip(warehouse.COLUMN_NAMES, row)) for row in chunk]
+                )
                 prediction_rows | "Write" >> beam.io.WriteToBigQuery(
-                    settings.table, project=pipeline.cloud.gcp_project,
+                    settings.table,
+                    project=pipeline.cloud.gcp_project,
                     schema=warehouse.BIGQUERY_SCHEMA,
                     write_disposition=beam.io.BigQueryDisposition.WRITE_TRUNCATE,
                     create_disposition=beam.io.BigQueryDisposition.CREATE_IF_NEEDED,
-                    custom_gcs_temp_location=pipeline.beam_temp_dir)
+                    custom_gcs_temp_location=pipeline.beam_temp_dir,
+                )
             else:
                 predictions | "Write" >> beam.ParDo(_WriteSQLite(db_path, staging))
     except BaseException:
@@ -244,8 +276,9 @@ def run(settings: BatchPredictSettings, pipeline: PipelineSettings, span: Option
 
 
 def _count_rows(files: list[str]) -> int:
-    return sum(sum(1 for _ in csv.DictReader(io.StringIO(tf.io.gfile.GFile(f).read())))
-               for f in files)
+    return sum(
+        sum(1 for _ in csv.DictReader(io.StringIO(tf.io.gfile.GFile(f).read()))) for f in files
+    )
 
 
 def batch_predict(span: Optional[int] = None, version: Optional[int] = None) -> BatchResult:
@@ -254,7 +287,10 @@ def batch_predict(span: Optional[int] = None, version: Optional[int] = None) -> 
     figures on stderr."""
     runtime.freeze_live_objects()  # TensorFlow and Beam, imported for good
     result = run(BatchPredictSettings.load(), PipelineSettings.load(), span, version)
-    print(f"span {result.span}: {result.rows} predictions of model version {result.version} "
-          f"-> {result.destination} in {result.seconds:.1f} s "
-          f"({result.rows / result.seconds:.0f} rows/s)", file=sys.stderr)
+    print(
+        f"span {result.span}: {result.rows} predictions of model version {result.version} "
+        f"-> {result.destination} in {result.seconds:.1f} s "
+        f"({result.rows / result.seconds:.0f} rows/s)",
+        file=sys.stderr,
+    )
     return result

@@ -9,6 +9,7 @@ and form the next batch, so batches grow with the load. Only under concurrent lo
 previous batch merged several requests) does it also wait up to `max_wait` for others to join: a
 lone client pays no batching delay.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -39,8 +40,9 @@ class Batcher:
         self.calls = 0  # model calls made, for the benchmark and tests
         self.rows = 0
 
-    async def predict(self, model: LoadedVersion, signature: Signature,
-                      columns: dict[str, list]) -> dict[str, np.ndarray]:
+    async def predict(
+        self, model: LoadedVersion, signature: Signature, columns: dict[str, list]
+    ) -> dict[str, np.ndarray]:
         n = rows(columns)
         if n >= self.max_batch_size or self.max_batch_size == 1:
             return await self._call(signature, columns)  # already a full batch
@@ -93,18 +95,17 @@ class Batcher:
             await self._run(signature, batch, on_loop=not concurrent_load)
 
     async def _run(self, signature: Signature, batch: list[_Pending], on_loop: bool) -> None:
-        merged = {key: [v for item in batch for v in item.columns[key]]
-                  for key in batch[0].columns}
+        merged = {key: [v for item in batch for v in item.columns[key]] for key in batch[0].columns}
         try:
             outputs = await self._call(signature, merged, on_loop)
-        except Exception as error:  # noqa: BLE001 - every waiting request gets the error
+        except Exception as error:  # noqa: BLE001 (every waiting request gets the error)
             for item in batch:
                 if not item.future.done():
                     item.future.set_exception(error)
             return
         start = 0
         for item in batch:
-            part = {key: value[start:start + item.rows] for key, value in outputs.items()}
+            part = {key: value[start : start + item.rows] for key, value in outputs.items()}
             start += item.rows
             if not item.future.done():
                 item.future.set_result(part)

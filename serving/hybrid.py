@@ -1,5 +1,6 @@
 """Hybrid serving: keys found in the batch predictions table are answered from it (the head of
 a peaked workload), the others by the model (the long tail). Counts hits for the hit rate."""
+
 from __future__ import annotations
 
 import os
@@ -15,17 +16,21 @@ class PredictionTable:
 
     def __init__(self, db_path: str, table: str):
         if not os.path.exists(db_path):
-            raise FileNotFoundError(f"hybrid serving: no batch predictions at {db_path}; run "
-                                    "`make batch-predict` first or set "
-                                    "PIPELINE_BATCH_PREDICT_SQLITE_PATH")
+            raise FileNotFoundError(
+                f"hybrid serving: no batch predictions at {db_path}; run "
+                "`make batch-predict` first or set "
+                "PIPELINE_BATCH_PREDICT_SQLITE_PATH"
+            )
         warehouse.check_table_name(table)
         with sqlite3.connect(f"file:{db_path}?mode=ro", uri=True) as connection:
             try:
                 rows = connection.execute(
-                    f'SELECT key, probability, model_version FROM "{table}"').fetchall()
+                    f'SELECT key, probability, model_version FROM "{table}"'
+                ).fetchall()
             except sqlite3.OperationalError as error:
-                raise ValueError(f"hybrid serving: {db_path} has no readable table "
-                                 f"'{table}': {error}") from None
+                raise ValueError(
+                    f"hybrid serving: {db_path} has no readable table '{table}': {error}"
+                ) from None
         self.path, self.table = db_path, table
         self.predictions = {key: (probability, version) for key, probability, version in rows}
         self.hits = self.misses = 0
@@ -42,6 +47,10 @@ class PredictionTable:
 
     def stats(self) -> dict:
         total = self.hits + self.misses
-        return {"table": f"{self.path}:{self.table}", "keys_in_table": len(self.predictions),
-                "table_hits": self.hits, "model_requests": self.misses,
-                "hit_rate": self.hits / total if total else None}
+        return {
+            "table": f"{self.path}:{self.table}",
+            "keys_in_table": len(self.predictions),
+            "table_hits": self.hits,
+            "model_requests": self.misses,
+            "hit_rate": self.hits / total if total else None,
+        }

@@ -6,6 +6,7 @@ half-loaded one. A version that fails to load or to warm up is recorded (state E
 error) and the versions already loaded keep serving: the rollback. The newest
 `keep_versions` loaded versions stay loaded, as TF Serving's latest-N version policy does.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -40,8 +41,10 @@ class LoadedVersion:
 
     def signature(self, name: str) -> Signature:
         if name not in self.signatures:
-            raise RequestError(f"signature_name '{name}' not found in model version "
-                               f"{self.version}; available: {', '.join(sorted(self.signatures))}")
+            raise RequestError(
+                f"signature_name '{name}' not found in model version "
+                f"{self.version}; available: {', '.join(sorted(self.signatures))}"
+            )
         return self.signatures[name]
 
 
@@ -62,23 +65,36 @@ def _fingerprint(path: str) -> tuple:
 def load_version(path: str, version: int) -> LoadedVersion:
     """Loads a SavedModel and warms up every signature with one all-missing row."""
     loaded = tf.saved_model.load(path)
-    signatures = {name: Signature(name, fn) for name, fn in loaded.signatures.items()
-                  if name not in SKIPPED_SIGNATURES}
+    signatures = {
+        name: Signature(name, fn)
+        for name, fn in loaded.signatures.items()
+        if name not in SKIPPED_SIGNATURES
+    }
     if not signatures:
         raise ValueError(f"{path} has no servable signatures")
     for signature in signatures.values():
-        outputs = signature({key: [signature.convert(key, _warmup_value(signature, key))]
-                             for key in signature.inputs})
+        outputs = signature(
+            {
+                key: [signature.convert(key, _warmup_value(signature, key))]
+                for key in signature.inputs
+            }
+        )
         for key, value in outputs.items():
             if value.dtype.kind == "f" and not all(math.isfinite(v) for v in value.ravel()):
-                raise ValueError(f"warm-up of signature '{signature.name}': output '{key}' "
-                                 f"is not finite: {value.ravel()[:4]}")
+                raise ValueError(
+                    f"warm-up of signature '{signature.name}': output '{key}' "
+                    f"is not finite: {value.ravel()[:4]}"
+                )
     proto = saved_model_pb2.SavedModel()
     with open(os.path.join(path, "saved_model.pb"), "rb") as f:
         proto.ParseFromString(f.read())
-    signature_def = {"signature_def": json_format.MessageToDict(
-        proto.meta_graphs[0], preserving_proto_field_name=True,
-        including_default_value_fields=True).get("signature_def", {})}
+    signature_def = {
+        "signature_def": json_format.MessageToDict(
+            proto.meta_graphs[0],
+            preserving_proto_field_name=True,
+            including_default_value_fields=True,
+        ).get("signature_def", {})
+    }
     return LoadedVersion(version, path, signatures, signature_def, loaded)
 
 
@@ -127,9 +143,14 @@ class ModelStore:
             entries.setdefault(version, ("END", "UNKNOWN", error))
         if self.loading is not None and self.loading not in entries:
             entries[self.loading] = ("LOADING", "OK", "")
-        return [{"version": str(v), "state": state,
-                 "status": {"error_code": code, "error_message": message}}
-                for v, (state, code, message) in sorted(entries.items(), reverse=True)]
+        return [
+            {
+                "version": str(v),
+                "state": state,
+                "status": {"error_code": code, "error_message": message},
+            }
+            for v, (state, code, message) in sorted(entries.items(), reverse=True)
+        ]
 
     # ---- refreshing (background) ------------------------------------------------------
     def _on_disk(self) -> dict[int, str]:
@@ -147,7 +168,7 @@ class ModelStore:
         their files stopped changing; returns the versions newly loaded."""
         with self._lock:
             on_disk = self._on_disk()
-            wanted = sorted(on_disk, reverse=True)[:self.keep_versions]
+            wanted = sorted(on_disk, reverse=True)[: self.keep_versions]
             newly = []
             for version in wanted:
                 if version in self._loaded:
@@ -163,10 +184,14 @@ class ModelStore:
                 self.loading = version
                 try:
                     loaded = load_version(on_disk[version], version)
-                except Exception as error:  # noqa: BLE001 - any load failure means rollback
+                except Exception as error:  # noqa: BLE001 (any load failure means rollback)
                     message = f"{type(error).__name__}: {error}"[:2000]
-                    log.error("model version %s failed to load, still serving %s: %s",
-                              version, sorted(self._loaded) or "nothing", message)
+                    log.error(
+                        "model version %s failed to load, still serving %s: %s",
+                        version,
+                        sorted(self._loaded) or "nothing",
+                        message,
+                    )
                     self.failed[version] = (fingerprint, message)
                     continue
                 finally:
@@ -174,7 +199,7 @@ class ModelStore:
                 self.failed.pop(version, None)
                 newly.append(version)
                 kept = {**self._loaded, version: loaded}
-                keep = sorted(kept, reverse=True)[:self.keep_versions]
+                keep = sorted(kept, reverse=True)[: self.keep_versions]
                 self._loaded = {v: kept[v] for v in keep}  # the atomic swap
                 log.info("serving model version %s (loaded: %s)", version, keep)
             return newly

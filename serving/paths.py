@@ -1,4 +1,5 @@
 """Where serving reads and writes: its own settings, else places the pipeline's settings give."""
+
 from __future__ import annotations
 
 import os
@@ -19,5 +20,6 @@ def request_log_path(serving: ServingSettings, pipeline: PipelineSettings) -> st
 
 
 def predictions_db_path(batch: BatchPredictSettings, pipeline: PipelineSettings) -> str:
-    return batch.sqlite_path or os.path.join(pipeline.data.output_dir, "warehouse",
-                                             "predictions.db")
+    return batch.sqlite_path or os.path.join(
+        pipeline.data.output_dir, "warehouse", "predictions.db"
+    )

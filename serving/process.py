@@ -1,5 +1,6 @@
 """Starting the server as a separate process on a free loopback port (tests, benchmarks), and a
 small JSON client over plain HTTP."""
+
 from __future__ import annotations
 
 import contextlib
@@ -19,8 +20,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def call(url: str, body: Any = None, data: Optional[bytes] = None,
-         timeout: float = 60) -> tuple[int, Any, dict]:
+def call(
+    url: str, body: Any = None, data: Optional[bytes] = None, timeout: float = 60
+) -> tuple[int, Any, dict]:
     """(status, JSON body, headers) of a GET (no body) or POST; HTTP errors are returned."""
     if body is not None:
         data = json.dumps(body).encode()
@@ -38,8 +40,12 @@ def call(url: str, body: Any = None, data: Optional[bytes] = None,
 
 
 @contextlib.contextmanager
-def running_server(env: dict[str, str], log_path: str, startup_timeout: float = 180,
-                   model_name: Optional[str] = None) -> Iterator[str]:
+def running_server(
+    env: dict[str, str],
+    log_path: str,
+    startup_timeout: float = 180,
+    model_name: Optional[str] = None,
+) -> Iterator[str]:
     """`tfx-template serve` with this environment on a free port; yields its base URL
     once the model answers its status endpoint; stops the process afterwards. The model is
     served under `model_name`, by default the name the settings in `env` give it."""
@@ -47,13 +53,17 @@ def running_server(env: dict[str, str], log_path: str, startup_timeout: float = 
         from pipeline.settings import PipelineSettings
         from serving import paths
         from serving.settings import ServingSettings
+
         model_name = paths.model_name(ServingSettings.load(env), PipelineSettings.load(env))
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "cli.main", "serve", "--port", str(port)],
-            env=env, stdout=log, stderr=subprocess.STDOUT)
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     try:
         deadline = time.monotonic() + startup_timeout
         while True:
@@ -66,8 +76,9 @@ def running_server(env: dict[str, str], log_path: str, startup_timeout: float = 
             except OSError:
                 pass
             if time.monotonic() > deadline:
-                raise TimeoutError(f"the server did not come up in {startup_timeout} s; "
-                                   f"see {log_path}")
+                raise TimeoutError(
+                    f"the server did not come up in {startup_timeout} s; see {log_path}"
+                )
             time.sleep(0.3)
         yield url
     finally:

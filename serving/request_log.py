@@ -4,6 +4,7 @@ One line per sampled request: time, model, version, signature, method, HTTP stat
 and the request and response bodies as JSON. Lines are appended whole (one write of one line),
 so a reader never sees half a record from a running server.
 """
+
 from __future__ import annotations
 
 import json
@@ -11,7 +12,7 @@ import os
 import random
 import threading
 import time
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 
 class RequestLogger:
@@ -28,12 +29,29 @@ class RequestLogger:
     def sampled(self) -> bool:
         return self._file is not None and self._random.random() < self.sampling_rate
 
-    def log(self, *, model: str, version: Optional[int], signature: Optional[str], method: str,
-            status: int, latency_ms: float, request: Any, response: Any) -> None:
-        record = {"time": time.time(), "model": model,
-                  "version": None if version is None else str(version),
-                  "signature_name": signature, "method": method, "status": status,
-                  "latency_ms": round(latency_ms, 3), "request": request, "response": response}
+    def log(
+        self,
+        *,
+        model: str,
+        version: Optional[int],
+        signature: Optional[str],
+        method: str,
+        status: int,
+        latency_ms: float,
+        request: Any,
+        response: Any,
+    ) -> None:
+        record = {
+            "time": time.time(),
+            "model": model,
+            "version": None if version is None else str(version),
+            "signature_name": signature,
+            "method": method,
+            "status": status,
+            "latency_ms": round(latency_ms, 3),
+            "request": request,
+            "response": response,
+        }
         line = json.dumps(record, separators=(",", ":")) + "\n"
         with self._lock:
             self._file.write(line)

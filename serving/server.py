@@ -13,6 +13,7 @@ Errors are {"error": "..."} with a 4xx status for client mistakes. Labels: `late
 loaded version) and `previous`. Each predict response carries the version that answered in
 the `X-Model-Version` header.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -27,8 +28,7 @@ import numpy as np
 from aiohttp import web
 
 from pipeline import runtime
-from pipeline.names import (SERVING_DEFAULT_SIGNATURE, SERVING_KEYED_SIGNATURE,
-                            SERVING_RAW_SIGNATURE)
+from pipeline.names import SERVING_DEFAULT_SIGNATURE, SERVING_KEYED_SIGNATURE, SERVING_RAW_SIGNATURE
 from pipeline.settings import PipelineSettings
 from serving import paths
 from serving.batching import Batcher
@@ -47,20 +47,27 @@ METHOD = r"{method:[A-Za-z]+}"
 
 
 class App:
-    def __init__(self, settings: ServingSettings, pipeline: PipelineSettings, store: ModelStore,
-                 table: Optional[PredictionTable] = None):
+    def __init__(
+        self,
+        settings: ServingSettings,
+        pipeline: PipelineSettings,
+        store: ModelStore,
+        table: Optional[PredictionTable] = None,
+    ):
         self.settings = settings
         self.model_name = paths.model_name(settings, pipeline)
         self.store = store
         self.table = table
         self.batcher = Batcher(settings.max_batch_size, settings.max_batch_wait_ms / 1000)
-        self.logger = RequestLogger(paths.request_log_path(settings, pipeline),
-                                    settings.log_sampling_rate)
+        self.logger = RequestLogger(
+            paths.request_log_path(settings, pipeline), settings.log_sampling_rate
+        )
 
     # ---- routing -------------------------------------------------------------------------
     def web_app(self) -> web.Application:
-        app = web.Application(client_max_size=self.settings.max_body_bytes,
-                              middlewares=[self._errors])
+        app = web.Application(
+            client_max_size=self.settings.max_body_bytes, middlewares=[self._errors]
+        )
         base = f"/v1/models/{NAME}"
         for prefix in (base, f"{base}/versions/{VERSION}", f"{base}/labels/{LABEL}"):
             app.router.add_get(prefix, self.status)
@@ -78,43 +85,58 @@ class App:
             return await handler(request)
         except RequestError as error:
             return _error(error.status, str(error))
-        except web.HTTPRequestEntityTooLarge as error:
+        except web.HTTPRequestEntityTooLarge:
             size = f"{request.content_length} bytes" if request.content_length else "larger"
-            return _error(413, f"request body too large: {size}, the limit is "
-                               f"{self.settings.max_body_bytes} bytes "
-                               "(PIPELINE_SERVING_MAX_BODY_BYTES)")
+            return _error(
+                413,
+                f"request body too large: {size}, the limit is "
+                f"{self.settings.max_body_bytes} bytes "
+                "(PIPELINE_SERVING_MAX_BODY_BYTES)",
+            )
         except web.HTTPException as error:
             if error.status < 400:
                 raise
             return _error(error.status, f"{error.reason}: {request.method} {request.path}")
-        except Exception as error:  # noqa: BLE001 - a model failure is a 500, not a crash
+        except Exception as error:  # a model failure is a 500, not a crash
             log.exception("error answering %s", request.path)
             return _error(500, f"{type(error).__name__}: {error}")
 
     def _model(self, request: web.Request) -> LoadedVersion:
         name = request.match_info["name"]
         if name != self.model_name:
-            raise RequestError(f"Servable not found for request: model '{name}' (this server "
-                               f"serves '{self.model_name}')", 404)
+            raise RequestError(
+                f"Servable not found for request: model '{name}' (this server "
+                f"serves '{self.model_name}')",
+                404,
+            )
         version, label = request.match_info.get("version"), request.match_info.get("label")
         if label is not None:
             model = self.store.label(label)
             if model is None:
-                raise RequestError(f"Unrecognized servable version label: '{label}' (known: "
-                                   "latest, previous, when loaded)", 404)
+                raise RequestError(
+                    f"Unrecognized servable version label: '{label}' (known: "
+                    "latest, previous, when loaded)",
+                    404,
+                )
             return model
         if version is not None:
             if not version.isdigit():
                 raise RequestError(f"version '{version}' is not a number", 400)
             model = self.store.get(int(version))
             if model is None:
-                raise RequestError(f"Servable not found for request: Specific({name}, {version})"
-                                   f"; loaded versions: {sorted(self.store.versions)}", 404)
+                raise RequestError(
+                    f"Servable not found for request: Specific({name}, {version})"
+                    f"; loaded versions: {sorted(self.store.versions)}",
+                    404,
+                )
             return model
         model = self.store.get()
         if model is None:
-            raise RequestError(f"Servable not found for request: Latest({name}); no version "
-                               f"loaded from {self.store.base_path}", 404)
+            raise RequestError(
+                f"Servable not found for request: Latest({name}); no version "
+                f"loaded from {self.store.base_path}",
+                404,
+            )
         return model
 
     # ---- GET ------------------------------------------------------------------------------
@@ -124,8 +146,9 @@ class App:
             raise RequestError(f"Servable not found for request: model '{name}'", 404)
         statuses = self.store.status()
         if not statuses:  # as TF Serving: NOT_FOUND until a version exists (readiness probe)
-            raise RequestError(f"Could not find any versions of model {name} under "
-                               f"{self.store.base_path}", 404)
+            raise RequestError(
+                f"Could not find any versions of model {name} under {self.store.base_path}", 404
+            )
         if "label" in request.match_info:
             version = str(self._model(request).version)
             statuses = [s for s in statuses if s["version"] == version]
@@ -133,16 +156,23 @@ class App:
             version = request.match_info["version"]
             statuses = [s for s in statuses if s["version"] == version]
             if not statuses:
-                raise RequestError(f"Servable not found for request: Specific({name}, "
-                                   f"{version})", 404)
+                raise RequestError(
+                    f"Servable not found for request: Specific({name}, {version})", 404
+                )
         return web.json_response({"model_version_status": statuses})
 
     async def metadata(self, request: web.Request) -> web.Response:
         model = self._model(request)
-        return web.json_response({
-            "model_spec": {"name": self.model_name, "signature_name": "",
-                           "version": str(model.version)},
-            "metadata": {"signature_def": model.signature_def}})
+        return web.json_response(
+            {
+                "model_spec": {
+                    "name": self.model_name,
+                    "signature_name": "",
+                    "version": str(model.version),
+                },
+                "metadata": {"signature_def": model.signature_def},
+            }
+        )
 
     async def hybrid_stats(self, request: web.Request) -> web.Response:
         if self.table is None:
@@ -156,42 +186,61 @@ class App:
         model, body, signature_name, status = None, None, None, 200
         try:
             if method not in ("predict", "classify", "regress"):
-                raise RequestError(f"unknown method ':{method}'; expected :predict, :classify "
-                                   "or :regress", 404)
+                raise RequestError(
+                    f"unknown method ':{method}'; expected :predict, :classify or :regress", 404
+                )
             model = self._model(request)
             body = await _json_body(request)
             signature_name = body.get("signature_name") or (
-                SERVING_DEFAULT_SIGNATURE if method == "predict" else SERVING_RAW_SIGNATURE)
+                SERVING_DEFAULT_SIGNATURE if method == "predict" else SERVING_RAW_SIGNATURE
+            )
             if not isinstance(signature_name, str):
                 raise RequestError("'signature_name' must be a string")
-            answer = await (self._predict(model, signature_name, body) if method == "predict"
-                            else self._classify_regress(model, signature_name, body, method))
+            answer = await (
+                self._predict(model, signature_name, body)
+                if method == "predict"
+                else self._classify_regress(model, signature_name, body, method)
+            )
             response = web.json_response(answer, dumps=_dumps)
             response.headers["X-Model-Version"] = str(model.version)
         except RequestError as error:
             status, answer = error.status, {"error": str(error)}
             response = _error(status, str(error))
         if self.logger.sampled():
-            self.logger.log(model=self.model_name, version=model and model.version,
-                            signature=signature_name, method=method, status=status,
-                            latency_ms=(time.perf_counter() - started) * 1000,
-                            request=body, response=answer)
+            self.logger.log(
+                model=self.model_name,
+                version=model and model.version,
+                signature=signature_name,
+                method=method,
+                status=status,
+                latency_ms=(time.perf_counter() - started) * 1000,
+                request=body,
+                response=answer,
+            )
         return response
 
     async def _predict(self, model: LoadedVersion, signature_name: str, body: dict) -> dict:
         signature = model.signature(signature_name)
         if ("instances" in body) == ("inputs" in body):
-            raise RequestError("the body needs exactly one of 'instances' (row format) or "
-                               "'inputs' (columnar format)")
+            raise RequestError(
+                "the body needs exactly one of 'instances' (row format) or "
+                "'inputs' (columnar format)"
+            )
         row_format = "instances" in body
-        columns = (signature.columns_from_instances(body["instances"]) if row_format
-                   else signature.columns_from_inputs(body["inputs"]))
+        columns = (
+            signature.columns_from_instances(body["instances"])
+            if row_format
+            else signature.columns_from_inputs(body["inputs"])
+        )
         if self.table is not None and signature_name == SERVING_KEYED_SIGNATURE:
             outputs = await self._hybrid(model, signature, columns)
         else:
             outputs = await self.batcher.predict(model, signature, columns)
-        return ({"predictions": row_response(outputs)} if row_format
-                else {"outputs": columnar_response(outputs)})
+        return (
+            {"predictions": row_response(outputs)}
+            if row_format
+            else {"outputs": columnar_response(outputs)}
+        )
 
     async def _hybrid(self, model: LoadedVersion, signature, columns: dict) -> dict:
         """Table answers for known keys, the model for the rest; `source` says which."""
@@ -204,13 +253,18 @@ class App:
                 probabilities[i, 0] = f[0]
         if missing:
             outputs = await self.batcher.predict(
-                model, signature, {k: [v[i] for i in missing] for k, v in columns.items()})
+                model, signature, {k: [v[i] for i in missing] for k, v in columns.items()}
+            )
             probabilities[missing] = outputs["probabilities"].reshape(len(missing), -1)
-        return {"key": np.array(columns["key"], dtype=object), "probabilities": probabilities,
-                "source": np.array([b"table" if f else b"model" for f in found], dtype=object)}
+        return {
+            "key": np.array(columns["key"], dtype=object),
+            "probabilities": probabilities,
+            "source": np.array([b"table" if f else b"model" for f in found], dtype=object),
+        }
 
-    async def _classify_regress(self, model: LoadedVersion, signature_name: str, body: dict,
-                                method: str) -> dict:
+    async def _classify_regress(
+        self, model: LoadedVersion, signature_name: str, body: dict, method: str
+    ) -> dict:
         """tf.Example-style feature dicts (plus shared `context`) through a raw-value
         signature. classify returns [["0", 1-p], ["1", p]] per example, regress p."""
         signature = model.signature(signature_name)
@@ -228,15 +282,18 @@ class App:
             for key, value in merged.items():
                 if isinstance(value, list):
                     if len(value) > 1:
-                        raise RequestError(f"example {i}: feature '{key}' has {len(value)} "
-                                           "values; the model takes one")
+                        raise RequestError(
+                            f"example {i}: feature '{key}' has {len(value)} "
+                            "values; the model takes one"
+                        )
                     merged[key] = value[0] if value else None
             instances.append(merged)
         columns = signature.columns_from_instances(instances)
         outputs = await self.batcher.predict(model, signature, columns)
         if "probabilities" not in outputs:
-            raise RequestError(f"signature '{signature_name}' has no 'probabilities' output "
-                               f"for :{method}")
+            raise RequestError(
+                f"signature '{signature_name}' has no 'probabilities' output for :{method}"
+            )
         scores = outputs["probabilities"].reshape(rows(columns), -1)[:, 0].tolist()
         if method == "regress":
             return {"result": scores}
@@ -252,7 +309,7 @@ class App:
                 newly = await asyncio.to_thread(self.store.refresh)
                 if newly:
                     self.batcher.forget(set(self.store.versions))
-            except Exception:  # noqa: BLE001 - keep watching whatever happens
+            except Exception:  # keep watching whatever happens
                 log.exception("refreshing %s", self.store.base_path)
             await asyncio.sleep(self.settings.poll_seconds)
 
@@ -281,8 +338,11 @@ def _reject_constant(name: str):
 
 def _dumps(value: Any) -> str:
     # NaN is not JSON; TF Serving writes it as NaN too, but clients choke on it: null instead.
-    return json.dumps(value, allow_nan=False, default=str) if _finite(value) else json.dumps(
-        _nan_to_none(value))
+    return (
+        json.dumps(value, allow_nan=False, default=str)
+        if _finite(value)
+        else json.dumps(_nan_to_none(value))
+    )
 
 
 def _finite(value: Any) -> bool:
@@ -309,8 +369,9 @@ def _error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
 
 
-def build(settings: ServingSettings, pipeline: PipelineSettings,
-          batch: BatchPredictSettings) -> App:
+def build(
+    settings: ServingSettings, pipeline: PipelineSettings, batch: BatchPredictSettings
+) -> App:
     """The server of the models the pipeline pushes (hybrid: and of the batch table)."""
     store = ModelStore(pipeline.serving_model_dir, settings.keep_versions)
     store.refresh()  # serve at once if a model is pushed; the poller picks up later ones
@@ -331,9 +392,13 @@ def serve(host: Optional[str] = None, port: Optional[int] = None) -> None:
     # walk them again would stall requests.
     runtime.freeze_live_objects()
     if not app.store.versions:
-        log.warning("no model version under %s yet; waiting for the Pusher",
-                    pipeline.serving_model_dir)
-    print(f"serving '{app.model_name}' from {pipeline.serving_model_dir} on "
-          f"http://{settings.host}:{settings.port}", file=sys.stderr, flush=True)
-    web.run_app(app.web_app(), host=settings.host, port=settings.port,
-                print=None, access_log=None)
+        log.warning(
+            "no model version under %s yet; waiting for the Pusher", pipeline.serving_model_dir
+        )
+    print(
+        f"serving '{app.model_name}' from {pipeline.serving_model_dir} on "
+        f"http://{settings.host}:{settings.port}",
+        file=sys.stderr,
+        flush=True,
+    )
+    web.run_app(app.web_app(), host=settings.host, port=settings.port, print=None, access_log=None)

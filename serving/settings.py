@@ -2,6 +2,7 @@
 variable (PIPELINE_SERVING_*, PIPELINE_BATCH_PREDICT_*). Paths they leave empty default to
 places under the pipeline's output directory (serving/paths.py), so serving code takes these
 settings next to the pipeline's (pipeline/settings.py)."""
+
 from __future__ import annotations
 
 from typing import Literal
@@ -20,34 +21,53 @@ class ServingSettings(SettingsModel):
     model_config = env_config("SERVING_")
 
     host: str = Field(
-        "127.0.0.1", description="Address the server listens on. Loopback by default: exposing "
-                                 "the server is a deliberate choice (0.0.0.0 in a container).")
+        "127.0.0.1",
+        description="Address the server listens on. Loopback by default: exposing "
+        "the server is a deliberate choice (0.0.0.0 in a container).",
+    )
     port: int = Field(8501, description="TF Serving's REST port, so clients work against both.")
     model_name: str = Field(
-        "", description="Model name in the URLs (/v1/models/<name>); empty = the pipeline name.")
+        "", description="Model name in the URLs (/v1/models/<name>); empty = the pipeline name."
+    )
     max_body_bytes: int = Field(
-        4 * 1024 * 1024, ge=1,
-        description="Larger request bodies get 413 before anything is parsed.")
+        4 * 1024 * 1024,
+        ge=1,
+        description="Larger request bodies get 413 before anything is parsed.",
+    )
     max_batch_size: int = Field(
-        256, ge=1, description="Micro-batching: concurrent requests merge into one model call "
-                               "of at most this many rows.")
+        256,
+        ge=1,
+        description="Micro-batching: concurrent requests merge into one model call "
+        "of at most this many rows.",
+    )
     max_batch_wait_ms: float = Field(
-        2.0, description="Under concurrent load a batch waits at most this long for others to "
-                         "join (a lone client never waits).")
+        2.0,
+        description="Under concurrent load a batch waits at most this long for others to "
+        "join (a lone client never waits).",
+    )
     poll_seconds: float = Field(
-        2.0, description="How often the server looks for newly pushed versions.")
-    keep_versions: int = Field(2, ge=1,
-                               description="How many of the newest versions it keeps loaded.")
+        2.0, description="How often the server looks for newly pushed versions."
+    )
+    keep_versions: int = Field(
+        2, ge=1, description="How many of the newest versions it keeps loaded."
+    )
     log_sampling_rate: float = Field(
-        0.0, ge=0, le=1,
+        0.0,
+        ge=0,
+        le=1,
         description="Share of requests written to the request/response log (JSON lines) for "
-                    "monitoring and skew detection; 0 = off.")
+        "monitoring and skew detection; 0 = off.",
+    )
     log_path: str = Field(
-        "", description="The request log; empty = <output_dir>/serving_logs/requests.jsonl. "
-                        "The pipeline's leakage check reads it too.")
+        "",
+        description="The request log; empty = <output_dir>/serving_logs/requests.jsonl. "
+        "The pipeline's leakage check reads it too.",
+    )
     hybrid: bool = Field(
-        False, description="Hybrid serving: answer keyed requests from the batch predictions "
-                           "table when it has the key.")
+        False,
+        description="Hybrid serving: answer keyed requests from the batch predictions "
+        "table when it has the key.",
+    )
 
 
 class BatchPredictSettings(SettingsModel):
@@ -56,17 +76,21 @@ class BatchPredictSettings(SettingsModel):
     model_config = env_config("BATCH_PREDICT_", title="Batch predictions")
 
     warehouse: Literal[WAREHOUSES] = Field(
-        "sqlite", description="sqlite (a local file) or bigquery (needs PIPELINE_GCP_PROJECT).")
+        "sqlite", description="sqlite (a local file) or bigquery (needs PIPELINE_GCP_PROJECT)."
+    )
     sqlite_path: str = Field(
-        "", description="The SQLite file; empty = <output_dir>/warehouse/predictions.db.")
+        "", description="The SQLite file; empty = <output_dir>/warehouse/predictions.db."
+    )
     table: str = Field("predictions", description="SQLite table, or BigQuery dataset.table.")
-    span: int = Field(0, description="The span to predict; 0 = the newest span in "
-                                     "PIPELINE_DATA_DIR.")
+    span: int = Field(
+        0, description="The span to predict; 0 = the newest span in PIPELINE_DATA_DIR."
+    )
 
     def check_warehouse(self, pipeline: PipelineSettings) -> None:
         """BigQuery needs the pipeline's project (PIPELINE_GCP_PROJECT) and a dataset.table."""
-        if self.warehouse == "bigquery" and not (pipeline.cloud.gcp_project
-                                                 and "." in self.table):
-            raise SettingsError("PIPELINE_BATCH_PREDICT_WAREHOUSE=bigquery needs "
-                                "PIPELINE_GCP_PROJECT and PIPELINE_BATCH_PREDICT_TABLE as "
-                                f"dataset.table (got {self.table!r})")
+        if self.warehouse == "bigquery" and not (pipeline.cloud.gcp_project and "." in self.table):
+            raise SettingsError(
+                "PIPELINE_BATCH_PREDICT_WAREHOUSE=bigquery needs "
+                "PIPELINE_GCP_PROJECT and PIPELINE_BATCH_PREDICT_TABLE as "
+                f"dataset.table (got {self.table!r})"
+            )

@@ -3,6 +3,7 @@
 Only plain JSON is ever read: numbers, strings and `{"b64": "..."}` for bytes. Nothing in a
 request is evaluated or unpickled.
 """
+
 from __future__ import annotations
 
 import base64
@@ -33,8 +34,9 @@ def _to_string(name: str, value: Any) -> bytes:
             return base64.b64decode(value["b64"], validate=True)
         except (binascii.Error, ValueError):
             raise RequestError(f"input '{name}': invalid base64 in {{\"b64\": ...}}") from None
-    raise RequestError(f"input '{name}' expects a string or {{\"b64\": ...}}, got "
-                       f"{_describe(value)}")
+    raise RequestError(
+        f"input '{name}' expects a string or {{\"b64\": ...}}, got {_describe(value)}"
+    )
 
 
 def _to_float(name: str, value: Any) -> float:
@@ -68,8 +70,10 @@ class Signature:
         self.inputs: dict[str, tf.DType] = {}
         for key, spec in kwargs.items():
             if spec.shape.rank != 1:
-                raise ValueError(f"signature '{name}': input '{key}' has shape {spec.shape}; "
-                                 "the server handles one value per row ([None]) only")
+                raise ValueError(
+                    f"signature '{name}': input '{key}' has shape {spec.shape}; "
+                    "the server handles one value per row ([None]) only"
+                )
             self.inputs[key] = spec.dtype
         self.outputs = sorted(function.structured_outputs)
 
@@ -97,13 +101,16 @@ class Signature:
             if single and not (isinstance(instance, dict) and single in instance):
                 instance = {single: instance}
             if not isinstance(instance, dict):
-                raise RequestError(f"instance {i} must be an object of inputs "
-                                   f"({', '.join(self.inputs)}), got {_describe(instance)}")
+                raise RequestError(
+                    f"instance {i} must be an object of inputs "
+                    f"({', '.join(self.inputs)}), got {_describe(instance)}"
+                )
             self._check_keys(instance, f"instance {i}")
             for key, value in instance.items():
                 if isinstance(value, list):
-                    raise RequestError(f"instance {i}: input '{key}' takes one value per "
-                                       f"instance, got a list")
+                    raise RequestError(
+                        f"instance {i}: input '{key}' takes one value per instance, got a list"
+                    )
                 columns[key].append(self.convert(key, value))
         return columns
 
@@ -112,16 +119,19 @@ class Signature:
         if isinstance(inputs, list) and len(self.inputs) == 1:
             inputs = {next(iter(self.inputs)): inputs}
         if not isinstance(inputs, dict):
-            raise RequestError(f"'inputs' must be an object of inputs ({', '.join(self.inputs)})"
-                               f", got {_describe(inputs)}")
+            raise RequestError(
+                f"'inputs' must be an object of inputs ({', '.join(self.inputs)})"
+                f", got {_describe(inputs)}"
+            )
         self._check_keys(inputs, "'inputs'")
         columns, rows = {}, None
         for key, values in inputs.items():
             if not isinstance(values, list):
                 values = [values]
             if rows is not None and len(values) != rows:
-                raise RequestError(f"'inputs': input '{key}' has {len(values)} values, "
-                                   f"others have {rows}")
+                raise RequestError(
+                    f"'inputs': input '{key}' has {len(values)} values, others have {rows}"
+                )
             rows = len(values)
             columns[key] = [self.convert(key, v) for v in values]
         if not rows:
@@ -132,17 +142,25 @@ class Signature:
         unknown = sorted(set(given) - set(self.inputs))
         missing = sorted(set(self.inputs) - set(given))
         if unknown:
-            raise RequestError(f"{where}: unknown input(s) {', '.join(unknown)} for signature "
-                               f"'{self.name}' (expects {', '.join(self.inputs)})")
+            raise RequestError(
+                f"{where}: unknown input(s) {', '.join(unknown)} for signature "
+                f"'{self.name}' (expects {', '.join(self.inputs)})"
+            )
         if missing:
-            raise RequestError(f"{where}: missing input(s) {', '.join(missing)} for signature "
-                               f"'{self.name}'")
+            raise RequestError(
+                f"{where}: missing input(s) {', '.join(missing)} for signature '{self.name}'"
+            )
 
     # ---- model call --------------------------------------------------------------------
     def __call__(self, columns: dict[str, list]) -> dict[str, np.ndarray]:
-        tensors = {key: tf.constant(np.asarray(values, dtype=object if dtype == tf.string
-                                               else dtype.as_numpy_dtype), dtype=dtype)
-                   for key, values in columns.items() for dtype in [self.inputs[key]]}
+        tensors = {
+            key: tf.constant(
+                np.asarray(values, dtype=object if dtype == tf.string else dtype.as_numpy_dtype),
+                dtype=dtype,
+            )
+            for key, values in columns.items()
+            for dtype in [self.inputs[key]]
+        }
         return {key: value.numpy() for key, value in self.function(**tensors).items()}
 
 
@@ -153,6 +171,7 @@ def rows(columns: dict[str, list]) -> int:
 def to_json_value(array: np.ndarray) -> Any:
     """A numpy output as JSON: bytes as UTF-8 text (base64 if not text), numbers as numbers."""
     if array.dtype == object:
+
         def text(value):
             if isinstance(value, bytes):
                 try:
@@ -160,6 +179,7 @@ def to_json_value(array: np.ndarray) -> Any:
                 except UnicodeDecodeError:
                     return {"b64": base64.b64encode(value).decode("ascii")}
             return [text(v) for v in value]
+
         return [text(v) for v in array]
     return array.tolist()
 

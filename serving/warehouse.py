@@ -3,14 +3,19 @@
 SQLite writes go to a staging table that replaces the real one in one transaction at the end,
 so readers (the hybrid server) see the old predictions or the new ones, never a partial job.
 """
+
 from __future__ import annotations
 
 import re
 import sqlite3
 from typing import Iterable
 
-COLUMNS = (("key", "TEXT PRIMARY KEY", "STRING"), ("probability", "REAL", "FLOAT"),
-           ("model_version", "TEXT", "STRING"), ("span", "INTEGER", "INTEGER"))
+COLUMNS = (
+    ("key", "TEXT PRIMARY KEY", "STRING"),
+    ("probability", "REAL", "FLOAT"),
+    ("model_version", "TEXT", "STRING"),
+    ("span", "INTEGER", "INTEGER"),
+)
 COLUMN_NAMES = tuple(name for name, _, _ in COLUMNS)
 BIGQUERY_SCHEMA = ",".join(f"{name}:{bq}" for name, _, bq in COLUMNS)
 TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -18,8 +23,10 @@ TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 def check_table_name(table: str) -> None:
     if not TABLE_NAME.fullmatch(table):
-        raise ValueError(f"PIPELINE_BATCH_PREDICT_TABLE={table!r}: use letters, digits and "
-                         "underscores (an SQLite table name)")
+        raise ValueError(
+            f"PIPELINE_BATCH_PREDICT_TABLE={table!r}: use letters, digits and "
+            "underscores (an SQLite table name)"
+        )
 
 
 def connect(db_path: str) -> sqlite3.Connection:
@@ -38,8 +45,11 @@ def create_table(connection: sqlite3.Connection, table: str) -> None:
 def insert(connection: sqlite3.Connection, table: str, rows: Iterable[tuple]) -> None:
     """Rows as tuples in COLUMNS order, in one transaction."""
     connection.execute("BEGIN IMMEDIATE")
-    connection.executemany(f'INSERT INTO "{table}" ({", ".join(COLUMN_NAMES)}) VALUES '
-                           f'({", ".join("?" for _ in COLUMN_NAMES)})', rows)
+    connection.executemany(
+        f'INSERT INTO "{table}" ({", ".join(COLUMN_NAMES)}) VALUES '
+        f"({', '.join('?' for _ in COLUMN_NAMES)})",
+        rows,
+    )
     connection.execute("COMMIT")
 
 
@@ -68,5 +78,4 @@ def read_table(db_path: str, table: str) -> dict[str, dict]:
     check_table_name(table)
     with connect(db_path) as connection:
         connection.row_factory = sqlite3.Row
-        return {row["key"]: dict(row)
-                for row in connection.execute(f'SELECT * FROM "{table}"')}
+        return {row["key"]: dict(row) for row in connection.execute(f'SELECT * FROM "{table}"')}

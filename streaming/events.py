@@ -6,6 +6,7 @@ Checks per schema feature: present unless it may be empty (`value_count.min: 0`)
 closed string domains. A field the schema does not know is an error too: a typo would
 otherwise drop a column silently.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,8 +31,9 @@ def columns(schema: schema_pb2.Schema) -> list[str]:
     return [feature.name for feature in schema.feature]
 
 
-def parse_event(line: str | bytes, schema: schema_pb2.Schema,
-                time_field: str) -> tuple[int, dict[str, str]]:
+def parse_event(
+    line: str | bytes, schema: schema_pb2.Schema, time_field: str
+) -> tuple[int, dict[str, str]]:
     """(event time in seconds, the CSV row) of one JSON line, or InvalidEvent saying why."""
     try:
         event = json.loads(line)
@@ -44,8 +46,9 @@ def parse_event(line: str | bytes, schema: schema_pb2.Schema,
     if unknown:
         raise InvalidEvent(f"unknown field(s) {unknown}: the schema has no such feature")
     domains = {domain.name: set(domain.value) for domain in schema.string_domain}
-    row = {feature.name: _cell(feature, event.get(feature.name), domains)
-           for feature in schema.feature}
+    row = {
+        feature.name: _cell(feature, event.get(feature.name), domains) for feature in schema.feature
+    }
     if row.get(time_field, "") == "":
         raise InvalidEvent(f"field {time_field!r}: the event time is missing")
     return int(row[time_field]), row
@@ -60,26 +63,39 @@ def _cell(feature: schema_pb2.Feature, value: Any, domains: dict[str, set[str]])
             raise InvalidEvent(f"field {name!r}: missing, the schema requires a value")
         return ""
     if feature.type == schema_pb2.INT:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or (
-                isinstance(value, float) and not value.is_integer()):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or (isinstance(value, float) and not value.is_integer())
+        ):
             raise InvalidEvent(f"field {name!r}: expected a whole number (INT), got {value!r}")
         value = int(value)
         if feature.HasField("int_domain"):
             _check_range(name, value, feature.int_domain)
         return str(value)
     if feature.type == schema_pb2.FLOAT:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
+        ):
             raise InvalidEvent(f"field {name!r}: expected a number (FLOAT), got {value!r}")
         if feature.HasField("float_domain"):
             _check_range(name, value, feature.float_domain)
         return repr(float(value))
     if not isinstance(value, str):
         raise InvalidEvent(f"field {name!r}: expected a string, got {value!r}")
-    allowed = (set(feature.string_domain.value) if feature.HasField("string_domain")
-               else domains.get(feature.domain) if feature.HasField("domain") else None)
+    allowed = (
+        set(feature.string_domain.value)
+        if feature.HasField("string_domain")
+        else domains.get(feature.domain)
+        if feature.HasField("domain")
+        else None
+    )
     if allowed is not None and value not in allowed:
-        raise InvalidEvent(f"field {name!r}: {value!r} is not in the schema's domain "
-                           f"{sorted(allowed)}")
+        raise InvalidEvent(
+            f"field {name!r}: {value!r} is not in the schema's domain {sorted(allowed)}"
+        )
     return value
 
 

@@ -20,6 +20,7 @@ dropped by Beam's windowing (the runner counts them as dropped due to lateness).
 Dead letters are JSON lines `{"event": <the original line>, "reason": "..."}` under
 `<PIPELINE_OUTPUT_DIR>/streaming/dead_letter/`.
 """
+
 from __future__ import annotations
 
 import csv
@@ -76,8 +77,14 @@ class WriteSpan(beam.DoFn):
     """Writes one closed window (its on-time pane) as a complete span; late panes and a span
     that already exists go to the dead letter."""
 
-    def __init__(self, data_dir: str, column_names: list[str], window_seconds: int,
-                 marker: str, time_field: str):
+    def __init__(
+        self,
+        data_dir: str,
+        column_names: list[str],
+        window_seconds: int,
+        marker: str,
+        time_field: str,
+    ):
         self._data_dir, self._columns = data_dir, column_names
         self._window_seconds, self._marker, self._time_field = window_seconds, marker, time_field
 
@@ -89,21 +96,29 @@ class WriteSpan(beam.DoFn):
         folder = os.path.join(self._data_dir, f"span-{span}")
         if pane.timing == beam.utils.windowed_value.PaneInfoTiming.LATE:
             for line, _ in events:
-                yield beam.pvalue.TaggedOutput(DEAD_LETTER, dead_letter(
-                    line, f"late: its window (span {span}) was already written"))
+                yield beam.pvalue.TaggedOutput(
+                    DEAD_LETTER,
+                    dead_letter(line, f"late: its window (span {span}) was already written"),
+                )
             return
         if FileSystems.exists(folder):
             for line, _ in events:
-                yield beam.pvalue.TaggedOutput(DEAD_LETTER, dead_letter(
-                    line, f"span {span} already exists in {self._data_dir}; spans are never "
-                          "rewritten"))
+                yield beam.pvalue.TaggedOutput(
+                    DEAD_LETTER,
+                    dead_letter(
+                        line,
+                        f"span {span} already exists in {self._data_dir}; spans are never "
+                        "rewritten",
+                    ),
+                )
             return
         write_span(folder, self._columns, [row for _, row in events], self._marker)
         yield {"span": span, "rows": len(events), "path": folder}
 
 
-def write_span(folder: str, column_names: list[str], rows: list[dict[str, str]],
-               marker: str) -> None:
+def write_span(
+    folder: str, column_names: list[str], rows: list[dict[str, str]], marker: str
+) -> None:
     """data.csv (written under a temp name, then renamed), then the completion marker."""
     text = io.StringIO()
     writer = csv.DictWriter(text, fieldnames=column_names, lineterminator="\n")
@@ -147,8 +162,12 @@ class EventsToSpans(beam.PTransform):
     """JSON-line events -> {"spans": one dict per span written, "dead_letter": records}: spans
     where the pipeline reads them (`pipeline`'s data settings), windows as `settings` says."""
 
-    def __init__(self, settings: StreamingSettings, pipeline: PipelineSettings,
-                 dead_letter_dir: Optional[str] = None):
+    def __init__(
+        self,
+        settings: StreamingSettings,
+        pipeline: PipelineSettings,
+        dead_letter_dir: Optional[str] = None,
+    ):
         super().__init__()
         self._settings = settings
         self._data = pipeline.data
@@ -157,25 +176,32 @@ class EventsToSpans(beam.PTransform):
     def expand(self, lines):
         s, data = self._settings, self._data
         parsed = lines | "Parse" >> beam.ParDo(
-            ParseEvents(data.schema_path, s.event_time_field)).with_outputs(
-                DEAD_LETTER, main="events")
+            ParseEvents(data.schema_path, s.event_time_field)
+        ).with_outputs(DEAD_LETTER, main="events")
         windowed = (
             parsed.events
-            | "Window" >> beam.WindowInto(
+            | "Window"
+            >> beam.WindowInto(
                 window.FixedWindows(s.window_seconds),
                 # One on-time pane when the watermark passes the window's end (the span), then
                 # a pane per late event (dead-lettered) until the allowed lateness is over.
                 trigger=trigger.AfterWatermark(late=trigger.AfterCount(1)),
                 accumulation_mode=trigger.AccumulationMode.DISCARDING,
-                allowed_lateness=Duration(seconds=s.allowed_lateness_seconds))
+                allowed_lateness=Duration(seconds=s.allowed_lateness_seconds),
+            )
             | "OneKey" >> beam.Map(lambda event: (None, event))
-            | "Group" >> beam.GroupByKey())
+            | "Group" >> beam.GroupByKey()
+        )
         written = windowed | "WriteSpans" >> beam.ParDo(
-            WriteSpan(data.data_dir, columns(load_schema(data.schema_path)), s.window_seconds,
-                      data.span_complete_marker, s.event_time_field)
+            WriteSpan(
+                data.data_dir,
+                columns(load_schema(data.schema_path)),
+                s.window_seconds,
+                data.span_complete_marker,
+                s.event_time_field,
+            )
         ).with_outputs(DEAD_LETTER, main=SPANS)
-        dead = ((parsed[DEAD_LETTER], written[DEAD_LETTER])
-                | "AllDeadLetters" >> beam.Flatten())
+        dead = (parsed[DEAD_LETTER], written[DEAD_LETTER]) | "AllDeadLetters" >> beam.Flatten()
         _ = dead | "WriteDeadLetters" >> beam.ParDo(WriteDeadLetters(self._dead_letter_dir))
         return {SPANS: written[SPANS], DEAD_LETTER: dead}
 
@@ -184,16 +210,18 @@ def default_dead_letter_dir(settings: PipelineSettings) -> str:
     return os.path.join(settings.storage_dir, "streaming", "dead_letter", settings.name)
 
 
-def read_lines(pipeline: beam.Pipeline, input_pattern: Optional[str],
-               subscription: Optional[str]):
+def read_lines(pipeline: beam.Pipeline, input_pattern: Optional[str], subscription: Optional[str]):
     if subscription:
         # Event time comes from the event itself (ParseEvents): publish events as they happen.
         return pipeline | "ReadPubSub" >> beam.io.ReadFromPubSub(subscription=subscription)
     return pipeline | "ReadFiles" >> beam.io.ReadFromText(input_pattern)
 
 
-def run_job(input_pattern: Optional[str] = None, subscription: Optional[str] = None,
-            beam_args: Sequence[str] = ()) -> None:
+def run_job(
+    input_pattern: Optional[str] = None,
+    subscription: Optional[str] = None,
+    beam_args: Sequence[str] = (),
+) -> None:
     """`tfx-template stream`: reads `input_pattern` (JSON-lines files, a glob; bounded) or the
     Pub/Sub `subscription` (streaming), exactly one of them; `beam_args` are Beam's pipeline
     options (--runner, --project, ...)."""
@@ -203,7 +231,9 @@ def run_job(input_pattern: Optional[str] = None, subscription: Optional[str] = N
     options = PipelineOptions(list(beam_args))
     options.view_as(StandardOptions).streaming = bool(subscription)
     with beam.Pipeline(options=options) as pipeline:
-        results = (read_lines(pipeline, input_pattern, subscription)
-                   | EventsToSpans(settings, pipeline_settings))
+        results = read_lines(pipeline, input_pattern, subscription) | EventsToSpans(
+            settings, pipeline_settings
+        )
         _ = results[SPANS] | "Log" >> beam.Map(
-            lambda s: print(f"span {s['span']}: {s['rows']} events -> {s['path']}", flush=True))
+            lambda s: print(f"span {s['span']}: {s['rows']} events -> {s['path']}", flush=True)
+        )

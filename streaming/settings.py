@@ -1,5 +1,6 @@
 """Settings of the streaming ingestion job (streaming/job.py), each read from a
 PIPELINE_STREAMING_* variable; where spans go comes from the pipeline's settings."""
+
 from __future__ import annotations
 
 from pydantic import Field
@@ -14,12 +15,16 @@ class StreamingSettings(SettingsModel):
 
     model_config = env_config("STREAMING_")
 
-    window_seconds: int = Field(86400, ge=1,
-                                description="Event-time window of one span, in seconds.")
+    window_seconds: int = Field(
+        86400, ge=1, description="Event-time window of one span, in seconds."
+    )
     allowed_lateness_seconds: int = Field(
-        7 * 86400, description="How long after a window closed a late event is still caught "
-                               "(and dead-lettered as late, not dropped).")
+        7 * 86400,
+        description="How long after a window closed a late event is still caught "
+        "(and dead-lettered as late, not dropped).",
+    )
     event_time_field: str = Field(
-        features.TIME_COLUMN, description="The event field that holds the event time (Unix "
-                                          "seconds).",
-        json_schema_extra=features_default("TIME_COLUMN"))
+        features.TIME_COLUMN,
+        description="The event field that holds the event time (Unix seconds).",
+        json_schema_extra=features_default("TIME_COLUMN"),
+    )

@@ -1,14 +1,15 @@
 """Shared test setup: Keras 2 before TensorFlow loads, quiet logs, the example's tests marked
 (and skipped on another dataset), and one small finished pipeline run that tests which only
 read a run's outputs share."""
+
 import os
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from pathlib import Path  # noqa: E402
+from pathlib import Path
 
-import pytest  # noqa: E402
+import pytest
 
 EXAMPLE_DIR = Path(__file__).parent / "example"
 # The shipped example's label: its tests assert values of that dataset alone.
@@ -18,12 +19,18 @@ EXAMPLE_LABEL = "tips > 0.2 * fare"
 def example_is_active() -> bool:
     """models/features.py still describes the shipped taxi example (not a `make new-dataset`)."""
     from models import features
+
     return features.LABEL == EXAMPLE_LABEL and "payment_type" in features.raw_feature_keys()
 
 
 def pytest_collection_modifyitems(config, items):
-    skip = None if example_is_active() else pytest.mark.skip(
-        reason="the shipped example's test: models/features.py describes another dataset")
+    skip = (
+        None
+        if example_is_active()
+        else pytest.mark.skip(
+            reason="the shipped example's test: models/features.py describes another dataset"
+        )
+    )
     for item in items:
         # A test on the shared finished run needs that run first.
         if "finished_run" in getattr(item, "fixturenames", ()):

@@ -1,5 +1,6 @@
 """Helpers for tests that run the real pipeline: small data slices, the local runner as a
 subprocess, and reading what happened from MLMD."""
+
 from __future__ import annotations
 
 import csv
@@ -32,8 +33,9 @@ SMALL_RUN_ENV = {
 }
 
 
-def write_data_slice(data_dir: Path, spans: list[int], rows_per_span: int,
-                     complete: bool = True) -> None:
+def write_data_slice(
+    data_dir: Path, spans: list[int], rows_per_span: int, complete: bool = True
+) -> None:
     """The first rows of each shipped span, in the same folder layout, each span marked
     complete (its `_COMPLETE` marker written last) unless `complete` is false."""
     for span in spans:
@@ -66,21 +68,26 @@ class PipelineRun:
 
     def trigger_once(self) -> subprocess.CompletedProcess:
         """One look of the trigger (`tfx-template watch --once`, as `make watch`)."""
-        return subprocess.run([sys.executable, "-m", "cli.main", "watch", "--once"],
-                              env=self.env, cwd=ROOT, capture_output=True, text=True,
-                              timeout=1200)
+        return subprocess.run(
+            [sys.executable, "-m", "cli.main", "watch", "--once"],
+            env=self.env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=1200,
+        )
 
     def ingested_spans(self) -> list[int]:
         """The spans ExampleGen has ingested, whatever happened to them afterwards."""
         from pipeline.pipeline import EXAMPLE_GEN_ID
+
         return sorted(metadata.span_of(a) for a in self.outputs(EXAMPLE_GEN_ID, "Examples"))
 
     def executions(self, node_id: str) -> list[mlmd.proto.Execution]:
         return metadata.node_executions(self._store(), self.settings.name, node_id)
 
     def outputs(self, node_id: str, type_name: str) -> list[mlmd.proto.Artifact]:
-        return metadata.node_outputs(self._store(), self.settings.name, node_id,
-                                     type_name)
+        return metadata.node_outputs(self._store(), self.settings.name, node_id, type_name)
 
     def _store(self) -> mlmd.MetadataStore:
         store = metadata.open_store(self.settings)
@@ -94,22 +101,30 @@ class PipelineRun:
 
 def run_env(tmp_path: Path, **env_overrides: str) -> dict[str, str]:
     """The environment of a small run with data in tmp_path/data, outputs in tmp_path/outputs."""
-    return {**os.environ, **SMALL_RUN_ENV,
-            "PIPELINE_DATA_DIR": str(tmp_path / "data"),
-            "PIPELINE_OUTPUT_DIR": str(tmp_path / "outputs"),
-            "TF_USE_LEGACY_KERAS": "1", **env_overrides}
+    return {
+        **os.environ,
+        **SMALL_RUN_ENV,
+        "PIPELINE_DATA_DIR": str(tmp_path / "data"),
+        "PIPELINE_OUTPUT_DIR": str(tmp_path / "outputs"),
+        "TF_USE_LEGACY_KERAS": "1",
+        **env_overrides,
+    }
 
 
 def run_local_runner(env: dict[str, str]) -> subprocess.CompletedProcess:
     """`python local_runner.py`, as `make run` does, with this environment."""
-    return subprocess.run([sys.executable, str(ROOT / "local_runner.py")], env=env,
-                          capture_output=True, text=True, timeout=1200)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "local_runner.py")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
 
 
 def new_run(tmp_path: Path, **env_overrides: str) -> PipelineRun:
     env = run_env(tmp_path, **env_overrides)
-    settings = PipelineSettings.load({k: v for k, v in env.items()
-                                          if k.startswith("PIPELINE_")})
+    settings = PipelineSettings.load({k: v for k, v in env.items() if k.startswith("PIPELINE_")})
     return PipelineRun(settings, env)
 
 

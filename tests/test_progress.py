@@ -1,4 +1,5 @@
 """pipeline/progress.py without a pipeline: TFX's records in, console lines out."""
+
 import io
 import logging
 
@@ -41,11 +42,15 @@ def test_executed_cached_skipped_and_system_nodes(shown):
     _tfx(progress.FINISHED, "latest_blessed_model_resolver")
     lines = [line.split() for line in stream.getvalue().splitlines()]
     assert [(words[0], words[2:]) for words in lines] == [
-        ("CsvExampleGen", ["running"]), ("CsvExampleGen", ["done", "0.0", "s"]),
-        ("Transform", ["running"]), ("Transform", ["cached"]),
-        ("Pusher", ["running"]), ("Pusher", ["skipped"]),
+        ("CsvExampleGen", ["running"]),
+        ("CsvExampleGen", ["done", "0.0", "s"]),
+        ("Transform", ["running"]),
+        ("Transform", ["cached"]),
+        ("Pusher", ["running"]),
+        ("Pusher", ["skipped"]),
         ("latest_blessed_model_resolver", ["running"]),
-        ("latest_blessed_model_resolver", ["done", "0.0", "s"])]
+        ("latest_blessed_model_resolver", ["done", "0.0", "s"]),
+    ]
     assert all(set(words[1]) == {"."} for words in lines)
 
 
@@ -71,13 +76,20 @@ def test_a_step_is_one_line_for_its_components(shown):
         _tfx(progress.RUNNING, "CsvExampleGen")
         raise RuntimeError("crash")
     _run_component("CsvExampleGen", progress.CACHED)
-    states = [(line.split(" .")[0].strip(), line.rsplit(". ", 1)[1].split()[0])
-              for line in stream.getvalue().splitlines()]
+    states = [
+        (line.split(" .")[0].strip(), line.rsplit(". ", 1)[1].split()[0])
+        for line in stream.getvalue().splitlines()
+    ]
     assert states == [
-        ("Ingesting earlier span 3", "running"), ("Ingesting earlier span 3", "done"),
-        ("Ingesting earlier span 4", "running"), ("Ingesting earlier span 4", "rejected"),
-        ("Ingesting earlier span 5", "running"), ("Ingesting earlier span 5", "FAILED"),
-        ("CsvExampleGen", "running"), ("CsvExampleGen", "cached")]
+        ("Ingesting earlier span 3", "running"),
+        ("Ingesting earlier span 3", "done"),
+        ("Ingesting earlier span 4", "running"),
+        ("Ingesting earlier span 4", "rejected"),
+        ("Ingesting earlier span 5", "running"),
+        ("Ingesting earlier span 5", "FAILED"),
+        ("CsvExampleGen", "running"),
+        ("CsvExampleGen", "cached"),
+    ]
 
 
 def test_on_a_terminal_the_end_replaces_the_start_line():

@@ -2,6 +2,7 @@
 (`cached` when TFX's cache served it), one line per earlier span ingested, the summary and
 the log file's path; the TFX/Beam/TensorFlow lines only in that file, or with --verbose on the
 console too; a failed run ends with its one message. Real runs on two spans of 300 rows."""
+
 from __future__ import annotations
 
 import re
@@ -23,24 +24,35 @@ MAX_CONSOLE_BYTES = 6000
 # "  <label> ........ <state>": pipeline/progress.py's line.
 LINE = re.compile(r"^  (?P<label>\S.*?) \.{3,} (?P<state>\S.*)$")
 TFX_RUNNING = re.compile(r"Component (\S+) is running\.")
-FAST_ENV = {"PIPELINE_ENABLE_TUNING": "0", "PIPELINE_TRAIN_STEPS": "50",
-            "PIPELINE_TRAIN_WINDOW_SPANS": "2"}
+FAST_ENV = {
+    "PIPELINE_ENABLE_TUNING": "0",
+    "PIPELINE_TRAIN_STEPS": "50",
+    "PIPELINE_TRAIN_WINDOW_SPANS": "2",
+}
 
 
 def _run(env: dict[str, str], *args: str, timeout: float = 1200) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "local_runner.py"), *args], env=env,
-                          cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "local_runner.py"), *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def _lines(result: subprocess.CompletedProcess) -> list[tuple[str, str]]:
     """(label, state) of each progress line on stdout, in order."""
-    return [(m["label"], m["state"]) for m in map(LINE.match, result.stdout.splitlines())
-            if m]
+    return [(m["label"], m["state"]) for m in map(LINE.match, result.stdout.splitlines()) if m]
 
 
 def _component_lines(result) -> list[tuple[str, str]]:
-    return [(label, state) for label, state in _lines(result)
-            if not label.startswith("Ingesting earlier span")]
+    return [
+        (label, state)
+        for label, state in _lines(result)
+        if not label.startswith("Ingesting earlier span")
+    ]
 
 
 def _log_path(result: subprocess.CompletedProcess, stream: str = "stdout") -> Path:
@@ -84,8 +96,10 @@ def test_first_run_shows_one_start_and_end_line_per_component(pipeline):
     _assert_small_and_clean(result)
     lines = _lines(result)
     # The earlier span is one line pair, not its components'.
-    assert lines[:2] == [("Ingesting earlier span 1", "running"),
-                         ("Ingesting earlier span 1", lines[1][1])]
+    assert lines[:2] == [
+        ("Ingesting earlier span 1", "running"),
+        ("Ingesting earlier span 1", lines[1][1]),
+    ]
     assert re.fullmatch(r"done \d+\.\d s", lines[1][1]), lines[1]
     ends = _assert_start_and_end_once(_component_lines(result))
 
@@ -95,9 +109,15 @@ def test_first_run_shows_one_start_and_end_line_per_component(pipeline):
     shown = [label for label, _ in _component_lines(result)[::2]]
     ran = TFX_RUNNING.findall(log.read_text())
     assert shown[0] == ran[0] == "CsvExampleGen"
-    assert ran[len(ran) - len(shown):] == shown and len(ran) > len(shown), (ran, shown)
-    for component in ("CsvExampleGen", "StatisticsGen", "Transform", "Trainer", "Evaluator",
-                      "Pusher"):
+    assert ran[len(ran) - len(shown) :] == shown and len(ran) > len(shown), (ran, shown)
+    for component in (
+        "CsvExampleGen",
+        "StatisticsGen",
+        "Transform",
+        "Trainer",
+        "Evaluator",
+        "Pusher",
+    ):
         assert re.fullmatch(r"done \d+\.\d s", ends[component]), (component, ends)
 
 

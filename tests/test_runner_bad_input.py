@@ -1,4 +1,5 @@
 """A runner given a bad setting stops before any work and names the setting to change."""
+
 import pytest
 
 from tests.pipeline_run import run_env, run_local_runner, write_data_slice
@@ -13,15 +14,24 @@ def run_with(tmp_path):
     return lambda **env: run_local_runner(run_env(tmp_path, **env))
 
 
-@pytest.mark.parametrize("env, message", [
-    ({"PIPELINE_DATA_DIR": "/nonexistent/taxi"},
-     "PIPELINE_DATA_DIR='/nonexistent/taxi' is not a directory"),
-    ({"PIPELINE_SPAN_PATTERN": "day-{SPAN}/*.csv"},
-     "has no files matching PIPELINE_SPAN_PATTERN='day-{SPAN}/*.csv'"),
-    ({"PIPELINE_NAME": "Taxi_Tips"},
-     "PIPELINE_NAME='Taxi_Tips': use lowercase letters, digits and hyphens"),
-    ({"PIPELINE_TRAIN_STEPS": "lots"}, "PIPELINE_TRAIN_STEPS='lots': expected int"),
-])
+@pytest.mark.parametrize(
+    "env, message",
+    [
+        (
+            {"PIPELINE_DATA_DIR": "/nonexistent/taxi"},
+            "PIPELINE_DATA_DIR='/nonexistent/taxi' is not a directory",
+        ),
+        (
+            {"PIPELINE_SPAN_PATTERN": "day-{SPAN}/*.csv"},
+            "has no files matching PIPELINE_SPAN_PATTERN='day-{SPAN}/*.csv'",
+        ),
+        (
+            {"PIPELINE_NAME": "Taxi_Tips"},
+            "PIPELINE_NAME='Taxi_Tips': use lowercase letters, digits and hyphens",
+        ),
+        ({"PIPELINE_TRAIN_STEPS": "lots"}, "PIPELINE_TRAIN_STEPS='lots': expected int"),
+    ],
+)
 def test_bad_setting_fails_before_any_work(run_with, env, message, tmp_path):
     result = run_with(**env)
     assert result.returncode != 0

@@ -1,10 +1,12 @@
 """pipeline/runtime.py, in a fresh interpreter: freezing is process-wide."""
+
 import json
 import subprocess
 import sys
 
-from pipeline.settings import PROJECT_ROOT
 import pytest
+
+from pipeline.settings import PROJECT_ROOT
 
 # Runs a pipeline, a server, a Beam job or a subprocess: `make test-fast` leaves it out.
 pytestmark = pytest.mark.integration
@@ -28,8 +30,9 @@ print(json.dumps({"during": collections_during_imports, "after_imports": after_i
 
 
 def test_imports_are_frozen_and_collection_resumes_for_the_run():
-    out = subprocess.run([sys.executable, "-c", SCRIPT], cwd=PROJECT_ROOT,
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", SCRIPT], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True
+    ).stdout
     result = json.loads(out)
     # 200,000 new lists would set off hundreds of young collections with the collector on.
     assert result["during"] == 0

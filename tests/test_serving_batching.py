@@ -1,6 +1,7 @@
 """Micro-batching (serving/batching.py) with a real SavedModel signature: a lone request is
 one model call, concurrent requests share calls and each gets its own rows back, and a
 failing call fails every request it carried."""
+
 import asyncio
 import threading
 import types
@@ -39,8 +40,9 @@ def test_lone_requests_are_one_call_each_and_concurrent_ones_share_calls(signatu
     async def scenario():
         lone = [await batcher.predict(MODEL, signature, {"x": [1.5]}) for _ in range(3)]
         calls_alone = batcher.calls
-        together = await asyncio.gather(*(
-            batcher.predict(MODEL, signature, {"x": [float(i), i + 0.25]}) for i in range(50)))
+        together = await asyncio.gather(
+            *(batcher.predict(MODEL, signature, {"x": [float(i), i + 0.25]}) for i in range(50))
+        )
         await batcher.close()
         return lone, calls_alone, together
 
@@ -73,8 +75,9 @@ def test_a_lone_request_is_called_on_the_event_loop_and_a_merged_batch_in_a_thre
     async def scenario():
         lone = await batcher.predict(MODEL, recording, {"x": [4.0]})
         loop_thread = threading.current_thread().name
-        await asyncio.gather(*(batcher.predict(MODEL, recording, {"x": [float(i)]})
-                               for i in range(20)))
+        await asyncio.gather(
+            *(batcher.predict(MODEL, recording, {"x": [float(i)]}) for i in range(20))
+        )
         await batcher.close()
         return lone, loop_thread
 

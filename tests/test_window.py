@@ -1,4 +1,5 @@
 """WindowExamples: the window's span artifacts gathered into one artifact for Transform."""
+
 import json
 import os
 
@@ -19,8 +20,9 @@ def _span_artifact(root, span: int, splits=("train", "eval"), artifact_id: int =
     examples_utils.set_payload_format(artifact, examples_utils.get_payload_format(artifact))
     for split in splits:
         os.makedirs(os.path.join(artifact.uri, f"Split-{split}"))
-        with open(os.path.join(artifact.uri, f"Split-{split}", "data_tfrecord-00000-of-00001.gz"),
-                  "w") as f:
+        with open(
+            os.path.join(artifact.uri, f"Split-{split}", "data_tfrecord-00000-of-00001.gz"), "w"
+        ) as f:
             f.write(f"{split} of span {span}")
     return artifact
 
@@ -45,7 +47,7 @@ def test_every_split_file_of_every_span_is_linked_under_a_span_prefix(tmp_path):
         with open(os.path.join(directory, names[1])) as f:
             assert f.read() == f"{split} of span 2"
         # Hard links: no copy of the data.
-        source = os.path.join(tmp_path, "span-2", f"Split-{split}", names[1][len("span-2-"):])
+        source = os.path.join(tmp_path, "span-2", f"Split-{split}", names[1][len("span-2-") :])
         assert os.stat(os.path.join(directory, names[1])).st_ino == os.stat(source).st_ino
 
 

@@ -13,6 +13,7 @@ Settings (environment variables of the function):
   MARKER                   the completion marker's file name (default _COMPLETE)
   SERVICE_ACCOUNT          optional: the service account the pipeline runs as
 """
+
 import os
 import re
 
@@ -23,8 +24,7 @@ from google.cloud import aiplatform
 
 def span_of(object_name: str, data_prefix: str, marker: str):
     """The span number if `object_name` is a span's completion marker, else None."""
-    match = re.fullmatch(re.escape(data_prefix) + r"span-(\d+)/" + re.escape(marker),
-                         object_name)
+    match = re.fullmatch(re.escape(data_prefix) + r"span-(\d+)/" + re.escape(marker), object_name)
     return int(match.group(1)) if match else None
 
 

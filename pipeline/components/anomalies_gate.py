@@ -25,8 +25,10 @@ def describe_anomalies(anomalies_by_split: dict[str, anomalies_pb2.Anomalies]) -
     for split, anomalies in sorted(anomalies_by_split.items()):
         for feature, info in sorted(anomalies.anomaly_info.items()):
             reasons = "; ".join(f"{r.short_description}: {r.description}" for r in info.reason)
-            lines.append(f"split '{split}': feature '{feature}': "
-                         f"{reasons or info.short_description or info.description}")
+            lines.append(
+                f"split '{split}': feature '{feature}': "
+                f"{reasons or info.short_description or info.description}"
+            )
         if anomalies.HasField("dataset_anomaly_info"):
             info = anomalies.dataset_anomaly_info
             reasons = "; ".join(f"{r.short_description}: {r.description}" for r in info.reason)
@@ -47,21 +49,27 @@ def load_anomalies(uri: str, splits: list[str]) -> dict[str, anomalies_pb2.Anoma
 
 def row_count_problems(rows_by_split: dict[str, int], min_rows: int) -> list[str]:
     """An empty split, or fewer rows in all than `min_rows`: nothing to train or evaluate on."""
-    problems = [f"split '{split}' has no rows" for split, rows in sorted(rows_by_split.items())
-                if rows == 0]
+    problems = [
+        f"split '{split}' has no rows" for split, rows in sorted(rows_by_split.items()) if rows == 0
+    ]
     total = sum(rows_by_split.values())
     if total < min_rows:
         counts = ", ".join(f"{split} {rows}" for split, rows in sorted(rows_by_split.items()))
-        problems.append(f"{total} rows in all ({counts}), fewer than "
-                        f"PIPELINE_MIN_SPAN_ROWS={min_rows}")
+        problems.append(
+            f"{total} rows in all ({counts}), fewer than PIPELINE_MIN_SPAN_ROWS={min_rows}"
+        )
     return problems
 
 
 def rows_by_split(statistics: types.Artifact) -> dict[str, int]:
     """Examples per split, as StatisticsGen counted them."""
-    return {split: sum(dataset.num_examples for dataset in
-                       stats_artifact_utils.load_statistics(statistics, split).proto().datasets)
-            for split in statistics.splits}
+    return {
+        split: sum(
+            dataset.num_examples
+            for dataset in stats_artifact_utils.load_statistics(statistics, split).proto().datasets
+        )
+        for split in statistics.splits
+    }
 
 
 @tfx.dsl.components.component
@@ -69,7 +77,8 @@ def AnomaliesGate(
     anomalies: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.ExampleAnomalies],
     examples: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Examples],
     statistics: tfx.dsl.components.InputArtifact[
-        tfx.types.standard_artifacts.ExampleStatistics] = None,
+        tfx.types.standard_artifacts.ExampleStatistics
+    ] = None,
     min_rows: tfx.dsl.components.Parameter[int] = 1,
 ) -> None:
     """Raises DataAnomaliesError, failing the run, when the examples have an empty split or
@@ -77,17 +86,22 @@ def AnomaliesGate(
     earlier, naming the file), or when ExampleValidator found anomalies in them (which only
     name the span in the message)."""
     span = examples.get_int_custom_property(SPAN_PROPERTY)  # ExampleGen records it there
-    stop = ("the run stops before Transform, Trainer and Pusher and the pushed model is "
-            "unchanged")
+    stop = "the run stops before Transform, Trainer and Pusher and the pushed model is unchanged"
     too_few = row_count_problems(rows_by_split(statistics), min_rows) if statistics else []
     if too_few:
         raise DataAnomaliesError(
             f"span {span} has too few rows to train and evaluate on: {'; '.join(too_few)} "
             f"(examples: {examples.uri}); {stop}. Deliver the span's full data as a new span, "
-            "or lower PIPELINE_MIN_SPAN_ROWS if such spans are normal.", span, ANOMALIES_GATE_ID)
+            "or lower PIPELINE_MIN_SPAN_ROWS if such spans are normal.",
+            span,
+            ANOMALIES_GATE_ID,
+        )
     problems = describe_anomalies(load_anomalies(anomalies.uri, list(anomalies.splits)))
     if problems:
         raise DataAnomaliesError(
             f"ExampleValidator found {len(problems)} anomalies in span {span} "
             f"(report: {anomalies.uri}); {stop}. Fix the data, or update schema/schema.pbtxt "
-            "if the change is expected:\n  - " + "\n  - ".join(problems), span, ANOMALIES_GATE_ID)
+            "if the change is expected:\n  - " + "\n  - ".join(problems),
+            span,
+            ANOMALIES_GATE_ID,
+        )

@@ -1,9 +1,10 @@
 """DriftCheck: the new span's statistics against the previous accepted span's, with the
 schema's drift comparators; a drifted span is rejected and the run stops before Transform
 (no `from __future__ import annotations`: TFX reads the type hints)."""
+
 import os
 import tempfile
-from typing import List, Optional
+from typing import Optional
 
 import tensorflow as tf
 import tensorflow_data_validation as tfdv
@@ -24,9 +25,11 @@ class DataDriftError(rejections.SpanRejectedError):
     """The new span drifted from the previous one beyond the schema's drift comparators."""
 
 
-DRIFT_ANOMALIES = {anomalies_pb2.AnomalyInfo.Type.Value(name)
-                   for name in anomalies_pb2.AnomalyInfo.Type.keys()
-                   if name.startswith("COMPARATOR_")}
+DRIFT_ANOMALIES = {
+    anomalies_pb2.AnomalyInfo.Type.Value(name)
+    for name in anomalies_pb2.AnomalyInfo.Type.keys()
+    if name.startswith("COMPARATOR_")
+}
 
 
 def compare_drift(current, previous, schema) -> anomalies_pb2.Anomalies:
@@ -51,8 +54,9 @@ def DriftCheck(
     schema: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Schema],
     examples: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Examples],
     drift_anomalies: tfx.dsl.components.OutputArtifact[
-        tfx.types.standard_artifacts.ExampleAnomalies],
-    window: tfx.dsl.components.InputArtifact[List[tfx.types.standard_artifacts.Examples]],
+        tfx.types.standard_artifacts.ExampleAnomalies
+    ],
+    window: tfx.dsl.components.InputArtifact[list[tfx.types.standard_artifacts.Examples]],
     split: tfx.dsl.components.Parameter[str] = "train",
 ) -> None:
     """Compares the new span's statistics with the previous accepted span's (computed here
@@ -68,8 +72,12 @@ def DriftCheck(
         previous_stats = statistics_of(before, split, schema_proto)
         current = stats_artifact_utils.load_statistics(statistics, split).proto()
         report = compare_drift(current, previous_stats, schema_proto)
-        logging.info("Drift of span %d against span %d: %d features over their threshold",
-                     span, before.get_int_custom_property(SPAN_PROPERTY), len(report.anomaly_info))
+        logging.info(
+            "Drift of span %d against span %d: %d features over their threshold",
+            span,
+            before.get_int_custom_property(SPAN_PROPERTY),
+            len(report.anomaly_info),
+        )
     else:
         logging.info("Drift: no accepted span before span %d, nothing to compare", span)
     path = os.path.join(drift_anomalies.uri, split_dir_name(split), ANOMALIES_FILE)
@@ -82,14 +90,19 @@ def DriftCheck(
             f"span {span} drifted from the previous span beyond the schema's drift comparators "
             f"(report: {path}); the run stops before Transform, Trainer and Pusher. If the "
             "change is expected, raise the threshold in schema/schema.pbtxt or set "
-            "PIPELINE_CHECK_DRIFT=0:\n  - " + "\n  - ".join(problems), span, DRIFT_CHECK_ID)
+            "PIPELINE_CHECK_DRIFT=0:\n  - " + "\n  - ".join(problems),
+            span,
+            DRIFT_CHECK_ID,
+        )
 
 
 def previous_span(window: list[types.Artifact], span: int) -> Optional[types.Artifact]:
     """The newest span of the training window older than `span`. The window resolver has
     already left out spans a check rejected (AcceptedSpanRangeStrategy)."""
     earlier = [a for a in window if a.get_int_custom_property(SPAN_PROPERTY) < span]
-    return max(earlier, key=lambda a: (a.get_int_custom_property(SPAN_PROPERTY), a.id), default=None)
+    return max(
+        earlier, key=lambda a: (a.get_int_custom_property(SPAN_PROPERTY), a.id), default=None
+    )
 
 
 def statistics_of(examples: types.Artifact, split: str, schema):
@@ -99,4 +112,5 @@ def statistics_of(examples: types.Artifact, split: str, schema):
         return tfdv.generate_statistics_from_tfrecord(
             data_location=os.path.join(artifact_utils.get_split_uri([examples], split), "*"),
             output_path=os.path.join(tmp, "stats.tfrecord"),
-            stats_options=tfdv.StatsOptions(schema=schema))
+            stats_options=tfdv.StatsOptions(schema=schema),
+        )

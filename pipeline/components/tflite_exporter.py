@@ -26,7 +26,7 @@ from tfx.v1.dsl.components import InputArtifact, OutputArtifact, Parameter, comp
 
 from pipeline.names import TFLITE_MODEL_FILE as MODEL_FILE
 from pipeline.names import TRAIN_SPLIT, split_dir_name
-from pipeline.settings import TFLITE_QUANTIZATIONS as QUANTIZATIONS  # noqa: F401 (tests, docs)
+from pipeline.settings import TFLITE_QUANTIZATIONS as QUANTIZATIONS  # tests, docs
 
 
 def load_network(saved_model_dir: str) -> keras.Model:
@@ -35,24 +35,35 @@ def load_network(saved_model_dir: str) -> keras.Model:
     return keras.models.load_model(saved_model_dir, compile=False)
 
 
-def transformed_sample(network: keras.Model, file_patterns: Sequence[str],
-                       count: int) -> Iterator[dict[str, tf.Tensor]]:
+def transformed_sample(
+    network: keras.Model, file_patterns: Sequence[str], count: int
+) -> Iterator[dict[str, tf.Tensor]]:
     """Up to `count` transformed examples, one at a time, as the network's inputs (batch 1)."""
     files = sorted(f for pattern in file_patterns for f in glob.glob(pattern))
     if not files:
         raise FileNotFoundError(f"no transformed examples match {list(file_patterns)}")
     spec = {i.name: tf.io.FixedLenFeature([], i.dtype) for i in network.inputs}
-    dataset = (tf.data.TFRecordDataset(files, compression_type="GZIP").take(count).batch(1)
-               .map(lambda serialized: tf.io.parse_example(serialized, spec)))
+    dataset = (
+        tf.data.TFRecordDataset(files, compression_type="GZIP")
+        .take(count)
+        .batch(1)
+        .map(lambda serialized: tf.io.parse_example(serialized, spec))
+    )
     yield from dataset
 
 
-def convert(saved_model_dir: str, quantization: str, representative_patterns: Sequence[str] = (),
-            representative_examples: int = 200) -> bytes:
+def convert(
+    saved_model_dir: str,
+    quantization: str,
+    representative_patterns: Sequence[str] = (),
+    representative_examples: int = 200,
+) -> bytes:
     """The TF Lite flatbuffer of the exported model's network, quantized as asked."""
     if quantization not in QUANTIZATIONS:
-        raise ValueError(f"PIPELINE_TFLITE_QUANTIZATION={quantization!r}: expected one of "
-                         f"{', '.join(QUANTIZATIONS)}")
+        raise ValueError(
+            f"PIPELINE_TFLITE_QUANTIZATION={quantization!r}: expected one of "
+            f"{', '.join(QUANTIZATIONS)}"
+        )
     network = load_network(saved_model_dir)
     converter = tf.lite.TFLiteConverter.from_keras_model(network)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -60,19 +71,21 @@ def convert(saved_model_dir: str, quantization: str, representative_patterns: Se
         if not representative_patterns:
             raise ValueError("int8 quantization needs transformed examples to calibrate on")
         converter.representative_dataset = lambda: transformed_sample(
-            network, representative_patterns, representative_examples)
+            network, representative_patterns, representative_examples
+        )
         # Integer kernels only: conversion fails rather than leaving a float op behind.
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     return converter.convert()
 
 
 @component
-def TFLiteExporter(  # noqa: N802 (TFX component names are classes)
-        pushed_model: InputArtifact[tfx.types.standard_artifacts.PushedModel],
-        transformed_examples: InputArtifact[list[tfx.types.standard_artifacts.Examples]],
-        tflite_model: OutputArtifact[tfx.types.standard_artifacts.Model],
-        quantization: Parameter[str] = "dynamic",
-        representative_examples: Parameter[int] = 200) -> None:
+def TFLiteExporter(  # TFX component names are classes
+    pushed_model: InputArtifact[tfx.types.standard_artifacts.PushedModel],
+    transformed_examples: InputArtifact[list[tfx.types.standard_artifacts.Examples]],
+    tflite_model: OutputArtifact[tfx.types.standard_artifacts.Model],
+    quantization: Parameter[str] = "dynamic",
+    representative_examples: Parameter[int] = 200,
+) -> None:
     """Writes <tflite_model>/model.tflite for the model the Pusher pushed this run; nothing
     (and the custom property `exported` 0) when it pushed none."""
     if not pushed_model.get_int_custom_property("pushed"):

@@ -7,9 +7,9 @@ one artifact, hard links where the file system allows (else copies), so Transfor
 and the Trainer see one dataset per split. The spans it holds are recorded on it
 (`spans`, and `span` = the newest) and its input events keep each span's lineage.
 """
+
 import json
 import os
-from typing import List
 
 import tensorflow as tf
 from absl import logging
@@ -39,16 +39,21 @@ def merge_window(window: list[types.Artifact], merged: types.Artifact) -> list[i
         raise ValueError("the training window is empty: no ingested span to train on")
     window = sorted(window, key=lambda a: (_span(a), a.id))
     splits = artifact_utils.decode_split_names(window[0].split_names)
-    formats = {(examples_utils.get_payload_format(a), examples_utils.get_file_format(a))
-               for a in window}
+    formats = {
+        (examples_utils.get_payload_format(a), examples_utils.get_file_format(a)) for a in window
+    }
     if len(formats) > 1:
-        raise ValueError("the window's spans were written in different formats "
-                         f"(payload, file format): {sorted(formats)}; re-ingest them alike")
+        raise ValueError(
+            "the window's spans were written in different formats "
+            f"(payload, file format): {sorted(formats)}; re-ingest them alike"
+        )
     for artifact in window:
         missing = set(splits) - set(artifact_utils.decode_split_names(artifact.split_names))
         if missing:
-            raise ValueError(f"span {_span(artifact)} ({artifact.uri}) lacks the split(s) "
-                             f"{sorted(missing)} that span {_span(window[0])} has")
+            raise ValueError(
+                f"span {_span(artifact)} ({artifact.uri}) lacks the split(s) "
+                f"{sorted(missing)} that span {_span(window[0])} has"
+            )
     merged.split_names = artifact_utils.encode_split_names(splits)
     for split in splits:
         destination = artifact_utils.get_split_uri([merged], split)
@@ -56,8 +61,10 @@ def merge_window(window: list[types.Artifact], merged: types.Artifact) -> list[i
         for artifact in window:
             source = artifact_utils.get_split_uri([artifact], split)
             for name in sorted(tf.io.gfile.listdir(source)):
-                _link_or_copy(os.path.join(source, name),
-                              os.path.join(destination, f"span-{_span(artifact)}-{name}"))
+                _link_or_copy(
+                    os.path.join(source, name),
+                    os.path.join(destination, f"span-{_span(artifact)}-{name}"),
+                )
     spans = [_span(a) for a in window]
     merged.span = spans[-1]
     merged.set_int_custom_property(SPAN_PROPERTY, spans[-1])  # where ExampleGen records it too
@@ -70,7 +77,7 @@ def merge_window(window: list[types.Artifact], merged: types.Artifact) -> list[i
 
 @tfx.dsl.components.component
 def WindowExamples(
-    window: tfx.dsl.components.InputArtifact[List[tfx.types.standard_artifacts.Examples]],
+    window: tfx.dsl.components.InputArtifact[list[tfx.types.standard_artifacts.Examples]],
     examples: tfx.dsl.components.OutputArtifact[tfx.types.standard_artifacts.Examples],
 ) -> None:
     """The window's spans as one Examples artifact (see the module docstring)."""

@@ -6,6 +6,7 @@ The pipeline tests run in file order on one pipeline: span 1 (with span 2 still 
 copied, no marker), a look with nothing new, span 2 (warm start, progressive validation, a
 new version), a span with anomalies, then a good span again.
 """
+
 from __future__ import annotations
 
 import os
@@ -18,13 +19,19 @@ import pytest
 
 from pipeline import spans
 from pipeline import watch as trigger
-from pipeline.settings import PipelineSettings
 from pipeline.metadata import span_of
-from pipeline.names import (AUC_PROPERTY, DRIFT_CHECK_ID, EXAMPLE_GEN_ID, MODEL_ID_PROPERTY,
-                            PROGRESSIVE_VALIDATION_ID, SPAN_PROPERTY, WINDOW_EXAMPLES_ID)
+from pipeline.names import (
+    AUC_PROPERTY,
+    DRIFT_CHECK_ID,
+    EXAMPLE_GEN_ID,
+    MODEL_ID_PROPERTY,
+    PROGRESSIVE_VALIDATION_ID,
+    SPAN_PROPERTY,
+    WINDOW_EXAMPLES_ID,
+)
+from pipeline.settings import PipelineSettings
 from pipeline.spans import mark_complete
-from tests.pipeline_run import (ROOT, PipelineRun, new_run, read_csv, write_csv,
-                                write_data_slice)
+from tests.pipeline_run import ROOT, PipelineRun, new_run, read_csv, write_csv, write_data_slice
 
 # Runs the pipeline several times: the slow tier (`make test-fast` leaves it out).
 pytestmark = pytest.mark.slow
@@ -32,18 +39,22 @@ pytestmark = pytest.mark.slow
 ROWS_PER_SPAN = 300
 
 
-
-
 def _input_ids(run: PipelineRun, execution: mlmd.proto.Execution, key: str) -> list[int]:
     store = run._store()
-    return sorted(e.artifact_id for e in store.get_events_by_execution_ids([execution.id])
-                  if e.type == mlmd.proto.Event.INPUT and e.path.steps[0].key == key)
+    return sorted(
+        e.artifact_id
+        for e in store.get_events_by_execution_ids([execution.id])
+        if e.type == mlmd.proto.Event.INPUT and e.path.steps[0].key == key
+    )
 
 
 def _output_ids(run: PipelineRun, execution: mlmd.proto.Execution, key: str) -> list[int]:
     store = run._store()
-    return sorted(e.artifact_id for e in store.get_events_by_execution_ids([execution.id])
-                  if e.type == mlmd.proto.Event.OUTPUT and e.path.steps[0].key == key)
+    return sorted(
+        e.artifact_id
+        for e in store.get_events_by_execution_ids([execution.id])
+        if e.type == mlmd.proto.Event.OUTPUT and e.path.steps[0].key == key
+    )
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +64,12 @@ def pipeline(tmp_path_factory) -> PipelineRun:
     write_data_slice(tmp_path / "data", [2], ROWS_PER_SPAN, complete=False)  # still copying
     # No Tuner; any AUC change passes, so that a blessed warm-started model is pushed on
     # a noisy 75-row hold-out (the thresholds themselves are the Evaluator's, tested elsewhere).
-    return new_run(tmp_path, PIPELINE_ENABLE_TUNING="0", PIPELINE_MAX_AUC_DROP="1",
-                   PIPELINE_TRAIN_WINDOW_SPANS="3")
+    return new_run(
+        tmp_path,
+        PIPELINE_ENABLE_TUNING="0",
+        PIPELINE_MAX_AUC_DROP="1",
+        PIPELINE_TRAIN_WINDOW_SPANS="3",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -78,8 +93,10 @@ def test_a_look_with_no_new_span_does_nothing(pipeline, first_run):
     executions = len(pipeline._store().get_executions())
     result = pipeline.trigger_once()
     assert result.returncode == 0, result.stderr[-3000:]
-    assert ("nothing new: span 1 is the newest complete span and was already ingested; "
-            "spans [2] have files but no '_COMPLETE' marker yet") in result.stdout
+    assert (
+        "nothing new: span 1 is the newest complete span and was already ingested; "
+        "spans [2] have files but no '_COMPLETE' marker yet"
+    ) in result.stdout
     assert len(pipeline._store().get_executions()) == executions
 
 
@@ -117,7 +134,7 @@ def test_second_span_warm_starts_validates_progressively_and_pushes(pipeline, fi
 def _bad_rows() -> list[dict[str, str]]:
     rows = [dict(row) for row in read_csv(ROOT / "data" / "span-3" / "data.csv")[:200]]
     rows[0]["payment_type"] = "Bitcoin"  # a category the schema does not know
-    rows[1]["fare"] = "twelve"           # a string in a numeric column
+    rows[1]["fare"] = "twelve"  # a string in a numeric column
     return rows
 
 
@@ -156,8 +173,9 @@ def test_a_span_that_drifted_from_the_previous_one_stops_before_training(tmp_pat
     two with the schema's comparators and stops the run before Transform."""
     write_data_slice(tmp_path / "data", [5], rows_per_span=10_000)
     rows = read_csv(ROOT / "data" / "span-6" / "data.csv")
-    write_csv(tmp_path / "data" / "span-6" / "data.csv",
-              [{**row, "payment_type": "Cash"} for row in rows])
+    write_csv(
+        tmp_path / "data" / "span-6" / "data.csv", [{**row, "payment_type": "Cash"} for row in rows]
+    )
     mark_complete(str(tmp_path / "data" / "span-6"))
     run = new_run(tmp_path, PIPELINE_CHECK_DRIFT="1", PIPELINE_ENABLE_TUNING="0")
     result = run.run()
@@ -170,6 +188,7 @@ def test_a_span_that_drifted_from_the_previous_one_stops_before_training(tmp_pat
 
 
 # ---- Without a pipeline run ------------------------------------------------------------------
+
 
 def test_only_marked_spans_count_and_the_runner_reads_the_newest_of_them(tmp_path):
     write_data_slice(tmp_path, [1, 2], 5)
@@ -187,8 +206,11 @@ def test_only_marked_spans_count_and_the_runner_reads_the_newest_of_them(tmp_pat
 def test_no_complete_span_is_a_clear_error(tmp_path):
     write_data_slice(tmp_path, [1], 5, complete=False)
     settings = PipelineSettings.load({}, data_dir=str(tmp_path))
-    with pytest.raises(ValueError, match=r"no complete span .*spans \[1\] have files but no "
-                                         r"'_COMPLETE' marker"):
+    with pytest.raises(
+        ValueError,
+        match=r"no complete span .*spans \[1\] have files but no "
+        r"'_COMPLETE' marker",
+    ):
         spans.newest_complete_span(settings)
 
 
@@ -203,13 +225,16 @@ def test_trigger_knows_the_example_gen():
 
 def test_vocabulary_rows_follow_their_tokens():
     from models.warm_start import remap_vocabulary_rows
+
     old = np.arange(5 * 2, dtype=np.float32).reshape(5, 2)  # a, b, c + 2 OOV rows
     fresh = -np.ones((6, 2), np.float32)
     mapped = remap_vocabulary_rows(old, [b"a", b"b", b"c"], [b"c", b"a", b"b", b"new"], fresh)
     np.testing.assert_array_equal(mapped[:3], old[[2, 0, 1]])
-    np.testing.assert_array_equal(mapped[3], fresh[3])        # a new token stays fresh
-    np.testing.assert_array_equal(mapped[4:6], old[3:5])      # OOV rows move with the vocab
+    np.testing.assert_array_equal(mapped[3], fresh[3])  # a new token stays fresh
+    np.testing.assert_array_equal(mapped[4:6], old[3:5])  # OOV rows move with the vocab
     # Many new tokens are normal; losing most of the old ones means another vocabulary.
-    assert remap_vocabulary_rows(old, [b"a", b"b", b"c"], [b"a", b"b", b"x", b"y", b"z"],
-                                 fresh) is not None
+    assert (
+        remap_vocabulary_rows(old, [b"a", b"b", b"c"], [b"a", b"b", b"x", b"y", b"z"], fresh)
+        is not None
+    )
     assert remap_vocabulary_rows(old, [b"a", b"b", b"c"], [b"x", b"y", b"a"], fresh) is None

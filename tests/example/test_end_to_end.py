@@ -3,6 +3,7 @@
 The tests run in file order on one pipeline: first run, its outputs, a rerun with no new
 data, then a bad span that the anomalies gate must stop.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -16,11 +17,18 @@ import tensorflow as tf
 import tf_keras as keras
 
 from models import features, model
-from pipeline.pipeline import EXAMPLE_GEN_ID, create_pipeline
 from pipeline.metadata import span_of
+from pipeline.pipeline import EXAMPLE_GEN_ID, create_pipeline
 from pipeline.spans import mark_complete
-from tests.pipeline_run import (ROOT, PipelineRun, new_run, read_csv, read_records, write_csv,
-                                write_data_slice)
+from tests.pipeline_run import (
+    ROOT,
+    PipelineRun,
+    new_run,
+    read_csv,
+    read_records,
+    write_csv,
+    write_data_slice,
+)
 
 # Runs the pipeline several times: the slow tier (`make test-fast` leaves it out).
 pytestmark = pytest.mark.slow
@@ -31,9 +39,20 @@ BIG_TIP_FRACTION = 0.2
 SPANS = [1, 2, 3]
 ROWS_PER_SPAN = 400
 # Components that record executions (resolvers resolve inline and record none).
-EXECUTED = ["CsvExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator",
-            "LeakageCheck", "AnomaliesGate", "WindowExamples", "Transform", "Tuner", "Trainer",
-            "Evaluator", "Pusher"]
+EXECUTED = [
+    "CsvExampleGen",
+    "StatisticsGen",
+    "ImportSchemaGen",
+    "ExampleValidator",
+    "LeakageCheck",
+    "AnomaliesGate",
+    "WindowExamples",
+    "Transform",
+    "Tuner",
+    "Trainer",
+    "Evaluator",
+    "Pusher",
+]
 COMPLETE, CACHED = 3, 5  # mlmd Execution.State
 
 
@@ -45,7 +64,10 @@ def first_run(tmp_path_factory) -> PipelineRun:
     result = run.run()
     assert result.returncode == 0, result.stderr[-5000:]
     # The runner ends with a summary of the evaluation and the pushed model.
-    assert "BLESSED" in result.stdout and f"Serving: {run.settings.serving_model_dir}/" in result.stdout
+    assert (
+        "BLESSED" in result.stdout
+        and f"Serving: {run.settings.serving_model_dir}/" in result.stdout
+    )
     return run
 
 
@@ -80,8 +102,10 @@ def _raw_inputs(serialized: list[bytes]) -> dict[str, tf.Tensor]:
                 values.append(found[0] if found else b"")
             else:
                 values.append(float(found[0]) if found else float("nan"))
-    return {key: tf.constant(values, tf.string if key in features.STRING_FEATURES else tf.float64)
-            for key, values in columns.items()}
+    return {
+        key: tf.constant(values, tf.string if key in features.STRING_FEATURES else tf.float64)
+        for key, values in columns.items()
+    }
 
 
 def test_every_component_executed(first_run):
@@ -90,7 +114,9 @@ def test_every_component_executed(first_run):
         # The schema import also runs in each earlier span's ingest-and-validate run, and is
         # cached after the first of them.
         assert COMPLETE in states and all(s in (COMPLETE, CACHED) for s in states), (
-            node_id, states)
+            node_id,
+            states,
+        )
     # Earlier spans were ingested one per run, then the window fed all of them to Transform,
     # gathered into one artifact.
     assert sorted(span_of(a) for a in first_run.outputs(EXAMPLE_GEN_ID, "Examples")) == SPANS
@@ -117,30 +143,44 @@ def test_pushed_model_predicts_the_hold_out(first_run):
 def test_serving_signatures_and_transform_output_agree(first_run):
     """No training/serving skew: the tf.Example signature, the raw-value signature and the
     model applied to Transform's own (Beam-computed) output give the same predictions."""
-    serialized = [record for artifact in first_run.outputs(EXAMPLE_GEN_ID, "Examples")
-                  for record in read_records(os.path.join(artifact.uri, "Split-train", "*.gz"))]
+    serialized = [
+        record
+        for artifact in first_run.outputs(EXAMPLE_GEN_ID, "Examples")
+        for record in read_records(os.path.join(artifact.uri, "Split-train", "*.gz"))
+    ]
     assert len(serialized) > 600
     path = _pushed_model_path(first_run)
     loaded = tf.saved_model.load(path)
     from_examples = loaded.signatures["serving_default"](examples=tf.constant(serialized))
     from_raw = loaded.signatures[model.SERVING_RAW_SIGNATURE](**_raw_inputs(serialized))
-    np.testing.assert_allclose(from_raw[model.PREDICTION_KEY].numpy(),
-                               from_examples[model.PREDICTION_KEY].numpy(), atol=1e-5)
+    np.testing.assert_allclose(
+        from_raw[model.PREDICTION_KEY].numpy(),
+        from_examples[model.PREDICTION_KEY].numpy(),
+        atol=1e-5,
+    )
 
     # Transform's output: the whole window's train split (every span's rows).
     (transformed_artifact,) = first_run.outputs("Transform", "Examples")
     transformed = read_records(os.path.join(transformed_artifact.uri, "Split-train", "*.gz"))
     assert len(transformed) == len(serialized)
     keras_model = keras.models.load_model(path)
-    spec = {key: tf.io.FixedLenFeature([], tf.float32 if key in {
-        features.transformed_name(k) for k in features.NUMERIC_FEATURES} else tf.int64)
-        for key in model.model_input_keys()}
+    spec = {
+        key: tf.io.FixedLenFeature(
+            [],
+            tf.float32
+            if key in {features.transformed_name(k) for k in features.NUMERIC_FEATURES}
+            else tf.int64,
+        )
+        for key in model.model_input_keys()
+    }
     parsed = tf.io.parse_example(tf.constant(transformed), spec)
     from_transform = keras_model(parsed).numpy().ravel()
     # Beam may write rows in another order: compare the sorted predictions.
-    np.testing.assert_allclose(np.sort(from_transform),
-                               np.sort(from_examples[model.PREDICTION_KEY].numpy().ravel()),
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        np.sort(from_transform),
+        np.sort(from_examples[model.PREDICTION_KEY].numpy().ravel()),
+        atol=1e-5,
+    )
 
 
 def test_rerun_with_no_new_data_is_cached_and_pushes_nothing(first_run):
@@ -174,10 +214,10 @@ def _model_digest(run: PipelineRun) -> str:
 def test_anomalies_gate_stops_a_bad_span_before_training(first_run):
     rows = read_csv(ROOT / "data" / "span-4" / "data.csv")
     bad = [dict(row) for row in rows[:200]]
-    bad[0]["payment_type"] = "Bitcoin"   # an unseen category
-    bad[1]["fare"] = "twelve"            # a string in a numeric column
+    bad[0]["payment_type"] = "Bitcoin"  # an unseen category
+    bad[1]["fare"] = "twelve"  # a string in a numeric column
     for row in bad:
-        del row["trip_miles"]            # a missing column
+        del row["trip_miles"]  # a missing column
     write_csv(Path(first_run.settings.data.data_dir) / "span-4" / "data.csv", bad)
     mark_complete(str(Path(first_run.settings.data.data_dir) / "span-4"))
 
@@ -188,9 +228,11 @@ def test_anomalies_gate_stops_a_bad_span_before_training(first_run):
     assert result.returncode != 0
     message = result.stderr + result.stdout
     assert "DataAnomaliesError" in message and "span 4" in message
-    for feature, anomaly in [("payment_type", "Unexpected string values"),
-                             ("fare", "Unexpected data type"),
-                             ("trip_miles", "Column dropped")]:
+    for feature, anomaly in [
+        ("payment_type", "Unexpected string values"),
+        ("fare", "Unexpected data type"),
+        ("trip_miles", "Column dropped"),
+    ]:
         assert f"feature '{feature}': {anomaly}" in message, (feature, message[-3000:])
     assert len(first_run.executions("Transform")) == len(first_run.executions("Trainer"))
     assert len(first_run.executions("Trainer")) == trained

@@ -1,4 +1,5 @@
 """`make schema`: a starting schema from a real SchemaGen run, with environments."""
+
 import subprocess
 import sys
 
@@ -22,15 +23,26 @@ def inferred_run(tmp_path_factory):
     write_data_slice(tmp_path / "data", [2], 300)
     run = new_run(tmp_path, PIPELINE_INFER_SCHEMA="1")
     tfx.orchestration.LocalDagRunner().run(
-        create_pipeline(run.settings, metadata_connection_config=tfx.orchestration.metadata
-                        .sqlite_metadata_connection_config(run.settings.metadata_path)),
-        run_options=pipeline_lib.RunOptions(to_nodes=["SchemaGen"]))
+        create_pipeline(
+            run.settings,
+            metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
+                run.settings.metadata_path
+            ),
+        ),
+        run_options=pipeline_lib.RunOptions(to_nodes=["SchemaGen"]),
+    )
     return run
 
 
 def _export(run, *args):
-    return subprocess.run([sys.executable, "-m", "cli.main", "schema", *args], cwd=ROOT,
-                          env=run.env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "cli.main", "schema", *args],
+        cwd=ROOT,
+        env=run.env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_exported_schema_has_the_data_types_and_serving_environment(inferred_run, tmp_path):

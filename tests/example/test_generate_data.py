@@ -1,5 +1,6 @@
 """`tfx-template generate-data` (scripts/generate_data.py): larger taxi-like data,
 reproducible, in the shipped layout."""
+
 from __future__ import annotations
 
 import csv
@@ -77,5 +78,4 @@ def test_a_span_cut_into_files_holds_the_same_rows_in_order(tmp_path: Path):
         assert [row for part in parts for row in part] == whole
         assert (folder / "_COMPLETE").is_file()
     with pytest.raises(ValueError, match="--files-per-span 0: at least 1"):
-        generate_data.generate(tmp_path / "zero", rows=900, num_spans=6, seed=2,
-                               files_per_span=0)
+        generate_data.generate(tmp_path / "zero", rows=900, num_spans=6, seed=2, files_per_span=0)

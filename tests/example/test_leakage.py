@@ -1,6 +1,7 @@
 """The data-leakage check: an injected copy of the label (with noise) and a training-only
 column are reported with their evidence; the shipped data reports nothing; the pipeline step
 ran in a real run and wrote its report."""
+
 import json
 import os
 
@@ -11,11 +12,10 @@ import tensorflow as tf
 import tensorflow_data_validation as tfdv
 from tensorflow_metadata.proto.v0 import schema_pb2
 
-from pipeline import leakage
+from models import features
+from pipeline import label_expression, leakage
 from pipeline.components.leakage_check import DataLeakageReport
 from pipeline.names import LEAKAGE_CHECK_ID
-from models import features
-from pipeline import label_expression
 from tests.pipeline_run import ROOT, read_csv
 
 # Runs a pipeline, a server, a Beam job or a subprocess: `make test-fast` leaves it out.
@@ -64,7 +64,8 @@ def _leaky_rows(span: int) -> list[dict]:
     rng = np.random.default_rng(0)
     rows = read_csv(ROOT / "data" / f"span-{span}" / "data.csv")
     labels = label_expression.evaluate_columns(
-        features.LABEL, {c: [r[c] for r in rows] for c in label_expression.columns(features.LABEL)})
+        features.LABEL, {c: [r[c] for r in rows] for c in label_expression.columns(features.LABEL)}
+    )
     for row, label in zip(rows, labels):
         row[LEAK] = f"{label + rng.normal(0, 0.3):.4f}"
         row[TRAINING_ONLY] = rng.choice(["radio", "app", "street"])
@@ -75,14 +76,20 @@ def _leaky_schema() -> schema_pb2.Schema:
     schema = _shipped_schema()
     schema.feature.add(name=LEAK, type=schema_pb2.FLOAT)  # in both environments
     schema.feature.add(name=TRAINING_ONLY, type=schema_pb2.BYTES).not_in_environment.append(
-        "SERVING")
+        "SERVING"
+    )
     return schema
 
 
 def test_injected_leaks_are_reported_with_evidence(tmp_path):
     uris = _write_examples_and_stats(tmp_path, _leaky_rows(6), _leaky_schema())
-    report = leakage.run_check(*uris, report_uri=str(tmp_path / "report"),
-                               auc_threshold=0.98, sample_rows=5000, fail_on_leak=False)
+    report = leakage.run_check(
+        *uris,
+        report_uri=str(tmp_path / "report"),
+        auc_threshold=0.98,
+        sample_rows=5000,
+        fail_on_leak=False,
+    )
     found = {(f.feature, f.kind): f for f in report.findings}
     assert set(found) == {(LEAK, "strong_relation"), (TRAINING_ONLY, "training_only")}
     # Noise of 0.3 around 0/1 still separates the labels almost perfectly.
@@ -101,8 +108,13 @@ def test_injected_leaks_are_reported_with_evidence(tmp_path):
 def test_fail_setting_stops_with_the_features_named(tmp_path):
     uris = _write_examples_and_stats(tmp_path, _leaky_rows(6)[:600], _leaky_schema())
     with pytest.raises(leakage.DataLeakageError) as error:
-        leakage.run_check(*uris, report_uri=str(tmp_path / "report"), auc_threshold=0.98,
-                          sample_rows=5000, fail_on_leak=True)
+        leakage.run_check(
+            *uris,
+            report_uri=str(tmp_path / "report"),
+            auc_threshold=0.98,
+            sample_rows=5000,
+            fail_on_leak=True,
+        )
     message = str(error.value)
     assert f"feature '{LEAK}': single-feature AUC" in message
     assert f"feature '{TRAINING_ONLY}'" in message and "PIPELINE_LEAKAGE_FAILS_RUN" in message
@@ -114,8 +126,13 @@ def test_fail_setting_stops_with_the_features_named(tmp_path):
 def test_shipped_spans_report_no_leak(tmp_path, span):
     rows = read_csv(ROOT / "data" / f"span-{span}" / "data.csv")
     uris = _write_examples_and_stats(tmp_path, rows, _shipped_schema())
-    report = leakage.run_check(*uris, report_uri=str(tmp_path / "report"), auc_threshold=0.98,
-                               sample_rows=5000, fail_on_leak=True)
+    report = leakage.run_check(
+        *uris,
+        report_uri=str(tmp_path / "report"),
+        auc_threshold=0.98,
+        sample_rows=5000,
+        fail_on_leak=True,
+    )
     assert report.findings == []
     assert report.sample_rows == len(rows)
     # payment_type is the strongest real feature (cash tips are not recorded), below 0.98.
@@ -123,8 +140,7 @@ def test_shipped_spans_report_no_leak(tmp_path, span):
 
 
 def test_the_pipeline_step_ran_and_found_nothing(finished_run):
-    (artifact,) = finished_run.outputs(LEAKAGE_CHECK_ID,
-                                       DataLeakageReport.TYPE_NAME)
+    (artifact,) = finished_run.outputs(LEAKAGE_CHECK_ID, DataLeakageReport.TYPE_NAME)
     assert artifact.custom_properties["findings"].int_value == 0
     with open(os.path.join(artifact.uri, leakage.REPORT_FILE)) as f:
         report = json.load(f)

@@ -1,9 +1,10 @@
 """The Keras model builds from the hyperparameters and learns on a tiny transformed set."""
+
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from models import features, hyperparameters, model
-import pytest
 
 # Runs a pipeline, a server, a Beam job or a subprocess: `make test-fast` leaves it out.
 pytestmark = pytest.mark.integration
@@ -68,6 +69,7 @@ def _nudged(record: bytes) -> bytes:
 
 def test_training_batches_do_not_depend_on_the_order_beam_wrote_records_in(finished_run, tmp_path):
     import tensorflow_transform as tft
+
     from tests.pipeline_run import read_records
 
     (graph,) = finished_run.outputs("Transform", "TransformGraph")[-1:]
@@ -76,8 +78,10 @@ def test_training_batches_do_not_depend_on_the_order_beam_wrote_records_in(finis
     assert len(records) > 100
     # The same records, written by "another run" in another order and sharding, and by a
     # run whose floats differ in their last bit.
-    rewrites = {"reordered": {"b": records[::2], "a": records[1::2][::-1]},
-                "nudged": {"a": [_nudged(r) for r in records[::-1]]}}
+    rewrites = {
+        "reordered": {"b": records[::2], "a": records[1::2][::-1]},
+        "nudged": {"a": [_nudged(r) for r in records[::-1]]},
+    }
     for rewrite, files in rewrites.items():
         for name, part in files.items():
             (tmp_path / rewrite).mkdir(exist_ok=True)

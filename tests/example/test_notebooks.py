@@ -1,5 +1,6 @@
 """The notebooks run top to bottom, headless, against a finished run's outputs, and show the
 expected tables and plots; the committed notebooks carry no outputs."""
+
 import base64
 
 import nbformat
@@ -19,20 +20,24 @@ def _execute(name: str, finished_run, monkeypatch) -> nbformat.NotebookNode:
     for key in ("PIPELINE_OUTPUT_DIR", "PIPELINE_DATA_DIR"):
         monkeypatch.setenv(key, finished_run.env[key])
     notebook = nbformat.read(ROOT / "notebooks" / name, as_version=4)
-    NotebookClient(notebook, timeout=600, kernel_name="python3",
-                   resources={"metadata": {"path": str(ROOT)}}).execute()
+    NotebookClient(
+        notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}
+    ).execute()
     return notebook
 
 
 def _outputs(notebook) -> list:
-    return [output for cell in notebook.cells if cell.cell_type == "code"
-            for output in cell.outputs]
+    return [
+        output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs
+    ]
 
 
 def _text(notebook) -> str:
     """Printed text and plain-text results."""
-    return "\n".join(o.text if o.output_type == "stream" else o.get("data", {}).get(
-        "text/plain", "") for o in _outputs(notebook))
+    return "\n".join(
+        o.text if o.output_type == "stream" else o.get("data", {}).get("text/plain", "")
+        for o in _outputs(notebook)
+    )
 
 
 def _data(notebook, mime: str) -> list[str]:
@@ -45,6 +50,7 @@ def _pngs(notebook) -> list[bytes]:
 
 def _run_id(finished_run) -> str:
     from analysis import artifacts
+
     return artifacts.latest_run(finished_run.settings).run_id
 
 
@@ -86,6 +92,7 @@ def test_committed_notebooks_have_no_outputs(name):
     notebook = nbformat.read(ROOT / "notebooks" / name, as_version=4)
     for index, cell in enumerate(notebook.cells):
         if cell.cell_type == "code":
-            assert cell.outputs == [] and cell.execution_count is None, \
-                f"notebooks/{name} cell {index} has outputs: clear them before committing " \
+            assert cell.outputs == [] and cell.execution_count is None, (
+                f"notebooks/{name} cell {index} has outputs: clear them before committing "
                 "(jupyter nbconvert --clear-output --inplace notebooks/*.ipynb)"
+            )

@@ -1,4 +1,5 @@
 """preprocessing_fn through tf.Transform's Beam implementation, on hand-made rows."""
+
 import json
 import math
 
@@ -21,8 +22,9 @@ STRING = features.STRING_FEATURES
 def _row(fare, tips, payment_type, company=None, hour=None, lat=None, tract=None):
     """A raw row as ExampleGen would parse it: missing values are empty lists."""
     row = {key: [] for key in FLOAT + INT + STRING}
-    row.update(fare=[fare], tips=[tips], trip_miles=[1.0], trip_seconds=[600],
-               payment_type=[payment_type])
+    row.update(
+        fare=[fare], tips=[tips], trip_miles=[1.0], trip_seconds=[600], payment_type=[payment_type]
+    )
     if company is not None:
         row["company"] = [company]
     if hour is not None:
@@ -56,17 +58,22 @@ def _raw_feature_spec() -> dict:
 @pytest.fixture(scope="module")
 def transformed(tmp_path_factory):
     metadata = dataset_metadata.DatasetMetadata(
-        schema_utils.schema_from_feature_spec(_raw_feature_spec()))
+        schema_utils.schema_from_feature_spec(_raw_feature_spec())
+    )
     temp_dir = str(tmp_path_factory.mktemp("tft"))
     transform_dir = str(tmp_path_factory.mktemp("transform_output"))
     rows_path = str(tmp_path_factory.mktemp("rows") / "rows")
     with beam.Pipeline() as pipeline, tft_beam.Context(temp_dir=temp_dir):
         raw = pipeline | beam.Create(ROWS)
         (transformed_rows, _), transform_fn = (raw, metadata) | tft_beam.AnalyzeAndTransformDataset(
-            preprocessing_fn)
+            preprocessing_fn
+        )
         _ = transform_fn | tft_beam.WriteTransformFn(transform_dir)
-        _ = (transformed_rows | beam.Map(_to_json)
-             | beam.io.WriteToText(rows_path, shard_name_template=""))
+        _ = (
+            transformed_rows
+            | beam.Map(_to_json)
+            | beam.io.WriteToText(rows_path, shard_name_template="")
+        )
     with open(rows_path) as f:
         outputs = [json.loads(line) for line in f]
     # Beam may reorder rows: put them back in input order (fare's z-score is monotonic).
@@ -128,17 +135,20 @@ def test_serving_graph_without_label_applies_the_same_transform(transformed):
             if key == "tips" or not values:
                 continue
             if key in STRING:
-                feature[key] = tf.train.Feature(bytes_list=tf.train.BytesList(
-                    value=[v.encode() for v in values]))
+                feature[key] = tf.train.Feature(
+                    bytes_list=tf.train.BytesList(value=[v.encode() for v in values])
+                )
             elif key in INT:
                 feature[key] = tf.train.Feature(int64_list=tf.train.Int64List(value=values))
             else:
                 feature[key] = tf.train.Feature(float_list=tf.train.FloatList(value=values))
-        examples.append(tf.train.Example(features=tf.train.Features(feature=feature))
-                        .SerializeToString())
+        examples.append(
+            tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+        )
     result = layer(tf.io.parse_example(tf.constant(examples), raw_spec))
     assert features.LABEL_KEY not in result
     fare_key = features.transformed_name("fare")
-    np.testing.assert_allclose(result[fare_key].numpy(),
-                               [outputs[0][fare_key], outputs[1][fare_key]], rtol=1e-5)
+    np.testing.assert_allclose(
+        result[fare_key].numpy(), [outputs[0][fare_key], outputs[1][fare_key]], rtol=1e-5
+    )
     assert not any(math.isnan(v) for v in result[fare_key].numpy())

@@ -1,6 +1,7 @@
 """`make report` writes one self-contained HTML file; headless Chromium (Debian's `chromium`,
 installed by `make browser`) renders it without console errors or outside requests, with its
 sections present. The screenshot is kept in test-artifacts/."""
+
 import os
 import subprocess
 import sys
@@ -13,21 +14,38 @@ from tests.pipeline_run import ROOT
 pytestmark = pytest.mark.integration
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 SCREENSHOT = ROOT / "test-artifacts" / "report.png"
-SECTIONS = {"data-summary": "Data summary per split", "anomalies": "Anomalies",
-            "leakage": "Data leakage", "drift": "Drift between the newest two spans",
-            "evaluation": "Evaluation", "lineage": "Lineage of the served model"}
+SECTIONS = {
+    "data-summary": "Data summary per split",
+    "anomalies": "Anomalies",
+    "leakage": "Data leakage",
+    "drift": "Drift between the newest two spans",
+    "evaluation": "Evaluation",
+    "lineage": "Lineage of the served model",
+}
 
 
 @pytest.fixture(scope="module")
 def report(finished_run, tmp_path_factory):
     path = tmp_path_factory.mktemp("report") / "report.html"
-    result = subprocess.run([sys.executable, "-m", "cli.main", "report", "--out", str(path)],
-                            env=finished_run.env, cwd=ROOT, capture_output=True, text=True,
-                            timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-m", "cli.main", "report", "--out", str(path)],
+        env=finished_run.env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip() == f"Report written to {path}"
     return path
@@ -37,8 +55,9 @@ def report(finished_run, tmp_path_factory):
 def page(report):
     from playwright.sync_api import sync_playwright
 
-    assert os.path.exists(CHROMIUM), \
+    assert os.path.exists(CHROMIUM), (
         f"{CHROMIUM} is missing: run `make browser` (installs Debian's chromium)"
+    )
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1280, "height": 900})
@@ -76,15 +95,18 @@ def test_key_sections_are_rendered(page, finished_run):
 
 
 def test_sections_show_the_runs_results(page, finished_run):
-    text = {section_id: page.locator(f"section#{section_id}").inner_text()
-            for section_id in SECTIONS}
+    text = {
+        section_id: page.locator(f"section#{section_id}").inner_text() for section_id in SECTIONS
+    }
     from analysis import artifacts, stats_views
 
     stats = stats_views.run_statistics(artifacts.latest_run(finished_run.settings))
     counts = {split: s.datasets[0].num_examples for split, s in stats.items()}
     assert sum(counts.values()) == 400  # the span's rows, split about 3:1
-    assert (f"Span 2, as ExampleGen split it: train {counts['train']} examples, "
-            f"eval {counts['eval']} examples") in text["data-summary"]
+    assert (
+        f"Span 2, as ExampleGen split it: train {counts['train']} examples, "
+        f"eval {counts['eval']} examples"
+    ) in text["data-summary"]
     assert "No anomalies: every split matches the schema." in text["anomalies"]
     assert "No leakage found." in text["leakage"] and "payment_type" in text["leakage"]
     assert "span 2 against span 1" in text["drift"]

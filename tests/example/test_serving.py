@@ -1,6 +1,7 @@
 """The local model server, started as a real process on a copy of a freshly pushed model and
 called over HTTP: every endpoint, both request formats, bad requests, request logging, and a
 hot swap under load with rollback of a version that fails to load."""
+
 from __future__ import annotations
 
 import base64
@@ -36,15 +37,22 @@ def served(finished_run, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("serving")
     base = tmp / "outputs" / "serving_model" / finished_run.settings.name
     shutil.copytree(finished_run.settings.serving_model_dir, base)
-    env = {**finished_run.env, "PIPELINE_OUTPUT_DIR": str(tmp / "outputs"),
-           "PIPELINE_SERVING_POLL_SECONDS": "0.3",
-           "PIPELINE_SERVING_LOG_SAMPLING_RATE": "1",
-           "PIPELINE_SERVING_LOG_PATH": str(tmp / "requests.jsonl"),
-           "PIPELINE_SERVING_MAX_BODY_BYTES": str(MAX_BODY_BYTES)}
+    env = {
+        **finished_run.env,
+        "PIPELINE_OUTPUT_DIR": str(tmp / "outputs"),
+        "PIPELINE_SERVING_POLL_SECONDS": "0.3",
+        "PIPELINE_SERVING_LOG_SAMPLING_RATE": "1",
+        "PIPELINE_SERVING_LOG_PATH": str(tmp / "requests.jsonl"),
+        "PIPELINE_SERVING_MAX_BODY_BYTES": str(MAX_BODY_BYTES),
+    }
     with process.running_server(env, str(tmp / "server.log")) as url:
-        yield {"url": url, "base": base, "log": tmp / "requests.jsonl",
-               "model_url": f"{url}/v1/models/taxi-tips",
-               "version": int(finished_run.pushed_versions()[-1])}
+        yield {
+            "url": url,
+            "base": base,
+            "log": tmp / "requests.jsonl",
+            "model_url": f"{url}/v1/models/taxi-tips",
+            "version": int(finished_run.pushed_versions()[-1]),
+        }
 
 
 @pytest.fixture(scope="module")
@@ -61,27 +69,40 @@ def in_process(finished_run):
 
 def call_raw(in_process, rows: list[dict]) -> np.ndarray:
     signature = in_process.signatures["serving_raw"]
-    inputs = {k: tf.constant([r[k] for r in rows],
-                             tf.string if isinstance(rows[0][k], str) else tf.float64)
-              for k in rows[0]}
+    inputs = {
+        k: tf.constant(
+            [r[k] for r in rows], tf.string if isinstance(rows[0][k], str) else tf.float64
+        )
+        for k in rows[0]
+    }
     return signature(**inputs)["probabilities"].numpy().reshape(-1)
 
 
 def test_status_and_metadata(served):
     status, body, _ = process.call(served["model_url"])
     assert status == 200
-    assert body == {"model_version_status": [{
-        "version": str(served["version"]), "state": "AVAILABLE",
-        "status": {"error_code": "OK", "error_message": ""}}]}
+    assert body == {
+        "model_version_status": [
+            {
+                "version": str(served["version"]),
+                "state": "AVAILABLE",
+                "status": {"error_code": "OK", "error_message": ""},
+            }
+        ]
+    }
     for path in (f"/versions/{served['version']}", "/labels/latest"):
         status, body, _ = process.call(served["model_url"] + path)
         assert status == 200 and body["model_version_status"][0]["version"] == str(
-            served["version"])
+            served["version"]
+        )
 
     status, body, _ = process.call(served["model_url"] + "/metadata")
     assert status == 200
-    assert body["model_spec"] == {"name": "taxi-tips", "signature_name": "",
-                                  "version": str(served["version"])}
+    assert body["model_spec"] == {
+        "name": "taxi-tips",
+        "signature_name": "",
+        "version": str(served["version"]),
+    }
     signatures = body["metadata"]["signature_def"]["signature_def"]
     # Every signature in the SavedModel is listed, as TF Serving does.
     assert {"serving_default", "serving_raw", "serving_keyed"} <= set(signatures)
@@ -97,8 +118,9 @@ def test_predictions_equal_in_process_signatures(served, rows, in_process):
     url = served["model_url"] + ":predict"
 
     # Row format.
-    status, body, headers = process.call(url, {"signature_name": "serving_raw",
-                                               "instances": instances})
+    status, body, headers = process.call(
+        url, {"signature_name": "serving_raw", "instances": instances}
+    )
     assert status == 200, body
     assert headers["X-Model-Version"] == str(served["version"])
     np.testing.assert_allclose(np.array(body["predictions"]).reshape(-1), expected, atol=1e-6)
@@ -107,7 +129,8 @@ def test_predictions_equal_in_process_signatures(served, rows, in_process):
     columns = {k: [i[k] for i in instances] for k in instances[0]}
     status, body, _ = process.call(
         f"{served['model_url']}/versions/{served['version']}:predict",
-        {"signature_name": "serving_raw", "inputs": columns})
+        {"signature_name": "serving_raw", "inputs": columns},
+    )
     assert status == 200, body
     np.testing.assert_allclose(np.array(body["outputs"]).reshape(-1), expected, atol=1e-6)
 
@@ -116,29 +139,36 @@ def test_predictions_equal_in_process_signatures(served, rows, in_process):
     status, body, _ = process.call(url, {"signature_name": "serving_keyed", "instances": keyed})
     assert status == 200, body
     assert [p["key"] for p in body["predictions"]] == [f"k{n}" for n in range(ROWS)]
-    np.testing.assert_allclose([p["probabilities"][0] for p in body["predictions"]], expected,
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        [p["probabilities"][0] for p in body["predictions"]], expected, atol=1e-6
+    )
 
     # serving_default (the default signature) on serialized tf.Examples as {"b64": ...}.
     schema = tfdv.load_schema_text(served_schema_path())
     serialized = [skew.to_example(r, schema).SerializeToString() for r in rows]
-    status, body, _ = process.call(url, {"instances": [
-        {"b64": base64.b64encode(s).decode()} for s in serialized]})
+    status, body, _ = process.call(
+        url, {"instances": [{"b64": base64.b64encode(s).decode()} for s in serialized]}
+    )
     assert status == 200, body
-    by_example = in_process.signatures["serving_default"](
-        examples=tf.constant(serialized))["probabilities"].numpy().reshape(-1)
+    by_example = (
+        in_process.signatures["serving_default"](examples=tf.constant(serialized))["probabilities"]
+        .numpy()
+        .reshape(-1)
+    )
     np.testing.assert_allclose(np.array(body["predictions"]).reshape(-1), by_example, atol=1e-6)
     np.testing.assert_allclose(by_example, expected, atol=1e-5)
 
     # classify and regress on tf.Example-style feature dicts, with shared context.
     context = {"payment_type": instances[0]["payment_type"]}
     examples = [{k: v for k, v in i.items() if k != "payment_type"} for i in instances[:1]]
-    status, body, _ = process.call(served["model_url"] + ":regress",
-                                   {"context": context, "examples": examples})
+    status, body, _ = process.call(
+        served["model_url"] + ":regress", {"context": context, "examples": examples}
+    )
     assert status == 200, body
     assert body["result"][0] == pytest.approx(expected[0], abs=1e-6)
-    status, body, _ = process.call(served["model_url"] + ":classify",
-                                   {"examples": [{k: [v] for k, v in instances[1].items()}]})
+    status, body, _ = process.call(
+        served["model_url"] + ":classify", {"examples": [{k: [v] for k, v in instances[1].items()}]}
+    )
     assert status == 200, body
     assert [label for label, _ in body["result"][0]] == ["0", "1"]
     assert body["result"][0][1][1] == pytest.approx(expected[1], abs=1e-6)
@@ -147,14 +177,16 @@ def test_predictions_equal_in_process_signatures(served, rows, in_process):
 
 def served_schema_path() -> str:
     from pipeline.settings import PipelineSettings
+
     return PipelineSettings.load({}).data.schema_path
 
 
 def test_int_values_for_float_features(served, rows, in_process):
     row = {**rows[0], "fare": 12.0, "trip_miles": 3.0}
     instance = {**json_instance(row), "fare": 12, "trip_miles": 3}  # JSON ints
-    status, body, _ = process.call(served["model_url"] + ":predict",
-                                   {"signature_name": "serving_raw", "instances": [instance]})
+    status, body, _ = process.call(
+        served["model_url"] + ":predict", {"signature_name": "serving_raw", "instances": [instance]}
+    )
     assert status == 200, body
     assert body["predictions"][0][0] == pytest.approx(call_raw(in_process, [row])[0], abs=1e-6)
 
@@ -165,24 +197,44 @@ def test_bad_requests_get_4xx_naming_the_problem(served, rows):
     raw = {"signature_name": "serving_raw"}
     cases = [
         (url, b'{"instances": [', 400, "malformed JSON"),
-        (url, b'[1, 2]', 400, "must be a JSON object"),
+        (url, b"[1, 2]", 400, "must be a JSON object"),
         (url, {**raw, "instances": [{**good, "fare": "twelve"}]}, 400, "'fare' expects a number"),
         (url, {**raw, "instances": [{**good, "company": 7}]}, 400, "'company' expects a string"),
         (url, {**raw, "instances": [{**good, "tip_pct": 3}]}, 400, "unknown input(s) tip_pct"),
-        (url, {**raw, "instances": [{k: v for k, v in good.items() if k != "fare"}]}, 400,
-         "missing input(s) fare"),
+        (
+            url,
+            {**raw, "instances": [{k: v for k, v in good.items() if k != "fare"}]},
+            400,
+            "missing input(s) fare",
+        ),
         (url, {**raw, "instances": []}, 400, "'instances' is empty"),
         (url, {**raw}, 400, "exactly one of 'instances'"),
-        (url, {"signature_name": "serving_rwa", "instances": [good]}, 400,
-         "signature_name 'serving_rwa' not found"),
+        (
+            url,
+            {"signature_name": "serving_rwa", "instances": [good]},
+            400,
+            "signature_name 'serving_rwa' not found",
+        ),
         (url, {"instances": [{"b64": "***"}]}, 400, "invalid base64"),
-        (url, b'{"instances": [' + b'1,' * MAX_BODY_BYTES + b'1]}', 413, "request body too large"),
-        (served["url"] + "/v1/models/taxi-tipz:predict", {"instances": [good]}, 404,
-         "model 'taxi-tipz'"),
-        (served["model_url"] + "/versions/999:predict", {"instances": [good]}, 404,
-         "Specific(taxi-tips, 999)"),
-        (served["model_url"] + "/labels/canary:predict", {"instances": [good]}, 404,
-         "label: 'canary'"),
+        (url, b'{"instances": [' + b"1," * MAX_BODY_BYTES + b"1]}", 413, "request body too large"),
+        (
+            served["url"] + "/v1/models/taxi-tipz:predict",
+            {"instances": [good]},
+            404,
+            "model 'taxi-tipz'",
+        ),
+        (
+            served["model_url"] + "/versions/999:predict",
+            {"instances": [good]},
+            404,
+            "Specific(taxi-tips, 999)",
+        ),
+        (
+            served["model_url"] + "/labels/canary:predict",
+            {"instances": [good]},
+            404,
+            "label: 'canary'",
+        ),
         (served["model_url"] + ":explain", {"instances": [good]}, 404, "unknown method"),
         (served["model_url"] + ":regress", {"examples": []}, 400, "'examples' must be"),
     ]
@@ -196,12 +248,13 @@ def test_bad_requests_get_4xx_naming_the_problem(served, rows):
 
 
 def test_requests_are_logged_with_version_and_latency(served, rows):
-    process.call(served["model_url"] + ":predict",
-                 {"signature_name": "serving_raw", "instances": [json_instance(rows[2])]})
+    process.call(
+        served["model_url"] + ":predict",
+        {"signature_name": "serving_raw", "instances": [json_instance(rows[2])]},
+    )
     records = list(serving_log.read(str(served["log"])))
     ok = [r for r in records if r["status"] == 200 and r["method"] == "predict"]
-    assert ok and all(r["version"] == str(served["version"]) and r["latency_ms"] > 0
-                      for r in ok)
+    assert ok and all(r["version"] == str(served["version"]) and r["latency_ms"] > 0 for r in ok)
     assert ok[-1]["request"]["instances"][0]["fare"] == rows[2]["fare"]
     assert len(ok[-1]["response"]["predictions"]) == 1
     assert any(r["status"] == 400 and "error" in r["response"] for r in records)
@@ -241,7 +294,7 @@ def test_hot_swap_under_load_then_rollback(served, rows):
     versions = [v for _, v, _ in results]
     assert versions[0] == str(old) and versions[-1] == str(new)
     # Once swapped, never back: each request sees one whole set of versions.
-    assert str(old) not in versions[versions.index(str(new)) + 3 * 2:]
+    assert str(old) not in versions[versions.index(str(new)) + 3 * 2 :]
     # The previous version stays loaded (the two newest are kept).
     status, _, headers = process.call(f"{served['model_url']}/versions/{old}:predict", body)
     assert status == 200 and headers["X-Model-Version"] == str(old)

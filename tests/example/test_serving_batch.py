@@ -1,6 +1,7 @@
 """Static and hybrid serving: the Beam batch job writes one keyed prediction per row of a span
 into the SQLite warehouse table, equal to the online server's; a hybrid server answers head
 keys from that table and tail keys with the model."""
+
 from __future__ import annotations
 
 import shutil
@@ -36,10 +37,16 @@ def batch(finished_run, tmp_path_factory):
         warehouse.insert(connection, settings.table, [("stale", 0.5, "0", 0)])
     result = batch_predict.run(settings, pipeline, span=SPAN)
     csv_rows = read_csv(Path(pipeline.data.data_dir) / f"span-{SPAN}" / "data.csv")
-    return {"tmp": tmp, "settings": settings, "result": result, "db": db_path,
-            "table": warehouse.read_table(str(db_path), settings.table),
-            "rows": csv_rows, "env": finished_run.env,
-            "version": int(finished_run.pushed_versions()[-1])}
+    return {
+        "tmp": tmp,
+        "settings": settings,
+        "result": result,
+        "db": db_path,
+        "table": warehouse.read_table(str(db_path), settings.table),
+        "rows": csv_rows,
+        "env": finished_run.env,
+        "version": int(finished_run.pushed_versions()[-1]),
+    }
 
 
 def instance(row: dict, key: str) -> dict:
@@ -55,8 +62,9 @@ def test_batch_job_writes_one_keyed_prediction_per_row(batch):
     assert all(0.0 < r["probability"] < 1.0 for r in table.values())
     # No staging table left behind.
     with sqlite3.connect(batch["db"]) as connection:
-        names = [n for (n,) in connection.execute("SELECT name FROM sqlite_master "
-                                                  "WHERE type = 'table'")]
+        names = [
+            n for (n,) in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        ]
     assert names == [batch["settings"].table]
 
 
@@ -68,22 +76,29 @@ def test_batch_matches_online_and_hybrid_answers_head_from_table(batch):
     table = batch["settings"].table
     keys = [f"{SPAN}:data.csv:{n}" for n in range(len(batch["rows"]))]
     with warehouse.connect(str(db)) as connection:
-        connection.execute(f'DELETE FROM "{table}" WHERE key NOT IN '
-                           f'({",".join("?" * HEAD)})', keys[:HEAD])
-        connection.execute(f'UPDATE "{table}" SET probability = ? WHERE key = ?',
-                           (SENTINEL, keys[0]))
-    env = {**batch["env"], "PIPELINE_SERVING_HYBRID": "1",
-           "PIPELINE_BATCH_PREDICT_SQLITE_PATH": str(db)}
+        connection.execute(
+            f'DELETE FROM "{table}" WHERE key NOT IN ({",".join("?" * HEAD)})', keys[:HEAD]
+        )
+        connection.execute(
+            f'UPDATE "{table}" SET probability = ? WHERE key = ?', (SENTINEL, keys[0])
+        )
+    env = {
+        **batch["env"],
+        "PIPELINE_SERVING_HYBRID": "1",
+        "PIPELINE_BATCH_PREDICT_SQLITE_PATH": str(db),
+    }
     instances = [instance(row, key) for row, key in zip(batch["rows"], keys)]
     with process.running_server(env, str(batch["tmp"] / "server.log")) as url:
-        status, body, _ = process.call(f"{url}/v1/models/taxi-tips:predict",
-                                       {"signature_name": "serving_keyed",
-                                        "instances": instances})
+        status, body, _ = process.call(
+            f"{url}/v1/models/taxi-tips:predict",
+            {"signature_name": "serving_keyed", "instances": instances},
+        )
         assert status == 200, body
         predictions = body["predictions"]
         assert [p["key"] for p in predictions] == keys
         assert [p["source"] for p in predictions] == ["table"] * HEAD + ["model"] * (
-            len(keys) - HEAD)
+            len(keys) - HEAD
+        )
         assert predictions[0]["probabilities"][0] == pytest.approx(SENTINEL, abs=1e-6)
         # Head rows other than the sentinel, and every tail row answered online, equal the
         # batch job's predictions.
@@ -91,12 +106,17 @@ def test_batch_matches_online_and_hybrid_answers_head_from_table(batch):
         batch_values = np.array([batch["table"][k]["probability"] for k in keys[1:]])
         np.testing.assert_allclose(online, batch_values, atol=1e-6)
         # The same rows through serving_raw (no hybrid) agree with the table too.
-        status, body, _ = process.call(f"{url}/v1/models/taxi-tips:predict", {
-            "signature_name": "serving_raw",
-            "instances": [{k: v for k, v in i.items() if k != "key"} for i in instances[:HEAD]]})
+        status, body, _ = process.call(
+            f"{url}/v1/models/taxi-tips:predict",
+            {
+                "signature_name": "serving_raw",
+                "instances": [{k: v for k, v in i.items() if k != "key"} for i in instances[:HEAD]],
+            },
+        )
         assert status == 200, body
-        np.testing.assert_allclose(np.array(body["predictions"]).reshape(-1)[1:],
-                                   batch_values[:HEAD - 1], atol=1e-6)
+        np.testing.assert_allclose(
+            np.array(body["predictions"]).reshape(-1)[1:], batch_values[: HEAD - 1], atol=1e-6
+        )
 
         status, stats, _ = process.call(f"{url}/monitoring/hybrid")
         assert status == 200
@@ -104,12 +124,14 @@ def test_batch_matches_online_and_hybrid_answers_head_from_table(batch):
         assert stats["hit_rate"] == pytest.approx(HEAD / len(keys))
 
 
-@pytest.mark.parametrize("column, value, expected", [
-    ("fare", "12.5O", "row 4: column 'fare' = '12.5O' is not a number"),
-    ("company", None, "column 'company' is missing"),
-])
-def test_a_bad_span_names_the_problem_and_keeps_the_table(batch, tmp_path, column, value,
-                                                          expected):
+@pytest.mark.parametrize(
+    "column, value, expected",
+    [
+        ("fare", "12.5O", "row 4: column 'fare' = '12.5O' is not a number"),
+        ("company", None, "column 'company' is missing"),
+    ],
+)
+def test_a_bad_span_names_the_problem_and_keeps_the_table(batch, tmp_path, column, value, expected):
     """A span the job cannot read fails with the file, row and column; the table written
     before stays as it was (the job writes a staging table and swaps it in only at the end)."""
     rows = [dict(row) for row in batch["rows"]]
@@ -128,6 +150,6 @@ def test_a_bad_span_names_the_problem_and_keeps_the_table(batch, tmp_path, colum
     assert "data.csv" in str(error.value)
     assert warehouse.read_table(str(db), settings.table) == batch["table"]
     with sqlite3.connect(db) as connection:
-        assert [n for (n,) in connection.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'table'")] == \
-            [settings.table]
+        assert [
+            n for (n,) in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        ] == [settings.table]

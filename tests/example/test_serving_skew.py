@@ -1,5 +1,6 @@
 """The serving-skew command over request logs: requests drawn from the training data show no
 skew (exit 0); requests with a shifted fare are reported, naming the feature (exit 1)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -21,15 +22,28 @@ def write_log(path: Path, rows: list[dict], version: str) -> None:
     logger = request_log.RequestLogger(str(path), sampling_rate=1.0)
     instances = [json_instance(r) for r in rows]
     for start in range(0, len(instances), 50):
-        part = instances[start:start + 50]
-        logger.log(model="taxi-tips", version=version, signature="serving_raw",
-                   method="predict", status=200, latency_ms=1.0,
-                   request={"signature_name": "serving_raw", "instances": part},
-                   response={"predictions": [[0.5]] * len(part)})
+        part = instances[start : start + 50]
+        logger.log(
+            model="taxi-tips",
+            version=version,
+            signature="serving_raw",
+            method="predict",
+            status=200,
+            latency_ms=1.0,
+            request={"signature_name": "serving_raw", "instances": part},
+            response={"predictions": [[0.5]] * len(part)},
+        )
     # A failed request is not part of the serving data.
-    logger.log(model="taxi-tips", version=version, signature="serving_raw", method="predict",
-               status=400, latency_ms=1.0, request={"instances": [{"fare": "x"}]},
-               response={"error": "..."})
+    logger.log(
+        model="taxi-tips",
+        version=version,
+        signature="serving_raw",
+        method="predict",
+        status=400,
+        latency_ms=1.0,
+        request={"instances": [{"fare": "x"}]},
+        response={"error": "..."},
+    )
     logger.close()
 
 
@@ -47,8 +61,9 @@ def settings_env(finished_run, monkeypatch):
             monkeypatch.setenv(key, value)
 
 
-def test_requests_like_training_data_have_no_skew(training_rows, finished_run, settings_env,
-                                                  tmp_path, capsys):
+def test_requests_like_training_data_have_no_skew(
+    training_rows, finished_run, settings_env, tmp_path, capsys
+):
     log = tmp_path / "requests.jsonl"
     write_log(log, training_rows, finished_run.pushed_versions()[-1])
     assert skew.run_skew(log=str(log)) == 0
@@ -80,22 +95,40 @@ def test_every_logged_request_format_yields_the_same_rows():
     import tensorflow_data_validation as tfdv
 
     from pipeline.settings import PipelineSettings
-    rows = [{"fare": 12.5, "trip_start_hour": 14, "payment_type": "Cash", "company": None},
-            {"fare": 3.0, "trip_start_hour": 2, "payment_type": "Cash", "company": "Flash Cab"}]
+
+    rows = [
+        {"fare": 12.5, "trip_start_hour": 14, "payment_type": "Cash", "company": None},
+        {"fare": 3.0, "trip_start_hour": 2, "payment_type": "Cash", "company": "Flash Cab"},
+    ]
     schema = tfdv.load_schema_text(PipelineSettings.load({}).data.schema_path)
-    examples = [{"b64": base64.b64encode(skew.to_example(r, schema).SerializeToString()).decode()}
-                for r in rows]
+    examples = [
+        {"b64": base64.b64encode(skew.to_example(r, schema).SerializeToString()).decode()}
+        for r in rows
+    ]
     bodies = [
         ("predict", {"instances": rows}),
         ("predict", {"inputs": {k: [r[k] for r in rows] for k in rows[0]}}),
-        ("classify", {"context": {"payment_type": "Cash"},
-                      "examples": [{k: [v] if v is not None else [] for k, v in r.items()
-                                    if k != "payment_type"} for r in rows]}),
+        (
+            "classify",
+            {
+                "context": {"payment_type": "Cash"},
+                "examples": [
+                    {k: [v] if v is not None else [] for k, v in r.items() if k != "payment_type"}
+                    for r in rows
+                ],
+            },
+        ),
         ("predict", {"instances": examples}),
     ]
     for method, body in bodies:
         got = list(serving_log.logged_rows([{"status": 200, "method": method, "request": body}]))
         typed = [skew.to_example(r, schema) for r in got]
         assert typed == [skew.to_example(r, schema) for r in rows], (method, got)
-    assert list(serving_log.logged_rows([{"status": 400, "method": "predict",
-                                   "request": {"instances": rows}}])) == []
+    assert (
+        list(
+            serving_log.logged_rows(
+                [{"status": 400, "method": "predict", "request": {"instances": rows}}]
+            )
+        )
+        == []
+    )
