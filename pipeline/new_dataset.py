@@ -29,6 +29,7 @@ import math
 import os
 import re
 import shutil
+import subprocess
 import sys
 import tempfile
 import textwrap
@@ -688,6 +689,22 @@ def infer_schema(data_dir: Path, training_only: list[str]):
     return with_environments(schema, training_only)
 
 
+def formatted(source: str) -> str:
+    """The generated features.py in the project's code style (`ruff format`, as `make lint`
+    checks it); unchanged where ruff is not installed (it is a development dependency)."""
+    ruff = shutil.which("ruff") or str(Path(sys.executable).with_name("ruff"))
+    if not os.path.exists(ruff):
+        return source
+    result = subprocess.run(
+        [ruff, "format", "--stdin-filename", "models/features.py", "-"],
+        input=source,
+        capture_output=True,
+        text=True,
+        cwd=PROJECT_ROOT,
+    )
+    return result.stdout if result.returncode == 0 else source
+
+
 def write_text_atomically(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(path.name + ".tmp")
@@ -757,7 +774,7 @@ def create(options: Options) -> Result:
     project = Path(options.project_dir)
     data_dir = project / "data"
     label_key = label_key_for(options.label, kept.columns)
-    source = features_source(options, name, plan, label_key, thresholds, profiles, spans)
+    source = formatted(features_source(options, name, plan, label_key, thresholds, profiles, spans))
     compile(source, "features.py", "exec")  # a generator bug fails here, before writing
     label_cols = label_expression.columns(options.label)  # never features (plan_features)
     staging = write_spans(spans, data_dir)

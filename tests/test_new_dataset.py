@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -262,6 +264,18 @@ def test_create_writes_features_in_the_shipped_format(deliveries_project):
     majority = max((newest["status"] == "late").mean(), (newest["status"] != "late").mean())
     assert namespace["MIN_BINARY_ACCURACY"] == np.floor(majority * 100) / 100
     assert namespace["label_columns"]() == ["status"]
+
+
+def test_generated_features_pass_the_projects_lint(deliveries_project):
+    """`make lint` (ruff check and format) passes on a project after `make new-dataset`."""
+    project, _ = deliveries_project
+    ruff = Path(sys.executable).with_name("ruff")
+    features_file = project / "models" / "features.py"
+    for command in (["check", "--select", "E,F,W,I,UP"], ["format", "--check"]):
+        result = subprocess.run(
+            [str(ruff), *command, str(features_file)], cwd=ROOT, capture_output=True, text=True
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_create_infers_the_schema_over_all_spans(deliveries_project):
