@@ -35,6 +35,7 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # before TensorFlow loads (in
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from benchmarks import holdout, official_template, process_tree
+from scripts import split_data
 
 REPO = Path(__file__).resolve().parents[1]
 # Every package the pipeline may import (serving/, streaming/, analysis/ when present).
@@ -369,16 +370,7 @@ def run_benchmark(args: argparse.Namespace, workdir: Path) -> None:
 
 def official_sample_csv() -> Path:
     """The 15,002-row Chicago taxi sample shipped in the tfx wheel."""
-    import tfx  # only needed here
-
-    path = (
-        Path(tfx.__file__).parent
-        / "examples"
-        / "chicago_taxi_pipeline"
-        / "data"
-        / "simple"
-        / "data.csv"
-    )
+    path = split_data.official_sample_path()
     if not path.is_file():
         raise FileNotFoundError(path)
     return path

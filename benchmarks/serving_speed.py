@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import csv
 import os
 import statistics
 import sys
@@ -35,24 +34,11 @@ from serving import batch_predict, paths, process
 from serving.settings import BatchPredictSettings, ServingSettings
 
 
-def read_csv(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def write_csv(path: Path, rows: list[dict[str, str]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]), lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-
-
 def span_rows(settings: PipelineSettings) -> list[dict]:
     rows = []
     for span in spans.available_spans(settings):
         for path in sorted(tf.io.gfile.glob(spans.span_files_pattern(settings, span))):
-            rows += read_csv(Path(path))
+            rows += spans.read_csv(Path(path))
     return rows
 
 
@@ -136,7 +122,7 @@ async def http_load(url: str, instances: list[dict], concurrency: int, seconds: 
 def batch_job(settings: PipelineSettings, rows: list[dict], copies: int, tmp: str) -> dict:
     """The batch job over one span of `copies` x the shipped rows, into a fresh SQLite file."""
     data_dir = Path(tmp) / f"data-{copies}"
-    write_csv(data_dir / "span-1" / "data.csv", rows * copies)
+    spans.write_csv(data_dir / "span-1" / "data.csv", rows * copies)
     job_settings = PipelineSettings.load(data_dir=str(data_dir), span_pattern="span-{SPAN}/*.csv")
     batch = BatchPredictSettings.load(sqlite_path=os.path.join(tmp, f"predictions-{copies}.db"))
     result = batch_predict.run(batch, job_settings, span=1)

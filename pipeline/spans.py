@@ -7,8 +7,10 @@ job, a copy job), so a half-copied span is never ingested."""
 
 from __future__ import annotations
 
+import csv
 import os
 import re
+from pathlib import Path
 from typing import Collection, Optional
 
 import tensorflow as tf
@@ -167,3 +169,18 @@ def with_beam_workers(settings: PipelineSettings) -> PipelineSettings:
         settings.beam.multiprocessing_min_mb,
     )
     return settings.with_overrides(beam_direct_num_workers="0" if large else "1")
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    """A span file's rows as dicts of raw strings (tests, benchmarks and replays slice spans)."""
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def write_csv(path: Path, rows: list[dict[str, str]]) -> None:
+    """Rows as a span file, the header from the first row's keys."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)

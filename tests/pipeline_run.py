@@ -3,7 +3,6 @@ subprocess, and reading what happened from MLMD."""
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import glob
 import os
@@ -16,7 +15,7 @@ import tensorflow as tf
 
 from pipeline import metadata
 from pipeline.settings import PipelineSettings
-from pipeline.spans import mark_complete
+from pipeline.spans import mark_complete, read_csv, write_csv
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,19 +42,6 @@ def write_data_slice(
         write_csv(data_dir / f"span-{span}" / "data.csv", rows)
         if complete:
             mark_complete(str(data_dir / f"span-{span}"))
-
-
-def read_csv(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def write_csv(path: Path, rows: list[dict[str, str]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]), lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 @dataclasses.dataclass
