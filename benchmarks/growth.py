@@ -35,7 +35,8 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+import pipeline.runtime  # noqa: F401 (first: Keras 2 before TensorFlow loads)
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import psutil

@@ -31,7 +31,8 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Mapping, Optional, Sequence
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # before TensorFlow loads (in holdout)
+import pipeline.runtime  # noqa: F401 (first: Keras 2 before TensorFlow loads)
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from benchmarks import holdout, official_template, process_tree

@@ -311,7 +311,6 @@ def main(argv: list[str]) -> None:
     if len(argv) > 4:
         _exit_when_orphaned(int(argv[4]))
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
-    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     server = start_server(cluster, task_type, index)
     print(f"serving {task_type} {index} at {cluster[task_type][index]}", flush=True)
     server.join()

@@ -4,7 +4,8 @@ read a run's outputs share."""
 
 import os
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+import pipeline.runtime  # noqa: F401 (first: Keras 2 before TensorFlow loads)
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from pathlib import Path

@@ -13,10 +13,9 @@ a model to warm-start from; custom_config then needs warm_start_steps_fraction).
 from __future__ import annotations
 
 import json
-import os
 import sys
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+import pipeline.runtime  # noqa: F401 (first: Keras 2 before TensorFlow loads)
 
 
 def main(spec: dict) -> None:
