@@ -13,7 +13,6 @@ summary, or on failure one message naming the span and what to do, and the log's
 
 import argparse
 import atexit
-import dataclasses
 import sys
 from typing import Optional
 
@@ -58,74 +57,9 @@ with runtime.paused_for_imports():
     from absl import logging
     from tfx import v1 as tfx
 
-    from pipeline import input_check, preflight, progress, rejections, run_summary, spans, tfx_cli
-    from pipeline.names import EXAMPLE_GEN_ID
+    from pipeline import local_run, preflight, rejections, run_summary, spans, tfx_cli
     from pipeline.pipeline import create_pipeline
     from pipeline.settings import PipelineSettings
-
-
-@dataclasses.dataclass
-class RunState:
-    """Where a run is, for its failure message: the span being ingested or checked."""
-
-    span: Optional[int] = None
-
-
-def ingest_earlier_spans(
-    settings: PipelineSettings, metadata, state: Optional[RunState] = None
-) -> None:
-    """A new pipeline (or one whose window grew) first ingests the older spans of its training
-    window, one ExampleGen run each, as if they had arrived over time; the full run then
-    ingests the newest span and trains on the whole window. Rejected spans are skipped and
-    the window reaches back past them."""
-    state = state or RunState()
-    ingested = spans.ingested_spans(settings, EXAMPLE_GEN_ID)
-    while True:
-        rejected = rejections.of_pipeline(settings)
-        todo = spans.earlier_spans_to_ingest(settings, ingested, rejected)
-        if not todo:
-            return
-        state.span = todo[0]
-        span = state.span
-        logging.info("Ingesting earlier span %d", span)
-        # One console line for the span's ExampleGen run, not one per component.
-        with progress.step(f"Ingesting earlier span {span}") as step:
-            if not input_check.ingest_earlier_span(
-                settings,
-                span,
-                lambda: tfx.orchestration.LocalDagRunner().run(
-                    create_pipeline(
-                        settings,
-                        metadata_connection_config=metadata,
-                        ingest_only_span=span,  # noqa: B023 (called at once)
-                    )
-                ),
-                run_log.failed_node,
-            ):
-                step.outcome = "rejected"
-        ingested.add(span)
-
-
-def run(settings: PipelineSettings, metadata, span: Optional[int], state: RunState) -> None:
-    """Checks the new span's files, ingests the window's earlier spans, runs the pipeline."""
-    if span is not None:
-        state.span = span
-        if span not in spans.ingested_spans(settings, EXAMPLE_GEN_ID):
-            input_check.check_span_files(settings, span)
-        ingest_earlier_spans(settings, metadata, state)
-        state.span = span
-    tfx.orchestration.LocalDagRunner().run(
-        create_pipeline(settings, metadata_connection_config=metadata, span=span)
-    )
-
-
-def failure_message(settings: PipelineSettings, error: Exception, state: RunState) -> str:
-    """A rejection is recorded against its span and said so; anything else is a crash."""
-    node = run_log.failed_node(error)
-    rejection = rejections.record_failure(settings, state.span, node or "", error)
-    if rejection is not None:
-        return run_log.rejection_message(rejection, settings)
-    return run_log.crash_message(error, node, state.span)
 
 
 def main(verbose: bool = False, early: Optional[run_log.EarlyOutput] = None) -> None:
@@ -160,11 +94,11 @@ def main(verbose: bool = False, early: Optional[run_log.EarlyOutput] = None) -> 
             + (f" on span {span}" if span is not None else "")
             + f" (full log: {log.path})"
         )
-        state = RunState()
+        state = local_run.RunState()
         try:
-            run(settings, metadata, span, state)
+            local_run.run(settings, metadata, span, state)
         except Exception as error:  # noqa: BLE001 (every failure ends with its message)
-            log.fail(failure_message(settings, error, state))
+            log.fail(local_run.failure_message(settings, error, state))
             raise SystemExit(1) from None
         log.print(run_summary.latest_run_summary(settings))
     runtime.freeze_live_objects()

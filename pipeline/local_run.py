@@ -1,0 +1,80 @@
+"""A local run (local_runner.py, `make run`): the training window's earlier spans ingested
+first, one ExampleGen run each, then the pipeline on the new span; and the one message a
+failed run ends with."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional
+
+from absl import logging
+from tfx import v1 as tfx
+
+from pipeline import input_check, progress, rejections, run_log, spans
+from pipeline.names import EXAMPLE_GEN_ID
+from pipeline.pipeline import create_pipeline
+from pipeline.settings import PipelineSettings
+
+
+@dataclasses.dataclass
+class RunState:
+    """Where a run is, for its failure message: the span being ingested or checked."""
+
+    span: Optional[int] = None
+
+
+def ingest_earlier_spans(
+    settings: PipelineSettings, metadata, state: Optional[RunState] = None
+) -> None:
+    """A new pipeline (or one whose window grew) first ingests the older spans of its training
+    window, one ExampleGen run each, as if they had arrived over time; the full run then
+    ingests the newest span and trains on the whole window. Rejected spans are skipped and
+    the window reaches back past them."""
+    state = state or RunState()
+    ingested = spans.ingested_spans(settings, EXAMPLE_GEN_ID)
+    while True:
+        rejected = rejections.of_pipeline(settings)
+        todo = spans.earlier_spans_to_ingest(settings, ingested, rejected)
+        if not todo:
+            return
+        state.span = todo[0]
+        span = state.span
+        logging.info("Ingesting earlier span %d", span)
+        # One console line for the span's ExampleGen run, not one per component.
+        with progress.step(f"Ingesting earlier span {span}") as step:
+            if not input_check.ingest_earlier_span(
+                settings,
+                span,
+                lambda: tfx.orchestration.LocalDagRunner().run(
+                    create_pipeline(
+                        settings,
+                        metadata_connection_config=metadata,
+                        ingest_only_span=span,  # noqa: B023 (called at once)
+                    )
+                ),
+                run_log.failed_node,
+            ):
+                step.outcome = "rejected"
+        ingested.add(span)
+
+
+def run(settings: PipelineSettings, metadata, span: Optional[int], state: RunState) -> None:
+    """Checks the new span's files, ingests the window's earlier spans, runs the pipeline."""
+    if span is not None:
+        state.span = span
+        if span not in spans.ingested_spans(settings, EXAMPLE_GEN_ID):
+            input_check.check_span_files(settings, span)
+        ingest_earlier_spans(settings, metadata, state)
+        state.span = span
+    tfx.orchestration.LocalDagRunner().run(
+        create_pipeline(settings, metadata_connection_config=metadata, span=span)
+    )
+
+
+def failure_message(settings: PipelineSettings, error: Exception, state: RunState) -> str:
+    """A rejection is recorded against its span and said so; anything else is a crash."""
+    node = run_log.failed_node(error)
+    rejection = rejections.record_failure(settings, state.span, node or "", error)
+    if rejection is not None:
+        return run_log.rejection_message(rejection, settings)
+    return run_log.crash_message(error, node, state.span)
