@@ -103,7 +103,6 @@ def create_pipeline(
 
     `metadata_connection_config` comes from the runner (None where the orchestrator
     provides its own, as Kubeflow does)."""
-    settings = spans.with_beam_workers(settings)
     example_gen = _example_gen(settings, span if ingest_only_span is None else ingest_only_span)
     if ingest_only_span is not None and settings.data.infer_schema:
         return _pipeline(settings, [example_gen], metadata_connection_config)
@@ -493,5 +492,5 @@ def _pipeline(
         components=components,
         enable_cache=settings.pipeline_caching,
         metadata_connection_config=metadata_connection_config,
-        beam_pipeline_args=settings.beam_pipeline_args,
+        beam_pipeline_args=spans.beam_pipeline_args(settings),
     )

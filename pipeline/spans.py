@@ -147,6 +147,12 @@ def window_input_bytes(settings: PipelineSettings) -> int:
     return total
 
 
+def beam_pipeline_args(settings: PipelineSettings) -> list[str]:
+    """The pipeline's Beam arguments, with PIPELINE_BEAM_DIRECT_NUM_WORKERS=auto resolved
+    against the data (see with_beam_workers)."""
+    return with_beam_workers(settings).beam_pipeline_args
+
+
 def with_beam_workers(settings: PipelineSettings) -> PipelineSettings:
     """The settings with PIPELINE_BEAM_DIRECT_NUM_WORKERS=auto resolved against the data: one
     DirectRunner worker process per core for a training window of at least
