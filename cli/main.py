@@ -271,17 +271,19 @@ def serve(
 @app.command(
     "batch-predict",
     epilog=_examples(
-        "make batch-predict              # the newest span, the newest pushed model",
+        "make batch-predict              # the newest complete span, the newest pushed model",
         'make batch-predict ARGS="--span 3 --version 1234"',
         "tfx-template batch-predict --span 3 --version 1234    # the same",
     ),
 )
 def batch_predict(
     span: Optional[int] = typer.Option(
-        None, metavar="N", help="default: PIPELINE_BATCH_PREDICT_SPAN, else the newest span"
+        None,
+        metavar="N",
+        help="default: PIPELINE_BATCH_PREDICT_SPAN, else the newest complete span",
     ),
     version: Optional[int] = typer.Option(
-        None, metavar="VERSION", help="model version; default: the newest pushed"
+        None, metavar="VERSION", help="model version; default: the newest pushed version that loads"
     ),
 ) -> None:
     """Batch predictions of one span into the warehouse table.

@@ -83,7 +83,7 @@ class BatchPredictSettings(SettingsModel):
     )
     table: str = Field("predictions", description="SQLite table, or BigQuery dataset.table.")
     span: int = Field(
-        0, description="The span to predict; 0 = the newest span in PIPELINE_DATA_DIR."
+        0, description="The span to predict; 0 = the newest complete span in PIPELINE_DATA_DIR."
     )
 
     def check_warehouse(self, pipeline: PipelineSettings) -> None:
