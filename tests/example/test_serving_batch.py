@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from pipeline.settings import PipelineSettings
+from pipeline.spans import mark_complete
 from serving import batch_predict, process, warehouse
 from serving.settings import BatchPredictSettings
 from tests.pipeline_run import read_csv, write_csv
@@ -141,6 +142,7 @@ def test_a_bad_span_names_the_problem_and_keeps_the_table(batch, tmp_path, colum
     else:
         rows[3][column] = value
     write_csv(tmp_path / "data" / f"span-{SPAN}" / "data.csv", rows)
+    mark_complete(str(tmp_path / "data" / f"span-{SPAN}"))
     db = tmp_path / "warehouse.db"
     shutil.copy(batch["db"], db)
     environ = {k: v for k, v in batch["env"].items() if k.startswith("PIPELINE_")}
