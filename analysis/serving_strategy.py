@@ -236,9 +236,12 @@ def table_bytes(rows: int, key_bytes: float, version_bytes: int) -> dict[str, in
     probability, model_version, span).
     SQLite: measured with the warehouse's table (key as TEXT PRIMARY KEY, so stored twice:
     in the table and its index, filled about 70% by keys arriving in any order): about
-    2.1 x key + version + 30 bytes a row (74 bytes for 16-byte keys, 125 for 40-byte keys).
+    2.1 x key + version + 30 bytes a row (74 bytes for 16-byte keys, 125 for 40-byte keys),
+    plus about two 4 KB pages of any file (its schema page, the table's and index's roots).
     BigQuery's billed size: STRING 2 + its UTF-8 bytes, FLOAT64 and INT64 8 each."""
-    sqlite = rows * (2.1 * key_bytes + version_bytes + 30)
+    if not rows:
+        return {"sqlite": 0, "bigquery": 0}
+    sqlite = rows * (2.1 * key_bytes + version_bytes + 30) + 2 * 4096
     bigquery = rows * ((2 + key_bytes) + 8 + (2 + version_bytes) + 8)
     return {"sqlite": int(round(sqlite)), "bigquery": int(round(bigquery))}
 
@@ -302,7 +305,7 @@ def recommend(
         "dynamic",
         f"high cardinality, {why_high}; flat, {coverage}",
         0,
-        {"sqlite": 0, "bigquery": 0},
+        table_bytes(0, 0, version_bytes),
         0.0,
     )
 
