@@ -25,6 +25,7 @@ import hashlib
 import io
 import json
 import math
+import os
 import sys
 from collections import Counter
 from typing import Any, Iterable, Optional, Sequence
@@ -114,14 +115,12 @@ def log_keys(path: str, columns: Optional[Sequence[str]] = None) -> Keys:
     explicit = bool(columns)
     columns = list(columns or features.raw_feature_keys())
     keys, keyed, versions, seen = [], 0, Counter(), set()
-    try:
-        records = list(serving_log.read(path))
-    except FileNotFoundError:
+    if not os.path.isfile(path):
         raise StrategyError(
             f"no request log at {path}: serve with PIPELINE_SERVING_LOG_SAMPLING_RATE>0 "
             "first, or pass --log or --span"
-        ) from None
-    for record in records:
+        )
+    for record in serving_log.read(path):
         use_key = not explicit and record.get("signature_name") == SERVING_KEYED_SIGNATURE
         for row in serving_log.logged_rows([record]):
             seen.update(row)
