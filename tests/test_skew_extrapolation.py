@@ -108,9 +108,7 @@ def test_a_truncated_category_list_gives_an_upper_bound(schema, training_rows, t
     """When the statistics list fewer categories than training had (TFDV keeps the most
     frequent 1,000), the report says the rate is at most that."""
     category = next(f.name for f in inputs(schema) if categorical(f))
-    truncated = statistics_pb2.DatasetFeatureStatisticsList.FromString(
-        training.SerializeToString()
-    )
+    truncated = statistics_pb2.DatasetFeatureStatisticsList.FromString(training.SerializeToString())
     for feature in truncated.datasets[0].features:
         if (".".join(feature.path.step) or feature.name) == category:
             feature.string_stats.unique += 5
