@@ -332,6 +332,59 @@ def skew(
     _exit(skew_check.run_skew(log=log, training_statistics=training_statistics, schema=schema))
 
 
+@app.command(
+    "serving-strategy",
+    epilog=_examples(
+        "make serving-strategy           # the request log: static, dynamic or hybrid?",
+        'make serving-strategy ARGS="--span 6"',
+        "tfx-template serving-strategy --span 6    # the same: a span's rows as the workload",
+        "tfx-template serving-strategy --log requests.jsonl --key COLUMN --json",
+    ),
+)
+def serving_strategy(
+    log: Optional[str] = typer.Option(
+        None,
+        metavar="FILE",
+        help="the request log (default: PIPELINE_SERVING_LOG_PATH, "
+        "else <output dir>/serving_logs/requests.jsonl)",
+    ),
+    span: Optional[int] = typer.Option(
+        None, metavar="N", help="a span's rows as the workload instead of the log"
+    ),
+    key: Optional[list[str]] = typer.Option(
+        None,
+        metavar="COLUMN",
+        help="a column making up the request key (repeat for several; default: the keyed "
+        "signature's key, else every model input)",
+    ),
+    top_k: Optional[list[int]] = typer.Option(
+        None,
+        "--top-k",
+        metavar="K",
+        min=1,
+        help="report the share of rows of the K most frequent keys (repeat; "
+        "default: 1, 10, 100, 1000, 10000)",
+    ),
+    as_json: bool = typer.Option(False, "--json", help="the figures as JSON"),
+) -> None:
+    """Static, dynamic or hybrid serving, from the workload's cardinality and peakedness.
+
+    Counts the request keys of the logged requests (or of a span's rows): distinct keys,
+    the share of rows of the top-k keys, the fewest keys covering 80/90/95% of rows. Then the
+    seed's rule: very low cardinality -> static (precompute every key); high and flat ->
+    dynamic; high and peaked -> hybrid (precompute the head), with the table's size and the
+    expected hit rate. Thresholds: PIPELINE_SERVING_STRATEGY_*. Exit status 0, or 2 on an
+    error (no log, no such span or column).
+    """
+    from analysis import serving_strategy as strategy
+
+    _exit(
+        strategy.run_serving_strategy(
+            log=log, span=span, key=key or None, top_k=top_k or None, as_json=as_json
+        )
+    )
+
+
 # ---------------------------------------------------------------------- exploring results
 
 
