@@ -9,6 +9,10 @@ Endpoints, as TF Serving's (https://www.tensorflow.org/tfx/serving/api_rest):
     POST /v1/models/{name}[/versions/{v}|/labels/{l}]:predict    {"instances"} or {"inputs"}
     POST ...:classify | :regress                            {"examples": [...], "context"}
     GET  /monitoring/hybrid                                 hybrid serving hit rate
+    GET  /monitoring/prometheus/metrics                     Prometheus metrics (serving/metrics.py)
+    GET  /healthz                                           200 while a version is loaded, else 503
+TF Serving's gRPC API runs in the same process (serving/grpc_server.py, PIPELINE_SERVING_GRPC_PORT);
+a bearer token guards both (serving/auth.py).
 Errors are {"error": "..."} with a 4xx status for client mistakes. Labels: `latest` (the newest
 loaded version) and `previous`. Each predict response carries the version that answered in
 the `X-Model-Version` header.
@@ -30,9 +34,11 @@ from aiohttp import web
 from pipeline import runtime
 from pipeline.names import SERVING_DEFAULT_SIGNATURE, SERVING_KEYED_SIGNATURE, SERVING_RAW_SIGNATURE
 from pipeline.settings import PipelineSettings
-from serving import paths
+from pipeline.settings_model import SettingsError
+from serving import auth, grpc_server, paths
 from serving.batching import Batcher
 from serving.hybrid import PredictionTable
+from serving.metrics import HEALTH_PATH, METRICS_PATH, Metrics
 from serving.model_store import LoadedVersion, ModelStore
 from serving.request_log import RequestLogger
 from serving.settings import BatchPredictSettings, ServingSettings
@@ -62,11 +68,17 @@ class App:
         self.logger = RequestLogger(
             paths.request_log_path(settings, pipeline), settings.log_sampling_rate
         )
+        self.token = auth.token(settings)
+        self.metrics = Metrics(self.model_name, store)
+        self.batcher.on_call = self.metrics.observe_batch
 
     # ---- routing -------------------------------------------------------------------------
     def web_app(self) -> web.Application:
+        # Outermost first: every answer is counted, then the token is checked.
+        guard = [auth.rest_middleware(self.token, [HEALTH_PATH])] if self.token else []
         app = web.Application(
-            client_max_size=self.settings.max_body_bytes, middlewares=[self._errors]
+            client_max_size=self.settings.max_body_bytes,
+            middlewares=[self.metrics.rest_middleware(), *guard, self._errors],
         )
         base = f"/v1/models/{NAME}"
         for prefix in (base, f"{base}/versions/{VERSION}", f"{base}/labels/{LABEL}"):
@@ -74,6 +86,8 @@ class App:
             app.router.add_get(prefix + "/metadata", self.metadata)
             app.router.add_post(prefix + ":" + METHOD, self.call)
         app.router.add_get("/monitoring/hybrid", self.hybrid_stats)
+        app.router.add_get(METRICS_PATH, self.metrics.metrics_page)
+        app.router.add_get(HEALTH_PATH, self.metrics.health)
         app.on_startup.append(self._start_polling)
         app.on_cleanup.append(self._stop)
         return app
@@ -381,12 +395,20 @@ def build(
     return App(settings, pipeline, store, table)
 
 
-def serve(host: Optional[str] = None, port: Optional[int] = None) -> None:
-    """`tfx-template serve`: serves until stopped, on `host` and `port` (default
-    PIPELINE_SERVING_HOST and PIPELINE_SERVING_PORT)."""
+def serve(
+    host: Optional[str] = None, port: Optional[int] = None, grpc_port: Optional[int] = None
+) -> None:
+    """`tfx-template serve`: serves REST and gRPC until stopped, on `host`, `port` and
+    `grpc_port` (default PIPELINE_SERVING_HOST, _PORT and _GRPC_PORT; gRPC port 0: REST only)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    overrides = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
-    settings, pipeline = ServingSettings.load(**overrides), PipelineSettings.load()
+    overrides = {
+        k: v for k, v in (("host", host), ("port", port), ("grpc_port", grpc_port)) if v is not None
+    }
+    try:
+        settings, pipeline = ServingSettings.load(**overrides), PipelineSettings.load()
+        auth.check_exposure(settings)  # before loading anything: refuse an open server at once
+    except SettingsError as error:
+        raise SystemExit(f"error: {error}") from None
     app = build(settings, pipeline, BatchPredictSettings.load())
     # TensorFlow and the loaded models live as long as the server: full collections that
     # walk them again would stall requests.
@@ -395,10 +417,34 @@ def serve(host: Optional[str] = None, port: Optional[int] = None) -> None:
         log.warning(
             "no model version under %s yet; waiting for the Pusher", pipeline.serving_model_dir
         )
+    web_app = app.web_app()
+    addresses = f"http://{settings.host}:{settings.port} (REST)"
+    if settings.grpc_port:
+        _serve_grpc_too(web_app, app, settings)
+        addresses += f" and {grpc_server.address_host(settings.host)}:{settings.grpc_port} (gRPC)"
     print(
-        f"serving '{app.model_name}' from {pipeline.serving_model_dir} on "
-        f"http://{settings.host}:{settings.port}",
+        f"serving '{app.model_name}' from {pipeline.serving_model_dir} on {addresses}",
         file=sys.stderr,
         flush=True,
     )
-    web.run_app(app.web_app(), host=settings.host, port=settings.port, print=None, access_log=None)
+    web.run_app(web_app, host=settings.host, port=settings.port, print=None, access_log=None)
+
+
+def _serve_grpc_too(web_app: web.Application, app: App, settings: ServingSettings) -> None:
+    """The gRPC server starts and stops with the REST app, on its event loop."""
+    services = grpc_server.Services(app.model_name, app.store, app.batcher, app.metrics, app.token)
+    running = []
+
+    async def start(_: web.Application) -> None:
+        running.append(
+            await grpc_server.start(
+                services, settings.host, settings.grpc_port, settings.max_body_bytes
+            )
+        )
+
+    async def stop(_: web.Application) -> None:
+        for server in running:
+            await server.stop(grace=1)
+
+    web_app.on_startup.append(start)
+    web_app.on_cleanup.insert(0, stop)  # before the batcher it uses closes

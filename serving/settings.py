@@ -26,6 +26,30 @@ class ServingSettings(SettingsModel):
         "the server is a deliberate choice (0.0.0.0 in a container).",
     )
     port: int = Field(8501, description="TF Serving's REST port, so clients work against both.")
+    grpc_port: int = Field(
+        8500,
+        ge=0,
+        le=65535,
+        description="TF Serving's gRPC port (PredictionService, ModelService), served by the "
+        "same process on the same host; 0 = no gRPC.",
+    )
+    auth_token: str = Field(
+        "",
+        repr=False,
+        description="A bearer token every request must carry (REST: `Authorization: Bearer "
+        "<token>`, gRPC: `authorization` metadata); empty = none. Required to listen on a "
+        "non-loopback host unless PIPELINE_SERVING_ALLOW_INSECURE=1.",
+    )
+    auth_token_file: str = Field(
+        "",
+        description="A file holding that token (a mounted secret), instead of "
+        "PIPELINE_SERVING_AUTH_TOKEN.",
+    )
+    allow_insecure: bool = Field(
+        False,
+        description="Listen on a non-loopback host without a token: only behind something "
+        "that authenticates (an ingress, a private network).",
+    )
     model_name: str = Field(
         "", description="Model name in the URLs (/v1/models/<name>); empty = the pipeline name."
     )
