@@ -72,6 +72,13 @@ def load_version(path: str, version: int) -> LoadedVersion:
     }
     if not signatures:
         raise ValueError(f"{path} has no servable signatures")
+    proto = saved_model_pb2.SavedModel()
+    with open(os.path.join(path, "saved_model.pb"), "rb") as f:
+        proto.ParseFromString(f.read())
+    signature_defs = proto.meta_graphs[0].signature_def
+    for name, signature in signatures.items():
+        # What TF Serving's Classify/Regress check (serving/classify_regress.py).
+        signature.method_name = signature_defs[name].method_name
     for signature in signatures.values():
         outputs = signature(
             {
@@ -85,9 +92,6 @@ def load_version(path: str, version: int) -> LoadedVersion:
                     f"warm-up of signature '{signature.name}': output '{key}' "
                     f"is not finite: {value.ravel()[:4]}"
                 )
-    proto = saved_model_pb2.SavedModel()
-    with open(os.path.join(path, "saved_model.pb"), "rb") as f:
-        proto.ParseFromString(f.read())
     signature_def = {
         "signature_def": json_format.MessageToDict(
             proto.meta_graphs[0],
