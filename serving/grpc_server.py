@@ -40,7 +40,7 @@ from tensorflow_serving.apis import (
 )
 
 from pipeline.names import SERVING_DEFAULT_SIGNATURE
-from serving import auth, status_codes
+from serving import auth, classify_regress, status_codes
 from serving.batching import Batcher
 from serving.metrics import Metrics
 from serving.model_store import LoadedVersion, ModelStore
@@ -152,14 +152,17 @@ class Services(
             raise Abort(grpc.StatusCode.INVALID_ARGUMENT, "ModelSpec has no name specified.")
         choice = spec.WhichOneof("version_choice")
         if choice == "version_label":
-            model = self.store.label(spec.version_label) if spec.name == self.model_name else None
-            if model is None:
+            if spec.name != self.model_name:  # a model without labels
                 raise Abort(
                     grpc.StatusCode.INVALID_ARGUMENT,
                     f"Unrecognized servable version label: {spec.version_label}",
                 )
-            return model
-        if choice == "version":
+            # The model config file's label, then that version (a RequestError(400) for a
+            # label it does not define).
+            version = self.store.label_version(spec.version_label)
+            model = self.store.get(version)
+            request_text = f"Specific({spec.name}, {version})"
+        elif choice == "version":
             model = self.store.get(spec.version.value) if spec.name == self.model_name else None
             request_text = f"Specific({spec.name}, {spec.version.value})"
         else:
@@ -206,8 +209,6 @@ class Services(
 
     # ---- Classify and Regress ----------------------------------------------------------
     async def _classify(self, request: classification_pb2.ClassificationRequest):
-        from serving import classify_regress
-
         model = self._model(request)
         name = request.model_spec.signature_name or SERVING_DEFAULT_SIGNATURE
         classes, scores = await classify_regress.classify(
@@ -216,21 +217,15 @@ class Services(
         response = classification_pb2.ClassificationResponse(
             model_spec=self._response_spec(model, name)
         )
-        rows = len(scores) if scores is not None else len(classes)
-        for i in range(rows):
+        # A signature without `classes` gives b"" labels, one without `scores` 0 scores: the
+        # fields TF Serving leaves unset, which read the same.
+        for labels, values in zip(classes, scores):
             result = response.result.classifications.add()
-            width = (scores if scores is not None else classes).shape[1]
-            for k in range(width):
-                entry = result.classes.add()
-                if classes is not None:
-                    entry.label = _text(classes[i, k])
-                if scores is not None:
-                    entry.score = float(scores[i, k])
+            for label, score in zip(labels, values):
+                result.classes.add(label=_text(label), score=float(score))
         return response, model.version
 
     async def _regress(self, request: regression_pb2.RegressionRequest):
-        from serving import classify_regress
-
         model = self._model(request)
         name = request.model_spec.signature_name or SERVING_DEFAULT_SIGNATURE
         values = await classify_regress.regress(
@@ -357,20 +352,19 @@ def columns_from_tensors(signature, inputs) -> dict[str, list]:
 
 
 def serialized_examples(input_proto) -> list[bytes]:
-    """An Input's tf.Examples, serialized; with a context, the context's bytes first, so each
-    parses as the context merged with the example (what TF Serving feeds the model)."""
+    """An Input's tf.Examples, serialized (none: Classify/Regress answer "Input is empty."
+    after checking the signature, as TF Serving does); with a context, merged into each as
+    TF Serving merges it."""
     kind = input_proto.WhichOneof("kind")
     if kind == "example_list":
-        examples = [e.SerializeToString() for e in input_proto.example_list.examples]
-    elif kind == "example_list_with_context":
+        return [e.SerializeToString() for e in input_proto.example_list.examples]
+    if kind == "example_list_with_context":
         listed = input_proto.example_list_with_context
-        context = listed.context.SerializeToString()
-        examples = [context + e.SerializeToString() for e in listed.examples]
-    else:
-        examples = []
-    if not examples:
-        raise Abort(grpc.StatusCode.INVALID_ARGUMENT, "Input is empty.")
-    return examples
+        return classify_regress.with_context(
+            listed.context.SerializeToString() if listed.HasField("context") else None,
+            [e.SerializeToString() for e in listed.examples],
+        )
+    return []
 
 
 def _output_filter(wanted: list[str], outputs: list[str]) -> list[str]:

@@ -73,7 +73,18 @@ class ServingSettings(SettingsModel):
         2.0, description="How often the server looks for newly pushed versions."
     )
     keep_versions: int = Field(
-        2, ge=1, description="How many of the newest versions it keeps loaded."
+        2,
+        ge=1,
+        description="How many of the newest versions it keeps loaded (TF Serving's "
+        "latest {num_versions}), unless a model config file sets the policy.",
+    )
+    model_config_file: str = Field(
+        "",
+        description="A TF Serving model config file (--model_config_file's text proto, e.g. "
+        "deploy/kubernetes/models.config): the served model's entry gives the version "
+        "policy (latest, specific or all; unset = latest 1) and the version_labels for "
+        "/labels/<label> URLs, re-read when it changes. Empty = no labels, the newest "
+        "PIPELINE_SERVING_KEEP_VERSIONS versions.",
     )
     log_sampling_rate: float = Field(
         0.0,

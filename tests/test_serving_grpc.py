@@ -307,11 +307,25 @@ OTHER_CALLS = [
         "Servable not found for request: Latest(other)",
     ),
     (
-        "classify without examples",
+        "classify through a predict signature",
         "Classify",
-        spec(classification_pb2.ClassificationRequest()),
+        _classify_request(),
         grpc.StatusCode.INVALID_ARGUMENT,
-        "Input is empty.",
+        "No classification inputs found in SignatureDef",
+    ),
+    (
+        "classify through an unknown signature",
+        "Classify",
+        _classify_request(signature_name="nope"),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "No signature was found with the name: nope",
+    ),
+    (
+        "regress through a predict signature",
+        "Regress",
+        _regress_request(),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "No regression inputs found in SignatureDef",
     ),
     (
         "regress on an unknown version",
