@@ -201,7 +201,7 @@ class Services(
         signature = model.signatures[name]
         wanted = _output_filter(list(request.output_filter), signature.outputs)
         columns = columns_from_tensors(signature, request.inputs)
-        outputs = await self.batcher.predict(model, signature, columns)
+        outputs = await _model_call(self.batcher.predict(model, signature, columns))
         response = predict_pb2.PredictResponse(model_spec=self._response_spec(model, name))
         for alias in wanted:
             response.outputs[alias].CopyFrom(tf.make_tensor_proto(outputs[alias]))
@@ -211,8 +211,8 @@ class Services(
     async def _classify(self, request: classification_pb2.ClassificationRequest):
         model = self._model(request)
         name = request.model_spec.signature_name or SERVING_DEFAULT_SIGNATURE
-        classes, scores = await classify_regress.classify(
-            model, name, serialized_examples(request.input), self.batcher
+        classes, scores = await _model_call(
+            classify_regress.classify(model, name, serialized_examples(request.input), self.batcher)
         )
         response = classification_pb2.ClassificationResponse(
             model_spec=self._response_spec(model, name)
@@ -228,8 +228,8 @@ class Services(
     async def _regress(self, request: regression_pb2.RegressionRequest):
         model = self._model(request)
         name = request.model_spec.signature_name or SERVING_DEFAULT_SIGNATURE
-        values = await classify_regress.regress(
-            model, name, serialized_examples(request.input), self.batcher
+        values = await _model_call(
+            classify_regress.regress(model, name, serialized_examples(request.input), self.batcher)
         )
         response = regression_pb2.RegressionResponse(model_spec=self._response_spec(model, name))
         for value in np.asarray(values).reshape(-1):
@@ -296,6 +296,19 @@ class Services(
             status.status.error_code = codes.values_by_name[entry["status"]["error_code"]].number
             status.status.error_message = entry["status"]["error_message"]
         return response, None
+
+
+async def _model_call(call: Awaitable):
+    """The model's answer. TensorFlow fails to build the error message of some bad inputs
+    (bytes that are not a tf.Example: UnicodeDecodeError instead of its InvalidArgument)."""
+    try:
+        return await call
+    except UnicodeDecodeError:
+        raise Abort(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "the model rejected the input: a serialized value could not be parsed "
+            "(is every string input that takes tf.Examples a serialized tf.Example?)",
+        ) from None
 
 
 async def _unimplemented(request):

@@ -367,3 +367,36 @@ def test_bad_calls_of_the_other_methods(server, method, request_, code, fragment
 def test_the_server_still_answers_after_the_bad_calls(server):
     response = server.predictions.Predict(predict_request([2.0]), timeout=30)
     assert tf.make_ndarray(response.outputs["y"]).tolist() == [4.0]
+
+
+def test_version_labels_from_the_model_config_file(tmp_path):
+    """Labels as TF Serving resolves them: the config file's label, then that version."""
+    tiny_model.write(tmp_path, 1)
+    config = tmp_path / "models.config"
+    config.write_text(
+        "model_config_list { config { name: 'tiny' base_path: '/models/tiny' "
+        "version_labels { key: 'stable' value: 1 } version_labels { key: 'canary' value: 2 } "
+        "} }"
+    )
+    env = tiny_model.server_env(tmp_path, PIPELINE_SERVING_MODEL_CONFIG_FILE=str(config))
+    with process.running_server(env, str(tmp_path / "server.log")) as url:
+        with grpc.insecure_channel(url.grpc) as channel:
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            answer = stub.Predict(predict_request([1.0], version_label="stable"), timeout=30)
+            assert answer.model_spec.version.value == 1
+            assert tf.make_ndarray(answer.outputs["y"]).tolist() == [2.0]
+            for label, code, message in [
+                (
+                    "canary",
+                    grpc.StatusCode.NOT_FOUND,
+                    "Servable not found for request: Specific(tiny, 2)",
+                ),
+                (
+                    "beta",
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    "Unrecognized servable version label: beta",
+                ),
+            ]:
+                with pytest.raises(grpc.RpcError) as raised:
+                    stub.Predict(predict_request([1.0], version_label=label), timeout=30)
+                assert (raised.value.code(), raised.value.details()) == (code, message)
