@@ -36,9 +36,9 @@ class ServingSettings(SettingsModel):
     auth_token: str = Field(
         "",
         repr=False,
-        description="A bearer token every request must carry (REST: `Authorization: Bearer "
-        "<token>`, gRPC: `authorization` metadata); empty = none. Required to listen on a "
-        "non-loopback host unless PIPELINE_SERVING_ALLOW_INSECURE=1.",
+        description="A bearer token every request but the /healthz probe must carry (REST: "
+        "`Authorization: Bearer <token>`, gRPC: `authorization` metadata); empty = none. "
+        "Required to listen on a non-loopback host unless PIPELINE_SERVING_ALLOW_INSECURE=1.",
     )
     auth_token_file: str = Field(
         "",
