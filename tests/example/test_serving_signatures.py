@@ -96,6 +96,10 @@ def labelled(finished_run, pushed, tmp_path_factory):
         "PIPELINE_SERVING_MODEL_CONFIG_FILE": str(config),
     }
     with process.running_server(env, str(tmp / "server.log")) as url:
+        # Up once the newest serves; the older loads at a following poll.
+        _wait_for_states(
+            f"{url}/v1/models/taxi-tips", {version + 1: "AVAILABLE", version: "AVAILABLE"}
+        )
         yield {
             "model_url": f"{url}/v1/models/taxi-tips",
             "version": version,
