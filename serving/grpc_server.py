@@ -53,6 +53,10 @@ MESSAGE_LIMIT = 1024  # TF Serving's ToGRPCStatus truncates longer messages
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
 
 
+class BindError(OSError):
+    """The gRPC port cannot be listened on."""
+
+
 class Abort(Exception):
     """An answer with a non-OK status code."""
 
@@ -454,7 +458,7 @@ async def start(services: Services, host: str, port: int, max_message_bytes: int
     except RuntimeError:
         bound = 0
     if not bound:
-        raise OSError(
+        raise BindError(
             f"cannot listen for gRPC on {address} (in use?): set another "
             "PIPELINE_SERVING_GRPC_PORT, or 0 for no gRPC"
         )

@@ -21,6 +21,7 @@ response carries the version that answered in the `X-Model-Version` header.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import math
@@ -425,7 +426,10 @@ def serve(
         file=sys.stderr,
         flush=True,
     )
-    web.run_app(web_app, host=settings.host, port=settings.port, print=None, access_log=None)
+    try:
+        web.run_app(web_app, host=settings.host, port=settings.port, print=None, access_log=None)
+    except grpc_server.BindError as error:
+        raise SystemExit(f"error: {error}") from None
 
 
 def _serve_grpc_too(web_app: web.Application, app: App, settings: ServingSettings) -> None:
@@ -441,8 +445,11 @@ def _serve_grpc_too(web_app: web.Application, app: App, settings: ServingSetting
         )
 
     async def stop(_: web.Application) -> None:
-        for server in running:
-            await server.stop(grace=1)
+        while running:
+            await running.pop().stop(grace=1)
+        # Collected now, on the loop, not at interpreter exit, where grpc's Cython objects
+        # print an empty "Error in sys.excepthook" (github.com/grpc/grpc/issues/38679).
+        gc.collect()
 
     web_app.on_startup.append(start)
     web_app.on_cleanup.insert(0, stop)  # before the batcher it uses closes

@@ -7,6 +7,9 @@ servables/tensorflow/ in github.com/tensorflow/serving)."""
 from __future__ import annotations
 
 import math
+import socket
+import subprocess
+import sys
 import types
 
 import grpc
@@ -400,3 +403,24 @@ def test_version_labels_from_the_model_config_file(tmp_path):
                 with pytest.raises(grpc.RpcError) as raised:
                     stub.Predict(predict_request([1.0], version_label=label), timeout=30)
                 assert (raised.value.code(), raised.value.details()) == (code, message)
+
+
+def test_a_grpc_port_in_use_stops_the_server_with_a_clear_message(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "cli.main", "serve"]
+            + ["--port", str(process.free_port()), "--grpc-port", str(port)],
+            env=tiny_model.server_env(tmp_path),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: cannot listen for gRPC on 127.0.0.1:{port} (in use?): set another "
+        "PIPELINE_SERVING_GRPC_PORT, or 0 for no gRPC"
+    )
