@@ -13,11 +13,13 @@ or name is INVALID_ARGUMENT, an unknown model or version NOT_FOUND ("Servable no
 request: Specific(name, 3)"), an unknown version label INVALID_ARGUMENT, an unknown Predict
 signature FAILED_PRECONDITION, a tensor that does not fit the signature INVALID_ARGUMENT.
 Tensors are read with tf.make_ndarray and written with tf.make_tensor_proto; messages are
-capped at 1024 characters as TF Serving caps them.
+capped at 1024 characters as TF Serving caps them. Every call is counted in the metrics, and
+sampled Predict/Classify/Regress calls go to REST's request log in its JSON shapes.
 """
 
 from __future__ import annotations
 
+import base64
 import logging
 import re
 import time
@@ -44,6 +46,7 @@ from serving import auth, classify_regress, status_codes
 from serving.batching import Batcher
 from serving.metrics import Metrics
 from serving.model_store import LoadedVersion, ModelStore
+from serving.request_log import RequestLogger
 from serving.tensors import RequestError
 
 log = logging.getLogger("serving")
@@ -78,12 +81,14 @@ class Services(
         batcher: Batcher,
         metrics: Metrics,
         token: Optional[str] = None,
+        logger: Optional[RequestLogger] = None,
     ):
         self.model_name = model_name
         self.store = store
         self.batcher = batcher
         self.metrics = metrics
         self.token = token
+        self.logger = logger
         self._signature_maps: dict[tuple[int, str], get_model_metadata_pb2.SignatureDefMap] = {}
 
     # ---- the RPCs ----------------------------------------------------------------------
@@ -137,14 +142,36 @@ class Services(
             log.exception("gRPC %s failed", method)
             code, message = grpc.StatusCode.INTERNAL, f"{method} failed; see the server's log"
         model = _model_name(request)
-        self.metrics.observe(
-            model, version, method, "GRPC", status_codes.name(code), time.perf_counter() - started
-        )
+        seconds = time.perf_counter() - started
+        self.metrics.observe(model, version, method, "GRPC", status_codes.name(code), seconds)
+        if method in _LOGGED and self.logger is not None and self.logger.sampled():
+            self._log(method, request, response, code, message, version, seconds)
         if code != grpc.StatusCode.OK:
             if len(message) > MESSAGE_LIMIT:
                 message = message[:MESSAGE_LIMIT] + "...TRUNCATED"
             await context.abort(code, message)
         return response
+
+    def _log(self, method, request, response, code, message, version, seconds) -> None:
+        """The request in the request log, in REST's JSON shapes (what the skew and leakage
+        checks read): Predict as {"inputs"}, Classify/Regress as {"instances": [{"b64"}]}."""
+        try:
+            body, answer = _LOGGED[method](request, response)
+        except Exception:  # noqa: BLE001 (a tensor that does not decode: logged without it)
+            body, answer = None, None
+        try:
+            self.logger.log(
+                model=self.model_name,
+                version=version,
+                signature=request.model_spec.signature_name or SERVING_DEFAULT_SIGNATURE,
+                method=method.lower(),
+                status=status_codes.to_http(code),
+                latency_ms=seconds * 1000,
+                request=body,
+                response=answer if code == grpc.StatusCode.OK else {"error": message},
+            )
+        except Exception:  # the answer still goes out
+            log.exception("writing the request log")
 
     # ---- model specs -------------------------------------------------------------------
     def _model(self, request) -> LoadedVersion:
@@ -321,6 +348,60 @@ async def _unimplemented(request):
         "not served here: this server serves the versions under one base path and takes its "
         "configuration from PIPELINE_SERVING_* settings",
     )
+
+
+# ---- the request log ---------------------------------------------------------------------
+def _json_values(array: np.ndarray) -> list:
+    """A tensor's values as JSON: numbers as numbers (NaN stays NaN), text as strings, other
+    bytes (serialized tf.Examples: their tags are not printable) as {"b64": ...}."""
+
+    def value(v):
+        if isinstance(v, list):
+            return [value(x) for x in v]
+        if isinstance(v, bytes):
+            try:
+                text = v.decode("utf-8")
+                if text.isprintable():
+                    return text
+            except UnicodeDecodeError:
+                pass
+            return {"b64": base64.b64encode(v).decode("ascii")}
+        return v
+
+    return [value(v) for v in array.tolist()] if array.dtype == object else array.tolist()
+
+
+def _predict_record(request, response) -> tuple[dict, Optional[dict]]:
+    body = {"inputs": {k: _json_values(tf.make_ndarray(v)) for k, v in request.inputs.items()}}
+    if response is None:
+        return body, None
+    return body, {
+        "outputs": {k: _json_values(tf.make_ndarray(v)) for k, v in response.outputs.items()}
+    }
+
+
+def _examples(request) -> dict:
+    return {
+        "instances": [
+            {"b64": base64.b64encode(e).decode("ascii")} for e in serialized_examples(request.input)
+        ]
+    }
+
+
+def _classify_record(request, response) -> tuple[dict, Optional[dict]]:
+    if response is None:
+        return _examples(request), None
+    results = [[[c.label, c.score] for c in r.classes] for r in response.result.classifications]
+    return _examples(request), {"results": results}
+
+
+def _regress_record(request, response) -> tuple[dict, Optional[dict]]:
+    if response is None:
+        return _examples(request), None
+    return _examples(request), {"results": [r.value for r in response.result.regressions]}
+
+
+_LOGGED = {"Predict": _predict_record, "Classify": _classify_record, "Regress": _regress_record}
 
 
 # ---- tensors and examples --------------------------------------------------------------

@@ -434,7 +434,9 @@ def serve(
 
 def _serve_grpc_too(web_app: web.Application, app: App, settings: ServingSettings) -> None:
     """The gRPC server starts and stops with the REST app, on its event loop."""
-    services = grpc_server.Services(app.model_name, app.store, app.batcher, app.metrics, app.token)
+    services = grpc_server.Services(
+        app.model_name, app.store, app.batcher, app.metrics, app.token, app.logger
+    )
     running = []
 
     async def start(_: web.Application) -> None:

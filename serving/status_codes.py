@@ -1,7 +1,7 @@
 """One vocabulary of outcomes for both protocols: the canonical status codes (the names TF
-Serving's gRPC API answers with and its request_count metric counts by), and how the HTTP
-statuses the REST side answers with map onto them (the reverse of TF Serving's own
-canonical-code -> HTTP table, where a status has one natural code)."""
+Serving's gRPC API answers with and its request_count metric counts by), how the HTTP statuses
+the REST side answers with map onto them (the reverse of TF Serving's own canonical-code ->
+HTTP table, where a status has one natural code), and that table (the request log's status)."""
 
 from __future__ import annotations
 
@@ -34,6 +34,30 @@ def from_http(status: int) -> grpc.StatusCode:
     return _BY_HTTP.get(
         status, grpc.StatusCode.INVALID_ARGUMENT if status < 500 else grpc.StatusCode.INTERNAL
     )
+
+
+# TF Serving's REST statuses for the canonical codes (http_server.cc's ToHTTPStatusCode).
+_HTTP = {
+    grpc.StatusCode.OK: 200,
+    grpc.StatusCode.CANCELLED: 499,
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.ALREADY_EXISTS: 409,
+    grpc.StatusCode.PERMISSION_DENIED: 403,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+    grpc.StatusCode.FAILED_PRECONDITION: 400,
+    grpc.StatusCode.ABORTED: 409,
+    grpc.StatusCode.OUT_OF_RANGE: 400,
+    grpc.StatusCode.UNIMPLEMENTED: 501,
+    grpc.StatusCode.UNAVAILABLE: 503,
+    grpc.StatusCode.UNAUTHENTICATED: 401,
+}
+
+
+def to_http(code: grpc.StatusCode) -> int:
+    """The HTTP status TF Serving's REST API answers for a canonical code (others 500)."""
+    return _HTTP.get(code, 500)
 
 
 def name(code: grpc.StatusCode) -> str:

@@ -30,6 +30,7 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
+from pipeline import serving_log
 from serving import process
 from tests import tiny_model
 
@@ -42,12 +43,18 @@ MAX_BODY_BYTES = 100_000
 def server(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("grpc")
     tiny_model.write(tmp, 1)
-    env = tiny_model.server_env(tmp, PIPELINE_SERVING_MAX_BODY_BYTES=str(MAX_BODY_BYTES))
+    env = tiny_model.server_env(
+        tmp,
+        PIPELINE_SERVING_MAX_BODY_BYTES=str(MAX_BODY_BYTES),
+        PIPELINE_SERVING_LOG_SAMPLING_RATE="1",
+        PIPELINE_SERVING_LOG_PATH=str(tmp / "requests.jsonl"),
+    )
     with process.running_server(env, str(tmp / "server.log")) as url:
         with grpc.insecure_channel(url.grpc) as channel:
             yield types.SimpleNamespace(
                 url=url,
                 tmp=str(tmp),
+                log=tmp / "requests.jsonl",
                 predictions=prediction_service_pb2_grpc.PredictionServiceStub(channel),
                 models=model_service_pb2_grpc.ModelServiceStub(channel),
             )
@@ -100,6 +107,29 @@ def test_predict_takes_and_returns_tensors_with_rest_s_values(server):
     filtered = server.predictions.Predict(request, timeout=30)
     assert list(filtered.outputs) == ["y"]
     assert tf.make_ndarray(filtered.outputs["y"]).tolist() == [8.0]
+
+
+def test_predictions_are_in_the_request_log_as_rest_writes_them(server):
+    """Sampled gRPC requests go to the request log in REST's shapes, so the skew and leakage
+    checks (pipeline/serving_log.py) read them too."""
+    server.predictions.Predict(predict_request([7.25, 8.5]), timeout=30)
+    with pytest.raises(grpc.RpcError):
+        server.predictions.Predict(predict_request([7.25], name="other"), timeout=30)
+    records = [
+        r
+        for r in serving_log.read(str(server.log))
+        if r["request"] and r["request"]["inputs"]["x"][0] == 7.25
+    ]
+    assert [(r["method"], r["status"], r["model"]) for r in records] == [
+        ("predict", 200, tiny_model.NAME),
+        ("predict", 404, tiny_model.NAME),
+    ]
+    ok, failed = records
+    assert ok["version"] == "1" and ok["signature_name"] == "serving_default"
+    assert ok["request"] == {"inputs": {"x": [7.25, 8.5]}}
+    assert ok["response"] == {"outputs": {"y": [14.5, 17.0], "x_is_missing": [0, 0]}}
+    assert failed["response"] == {"error": "Servable not found for request: Latest(other)"}
+    assert list(serving_log.logged_rows(records)) == [{"x": 7.25}, {"x": 8.5}]
 
 
 def test_status_and_metadata_as_tf_serving_returns_them(server):

@@ -30,6 +30,7 @@ from tensorflow_serving.apis import (
 )
 
 from analysis import skew
+from pipeline import serving_log
 from pipeline.settings import PipelineSettings
 from serving import process
 from serving.batch_predict import json_instance, raw_values
@@ -50,12 +51,15 @@ def served(finished_run, tmp_path_factory):
         **finished_run.env,
         "PIPELINE_OUTPUT_DIR": str(tmp / "outputs"),
         "PIPELINE_SERVING_POLL_SECONDS": "0.3",
+        "PIPELINE_SERVING_LOG_SAMPLING_RATE": "1",
+        "PIPELINE_SERVING_LOG_PATH": str(tmp / "requests.jsonl"),
     }
     with process.running_server(env, str(tmp / "server.log")) as url:
         with grpc.insecure_channel(url.grpc) as channel:
             yield types.SimpleNamespace(
                 url=url,
                 tmp=str(tmp),
+                log=tmp / "requests.jsonl",
                 model_url=f"{url}/v1/models/{MODEL}",
                 version=int(finished_run.pushed_versions()[-1]),
                 predictions=prediction_service_pb2_grpc.PredictionServiceStub(channel),
@@ -268,6 +272,19 @@ def test_classify_and_regress_give_predict_s_probabilities(served, examples):
         assert [c.label for c in result.classes] == ["0", "1"]
         assert result.classes[1].score == pytest.approx(p, abs=1e-6)
         assert result.classes[0].score == pytest.approx(1 - p, abs=1e-6)
+
+    # In the request log as rows the skew check reads (the examples' own features).
+    logged = [
+        r
+        for r in serving_log.read(str(served.log))
+        if r["method"] == "classify" and r["status"] == 200
+    ]
+    assert len(logged) == 1 and logged[0]["response"]["results"][0][0][0] == "0"
+    rows_logged = list(serving_log.logged_rows(logged))
+    assert len(rows_logged) == ROWS
+    assert rows_logged[0]["fare"] == pytest.approx(
+        examples[0].features.feature["fare"].float_list.value[0]
+    )
 
     regress = request(regression_pb2.RegressionRequest(), signature_name="regression")
     regress.input.example_list.examples.extend(examples)
