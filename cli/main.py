@@ -244,7 +244,7 @@ def replay(
 
 @app.command(
     epilog=_examples(
-        "make serve                      # http://127.0.0.1:8501",
+        "make serve                      # http://127.0.0.1:8501, gRPC on 127.0.0.1:8500",
         "tfx-template serve --port 8601  # another port",
         "PIPELINE_SERVING_HYBRID=1 tfx-template serve      # batch predictions first",
         "curl http://127.0.0.1:8501/v1/models/taxi-tips    # the loaded versions",
@@ -257,15 +257,20 @@ def serve(
     port: Optional[int] = typer.Option(
         None, metavar="PORT", help="overrides PIPELINE_SERVING_PORT"
     ),
+    grpc_port: Optional[int] = typer.Option(
+        None, "--grpc-port", metavar="PORT", help="overrides PIPELINE_SERVING_GRPC_PORT (0: none)"
+    ),
 ) -> None:
-    """Serve the pushed model with TensorFlow Serving's REST API (until Ctrl-C).
+    """Serve the pushed model with TensorFlow Serving's REST and gRPC APIs (until Ctrl-C).
 
-    The same endpoints as TF Serving's (/v1/models/<name>, :predict, :classify, :regress);
-    new versions load as the Pusher writes them. Settings: PIPELINE_SERVING_*.
+    The same endpoints as TF Serving's (/v1/models/<name>, :predict, :classify, :regress on
+    8501; PredictionService and ModelService on 8500); new versions load as the Pusher writes
+    them. Metrics at /monitoring/prometheus/metrics, health at /healthz. Listening beyond
+    loopback needs PIPELINE_SERVING_AUTH_TOKEN. Settings: PIPELINE_SERVING_*.
     """
     from serving import server
 
-    server.serve(host=host, port=port)
+    server.serve(host=host, port=port, grpc_port=grpc_port)
 
 
 @app.command(

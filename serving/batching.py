@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import dataclasses
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -39,6 +39,8 @@ class Batcher:
         self._workers: dict[tuple[int, str], asyncio.Task] = {}
         self.calls = 0  # model calls made, for the benchmark and tests
         self.rows = 0
+        # Called with (signature name, rows) for each model call: the batch-size metric.
+        self.on_call: Optional[Callable[[str, int], None]] = None
 
     async def predict(
         self, model: LoadedVersion, signature: Signature, columns: dict[str, list]
@@ -58,6 +60,8 @@ class Batcher:
     async def _call(self, signature: Signature, columns: dict[str, list], on_loop: bool = False):
         self.calls += 1
         self.rows += rows(columns)
+        if self.on_call is not None:
+            self.on_call(signature.name, rows(columns))
         if on_loop:
             return signature(columns)
         loop = asyncio.get_running_loop()
