@@ -51,8 +51,6 @@ DEFAULT_PORTS = {
     "mariadb": 13306,
     "redis": 16379,
     "webserver": 8080,
-    "worker-1": 18793,  # each worker's log server (the UI reads task logs from it)
-    "worker-2": 18794,
 }
 WORKERS = ("worker-1", "worker-2")
 SERVICES = ("postgres", "mariadb", "redis", "scheduler", "webserver", *WORKERS)
@@ -587,9 +585,18 @@ def start_airflow(stack: Stack, service: str, env: dict[str, str]) -> int:
         return spawn(stack, service, [str(AIRFLOW), "scheduler"], env)
     if service == "webserver":
         return spawn(stack, service, [str(AIRFLOW), "webserver"], env)
-    worker_env = {**env, "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(stack.ports[service])}
-    command = [str(AIRFLOW), "celery", "worker", "--celery-hostname", f"{service}@%h"]
-    return spawn(stack, service, command, worker_env)
+    # No log server: Airflow's binds every interface ([::]), and on one machine the UI reads
+    # the task logs from the shared log folder (across machines: remote logging, or the
+    # workers' log servers behind a firewall).
+    command = [
+        str(AIRFLOW),
+        "celery",
+        "worker",
+        "--celery-hostname",
+        f"{service}@%h",
+        "--skip-serve-logs",
+    ]
+    return spawn(stack, service, command, env)
 
 
 def _checked(
