@@ -140,3 +140,35 @@ docs: setup
 
 clean:
 	rm -rf outputs
+
+# Airflow as it runs in production, on this machine (deploy/airflow/stack.py): PostgreSQL
+# (Airflow's database), MariaDB (ML Metadata), Redis, the scheduler, the web UI and two Celery
+# workers, on loopback under outputs/airflow/ (STACK_DIR=... for another place). Prints the UI
+# address and login; `make airflow-down` stops exactly what airflow-up started.
+.PHONY: airflow-up airflow-down airflow-status airflow-packages airflow-trigger
+airflow-up: setup airflow-packages
+	$(PY) deploy/airflow/stack.py up $(ARGS)
+
+airflow-down:
+	$(PY) deploy/airflow/stack.py down $(ARGS)
+
+airflow-status:
+	$(PY) deploy/airflow/stack.py status $(ARGS)
+
+# A training run now, through Airflow's REST API, e.g. ARGS="--train-steps 2000"; waits for it.
+airflow-trigger: setup
+	$(CLI) airflow-trigger $(ARGS)
+
+# Debian's PostgreSQL 15, MariaDB 10.11 and Redis 7, if missing. Their packages would start
+# system-wide services on install: a policy-rc.d stops that (the stack runs its own, as you).
+AIRFLOW_PACKAGES := postgresql-15:/usr/lib/postgresql/15/bin/postgres \
+	mariadb-server:/usr/sbin/mariadbd redis-server:/usr/bin/redis-server
+airflow-packages:
+	@missing=$$(for p in $(AIRFLOW_PACKAGES); do test -x $${p#*:} || echo $${p%%:*}; done); \
+	test -z "$$missing" || { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		echo "make: installing Debian's" $$missing "with apt-get (the Airflow stack's databases and broker; no system service is started)"; \
+		policy=/usr/sbin/policy-rc.d; own=; test -e $$policy || { own=1; \
+			printf '#!/bin/sh\nexit 101\n' | $$SUDO tee $$policy >/dev/null; $$SUDO chmod +x $$policy; }; \
+		$$SUDO apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
+		status=$$?; test -z "$$own" || $$SUDO rm -f $$policy; exit $$status; }

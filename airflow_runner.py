@@ -37,7 +37,7 @@ from tfx.orchestration.airflow.airflow_dag_runner import (
     AirflowPipelineConfig,
 )
 
-from pipeline import rejections, spans
+from pipeline import airflow_params, rejections, spans
 from pipeline.airflow_tasks import (
     check_new_span,
     ingest_earlier_spans,
@@ -46,7 +46,7 @@ from pipeline.airflow_tasks import (
 )
 from pipeline.names import EXAMPLE_GEN_ID
 from pipeline.pipeline import create_pipeline
-from pipeline.settings import AirflowSettings, PipelineSettings
+from pipeline.settings import PipelineSettings
 
 INGEST_TASK_ID = "ingest_earlier_spans"
 CHECK_TASK_ID = "check_new_span"
@@ -57,22 +57,28 @@ def airflow_settings() -> PipelineSettings:
     return PipelineSettings.load(orchestrator="airflow")
 
 
-def dag_config(settings: AirflowSettings) -> AirflowPipelineConfig:
-    """Schedule, first date and task retries from the settings.
+def dag_config(settings: PipelineSettings) -> AirflowPipelineConfig:
+    """Schedule, first date, task retries and the run parameters from the settings.
 
     No catch-up: every run ingests the newest span there is, so replaying missed intervals
     would only repeat the same run. One active run at a time: each run's training window and
     baseline build on what the previous run recorded. One task at a time: the SQLite MLMD
-    store takes one writer, and the DAG is nearly a chain anyway."""
-    start = datetime.datetime.fromisoformat(settings.start_date)
+    store takes one writer, and the DAG is nearly a chain anyway. Schedule `none`: only
+    triggered runs (pipeline/airflow_params.py: what a person may change for one)."""
+    airflow = settings.airflow
+    start = datetime.datetime.fromisoformat(airflow.start_date)
     return AirflowPipelineConfig(
         airflow_dag_config={
-            "schedule": settings.schedule,
+            "schedule": None if airflow.schedule.lower() == "none" else airflow.schedule,
             "start_date": start if start.tzinfo else start.replace(tzinfo=datetime.timezone.utc),
             "catchup": False,
             "max_active_runs": 1,
             "max_active_tasks": 1,
-            "default_args": {"retries": settings.retries},
+            "default_args": {
+                "retries": airflow.retries,
+                "retry_delay": datetime.timedelta(seconds=airflow.retry_delay_seconds),
+            },
+            "params": airflow_params.dag_params(settings),
         }
     )
 
@@ -88,9 +94,14 @@ def build_dag(settings: PipelineSettings) -> airflow_models.DAG:
         [] if reads_window else spans.accepted_spans(settings, rejections.of_pipeline(settings))
     )
     span = accepted[-1] if accepted else None
-    dag = AirflowDagRunner(dag_config(settings.airflow)).run(
-        create_pipeline(settings, metadata_connection_config=metadata_config(settings), span=span)
-    )
+
+    def build(run_settings: PipelineSettings):
+        return create_pipeline(
+            run_settings, metadata_connection_config=metadata_config(run_settings), span=span
+        )
+
+    dag = AirflowDagRunner(dag_config(settings)).run(build(settings))
+    components = {task.task_id for task in dag.tasks}
     if not reads_window:
         check = ShortCircuitOperator(
             task_id=CHECK_TASK_ID,
@@ -108,7 +119,21 @@ def build_dag(settings: PipelineSettings) -> airflow_models.DAG:
         check >> [task for task in roots if task.task_id not in (INGEST_TASK_ID, EXAMPLE_GEN_ID)]
     for task in dag.tasks:
         task.on_failure_callback = functools.partial(record_rejection, settings, span)
+        if task.task_id in components:  # the pipeline's nodes: the run's parameters apply
+            task.python_callable = airflow_params.with_run_parameters(
+                task.python_callable,
+                settings,
+                functools.partial(_component, build, task.task_id),
+            )
+        else:
+            task.python_callable = airflow_params.with_store_check(task.python_callable, settings)
     return dag
+
+
+def _component(build, node_id: str, run_settings: PipelineSettings):
+    """The node `node_id` of the pipeline built with `run_settings`."""
+    (component,) = [c for c in build(run_settings).components if c.id == node_id]
+    return component
 
 
 DAG = build_dag(airflow_settings())

@@ -142,6 +142,101 @@ def run(
         _exit(stop.code)
 
 
+@app.command(
+    "airflow-trigger",
+    epilog=_examples(
+        "make airflow-trigger                          # a run now, with the DAG's defaults",
+        'make airflow-trigger ARGS="--train-steps 2000"',
+        "tfx-template airflow-trigger --force --no-wait   # even with no new span; just start it",
+        "tfx-template airflow-trigger --conf '{\"eval_steps\": 20}'",
+        "PIPELINE_AIRFLOW_API_URL=https://airflow.example.com tfx-template airflow-trigger",
+    ),
+)
+def airflow_trigger(
+    train_steps: Optional[int] = typer.Option(None, min=1, help="the Trainer's steps"),
+    eval_steps: Optional[int] = typer.Option(None, min=1, help="evaluation steps"),
+    tuner_max_trials: Optional[int] = typer.Option(
+        None, min=1, help="the Tuner's trials (when the DAG has a Tuner)"
+    ),
+    tuner_train_steps: Optional[int] = typer.Option(None, min=1, help="steps of each trial"),
+    force: bool = typer.Option(False, "--force", help="run even when no new span arrived"),
+    conf: Optional[str] = typer.Option(
+        None, metavar="JSON", help="more of the run's conf, a JSON object"
+    ),
+    unpause: bool = typer.Option(
+        False, "--unpause", help="unpause the DAG first (a paused DAG's runs wait)"
+    ),
+    wait: bool = typer.Option(
+        True, "--wait/--no-wait", help="wait for the run, showing each task's progress"
+    ),
+) -> None:
+    """Start a training run now on Airflow, through its REST API (basic auth), and wait.
+
+    Triggers a run of the pipeline's DAG (PIPELINE_NAME) at PIPELINE_AIRFLOW_API_URL as
+    PIPELINE_AIRFLOW_API_USER, whose password is in PIPELINE_AIRFLOW_API_PASSWORD_FILE
+    (`make airflow-up` sets all three up). The options are the run's parameters (the DAG's
+    Params, the same as the UI's trigger form); Airflow checks them. Prints each task's state
+    as it changes; exit status 0 when the run succeeds, 1 when it fails.
+    """
+    import json
+    import time
+
+    from pipeline.airflow_api import TASK_FAILED, AirflowApi, ApiError
+    from pipeline.settings import PipelineSettings
+
+    run_conf: dict[str, Any] = {}
+    if conf:
+        try:
+            run_conf = json.loads(conf)
+        except ValueError as error:
+            raise SystemExit(f"error: --conf is not JSON: {error}") from None
+        if not isinstance(run_conf, dict):
+            raise SystemExit("error: --conf must be a JSON object, e.g. '{\"train_steps\": 500}'")
+    run_conf.update(
+        _given(
+            train_steps=train_steps,
+            eval_steps=eval_steps,
+            tuner_max_trials=tuner_max_trials,
+            tuner_train_steps=tuner_train_steps,
+        )
+    )
+    if force:
+        run_conf["force"] = True
+    settings = PipelineSettings.load(orchestrator="airflow")
+    dag_id = settings.name
+    try:
+        api = AirflowApi.from_settings(settings)
+        if api.dag(dag_id)["is_paused"]:
+            if not unpause:
+                raise ApiError(
+                    f"the DAG {dag_id!r} is paused, so its runs would wait: unpause it in the UI "
+                    "or pass --unpause (it then also runs on its schedule)"
+                )
+            api.unpause(dag_id)
+            typer.echo(f"unpaused {dag_id}")
+        run_id = api.trigger(dag_id, run_conf)
+        typer.echo(f"triggered {dag_id} run {run_id} with conf {json.dumps(run_conf)}")
+        typer.echo(f"  {api.url}/dags/{dag_id}/grid?dag_run_id={run_id}")
+        if not wait:
+            return
+        started = time.monotonic()
+
+        def show(task: str, state: Optional[str]) -> None:
+            typer.echo(f"  [{time.monotonic() - started:6.0f} s] {task}: {state}")
+
+        state = api.wait(dag_id, run_id, on_change=show)
+        failed = [t for t, s in api.task_states(dag_id, run_id).items() if s in TASK_FAILED]
+    except ApiError as error:
+        raise SystemExit(f"error: {error}") from None
+    seconds = time.monotonic() - started
+    if state != "success":
+        raise SystemExit(
+            f"error: run {run_id} {state} after {seconds:.0f} s; failed tasks: "
+            f"{', '.join(failed) or 'none'} (their logs: the UI's grid view)"
+        )
+    typer.echo(f"run {run_id} succeeded in {seconds:.0f} s")
+
+
 # ------------------------------------------------------------------ continuous training
 
 

@@ -21,8 +21,9 @@ from pipeline.settings import PipelineSettings
 
 
 def metadata_config(settings: PipelineSettings):
-    """The MLMD store: SQLite under the output directory, as for the local runner."""
-    return tfx.orchestration.metadata.sqlite_metadata_connection_config(settings.metadata_path)
+    """The MLMD store: SQLite under the output directory on one machine, as for the local
+    runner; the shared MySQL store when the settings name one (pipeline/metadata.py)."""
+    return metadata.connection_config(settings)
 
 
 def ingested_spans(settings: PipelineSettings) -> set[int]:
@@ -30,7 +31,7 @@ def ingested_spans(settings: PipelineSettings) -> set[int]:
 
     The legacy orchestration records executions under other contexts (pipeline, run,
     component_run) than the IR one pipeline/spans.py reads, so this asks the legacy API."""
-    if not os.path.exists(settings.metadata_path):
+    if not settings.airflow.mlmd_on_mysql and not os.path.exists(settings.metadata_path):
         return set()
     info = data_types.PipelineInfo(settings.name, settings.pipeline_root)
     with legacy_metadata.Metadata(metadata_config(settings)) as store:

@@ -442,13 +442,20 @@ class CloudSettings(SettingsModel):
 
 
 class AirflowSettings(SettingsModel):
-    """The Airflow DAG (airflow_runner.py)."""
+    """The Airflow DAG (airflow_runner.py) and its ML Metadata store."""
 
     model_config = env_config("AIRFLOW_")
 
-    schedule: str = Field("@daily", description="The DAG's schedule.")
+    schedule: str = Field(
+        "@daily",
+        description="The DAG's schedule (a cron expression or preset); `none`: only runs "
+        "that someone triggers (the UI, `tfx-template airflow-trigger`).",
+    )
     start_date: str = Field("2024-01-01", description="The DAG's first date (ISO 8601).")
-    retries: int = Field(1, description="Retries of each task.")
+    retries: int = Field(1, ge=0, description="Retries of each task.")
+    retry_delay_seconds: int = Field(
+        300, ge=0, description="Seconds between a task's failure and its retry."
+    )
     output_dir: str = Field(
         "",
         description="Shared storage (gs:// in production) for the pipeline root and pushed "
@@ -456,6 +463,56 @@ class AirflowSettings(SettingsModel):
         "PIPELINE_OUTPUT_DIR. The SQLite MLMD store stays under "
         "PIPELINE_OUTPUT_DIR: SQLite cannot live on gs://.",
     )
+    mlmd_host: str = Field(
+        "",
+        description="The shared ML Metadata store: a MySQL (or MariaDB) server every worker "
+        "reaches, e.g. a Cloud SQL instance's address. Empty (and no "
+        "PIPELINE_AIRFLOW_MLMD_SOCKET) = SQLite under PIPELINE_OUTPUT_DIR, for one "
+        "machine.",
+    )
+    mlmd_port: int = Field(3306, ge=1, le=65535, description="The MySQL server's port.")
+    mlmd_socket: str = Field(
+        "",
+        description="The MySQL server's unix socket instead of host and port (e.g. the Cloud "
+        "SQL Auth Proxy's).",
+    )
+    mlmd_database: str = Field("mlmd", description="The MySQL database of the MLMD store.")
+    mlmd_user: str = Field("", description="The MySQL user.")
+    mlmd_password_file: str = Field(
+        "",
+        description="A file holding the MySQL user's password (a mounted secret); the "
+        "password itself is never a setting.",
+    )
+
+    api_url: str = Field(
+        "http://127.0.0.1:8080",
+        description="Airflow's webserver, whose stable REST API (basic auth) "
+        "`tfx-template airflow-trigger` calls.",
+    )
+    api_user: str = Field("admin", description="The Airflow user that triggers runs.")
+    api_password_file: str = Field(
+        str(PROJECT_ROOT / "outputs" / "airflow" / "admin-password"),
+        description="A file holding that user's password (`make airflow-up` writes this one).",
+        json_schema_extra={"shown_default": "`outputs/airflow/admin-password`"},
+    )
+
+    @property
+    def mlmd_on_mysql(self) -> bool:
+        return bool(self.mlmd_host or self.mlmd_socket)
+
+    @model_validator(mode="after")
+    def _mysql_complete(self) -> AirflowSettings:
+        if self.mlmd_on_mysql and not self.mlmd_user:
+            raise ValueError(
+                "PIPELINE_AIRFLOW_MLMD_USER is not set: the MySQL MLMD store "
+                "(PIPELINE_AIRFLOW_MLMD_HOST or _SOCKET) needs a user"
+            )
+        if self.mlmd_host and self.mlmd_socket:
+            raise ValueError(
+                "PIPELINE_AIRFLOW_MLMD_HOST and PIPELINE_AIRFLOW_MLMD_SOCKET are both set: "
+                "the MySQL MLMD store is reached through one of them"
+            )
+        return self
 
 
 class TfliteSettings(SettingsModel):

@@ -35,6 +35,7 @@ COMMANDS = [
     "data",
     "generate-data",
     "schema",
+    "airflow-trigger",
 ]
 # Documented commands not there yet (a strict xfail below fails once one exists).
 PENDING: set[str] = set()
@@ -194,3 +195,34 @@ def test_runner_help_prints_the_docstring_without_building(runner):
     assert result.stdout.strip() == docstring.strip()
     # Importing TFX alone takes 10 s or more: a quick exit built and compiled nothing.
     assert seconds < 8, f"{runner} --help took {seconds:.1f} s"
+
+
+def test_airflow_trigger_without_a_password_file_names_the_setting(tmp_path, monkeypatch):
+    missing = tmp_path / "no-such-file"
+    monkeypatch.setenv("PIPELINE_AIRFLOW_API_PASSWORD_FILE", str(missing))
+    result = invoke("airflow-trigger", "--train-steps", "10")
+    assert result.exit_code == 1
+    assert f"PIPELINE_AIRFLOW_API_PASSWORD_FILE='{missing}' cannot be read" in result.output
+
+
+def test_airflow_trigger_with_no_api_there_says_where_it_looked(tmp_path, monkeypatch):
+    """A loopback port nothing listens on: one error line naming the URL and its setting."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    password = tmp_path / "password"
+    password.write_text("secret-value\n")
+    monkeypatch.setenv("PIPELINE_AIRFLOW_API_PASSWORD_FILE", str(password))
+    monkeypatch.setenv("PIPELINE_AIRFLOW_API_URL", f"http://127.0.0.1:{port}")
+    result = invoke("airflow-trigger")
+    assert result.exit_code == 1
+    assert f"no Airflow API at http://127.0.0.1:{port} (PIPELINE_AIRFLOW_API_URL)" in result.output
+    assert "secret-value" not in result.output
+
+
+def test_airflow_trigger_rejects_conf_that_is_no_json_object():
+    result = invoke("airflow-trigger", "--conf", "[1, 2]")
+    assert result.exit_code == 1
+    assert "--conf must be a JSON object" in result.output
