@@ -34,7 +34,7 @@ lock:
 run: setup
 	$(CLI) run $(ARGS)
 
-test: setup browser
+test: setup browser airflow-packages
 	$(PY) -m pytest -q --durations=20
 
 # The quick loop (about 2 minutes): unit and construction tests, no pipeline, server or
