@@ -37,6 +37,7 @@ from serving.batching import Batcher
 from serving.hybrid import PredictionTable
 from serving.model_store import LoadedVersion, ModelStore
 from serving.request_log import RequestLogger
+from serving.rest_routes import shown
 from serving.settings import BatchPredictSettings, ServingSettings
 from serving.tensors import RequestError, columnar_response, row_response, rows
 
@@ -86,7 +87,7 @@ class App:
         except web.HTTPException as error:
             if error.status < 400:
                 raise
-            path = rest_routes.shown(request.raw_path)
+            path = shown(request.raw_path)
             return _error(error.status, f"{error.reason}: {request.method} {path}")
         except Exception:
             log.exception("error answering %s %s", request.method, request.path)
@@ -104,7 +105,7 @@ class App:
         pattern, the rest 404."""
         raw_path = request.raw_path
         if not rest_routes.is_api(raw_path):
-            raise RequestError(f"Not Found: {request.method} {rest_routes.shown(raw_path)}", 404)
+            raise RequestError(f"Not Found: {request.method} {shown(raw_path)}", 404)
         if request.method == "OPTIONS":  # CORS preflight, answered as TF Serving does
             if not re.match(r"https?://", request.headers.get("Origin", "")):
                 raise RequestError("Origin header is missing in CORS preflight", 400)
@@ -124,13 +125,17 @@ class App:
         if label is not None:
             model = self.store.label(label) if name == self.model_name else None
             if model is None:
-                raise RequestError(f"Unrecognized servable version label: {label}", 400)
+                raise RequestError(f"Unrecognized servable version label: {shown(label)}", 400)
             return model
         model = None
         if name == self.model_name:
             model = self.store.get(version)
         if model is None:
-            wanted = f"Latest({name})" if version is None else f"Specific({name}, {version})"
+            wanted = (
+                f"Latest({shown(name)})"
+                if version is None
+                else f"Specific({shown(name)}, {version})"
+            )
             raise RequestError(f"Servable not found for request: {wanted}", 404)
         return model
 
@@ -143,9 +148,9 @@ class App:
         if version is not None:
             statuses = [s for s in statuses if s["version"] == str(version)]
             if not statuses:
-                raise RequestError(f"Could not find version {version} of model {name}", 404)
+                raise RequestError(f"Could not find version {version} of model {shown(name)}", 404)
         if not statuses:  # as TF Serving: NOT_FOUND until a version exists (readiness probe)
-            raise RequestError(f"Could not find any versions of model {name}", 404)
+            raise RequestError(f"Could not find any versions of model {shown(name)}", 404)
         for entry in statuses:  # a load error names files of this machine: not for clients
             message = entry["status"]["error_message"]
             if message:
