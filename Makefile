@@ -69,8 +69,9 @@ schema: setup
 benchmark: setup
 	$(PY) benchmarks/pipeline_vs_official.py
 
-# Serving: the local TF Serving-compatible server, batch predictions, skew check, benchmark.
-.PHONY: serve batch-predict serving-skew benchmark-serving
+# Serving: the local TF Serving-compatible server, batch predictions, skew check, serving
+# strategy, benchmark.
+.PHONY: serve batch-predict serving-skew serving-strategy benchmark-serving
 serve: setup
 	$(CLI) serve $(ARGS)
 
@@ -79,6 +80,10 @@ batch-predict: setup
 
 serving-skew: setup
 	$(CLI) skew $(ARGS)
+
+# Static, dynamic or hybrid: the request log's key cardinality and peakedness (ARGS="--span N").
+serving-strategy: setup
+	$(CLI) serving-strategy $(ARGS)
 
 benchmark-serving: setup
 	$(PY) benchmarks/serving_speed.py $(ARGS)

@@ -96,7 +96,7 @@ def main(verbose: bool = False, early: Optional[run_log.EarlyOutput] = None) -> 
         )
         state = local_run.RunState()
         try:
-            local_run.run(settings, metadata, span, state)
+            local_run.run(settings, metadata, span, state, say=log.print)
         except Exception as error:  # noqa: BLE001 (every failure ends with its message)
             log.fail(local_run.failure_message(settings, error, state))
             raise SystemExit(1) from None

@@ -244,7 +244,7 @@ def replay(
 
 @app.command(
     epilog=_examples(
-        "make serve                      # http://127.0.0.1:8501",
+        "make serve                      # http://127.0.0.1:8501, gRPC on 127.0.0.1:8500",
         "tfx-template serve --port 8601  # another port",
         "PIPELINE_SERVING_HYBRID=1 tfx-template serve      # batch predictions first",
         "curl http://127.0.0.1:8501/v1/models/taxi-tips    # the loaded versions",
@@ -257,31 +257,38 @@ def serve(
     port: Optional[int] = typer.Option(
         None, metavar="PORT", help="overrides PIPELINE_SERVING_PORT"
     ),
+    grpc_port: Optional[int] = typer.Option(
+        None, "--grpc-port", metavar="PORT", help="overrides PIPELINE_SERVING_GRPC_PORT (0: none)"
+    ),
 ) -> None:
-    """Serve the pushed model with TensorFlow Serving's REST API (until Ctrl-C).
+    """Serve the pushed model with TensorFlow Serving's REST and gRPC APIs (until Ctrl-C).
 
-    The same endpoints as TF Serving's (/v1/models/<name>, :predict, :classify, :regress);
-    new versions load as the Pusher writes them. Settings: PIPELINE_SERVING_*.
+    The same endpoints as TF Serving's (/v1/models/<name>, :predict, :classify, :regress on
+    8501; PredictionService and ModelService on 8500); new versions load as the Pusher writes
+    them. Metrics at /monitoring/prometheus/metrics, health at /healthz. Listening beyond
+    loopback needs PIPELINE_SERVING_AUTH_TOKEN. Settings: PIPELINE_SERVING_*.
     """
     from serving import server
 
-    server.serve(host=host, port=port)
+    server.serve(host=host, port=port, grpc_port=grpc_port)
 
 
 @app.command(
     "batch-predict",
     epilog=_examples(
-        "make batch-predict              # the newest span, the newest pushed model",
+        "make batch-predict              # the newest complete span, the newest pushed model",
         'make batch-predict ARGS="--span 3 --version 1234"',
         "tfx-template batch-predict --span 3 --version 1234    # the same",
     ),
 )
 def batch_predict(
     span: Optional[int] = typer.Option(
-        None, metavar="N", help="default: PIPELINE_BATCH_PREDICT_SPAN, else the newest span"
+        None,
+        metavar="N",
+        help="default: PIPELINE_BATCH_PREDICT_SPAN, else the newest complete span",
     ),
     version: Optional[int] = typer.Option(
-        None, metavar="VERSION", help="model version; default: the newest pushed"
+        None, metavar="VERSION", help="model version; default: the newest pushed version that loads"
     ),
 ) -> None:
     """Batch predictions of one span into the warehouse table.
@@ -328,6 +335,59 @@ def skew(
     from analysis import skew as skew_check
 
     _exit(skew_check.run_skew(log=log, training_statistics=training_statistics, schema=schema))
+
+
+@app.command(
+    "serving-strategy",
+    epilog=_examples(
+        "make serving-strategy           # the request log: static, dynamic or hybrid?",
+        'make serving-strategy ARGS="--span 6"',
+        "tfx-template serving-strategy --span 6    # the same: a span's rows as the workload",
+        "tfx-template serving-strategy --log requests.jsonl --key COLUMN --json",
+    ),
+)
+def serving_strategy(
+    log: Optional[str] = typer.Option(
+        None,
+        metavar="FILE",
+        help="the request log (default: PIPELINE_SERVING_LOG_PATH, "
+        "else <output dir>/serving_logs/requests.jsonl)",
+    ),
+    span: Optional[int] = typer.Option(
+        None, metavar="N", help="a span's rows as the workload instead of the log"
+    ),
+    key: Optional[list[str]] = typer.Option(
+        None,
+        metavar="COLUMN",
+        help="a column making up the request key (repeat for several; default: the keyed "
+        "signature's key, else every model input)",
+    ),
+    top_k: Optional[list[int]] = typer.Option(
+        None,
+        "--top-k",
+        metavar="K",
+        min=1,
+        help="report the share of rows of the K most frequent keys (repeat; "
+        "default: 1, 10, 100, 1000, 10000)",
+    ),
+    as_json: bool = typer.Option(False, "--json", help="the figures as JSON"),
+) -> None:
+    """Static, dynamic or hybrid serving, from the workload's cardinality and peakedness.
+
+    Counts the request keys of the logged requests (or of a span's rows): distinct keys,
+    the share of rows of the top-k keys, the fewest keys covering 80/90/95% of rows. Then the
+    seed's rule: very low cardinality -> static (precompute every key); high and flat ->
+    dynamic; high and peaked -> hybrid (precompute the head), with the table's size and the
+    expected hit rate. Thresholds: PIPELINE_SERVING_STRATEGY_*. Exit status 0, or 2 on an
+    error (no log, no such span or column).
+    """
+    from analysis import serving_strategy as strategy
+
+    _exit(
+        strategy.run_serving_strategy(
+            log=log, span=span, key=key or None, top_k=top_k or None, as_json=as_json
+        )
+    )
 
 
 # ---------------------------------------------------------------------- exploring results

@@ -13,7 +13,7 @@ from typing import Any, Literal, get_args, get_origin
 from pydantic import Field, model_validator
 from pydantic.fields import FieldInfo
 
-from analysis.settings import ReportSettings
+from analysis.settings import ReportSettings, ServingStrategySettings
 from pipeline.settings import PROJECT_ROOT, PipelineSettings
 from pipeline.settings_model import SettingsModel, SettingsTree, bounds_text, env_fields
 from serving.settings import BatchPredictSettings, ServingSettings
@@ -29,6 +29,7 @@ class Settings(SettingsTree):
     batch_predict: BatchPredictSettings = Field(default_factory=BatchPredictSettings)
     streaming: StreamingSettings = Field(default_factory=StreamingSettings)
     report: ReportSettings = Field(default_factory=ReportSettings)
+    serving_strategy: ServingStrategySettings = Field(default_factory=ServingStrategySettings)
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:

@@ -17,14 +17,22 @@ from absl import logging
 from tfx import v1 as tfx
 
 from models import features, hyperparameters, warm_start
-from pipeline import ps_cluster, runtime
+from pipeline import ps_cluster, runtime, signature_methods
 
 # The signatures' names are shared with serving/ and the Evaluator. serving_keyed is
 # serving_raw plus a `key` string passed through untouched: batch predictions
 # (serving/batch_predict.py) stay joinable to their rows whatever order a runner emits them in.
 from pipeline.names import (
+    CLASSIFY_CLASSES_OUTPUT,
+    CLASSIFY_METHOD_NAME,
+    CLASSIFY_REGRESS_INPUT,
+    CLASSIFY_SCORES_OUTPUT,
+    CLASSIFY_SIGNATURE,
     KEY_INPUT,
     PREDICTION_KEY,
+    REGRESS_METHOD_NAME,
+    REGRESS_OUTPUT,
+    REGRESS_SIGNATURE,
     SERVING_DEFAULT_SIGNATURE,
     SERVING_KEYED_SIGNATURE,
     SERVING_RAW_SIGNATURE,
@@ -44,6 +52,14 @@ ORDER_KEY_FLOAT_DECIMALS = 2
 # their embedding table, the one large variable, which parameter_server shards across ps tasks.
 CROSSED_IDS_LAYER = "crossed_ids"
 CROSSED_EMBEDDING_LAYER = "crossed_embedding"
+# The classification signature's classes: the label is false or true (the model's one sigmoid
+# output is P(true)), named as TF Estimators' binary classifiers name them.
+CLASSES = ("0", "1")
+# The method names TF Serving's Classify/Regress expect (TF2 saves every signature as predict).
+SIGNATURE_METHOD_NAMES = {
+    CLASSIFY_SIGNATURE: CLASSIFY_METHOD_NAME,
+    REGRESS_SIGNATURE: REGRESS_METHOD_NAME,
+}
 
 
 def _categorical_inputs() -> dict[str, int]:
@@ -391,8 +407,11 @@ def raw_to_sparse(values: tf.Tensor, dtype: tf.DType) -> tf.SparseTensor:
 
 def export_signatures(model: keras.Model, tf_transform_output: tft.TFTransformOutput) -> dict:
     """serving_default (serialized tf.Example), serving_raw (typed raw values), serving_keyed
-    (serving_raw plus a passed-through `key`) and transform_features (for TFMA); all apply
-    the same Transform graph."""
+    (serving_raw plus a passed-through `key`), classification and regression (TF Serving's
+    Classify/Regress on serialized tf.Examples: `inputs` in; `classes` and `scores`, or
+    `outputs` = P(true), out) and transform_features (for TFMA); all apply the same
+    Transform graph. Saving writes them all as predict signatures: SIGNATURE_METHOD_NAMES
+    are set after saving (export)."""
     model.tft_layer = tf_transform_output.transform_features_layer()
     raw_feature_spec = tf_transform_output.raw_feature_spec()
     training_only = features.label_columns()
@@ -423,6 +442,19 @@ def export_signatures(model: keras.Model, tf_transform_output: tft.TFTransformOu
         outputs = predict({k: raw_to_sparse(v, raw_feature_spec[k].dtype) for k, v in raw.items()})
         return {**outputs, KEY_INPUT: tf.identity(key)}
 
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=CLASSIFY_REGRESS_INPUT)])
+    def classify_examples(serialized):
+        p = tf.reshape(serve_examples(serialized)[PREDICTION_KEY], [-1, 1])
+        classes = tf.tile(tf.constant([CLASSES]), [tf.shape(p)[0], 1])
+        return {
+            CLASSIFY_CLASSES_OUTPUT: classes,
+            CLASSIFY_SCORES_OUTPUT: tf.concat([1.0 - p, p], axis=1),
+        }
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=CLASSIFY_REGRESS_INPUT)])
+    def regress_examples(serialized):
+        return {REGRESS_OUTPUT: tf.reshape(serve_examples(serialized)[PREDICTION_KEY], [-1])}
+
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
     def transform_features(serialized):
         return model.tft_layer(tf.io.parse_example(serialized, raw_feature_spec))
@@ -431,6 +463,8 @@ def export_signatures(model: keras.Model, tf_transform_output: tft.TFTransformOu
         SERVING_DEFAULT_SIGNATURE: serve_examples.get_concrete_function(),
         SERVING_RAW_SIGNATURE: serve_raw.get_concrete_function(),
         SERVING_KEYED_SIGNATURE: serve_keyed.get_concrete_function(),
+        CLASSIFY_SIGNATURE: classify_examples.get_concrete_function(),
+        REGRESS_SIGNATURE: regress_examples.get_concrete_function(),
         TRANSFORM_SIGNATURE: transform_features.get_concrete_function(),
     }
 
@@ -516,6 +550,12 @@ def _train_and_export(fn_args: tfx.components.FnArgs, strategy: tf.distribute.St
             "worker-scratch",
             str(json.loads(os.environ["TF_CONFIG"])["task"]["index"]),
         )
+    export(model, tf_transform_output, output_dir)
+
+
+def export(model: keras.Model, tf_transform_output: tft.TFTransformOutput, output_dir: str) -> None:
+    """Saves the model with export_signatures, then gives the classify/regress signatures
+    TF Serving's method names."""
     # save_traces=False: the model has only built-in layers, and tracing each layer call for
     # Keras reloading costs seconds; the signatures below are traced regardless.
     model.save(
@@ -524,3 +564,4 @@ def _train_and_export(fn_args: tfx.components.FnArgs, strategy: tf.distribute.St
         save_traces=False,
         signatures=export_signatures(model, tf_transform_output),
     )
+    signature_methods.set_method_names(output_dir, SIGNATURE_METHOD_NAMES)

@@ -1,16 +1,17 @@
-"""A local run (local_runner.py, `make run`): the training window's earlier spans ingested
-first, one ExampleGen run each, then the pipeline on the new span; and the one message a
-failed run ends with."""
+"""A local run (local_runner.py, `make run`): under the pipeline's run lock, what a killed
+run left in MLMD cleaned up (pipeline/killed_runs.py), the training window's earlier spans
+ingested first, one ExampleGen run each, then the pipeline on the new span; and the one
+message a failed run ends with."""
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
+from typing import Callable, Optional
 
 from absl import logging
 from tfx import v1 as tfx
 
-from pipeline import input_check, progress, rejections, run_log, spans
+from pipeline import input_check, killed_runs, progress, rejections, run_log, spans
 from pipeline.names import EXAMPLE_GEN_ID
 from pipeline.pipeline import create_pipeline
 from pipeline.settings import PipelineSettings
@@ -58,17 +59,43 @@ def ingest_earlier_spans(
         ingested.add(span)
 
 
-def run(settings: PipelineSettings, metadata, span: Optional[int], state: RunState) -> None:
-    """Checks the new span's files, ingests the window's earlier spans, runs the pipeline."""
-    if span is not None:
-        state.span = span
-        if span not in spans.ingested_spans(settings, EXAMPLE_GEN_ID):
-            input_check.check_span_files(settings, span)
-        ingest_earlier_spans(settings, metadata, state)
-        state.span = span
-    tfx.orchestration.LocalDagRunner().run(
-        create_pipeline(settings, metadata_connection_config=metadata, span=span)
-    )
+def run(
+    settings: PipelineSettings,
+    metadata,
+    span: Optional[int],
+    state: RunState,
+    say: Callable[[str], None] = print,
+) -> None:
+    """Under the pipeline's run lock: cleans up after a killed run, checks the new span's
+    files, ingests the window's earlier spans, runs the pipeline. `say` prints a line on the
+    console."""
+    with killed_runs.run_lock(settings) as holder:
+        if holder is None:
+            clean_up_killed_runs(settings, say)
+        else:
+            say(
+                f"Another local run of {settings.name} is in progress (pid {holder or '?'}): "
+                "the executions it is running are left as they are"
+            )
+        if span is not None:
+            state.span = span
+            if span not in spans.ingested_spans(settings, EXAMPLE_GEN_ID):
+                input_check.check_span_files(settings, span)
+            ingest_earlier_spans(settings, metadata, state)
+            state.span = span
+        tfx.orchestration.LocalDagRunner().run(
+            create_pipeline(settings, metadata_connection_config=metadata, span=span)
+        )
+
+
+def clean_up_killed_runs(settings: PipelineSettings, say: Callable[[str], None] = print) -> None:
+    """Executions a killed run left RUNNING marked FAILED, their orphaned output folders
+    removed where safe (pipeline/killed_runs.py); one console line if there were any."""
+    cleanup = killed_runs.clean_up(settings)
+    if cleanup is not None:
+        summary = cleanup.summary()
+        logging.info("%s", summary)
+        say(summary)
 
 
 def failure_message(settings: PipelineSettings, error: Exception, state: RunState) -> str:

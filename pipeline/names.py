@@ -37,6 +37,19 @@ SERVING_KEYED_SIGNATURE = "serving_keyed"  # like serving_raw, with a key passed
 TRANSFORM_SIGNATURE = "transform_features"  # the Transform graph alone (TFMA's preprocessing)
 PREDICTION_KEY = "probabilities"  # every signature's output
 KEY_INPUT = "key"  # serving_keyed's pass-through input
+# TF Serving's Classify/Regress signatures (the names TF Estimators export): one input
+# `inputs` of serialized tf.Examples; classification outputs `classes` and `scores`
+# [batch, classes], regression `outputs` [batch]. TF Serving checks the method names only with
+# --enable_signature_method_name_check; pipeline/signature_methods.py writes them regardless.
+CLASSIFY_SIGNATURE = "classification"
+REGRESS_SIGNATURE = "regression"
+CLASSIFY_METHOD_NAME = "tensorflow/serving/classify"
+REGRESS_METHOD_NAME = "tensorflow/serving/regress"
+PREDICT_METHOD_NAME = "tensorflow/serving/predict"
+CLASSIFY_REGRESS_INPUT = "inputs"
+CLASSIFY_CLASSES_OUTPUT = "classes"
+CLASSIFY_SCORES_OUTPUT = "scores"
+REGRESS_OUTPUT = "outputs"
 
 # ---- Files ---------------------------------------------------------------------------------
 ANOMALIES_FILE = "SchemaDiff.pb"  # what ExampleValidator writes in each split's folder

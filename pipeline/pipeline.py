@@ -6,8 +6,10 @@ import dataclasses
 from typing import Optional
 
 from tfx import v1 as tfx
+from tfx.dsl.components.base import executor_spec
 
 from pipeline import rejections, spans, vertex
+from pipeline.atomic_push import AtomicPushExecutor
 from pipeline.code_fingerprint import models_fingerprint
 from pipeline.components.anomalies_gate import AnomaliesGate
 from pipeline.components.drift_check import DriftCheck
@@ -472,6 +474,10 @@ def _pusher(
             model_blessing=blessing,
             custom_config=vertex.serving_config(settings.cloud),
         )
+    # The standard Pusher (node id, outputs, blessing) with TFX's push made atomic where the
+    # file system allows it (pipeline/atomic_push.py). TFX logs that custom_executor_spec is
+    # deprecated in favour of a component subclass, but a subclass would be another component
+    # type in MLMD and in the compiled Airflow/Kubeflow specs, no longer TFX's Pusher.
     return tfx.components.Pusher(
         model=model,
         model_blessing=blessing,
@@ -480,6 +486,7 @@ def _pusher(
                 base_directory=settings.serving_model_dir
             )
         ),
+        custom_executor_spec=executor_spec.ExecutorClassSpec(AtomicPushExecutor),
     )
 
 

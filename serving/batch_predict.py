@@ -3,6 +3,10 @@ keyed predictions to the warehouse table (SQLite locally, BigQuery in production
 
     make batch-predict ARGS="--span N --version V"     # tfx-template batch-predict [--span N] ...
 
+By default the span is the newest complete one (its `_COMPLETE` marker written, as the pipeline
+ingests spans: a newer span still arriving is skipped and said so) and the model the newest
+pushed version that loads (a half-pushed or broken newer version is skipped and named).
+
 Rows need no id column: each gets a stable key from where it lives:
 `<span>:<file name>:<row number>` (row 0 is the first data row). The model's `serving_keyed`
 signature takes the key with the raw features and passes it through, so a prediction stays
@@ -19,7 +23,6 @@ import math
 import os
 import sys
 import time
-import uuid
 from typing import Any, Iterable, Optional, Sequence
 
 import apache_beam as beam
@@ -181,6 +184,10 @@ class _WriteSQLite(beam.DoFn):
                 warehouse.insert(connection, self.table, self._rows)
 
 
+class BatchPredictError(ValueError):
+    """A span, model version or table the job cannot use; the message says what to do."""
+
+
 @dataclasses.dataclass
 class BatchResult:
     span: int
@@ -188,19 +195,85 @@ class BatchResult:
     rows: int
     seconds: float
     destination: str
+    # Why this span and version, what was skipped or cleaned up: one line each.
+    notes: list[str] = dataclasses.field(default_factory=list)
 
 
-def newest_version(base_path: str) -> int:
-    versions = [
-        int(n)
-        for n in (os.listdir(base_path) if os.path.isdir(base_path) else [])
-        if n.isdigit() and os.path.exists(os.path.join(base_path, n, "saved_model.pb"))
-    ]
-    if not versions:
-        raise FileNotFoundError(
-            f"no pushed model under {base_path}: run the pipeline first (`make run`)"
+def choose_span(pipeline: PipelineSettings, requested: Optional[int]) -> tuple[int, str]:
+    """The span to predict and why: `requested` if it is complete, else the newest complete
+    span, by the rule the pipeline and the trigger ingest spans by (pipeline/spans.py): a
+    span whose files are still arriving (no completion marker yet) is never predicted."""
+    marker = pipeline.data.span_complete_marker
+    try:
+        if requested:
+            if not spans.is_complete(pipeline, requested):
+                raise BatchPredictError(
+                    f"span {requested} is not complete: no {marker!r} marker in "
+                    f"{spans.span_dir(pipeline, requested)} yet (its files may still be "
+                    "arriving); predict a complete span, or leave --span out for the newest"
+                )
+            return requested, f"span {requested}: as asked"
+        span = spans.newest_complete_span(pipeline)
+    except BatchPredictError:
+        raise
+    except ValueError as error:  # no complete span, or a pattern without span folders
+        raise BatchPredictError(str(error)) from None
+    reason = f"span {span}: the newest complete span"
+    arriving = [s for s in spans.available_spans(pipeline) if s > span]
+    if arriving:
+        listed = ", ".join(str(s) for s in arriving)
+        reason += (
+            f"; skipped newer span{'s' if len(arriving) > 1 else ''} {listed}: files but no "
+            f"{marker!r} marker yet (still arriving)"
         )
-    return max(versions)
+    return span, reason
+
+
+def pushed_versions(base_path: str) -> list[int]:
+    """The version folders (all-digit names, as TF Serving's scan) under the base path,
+    newest first; any other name (a push in progress) is not a version."""
+    if not tf.io.gfile.isdir(base_path):
+        return []
+    names = (name.rstrip("/") for name in tf.io.gfile.listdir(base_path))
+    return sorted((int(n) for n in names if n.isdigit()), reverse=True)
+
+
+def version_problem(model_path: str) -> Optional[str]:
+    """Why a pushed version cannot predict (half-pushed, does not load, no keyed signature),
+    or None. Loads it once to know."""
+    for name, kind in (("saved_model.pb", "file"), ("variables", "folder")):
+        if not tf.io.gfile.exists(os.path.join(model_path, name)):
+            return f"no {name} {kind}: half-pushed"
+    try:
+        loaded = tf.saved_model.load(model_path)
+    except Exception as error:  # noqa: BLE001 (any failure to load disqualifies it)
+        first_line = (str(error).strip().splitlines() or [""])[0][:200]
+        return f"does not load: {type(error).__name__}: {first_line}"
+    if SERVING_KEYED_SIGNATURE not in loaded.signatures:
+        return f"has no {SERVING_KEYED_SIGNATURE!r} signature"
+    return None
+
+
+def choose_version(base_path: str, requested: Optional[int]) -> tuple[int, list[str]]:
+    """The model version to predict with, and a line per newer version skipped: `requested`
+    if it can predict, else the newest pushed version that can (a half-pushed version, or
+    one that fails to load, is skipped and named)."""
+    if requested:
+        problem = version_problem(os.path.join(base_path, str(requested)))
+        if problem:
+            raise BatchPredictError(f"model version {requested} under {base_path}: {problem}")
+        return requested, []
+    skipped = []
+    for version in pushed_versions(base_path):
+        problem = version_problem(os.path.join(base_path, str(version)))
+        if problem is None:
+            return version, skipped
+        skipped.append(f"skipped model version {version}: {problem}")
+    raise BatchPredictError(
+        f"no loadable model under {base_path}"
+        + (f" ({'; '.join(skipped)})" if skipped else "")
+        + ": run the pipeline first (`make run`)"
+    )
 
 
 def run(
@@ -209,27 +282,51 @@ def run(
     span: Optional[int] = None,
     version: Optional[int] = None,
 ) -> BatchResult:
-    """Predicts every row of `span` (default: PIPELINE_BATCH_PREDICT_SPAN, else the newest) with
-    model `version` (default: the newest pushed) into the warehouse table."""
+    """Predicts every row of `span` (default: PIPELINE_BATCH_PREDICT_SPAN, else the newest
+    complete span) with model `version` (default: the newest loadable pushed version) into
+    the warehouse table. SQLite: one job per file at a time; staging tables a killed job left
+    are dropped first; the table is replaced whole at the end, so a rerun with the same span
+    and version writes the same rows."""
     settings.check_warehouse(pipeline)
-    span = span or settings.span or max(spans.available_spans(pipeline), default=0)
+    if settings.warehouse == "bigquery":
+        return _run(settings, pipeline, span, version, None)
+    warehouse.check_table_name(settings.table)
+    db_path = paths.predictions_db_path(settings, pipeline)
+    os.makedirs(os.path.dirname(os.path.abspath(db_path)), exist_ok=True)
+    try:
+        with warehouse.writer_lock(db_path):
+            return _run(settings, pipeline, span, version, db_path)
+    except warehouse.WarehouseBusyError as error:
+        raise BatchPredictError(str(error)) from None
+
+
+def _run(
+    settings: BatchPredictSettings,
+    pipeline: PipelineSettings,
+    span: Optional[int],
+    version: Optional[int],
+    db_path: Optional[str],
+) -> BatchResult:
+    notes = []
+    if db_path is not None:
+        left = warehouse.drop_staging_tables(db_path, settings.table)
+        if left:
+            notes.append(f"removed staging tables a killed job left: {', '.join(left)}")
+    span, reason = choose_span(pipeline, span or settings.span or None)
+    notes.insert(0, reason)
     pattern = spans.span_files_pattern(pipeline, span)
     files = sorted(tf.io.gfile.glob(pattern))
     if not files:
-        raise FileNotFoundError(f"no input files for span {span}: nothing matches {pattern}")
-    version = version or newest_version(pipeline.serving_model_dir)
+        raise BatchPredictError(f"no input files for span {span}: nothing matches {pattern}")
+    version, skipped = choose_version(pipeline.serving_model_dir, version)
+    notes[1:1] = skipped
     model_path = os.path.join(pipeline.serving_model_dir, str(version))
-    if not tf.io.gfile.exists(os.path.join(model_path, "saved_model.pb")):
-        raise FileNotFoundError(f"model version {version}: no saved_model.pb in {model_path}")
 
-    bigquery = settings.warehouse == "bigquery"
+    bigquery = db_path is None
     if bigquery:
         destination = f"{pipeline.cloud.gcp_project}:{settings.table}"
     else:
-        warehouse.check_table_name(settings.table)
-        db_path = paths.predictions_db_path(settings, pipeline)
-        os.makedirs(os.path.dirname(os.path.abspath(db_path)), exist_ok=True)
-        staging = f"{settings.table}__staging_{uuid.uuid4().hex[:8]}"
+        staging = warehouse.staging_name(settings.table)
         with warehouse.connect(db_path) as connection:
             warehouse.create_table(connection, staging)
         destination = f"{db_path}:{settings.table}"
@@ -272,7 +369,7 @@ def run(
     else:
         rows = warehouse.count_rows(db_path, staging)
         warehouse.replace_table(db_path, staging, settings.table)
-    return BatchResult(span, version, rows, seconds, destination)
+    return BatchResult(span, version, rows, seconds, destination, notes)
 
 
 def _count_rows(files: list[str]) -> int:
@@ -283,10 +380,16 @@ def _count_rows(files: list[str]) -> int:
 
 def batch_predict(span: Optional[int] = None, version: Optional[int] = None) -> BatchResult:
     """`tfx-template batch-predict`: predictions of `span` (default PIPELINE_BATCH_PREDICT_SPAN,
-    else the newest span) by model `version` (default: the newest pushed), one line of
-    figures on stderr."""
+    else the newest complete span) by model `version` (default: the newest loadable pushed
+    version); on stderr, why this span and version (and what was skipped or cleaned up), then
+    one line of figures."""
     runtime.freeze_live_objects()  # TensorFlow and Beam, imported for good
-    result = run(BatchPredictSettings.load(), PipelineSettings.load(), span, version)
+    try:
+        result = run(BatchPredictSettings.load(), PipelineSettings.load(), span, version)
+    except BatchPredictError as error:
+        raise SystemExit(f"error: {error}") from None
+    for note in result.notes:
+        print(note, file=sys.stderr)
     print(
         f"span {result.span}: {result.rows} predictions of model version {result.version} "
         f"-> {result.destination} in {result.seconds:.1f} s "

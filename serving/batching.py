@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import dataclasses
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -48,6 +48,8 @@ class Batcher:
         self.calls = 0  # model calls made, for the benchmark and tests
         self.rows = 0
         self.isolations = 0  # merged calls that failed and were split
+        # Called with (signature name, rows) for each model call: the batch-size metric.
+        self.on_call: Optional[Callable[[str, int], None]] = None
 
     async def predict(
         self, model: LoadedVersion, signature: Signature, columns: dict[str, list]
@@ -147,6 +149,8 @@ class Batcher:
         )
         self.calls += 1
         self.rows += rows(columns)
+        if self.on_call is not None:
+            self.on_call(signature.name, rows(columns))
         try:
             outputs = signature(columns)
         except Exception as error:  # noqa: BLE001 (isolated below, answered per request)

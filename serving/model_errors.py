@@ -79,13 +79,13 @@ def request_error(error: BaseException, signature_name: str, explanation: str = 
         if error.error_code in _INPUT_CODES:
             detail = explanation or readable(error.message) or "the input does not fit it"
             return RequestError(
-                f"signature '{signature_name}' could not compute this input: {detail}", 400
+                f"the model rejected the input of signature '{signature_name}': {detail}", 400
             )
     elif isinstance(error, UnicodeDecodeError) or explanation:
         # TensorFlow failing to decode its own message, which quoted the input's bytes.
         detail = explanation or "the input does not fit it"
         return RequestError(
-            f"signature '{signature_name}' could not compute this input: {detail}", 400
+            f"the model rejected the input of signature '{signature_name}': {detail}", 400
         )
     else:
         status = 500

@@ -3,8 +3,8 @@
 A new version is loaded and warmed up off the request path, then swapped in by replacing one
 dict reference, so a request sees either the old or the new set of versions, never a
 half-loaded one. A version that fails to load or to warm up is recorded (state END with its
-error) and the versions already loaded keep serving: the rollback. The newest
-`keep_versions` loaded versions stay loaded, as TF Serving's latest-N version policy does.
+error) and the versions already loaded keep serving: the rollback. Which versions stay
+loaded is TF Serving's version policy (ModelStore), labels come from its model config file.
 """
 
 from __future__ import annotations
@@ -22,6 +22,12 @@ from google.protobuf import json_format
 from tensorflow.core.protobuf import saved_model_pb2
 
 from pipeline.names import TRANSFORM_SIGNATURE
+from serving.model_config import (
+    ModelConfigError,
+    VersionPolicy,
+    file_stamp,
+    read_model_config,
+)
 from serving.tensors import RequestError, Signature
 
 log = logging.getLogger(__name__)
@@ -72,6 +78,13 @@ def load_version(path: str, version: int) -> LoadedVersion:
     }
     if not signatures:
         raise ValueError(f"{path} has no servable signatures")
+    proto = saved_model_pb2.SavedModel()
+    with open(os.path.join(path, "saved_model.pb"), "rb") as f:
+        proto.ParseFromString(f.read())
+    signature_defs = proto.meta_graphs[0].signature_def
+    for name, signature in signatures.items():
+        # What TF Serving's Classify/Regress check (serving/classify_regress.py).
+        signature.method_name = signature_defs[name].method_name
     for signature in signatures.values():
         outputs = signature(
             {
@@ -85,9 +98,6 @@ def load_version(path: str, version: int) -> LoadedVersion:
                     f"warm-up of signature '{signature.name}': output '{key}' "
                     f"is not finite: {value.ravel()[:4]}"
                 )
-    proto = saved_model_pb2.SavedModel()
-    with open(os.path.join(path, "saved_model.pb"), "rb") as f:
-        proto.ParseFromString(f.read())
     signature_def = {
         "signature_def": json_format.MessageToDict(
             proto.meta_graphs[0],
@@ -106,16 +116,75 @@ def _warmup_value(signature: Signature, key: str):
 
 
 class ModelStore:
-    """Watches `base_path` and holds the loaded versions."""
+    """Watches `base_path` and holds the loaded versions, as the version `policy` says.
 
-    def __init__(self, base_path: str, keep_versions: int = 2):
+    latest {N}: the newest N versions on disk that load (a version that failed is passed
+    over, so a restart with broken newest versions serves the newest one that loads);
+    specific {versions} / all {}: those versions on disk that load. A version removed from
+    disk is unloaded at the next poll, and only versions on disk are listed in the status.
+    A failed version is retried only when its files change: an idle server loads nothing.
+
+    `labels` (label -> version) come from the model config file (serving/model_config.py),
+    re-read when the file changes."""
+
+    def __init__(
+        self,
+        base_path: str,
+        policy: Optional[VersionPolicy] = None,
+        config_file: str = "",
+        model_name: str = "",
+    ):
         self.base_path = base_path
-        self.keep_versions = keep_versions
+        self.config_file = config_file
+        self.model_name = model_name
+        self.policy = policy or VersionPolicy("latest", num_versions=1)
+        self.labels: dict[str, int] = {}
+        self._config_stamp: Optional[tuple] = None
+        if config_file:
+            self._read_config(startup=True)
         self._loaded: dict[int, LoadedVersion] = {}  # replaced whole, never mutated
         self.failed: dict[int, tuple[tuple, str]] = {}  # version -> (fingerprint, error)
         self.loading: Optional[int] = None
+        self.loads = 0  # load attempts, for the status log and tests
         self._seen: dict[int, tuple] = {}
+        self._warned_labels: dict[str, int] = {}
         self._lock = threading.Lock()  # one refresh at a time
+
+    # ---- the model config file -----------------------------------------------------------
+    def _read_config(self, startup: bool = False) -> None:
+        """Policy and labels from the config file; an unreadable edit keeps the last good
+        ones (a bad file at startup is an error), as TF Serving's config reload does."""
+        stamp = file_stamp(self.config_file)
+        try:
+            config = read_model_config(self.config_file, self.model_name)
+        except ModelConfigError as error:
+            if startup:
+                raise
+            log.error("%s; keeping the previous policy and labels", error)
+            self._config_stamp = stamp
+            return
+        self._config_stamp = stamp
+        if config.policy != self.policy or config.version_labels != self.labels:
+            log.info(
+                "model config %s: version policy %s, labels %s",
+                self.config_file,
+                config.policy.describe(),
+                config.version_labels or "none",
+            )
+        self.policy, self.labels = config.policy, config.version_labels
+
+    def _check_labels(self) -> None:
+        """TF Serving refuses a config whose label names a version not loaded
+        (unless --allow_version_labels_for_unavailable_models): said, once per change."""
+        unavailable = {k: v for k, v in self.labels.items() if v not in self._loaded}
+        if unavailable and unavailable != self._warned_labels:
+            log.warning(
+                "labels %s name versions that are not loaded: requests through them get 404 "
+                "here; TF Serving refuses such a config unless started with "
+                "--allow_version_labels_for_unavailable_models",
+                unavailable,
+            )
+        self._warned_labels = unavailable
 
     # ---- reading (request path) -------------------------------------------------------
     @property
@@ -128,16 +197,23 @@ class ModelStore:
             return loaded[max(loaded)] if loaded else None
         return loaded.get(version)
 
+    def label_version(self, label: str) -> int:
+        """The version a label names in the model config file; RequestError(400) with TF
+        Serving's message for a label it does not define."""
+        version = self.labels.get(label)
+        if version is None:
+            raise RequestError(f"Unrecognized servable version label: {label}", 400)
+        return version
+
     def label(self, label: str) -> Optional[LoadedVersion]:
-        """`latest` is the newest loaded version, `previous` the one before it."""
-        ordered = sorted(self._loaded, reverse=True)
-        index = {"latest": 0, "previous": 1}.get(label)
-        if index is None or index >= len(ordered):
-            return None
-        return self._loaded[ordered[index]]
+        """The loaded version a label names; None if that version is not loaded (TF Serving
+        then answers NOT_FOUND for Specific(name, version)); RequestError(400) for an
+        unknown label."""
+        return self._loaded.get(self.label_version(label))
 
     def status(self) -> list[dict]:
-        """TF Serving's model_version_status list, newest first."""
+        """TF Serving's model_version_status list, newest first: loaded, failed and loading
+        versions, those on disk only."""
         entries = {v: ("AVAILABLE", "OK", "") for v in self._loaded}
         for version, (_, error) in self.failed.items():
             entries.setdefault(version, ("END", "UNKNOWN", error))
@@ -164,45 +240,91 @@ class ModelStore:
         return found
 
     def refresh(self) -> list[int]:
-        """Loads versions that appeared (newest first, only those that would be kept) once
-        their files stopped changing; returns the versions newly loaded."""
+        """One poll: re-reads the config file if it changed, loads the versions the policy
+        wants (newest first, each once its files stopped changing), unloads the others and
+        those gone from disk; returns the versions newly loaded."""
         with self._lock:
+            if self.config_file and file_stamp(self.config_file) != self._config_stamp:
+                self._read_config()
             on_disk = self._on_disk()
-            wanted = sorted(on_disk, reverse=True)[: self.keep_versions]
+            # Forget what is gone from disk: its failure, its fingerprint, its loaded model.
+            for table in (self.failed, self._seen):
+                for version in [v for v in table if v not in on_disk]:
+                    del table[version]
+            gone = [v for v in self._loaded if v not in on_disk]
+            if gone:
+                self._loaded = {v: m for v, m in self._loaded.items() if v in on_disk}
+                log.info(
+                    "model version(s) %s removed from disk: unloaded (loaded: %s)",
+                    gone,
+                    sorted(self._loaded),
+                )
+            candidates, limit = self.policy.candidates(on_disk)
+            kept: dict[int, LoadedVersion] = {}
             newly = []
-            for version in wanted:
+            for version in candidates:
+                if limit is not None and len(kept) >= limit:
+                    break
                 if version in self._loaded:
+                    kept[version] = self._loaded[version]
                     continue
-                fingerprint = _fingerprint(on_disk[version])
-                stable = self._seen.get(version) == fingerprint
-                self._seen[version] = fingerprint
-                failed = self.failed.get(version)
-                if failed and failed[0] == fingerprint:
-                    continue  # already failed with these files; retried when they change
-                if not stable and self._loaded:
-                    continue  # still being written: look again at the next poll
-                self.loading = version
-                try:
-                    loaded = load_version(on_disk[version], version)
-                except Exception as error:  # noqa: BLE001 (any load failure means rollback)
-                    message = f"{type(error).__name__}: {error}"[:2000]
-                    log.error(
-                        "model version %s failed to load, still serving %s: %s",
-                        version,
-                        sorted(self._loaded) or "nothing",
-                        message,
-                    )
-                    self.failed[version] = (fingerprint, message)
-                    continue
-                finally:
-                    self.loading = None
-                self.failed.pop(version, None)
-                newly.append(version)
-                kept = {**self._loaded, version: loaded}
-                keep = sorted(kept, reverse=True)[: self.keep_versions]
-                self._loaded = {v: kept[v] for v in keep}  # the atomic swap
-                log.info("serving model version %s (loaded: %s)", version, keep)
+                loaded = self._try_load(version, on_disk[version], serving=bool(kept))
+                if loaded is not None:
+                    kept[version] = loaded
+                    newly.append(version)
+                    # Serve it at once, beside what still serves until this poll ends.
+                    self._loaded = {**self._loaded, version: loaded}
+            if set(kept) != set(self._loaded):
+                dropped = sorted(set(self._loaded) - set(kept))
+                self._loaded = kept  # the atomic swap
+                log.info(
+                    "model version(s) %s unloaded by the version policy %s (loaded: %s)",
+                    dropped,
+                    self.policy.describe(),
+                    sorted(kept, reverse=True),
+                )
+            if self.labels:
+                self._check_labels()
             return newly
+
+    def _try_load(self, version: int, path: str, serving: bool) -> Optional[LoadedVersion]:
+        """Loads one version if its files are complete; None if it is still being written,
+        failed before with these very files, or fails now (recorded in `failed`)."""
+        fingerprint = _fingerprint(path)
+        stable = self._seen.get(version) == fingerprint
+        self._seen[version] = fingerprint
+        failed = self.failed.get(version)
+        if failed and failed[0] == fingerprint:
+            return None  # already failed with these files; retried when they change
+        if not stable and (self._loaded or serving):
+            return None  # still being written: look again at the next poll
+        self.loading = version
+        self.loads += 1
+        log.info("loading model version %s", version)
+        try:
+            loaded = load_version(path, version)
+        except Exception as error:  # noqa: BLE001 (any load failure means rollback)
+            message = _without_paths(f"{type(error).__name__}: {error}", path)[:2000]
+            log.error(
+                "model version %s failed to load, still serving %s: %s",
+                version,
+                sorted(self._loaded) or "nothing",
+                message,
+            )
+            self.failed[version] = (fingerprint, message)
+            return None
+        finally:
+            self.loading = None
+        self.failed.pop(version, None)
+        log.info("serving model version %s", version)
+        return loaded
 
     def describe(self) -> str:
         return json.dumps({"base_path": self.base_path, "status": self.status()})
+
+
+def _without_paths(message: str, path: str) -> str:
+    """A load error as the status may show it to clients: the version's folder named
+    relatively (`<version>/...`), not by its absolute path."""
+    parent = os.path.dirname(os.path.abspath(path))
+    return message.replace(parent + os.sep, "").replace(parent, ".")

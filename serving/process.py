@@ -1,4 +1,4 @@
-"""Starting the server as a separate process on a free loopback port (tests, benchmarks), and a
+"""Starting the server as a separate process on free loopback ports (tests, benchmarks), and a
 small JSON client over plain HTTP."""
 
 from __future__ import annotations
@@ -20,13 +20,26 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+class ServerUrl(str):
+    """The REST base URL (`http://127.0.0.1:<port>`), with the gRPC target in `.grpc`
+    (`127.0.0.1:<port>`)."""
+
+    grpc: str
+
+
 def call(
-    url: str, body: Any = None, data: Optional[bytes] = None, timeout: float = 60
+    url: str,
+    body: Any = None,
+    data: Optional[bytes] = None,
+    timeout: float = 60,
+    headers: Optional[dict[str, str]] = None,
 ) -> tuple[int, Any, dict]:
     """(status, JSON body, headers) of a GET (no body) or POST; HTTP errors are returned."""
     if body is not None:
         data = json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, method="POST" if data is not None else "GET")
+    request = urllib.request.Request(
+        url, data=data, method="POST" if data is not None else "GET", headers=headers or {}
+    )
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status, json.loads(response.read()), dict(response.headers)
@@ -45,21 +58,29 @@ def running_server(
     log_path: str,
     startup_timeout: float = 180,
     model_name: Optional[str] = None,
-) -> Iterator[str]:
-    """`tfx-template serve` with this environment on a free port; yields its base URL
-    once the model answers its status endpoint; stops the process afterwards. The model is
-    served under `model_name`, by default the name the settings in `env` give it."""
+) -> Iterator[ServerUrl]:
+    """`tfx-template serve` with this environment on free REST and gRPC ports; yields its base
+    URL (gRPC target in `.grpc`) once a model version is loaded (the health endpoint answers
+    200, the model's status too); stops the process afterwards. The model is served under
+    `model_name`, by default the name the settings in `env` give it."""
     if model_name is None:
         from pipeline.settings import PipelineSettings
         from serving import paths
         from serving.settings import ServingSettings
 
         model_name = paths.model_name(ServingSettings.load(env), PipelineSettings.load(env))
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
+    port = grpc_port = free_port()
+    while grpc_port == port:
+        grpc_port = free_port()
+    url = ServerUrl(f"http://127.0.0.1:{port}")
+    url.grpc = f"127.0.0.1:{grpc_port}"
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "cli.main", "serve", "--port", str(port)],
+            [
+                sys.executable,
+                *("-m", "cli.main", "serve"),
+                *("--port", str(port), "--grpc-port", str(grpc_port)),
+            ],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -70,8 +91,9 @@ def running_server(
             if process.poll() is not None:
                 raise RuntimeError(f"the server exited with {process.returncode}; see {log_path}")
             try:
-                status, _, _ = call(f"{url}/v1/models/{model_name}", timeout=5)
-                if status == 200:
+                # The health probe needs no token, even when the server requires one.
+                status, body, _ = call(f"{url}/healthz", timeout=5)
+                if status == 200 and body.get("model") == model_name:
                     break
             except OSError:
                 pass

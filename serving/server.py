@@ -7,18 +7,24 @@ Endpoints, as TF Serving's (https://www.tensorflow.org/tfx/serving/api_rest):
     GET  /v1/models/{name}/versions/{v}                     status of one version
     GET  /v1/models/{name}[/versions/{v}|/labels/{l}]/metadata   signature_def
     POST /v1/models/{name}[/versions/{v}|/labels/{l}]:predict    {"instances"} or {"inputs"}
-    POST ...:classify | :regress                            {"examples": [...], "context"}
+    POST ...:classify | :regress      {"signature_name", "examples": [...], "context"}
     GET  /monitoring/hybrid                                 hybrid serving hit rate
+    GET  /monitoring/prometheus/metrics                     Prometheus metrics (serving/metrics.py)
+    GET  /healthz                                           200 while a version is loaded, else 503
+TF Serving's gRPC API runs in the same process (serving/grpc_server.py, PIPELINE_SERVING_GRPC_PORT);
+a bearer token guards both (serving/auth.py).
 Paths, verbs and bodies are read as TF Serving reads them (serving/rest_routes.py,
 serving/rest_json.py). Errors are {"error": "..."} with TF Serving's status: 4xx for client
 mistakes, naming what is wrong; 5xx for the server's own faults, with a generic message (the
-detail goes to the server log). Labels: `latest` (the newest loaded version) and `previous`.
-Each predict response carries the version that answered in the `X-Model-Version` header.
+detail goes to the server log). Labels are those the model config file defines
+(PIPELINE_SERVING_MODEL_CONFIG_FILE, TF Serving's version_labels). Each response carries the
+version that answered in the `X-Model-Version` header.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import re
@@ -30,16 +36,28 @@ import numpy as np
 from aiohttp import web
 
 from pipeline import runtime
-from pipeline.names import SERVING_DEFAULT_SIGNATURE, SERVING_KEYED_SIGNATURE, SERVING_RAW_SIGNATURE
+from pipeline.names import SERVING_DEFAULT_SIGNATURE, SERVING_KEYED_SIGNATURE
 from pipeline.settings import PipelineSettings
-from serving import model_errors, paths, rest_json, rest_routes
+from pipeline.settings_model import SettingsError
+from serving import (
+    auth,
+    classify_regress,
+    example_json,
+    grpc_server,
+    model_errors,
+    paths,
+    rest_json,
+    rest_routes,
+)
 from serving.batching import Batcher
 from serving.hybrid import PredictionTable
+from serving.metrics import HEALTH_PATH, METRICS_PATH, Metrics
+from serving.model_config import VersionPolicy, read_model_config
 from serving.model_store import LoadedVersion, ModelStore
 from serving.request_log import RequestLogger
 from serving.rest_routes import shown
 from serving.settings import BatchPredictSettings, ServingSettings
-from serving.tensors import RequestError, columnar_response, row_response, rows
+from serving.tensors import RequestError, columnar_response, row_response
 
 log = logging.getLogger("serving")
 
@@ -60,13 +78,21 @@ class App:
         self.logger = RequestLogger(
             paths.request_log_path(settings, pipeline), settings.log_sampling_rate
         )
+        self.token = auth.token(settings)
+        self.metrics = Metrics(self.model_name, store)
+        self.batcher.on_call = self.metrics.observe_batch
 
     # ---- routing -------------------------------------------------------------------------
     def web_app(self) -> web.Application:
+        # Outermost first: every answer is counted, then the token is checked.
+        guard = [auth.rest_middleware(self.token, [HEALTH_PATH])] if self.token else []
         app = web.Application(
-            client_max_size=self.settings.max_body_bytes, middlewares=[self._errors]
+            client_max_size=self.settings.max_body_bytes,
+            middlewares=[self.metrics.rest_middleware(), *guard, self._errors],
         )
         app.router.add_get("/monitoring/hybrid", self.hybrid_stats)
+        app.router.add_get(METRICS_PATH, self.metrics.metrics_page)
+        app.router.add_get(HEALTH_PATH, self.metrics.health)
         # Paths outside /v1/ go above this line: every other path, any verb, is read as TF
         # Serving reads it (serving/rest_routes.py).
         app.router.add_route("*", "/{path:.*}", self.dispatch)
@@ -122,11 +148,15 @@ class App:
     def _model(self, route: rest_routes.Route) -> LoadedVersion:
         """The loaded version a request names, or TF Serving's error for it."""
         name, version, label = route.name, route.version, route.label
-        if label is not None:
-            model = self.store.label(label) if name == self.model_name else None
-            if model is None:
-                raise RequestError(f"Unrecognized servable version label: {shown(label)}", 400)
-            return model
+        if label is not None:  # a label the model config file defines, else 400
+            try:
+                if name != self.model_name:
+                    raise RequestError("", 400)
+                version = self.store.label_version(label)
+            except RequestError:
+                raise RequestError(
+                    f"Unrecognized servable version label: {shown(label)}", 400
+                ) from None
         model = None
         if name == self.model_name:
             model = self.store.get(version)
@@ -187,9 +217,8 @@ class App:
             signature_name = body.get("signature_name")
             if signature_name is not None and not isinstance(signature_name, str):
                 raise RequestError("'signature_name' key must be a string value")
-            signature_name = signature_name or (
-                SERVING_DEFAULT_SIGNATURE if method == "predict" else SERVING_RAW_SIGNATURE
-            )
+            # TF Serving's default for every method (:classify needs the classification one).
+            signature_name = signature_name or SERVING_DEFAULT_SIGNATURE
             model = self._model(route)
             answer = await (
                 self._predict(model, signature_name, body)
@@ -270,39 +299,23 @@ class App:
     async def _classify_regress(
         self, model: LoadedVersion, signature_name: str, body: dict, method: str
     ) -> dict:
-        """tf.Example-style feature dicts (plus shared `context`) through a raw-value
-        signature. classify returns [["0", 1-p], ["1", p]] per example, regress p."""
-        signature = model.signature(signature_name)
-        examples, context = body.get("examples"), body.get("context") or {}
-        if not isinstance(examples, list) or not examples:
-            raise RequestError("'examples' must be a non-empty list of feature objects")
-        if not isinstance(context, dict):
-            raise RequestError("'context' must be an object of features")
-        instances = []
-        for i, example in enumerate(examples):
-            if not isinstance(example, dict):
-                raise RequestError(f"example {i} must be an object of features")
-            merged = {**context, **example}
-            # tf.Example features are lists; one value (or none = missing) per feature here.
-            for key, value in merged.items():
-                if isinstance(value, list):
-                    if len(value) > 1:
-                        raise RequestError(
-                            f"example {i}: feature '{key}' has {len(value)} "
-                            "values; the model takes one"
-                        )
-                    merged[key] = value[0] if value else None
-            instances.append(merged)
-        columns = signature.columns_from_instances(instances)
-        outputs = await self.batcher.predict(model, signature, columns)
-        if "probabilities" not in outputs:
-            raise RequestError(
-                f"signature '{signature_name}' has no 'probabilities' output for :{method}"
-            )
-        scores = outputs["probabilities"].reshape(rows(columns), -1)[:, 0].tolist()
+        """TF Serving's :classify / :regress: {"context"?, "examples"} as tf.Examples through
+        a signature TF Serving's Classify/Regress would accept (serving/classify_regress.py);
+        {"results": [[[label, score], ...], ...]} or {"results": [value, ...]}."""
+        context, examples = example_json.examples_from_body(body, method)
+        examples = classify_regress.with_context(context, examples)
         if method == "regress":
-            return {"result": scores}
-        return {"result": [[["0", 1.0 - p], ["1", p]] for p in scores]}
+            values = await classify_regress.regress(model, signature_name, examples, self.batcher)
+            return {example_json.RESULTS_KEY: values.tolist()}
+        classes, scores = await classify_regress.classify(
+            model, signature_name, examples, self.batcher
+        )
+        return {
+            example_json.RESULTS_KEY: [
+                [[label.decode("utf-8", "replace"), score] for label, score in zip(ls, ss)]
+                for ls, ss in zip(classes.tolist(), scores.tolist())
+            ]
+        }
 
     # ---- lifecycle ------------------------------------------------------------------------
     async def _start_polling(self, app: web.Application) -> None:
@@ -311,8 +324,9 @@ class App:
     async def _poll(self) -> None:
         while True:
             try:
-                newly = await asyncio.to_thread(self.store.refresh)
-                if newly:
+                before = set(self.store.versions)
+                await asyncio.to_thread(self.store.refresh)
+                if set(self.store.versions) != before:
                     self.batcher.forget(set(self.store.versions))
             except Exception:  # keep watching whatever happens
                 log.exception("refreshing %s", self.store.base_path)
@@ -337,11 +351,31 @@ def _error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
 
 
+def model_store(settings: ServingSettings, pipeline: PipelineSettings) -> ModelStore:
+    """The store of the pushed versions: the version policy and labels of the model config
+    file if one is set, else the newest keep_versions versions and no labels."""
+    name = paths.model_name(settings, pipeline)
+    if not settings.model_config_file:
+        policy = VersionPolicy("latest", num_versions=settings.keep_versions)
+        return ModelStore(pipeline.serving_model_dir, policy, model_name=name)
+    config = read_model_config(settings.model_config_file, name)
+    log.info(
+        "model config %s: version policy %s, labels %s (its base_path %s is not read: "
+        "this server serves %s)",
+        settings.model_config_file,
+        config.policy.describe(),
+        config.version_labels or "none",
+        config.base_path or "unset",
+        pipeline.serving_model_dir,
+    )
+    return ModelStore(pipeline.serving_model_dir, config.policy, settings.model_config_file, name)
+
+
 def build(
     settings: ServingSettings, pipeline: PipelineSettings, batch: BatchPredictSettings
 ) -> App:
     """The server of the models the pipeline pushes (hybrid: and of the batch table)."""
-    store = ModelStore(pipeline.serving_model_dir, settings.keep_versions)
+    store = model_store(settings, pipeline)
     store.refresh()  # serve at once if a model is pushed; the poller picks up later ones
     table = None
     if settings.hybrid:
@@ -349,12 +383,20 @@ def build(
     return App(settings, pipeline, store, table)
 
 
-def serve(host: Optional[str] = None, port: Optional[int] = None) -> None:
-    """`tfx-template serve`: serves until stopped, on `host` and `port` (default
-    PIPELINE_SERVING_HOST and PIPELINE_SERVING_PORT)."""
+def serve(
+    host: Optional[str] = None, port: Optional[int] = None, grpc_port: Optional[int] = None
+) -> None:
+    """`tfx-template serve`: serves REST and gRPC until stopped, on `host`, `port` and
+    `grpc_port` (default PIPELINE_SERVING_HOST, _PORT and _GRPC_PORT; gRPC port 0: REST only)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    overrides = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
-    settings, pipeline = ServingSettings.load(**overrides), PipelineSettings.load()
+    overrides = {
+        k: v for k, v in (("host", host), ("port", port), ("grpc_port", grpc_port)) if v is not None
+    }
+    try:
+        settings, pipeline = ServingSettings.load(**overrides), PipelineSettings.load()
+        auth.check_exposure(settings)  # before loading anything: refuse an open server at once
+    except SettingsError as error:
+        raise SystemExit(f"error: {error}") from None
     app = build(settings, pipeline, BatchPredictSettings.load())
     # TensorFlow and the loaded models live as long as the server: full collections that
     # walk them again would stall requests.
@@ -363,20 +405,52 @@ def serve(host: Optional[str] = None, port: Optional[int] = None) -> None:
         log.warning(
             "no model version under %s yet; waiting for the Pusher", pipeline.serving_model_dir
         )
+    web_app = app.web_app()
+    addresses = f"http://{settings.host}:{settings.port} (REST)"
+    if settings.grpc_port:
+        _serve_grpc_too(web_app, app, settings)
+        addresses += f" and {grpc_server.address_host(settings.host)}:{settings.grpc_port} (gRPC)"
     print(
-        f"serving '{app.model_name}' from {pipeline.serving_model_dir} on "
-        f"http://{settings.host}:{settings.port}",
+        f"serving '{app.model_name}' from {pipeline.serving_model_dir} on {addresses}",
         file=sys.stderr,
         flush=True,
     )
-    # TF Serving's HTTP server reads request lines and headers of any length: a long URL gets
-    # the API's JSON answer, not the HTTP parser's plain-text 400, up to the body limit.
-    web.run_app(
-        app.web_app(),
-        host=settings.host,
-        port=settings.port,
-        print=None,
-        access_log=None,
-        max_line_size=settings.max_body_bytes,
-        max_field_size=settings.max_body_bytes,
+    try:
+        # TF Serving's HTTP server reads request lines and headers of any length: a long URL
+        # gets the API's JSON answer, not the HTTP parser's plain-text 400, up to the body limit.
+        web.run_app(
+            web_app,
+            host=settings.host,
+            port=settings.port,
+            print=None,
+            access_log=None,
+            max_line_size=settings.max_body_bytes,
+            max_field_size=settings.max_body_bytes,
+        )
+    except grpc_server.BindError as error:
+        raise SystemExit(f"error: {error}") from None
+
+
+def _serve_grpc_too(web_app: web.Application, app: App, settings: ServingSettings) -> None:
+    """The gRPC server starts and stops with the REST app, on its event loop."""
+    services = grpc_server.Services(
+        app.model_name, app.store, app.batcher, app.metrics, app.token, app.logger
     )
+    running = []
+
+    async def start(_: web.Application) -> None:
+        running.append(
+            await grpc_server.start(
+                services, settings.host, settings.grpc_port, settings.max_body_bytes
+            )
+        )
+
+    async def stop(_: web.Application) -> None:
+        while running:
+            await running.pop().stop(grace=1)
+        # Collected now, on the loop, not at interpreter exit, where grpc's Cython objects
+        # print an empty "Error in sys.excepthook" (github.com/grpc/grpc/issues/38679).
+        gc.collect()
+
+    web_app.on_startup.append(start)
+    web_app.on_cleanup.insert(0, stop)  # before the batcher it uses closes

@@ -26,6 +26,30 @@ class ServingSettings(SettingsModel):
         "the server is a deliberate choice (0.0.0.0 in a container).",
     )
     port: int = Field(8501, description="TF Serving's REST port, so clients work against both.")
+    grpc_port: int = Field(
+        8500,
+        ge=0,
+        le=65535,
+        description="TF Serving's gRPC port (PredictionService, ModelService), served by the "
+        "same process on the same host; 0 = no gRPC.",
+    )
+    auth_token: str = Field(
+        "",
+        repr=False,
+        description="A bearer token every request but the /healthz probe must carry (REST: "
+        "`Authorization: Bearer <token>`, gRPC: `authorization` metadata); empty = none. "
+        "Required to listen on a non-loopback host unless PIPELINE_SERVING_ALLOW_INSECURE=1.",
+    )
+    auth_token_file: str = Field(
+        "",
+        description="A file holding that token (a mounted secret), instead of "
+        "PIPELINE_SERVING_AUTH_TOKEN.",
+    )
+    allow_insecure: bool = Field(
+        False,
+        description="Listen on a non-loopback host without a token: only behind something "
+        "that authenticates (an ingress, a private network).",
+    )
     model_name: str = Field(
         "", description="Model name in the URLs (/v1/models/<name>); empty = the pipeline name."
     )
@@ -49,7 +73,18 @@ class ServingSettings(SettingsModel):
         2.0, description="How often the server looks for newly pushed versions."
     )
     keep_versions: int = Field(
-        2, ge=1, description="How many of the newest versions it keeps loaded."
+        2,
+        ge=1,
+        description="How many of the newest versions it keeps loaded (TF Serving's "
+        "latest {num_versions}), unless a model config file sets the policy.",
+    )
+    model_config_file: str = Field(
+        "",
+        description="A TF Serving model config file (--model_config_file's text proto, e.g. "
+        "deploy/kubernetes/models.config): the served model's entry gives the version "
+        "policy (latest, specific or all; unset = latest 1) and the version_labels for "
+        "/labels/<label> URLs, re-read when it changes. Empty = no labels, the newest "
+        "PIPELINE_SERVING_KEEP_VERSIONS versions.",
     )
     log_sampling_rate: float = Field(
         0.0,
@@ -83,7 +118,7 @@ class BatchPredictSettings(SettingsModel):
     )
     table: str = Field("predictions", description="SQLite table, or BigQuery dataset.table.")
     span: int = Field(
-        0, description="The span to predict; 0 = the newest span in PIPELINE_DATA_DIR."
+        0, description="The span to predict; 0 = the newest complete span in PIPELINE_DATA_DIR."
     )
 
     def check_warehouse(self, pipeline: PipelineSettings) -> None:

@@ -94,6 +94,8 @@ def _describe(value: Any) -> str:
 class Signature:
     """One signature of a loaded model: its scalar-per-row inputs and its outputs."""
 
+    method_name = "tensorflow/serving/predict"  # the SignatureDef's; model_store sets it
+
     def __init__(self, name: str, function):
         self.name = name
         self.function = function

@@ -28,6 +28,7 @@ COMMANDS = [
     "serve",
     "batch-predict",
     "skew",
+    "serving-strategy",
     "report",
     "lineage",
     "new-dataset",

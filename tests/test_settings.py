@@ -55,6 +55,12 @@ def tree_variables() -> set[str]:
         ("PIPELINE_BATCH_PREDICT_TABLE", "scores", lambda s: s.batch_predict.table, "scores"),
         ("PIPELINE_STREAMING_WINDOW_SECONDS", "3600", lambda s: s.streaming.window_seconds, 3600),
         ("PIPELINE_REPORT_PATH", "/r.html", lambda s: s.report.path, "/r.html"),
+        (
+            "PIPELINE_SERVING_STRATEGY_HEAD_COVERAGE",
+            "0.9",
+            lambda s: s.serving_strategy.head_coverage,
+            0.9,
+        ),
     ],
 )
 def test_variables_keep_their_names(variable, raw, read, expected):
@@ -242,7 +248,7 @@ def test_reference_has_one_table_per_group_with_every_variable():
         assert f"| `{variable}` |" in text
     groups = re.findall(r"^## [^(\n]+ \(`settings\.([\w.]+)`\)$", text, re.M)
     assert groups[:3] == ["pipeline", "pipeline.data", "pipeline.transform"]
-    assert groups[-4:] == ["serving", "batch_predict", "streaming", "report"]
+    assert groups[-5:] == ["serving", "batch_predict", "streaming", "report", "serving_strategy"]
     assert text.count("| variable | type | default | description |") == len(groups)
     assert text == reference_markdown()  # stable
 

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from pipeline.settings import PipelineSettings
+from pipeline.spans import mark_complete
 from serving import batch_predict, process, warehouse
 from serving.settings import BatchPredictSettings
 from tests.pipeline_run import read_csv, write_csv
@@ -40,6 +41,7 @@ def batch(finished_run, tmp_path_factory):
     return {
         "tmp": tmp,
         "settings": settings,
+        "settings_pipeline": pipeline,
         "result": result,
         "db": db_path,
         "table": warehouse.read_table(str(db_path), settings.table),
@@ -140,6 +142,7 @@ def test_a_bad_span_names_the_problem_and_keeps_the_table(batch, tmp_path, colum
     else:
         rows[3][column] = value
     write_csv(tmp_path / "data" / f"span-{SPAN}" / "data.csv", rows)
+    mark_complete(str(tmp_path / "data" / f"span-{SPAN}"))
     db = tmp_path / "warehouse.db"
     shutil.copy(batch["db"], db)
     environ = {k: v for k, v in batch["env"].items() if k.startswith("PIPELINE_")}
@@ -153,3 +156,115 @@ def test_a_bad_span_names_the_problem_and_keeps_the_table(batch, tmp_path, colum
         assert [
             n for (n,) in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
         ] == [settings.table]
+
+
+def _settings(
+    batch, tmp_path, **pipeline_overrides
+) -> tuple[BatchPredictSettings, PipelineSettings]:
+    """The batch job's settings on a copy of the fixture's table (tmp_path/warehouse.db)."""
+    db = tmp_path / "warehouse.db"
+    shutil.copy(batch["db"], db)
+    environ = {k: v for k, v in batch["env"].items() if k.startswith("PIPELINE_")}
+    return (
+        BatchPredictSettings.load(environ, sqlite_path=str(db)),
+        PipelineSettings.load(environ, **pipeline_overrides),
+    )
+
+
+def _table_names(db: str) -> list[str]:
+    with sqlite3.connect(db) as connection:
+        return sorted(
+            n for (n,) in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        )
+
+
+def test_a_half_arrived_span_is_not_predicted_and_the_table_kept(batch, tmp_path):
+    """Span 3 has files but no _COMPLETE marker (its files are still arriving): the job takes
+    span 2, the newest complete one, says why, and the table keeps span 2's predictions; asked
+    for span 3 explicitly, it refuses and leaves the table alone."""
+    data = tmp_path / "data"
+    shutil.copytree(batch["settings_pipeline"].data.data_dir, data)
+    write_csv(data / "span-3" / "data.csv", batch["rows"][:99])
+    settings, pipeline = _settings(batch, tmp_path, data_dir=str(data))
+    result = batch_predict.run(settings, pipeline)
+    assert (result.span, result.rows) == (SPAN, 400)
+    assert result.notes[0] == (
+        "span 2: the newest complete span; skipped newer span 3: files but no '_COMPLETE' "
+        "marker yet (still arriving)"
+    )
+    assert warehouse.read_table(settings.sqlite_path, settings.table) == batch["table"]
+
+    with pytest.raises(batch_predict.BatchPredictError, match="span 3 is not complete"):
+        batch_predict.run(settings, pipeline, span=3)
+    assert warehouse.read_table(settings.sqlite_path, settings.table) == batch["table"]
+    assert _table_names(settings.sqlite_path) == [settings.table]
+
+
+def test_a_half_pushed_or_broken_newest_version_is_skipped(batch, tmp_path):
+    """Two versions newer than the good one: one half-pushed (variables, no saved_model.pb),
+    one whose saved_model.pb does not parse. The job predicts with the good one and names
+    both; asked for the broken one, it refuses."""
+    pipeline = batch["settings_pipeline"]
+    outputs = tmp_path / "outputs"
+    base = outputs / "serving_model" / pipeline.name
+    shutil.copytree(pipeline.serving_model_dir, base)
+    good = batch["version"]
+    shutil.copytree(base / str(good) / "variables", base / str(good + 1) / "variables")
+    shutil.copytree(base / str(good), base / str(good + 2))
+    (base / str(good + 2) / "saved_model.pb").write_bytes(b"half a protocol buffer")
+    settings, pipeline = _settings(batch, tmp_path, output_dir=str(outputs))
+    result = batch_predict.run(settings, pipeline)
+    assert result.version == good
+    assert result.notes[1] == (
+        f"skipped model version {good + 2}: does not load: "
+        + result.notes[1].split(": does not load: ")[1]
+    )
+    assert result.notes[2] == (
+        f"skipped model version {good + 1}: no saved_model.pb file: half-pushed"
+    )
+    assert warehouse.read_table(settings.sqlite_path, settings.table) == batch["table"]
+
+    with pytest.raises(batch_predict.BatchPredictError, match=f"model version {good + 2} under"):
+        batch_predict.run(settings, pipeline, version=good + 2)
+
+
+def test_staging_tables_a_killed_job_left_are_removed(batch, tmp_path):
+    """A killed job's staging table (as a kill -9 leaves it: rows, no swap) is dropped when
+    the next job starts, and the file's space is given back."""
+    settings, pipeline = _settings(batch, tmp_path)
+    db = settings.sqlite_path
+    leftover = f"{settings.table}__staging_deadbeef"
+    with warehouse.connect(db) as connection:
+        warehouse.create_table(connection, leftover)
+        warehouse.insert(connection, leftover, [(f"x:{n}", 0.5, "1", 1) for n in range(20000)])
+    size_with_leftover = Path(db).stat().st_size
+    result = batch_predict.run(settings, pipeline, span=SPAN)
+    assert result.notes[-1] == f"removed staging tables a killed job left: {leftover}"
+    assert _table_names(db) == [settings.table]
+    assert Path(db).stat().st_size < size_with_leftover
+    assert warehouse.read_table(db, settings.table) == batch["table"]
+
+
+def test_a_rerun_with_the_same_span_and_version_is_idempotent(batch, tmp_path):
+    """Twice the same span and version into the same table: the same keys and rows, no
+    duplicates, equal to the fixture's run."""
+    settings, pipeline = _settings(batch, tmp_path)
+    db = settings.sqlite_path
+    for _ in range(2):
+        result = batch_predict.run(settings, pipeline, span=SPAN, version=batch["version"])
+        assert result.rows == 400
+        with warehouse.connect(db) as connection:
+            count, keys = connection.execute(
+                f'SELECT COUNT(*), COUNT(DISTINCT key) FROM "{settings.table}"'
+            ).fetchone()
+        assert count == keys == 400
+        assert warehouse.read_table(db, settings.table) == batch["table"]
+
+
+def test_one_job_at_a_time_writes_to_a_file(batch, tmp_path):
+    """While a job holds the file's writer lock, a second one stops at once, saying so."""
+    settings, pipeline = _settings(batch, tmp_path)
+    with warehouse.writer_lock(settings.sqlite_path):
+        with pytest.raises(batch_predict.BatchPredictError, match="another batch-predict job"):
+            batch_predict.run(settings, pipeline, span=SPAN)
+    assert warehouse.read_table(settings.sqlite_path, settings.table) == batch["table"]

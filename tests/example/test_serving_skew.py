@@ -132,3 +132,78 @@ def test_every_logged_request_format_yields_the_same_rows():
         )
         == []
     )
+
+
+@pytest.fixture(scope="module")
+def train_split_rows(finished_run) -> list[dict]:
+    """The rows the training statistics describe: the newest ExampleGen output's train split."""
+    import tensorflow as tf
+
+    from pipeline.pipeline import EXAMPLE_GEN_ID
+    from tests.pipeline_run import read_records
+
+    newest = finished_run.outputs(EXAMPLE_GEN_ID, "Examples")[-1]
+    rows = []
+    for record in read_records(f"{newest.uri}/Split-train/*.gz"):
+        example = tf.train.Example.FromString(record)
+        row = {}
+        for key, feature in example.features.feature.items():
+            kind = feature.WhichOneof("kind")
+            values = list(getattr(feature, kind).value) if kind else []
+            value = values[0] if values else None
+            row[key] = value.decode() if isinstance(value, bytes) else value
+        rows.append(row)
+    return rows
+
+
+def test_requests_like_the_training_split_are_never_outside_its_range(
+    train_split_rows, finished_run, settings_env, tmp_path, capsys
+):
+    import tensorflow_data_validation as tfdv
+
+    from pipeline.settings import PipelineSettings
+
+    settings = PipelineSettings.load()
+    training = tfdv.load_stats_binary(skew.training_statistics_path(settings))
+    schema = tfdv.load_schema_text(settings.data.schema_path)
+    found = skew.extrapolation(train_split_rows, schema, training)
+    assert found and {n: e.rate for n, e in found.items()} == {n: 0.0 for n in found}
+    log = tmp_path / "requests.jsonl"
+    write_log(log, train_split_rows, finished_run.pushed_versions()[-1])
+    skew.run_skew(log=str(log))
+    assert "no request outside the training range" in capsys.readouterr().out
+
+
+def test_fares_beyond_the_maximum_and_unseen_companies_are_reported_as_rates(
+    train_split_rows, finished_run, settings_env, tmp_path, capsys
+):
+    """Tripled fares and a new company on every fourth request: the rates are those counted
+    here from the training split itself."""
+    import numpy as np
+
+    fares = [r["fare"] for r in train_split_rows if r["fare"] is not None]
+    lowest, highest = min(fares), max(fares)
+    companies = {r["company"] for r in train_split_rows if r["company"] is not None}
+    requests = [
+        {**r, "fare": r["fare"] * 3, "company": "Brand New Cab" if i % 4 == 0 else r["company"]}
+        for i, r in enumerate(train_split_rows)
+    ]
+    with_fare = [r for r in requests if r["fare"] is not None]
+    above = sum(1 for r in with_fare if np.float32(r["fare"]) > highest)
+    with_company = [r for r in requests if r["company"] is not None]
+    unseen = sum(1 for r in with_company if r["company"] not in companies)
+    assert above > 0 and unseen == len(range(0, len(requests), 4))
+
+    log = tmp_path / "requests.jsonl"
+    write_log(log, requests, finished_run.pushed_versions()[-1])
+    assert skew.run_skew(log=str(log)) == 1  # the tripled fares are skew too
+    out = capsys.readouterr().out
+    assert "outside the training range in 2 feature(s)" in out, out
+    assert (
+        f"  - fare: {above / len(with_fare):.1%} outside [{lowest:g}, {highest:g}] "
+        f"(0 below the minimum, {above} above the maximum, of {len(with_fare)})" in out
+    ), out
+    assert (
+        f"  - company: {unseen / len(with_company):.1%} unseen categories ({unseen} of "
+        f"{len(with_company)}; training: {len(companies)} categories), e.g. 'Brand New Cab'" in out
+    ), out
