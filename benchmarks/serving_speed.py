@@ -4,15 +4,18 @@ all measured in one run on the same machine.
     make benchmark-serving          # needs a pushed model (make run); PIPELINE_* settings apply
 
 Measures: in-process serving_raw call for 1 and 256 rows (the reference: the fastest median
-of 5 rounds); single-row HTTP latency p50/p99 at concurrency 1; throughput at concurrency 1, 8
-and 32 with micro-batching; batch job rows/s into the SQLite table vs the in-process batched
-rate. Prints goals vs measured.
+of 5 rounds); single-row latency p50/p99 and throughput at concurrency 1, 8 and 32, over REST
+and over gRPC (the official tensorflow-serving-api stubs), with micro-batching; 31 good clients
+and 1 poisoning client (tf.Examples whose numeric feature is bytes) against 32 good ones, over
+both protocols; batch job rows/s into the SQLite table vs the in-process batched rate. Prints
+goals vs measured.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import os
 import statistics
 import sys
@@ -25,9 +28,14 @@ import pipeline.runtime  # noqa: F401 (first: Keras 2 before TensorFlow loads)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import aiohttp
+import grpc
 import numpy as np
 import tensorflow as tf
+import tensorflow_data_validation as tfdv
+from tensorflow_metadata.proto.v0 import schema_pb2
+from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
+from analysis import skew
 from models import features
 from pipeline import runtime, spans
 from pipeline.settings import PipelineSettings
@@ -85,39 +93,130 @@ def in_process(model_path: str, instances: list[dict], repeats: int, rounds: int
     }
 
 
-async def http_load(url: str, instances: list[dict], concurrency: int, seconds: float) -> dict:
-    """Single-row requests from `concurrency` clients for `seconds`: latencies and errors."""
-    latencies, errors = [], 0
+async def client_load(calls, concurrency: int, seconds: float, bad_clients: int = 0) -> dict:
+    """`concurrency` clients, each calling `calls(client, i)` (True when answered OK) in a loop
+    for `seconds`; the first `bad_clients` of them send poisoned requests. Latencies and
+    failures of the good clients, and the bad clients' answers."""
+    latencies, errors, bad = [], 0, {"ok": 0, "rejected": 0}
     deadline = time.perf_counter() + seconds
-    connector = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(connector=connector) as session:
 
-        async def client(n: int):
-            nonlocal errors
-            i = n
-            while time.perf_counter() < deadline:
-                body = {
-                    "signature_name": "serving_raw",
-                    "instances": [instances[i % len(instances)]],
-                }
-                started = time.perf_counter()
-                async with session.post(url, json=body) as response:
-                    await response.read()
-                    if response.status != 200:
-                        errors += 1
-                latencies.append(time.perf_counter() - started)
-                i += concurrency
+    async def client(n: int):
+        nonlocal errors
+        i = n
+        while time.perf_counter() < deadline:
+            started = time.perf_counter()
+            ok = await calls(n < bad_clients, i)
+            if n < bad_clients:
+                bad["ok" if ok else "rejected"] += 1
+                continue
+            latencies.append(time.perf_counter() - started)
+            errors += not ok
+            i += concurrency
 
-        started = time.perf_counter()
-        await asyncio.gather(*(client(n) for n in range(concurrency)))
-        elapsed = time.perf_counter() - started
+    started = time.perf_counter()
+    await asyncio.gather(*(client(n) for n in range(concurrency)))
+    elapsed = time.perf_counter() - started
     return {
         "requests": len(latencies),
         "errors": errors,
         "rps": len(latencies) / elapsed,
         "p50": float(np.percentile(latencies, 50)),
         "p99": float(np.percentile(latencies, 99)),
+        "bad": bad,
     }
+
+
+async def rest_load(
+    url: str, good: list[dict], concurrency: int, seconds: float, poison=None, bad_clients=0
+) -> dict:
+    """Single-request JSON bodies over REST: good[i % len], or `poison` from bad clients."""
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def calls(is_bad: bool, i: int) -> bool:
+            body = poison if is_bad else good[i % len(good)]
+            async with session.post(url, json=body) as response:
+                await response.read()
+                return response.status == 200
+
+        return await client_load(calls, concurrency, seconds, bad_clients)
+
+
+async def grpc_load(
+    target: str, good: list, concurrency: int, seconds: float, poison=None, bad_clients=0
+) -> dict:
+    """PredictRequests over gRPC (grpc.aio with the official stubs), as rest_load."""
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+
+        async def calls(is_bad: bool, i: int) -> bool:
+            try:
+                await stub.Predict(poison if is_bad else good[i % len(good)], timeout=60)
+                return True
+            except grpc.aio.AioRpcError:
+                return False
+
+        return await client_load(calls, concurrency, seconds, bad_clients)
+
+
+def rest_bodies(instances: list[dict]) -> list[dict]:
+    return [{"signature_name": "serving_raw", "instances": [i]} for i in instances]
+
+
+def grpc_requests(model_path: str, name: str, instances: list[dict]) -> list:
+    """serving_raw PredictRequests of one row each, typed as the signature's inputs."""
+    signature = tf.saved_model.load(model_path).signatures["serving_raw"]
+    _, specs = signature.structured_input_signature
+    requests = []
+    for instance in instances:
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = name
+        request.model_spec.signature_name = "serving_raw"
+        for key, spec in specs.items():
+            value = instance[key]
+            if spec.dtype == tf.string:
+                value = (value or "").encode()
+            elif value is None:
+                value = np.nan
+            request.inputs[key].CopyFrom(tf.make_tensor_proto([value], dtype=spec.dtype))
+        requests.append(request)
+    return requests
+
+
+def example_requests(settings: PipelineSettings, instances: list[dict]) -> tuple:
+    """serving_default's serialized tf.Examples: one good example per row, and a poisoned one
+    (a numeric feature given as bytes), which fails any merged model call it joins."""
+    schema = tfdv.load_schema_text(settings.data.schema_path)
+    good = [skew.to_example(i, schema).SerializeToString() for i in instances]
+    numeric = next(f.name for f in schema.feature if f.type == schema_pb2.FLOAT)
+    poisoned = skew.to_example(instances[0], schema)
+    poisoned.features.feature[numeric].Clear()
+    poisoned.features.feature[numeric].bytes_list.value.append(b"not a number")
+    return good, poisoned.SerializeToString()
+
+
+def b64(serialized: bytes) -> dict:
+    return {"instances": [{"b64": base64.b64encode(serialized).decode()}]}
+
+
+def examples_request(name: str, serialized: bytes):
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = name
+    request.inputs["examples"].CopyFrom(tf.make_tensor_proto([serialized], dtype=tf.string))
+    return request
+
+
+def print_load(label: str, result: dict) -> None:
+    bad = result["bad"]
+    poisoned = (
+        f", poison: {bad['rejected']} rejected, {bad['ok']} answered" if sum(bad.values()) else ""
+    )
+    print(
+        f"{label:<34}{result['rps']:7.0f} req/s, p50 {result['p50'] * 1000:6.2f} ms, "
+        f"p99 {result['p99'] * 1000:6.2f} ms, {result['errors']} errors / "
+        f"{result['requests']}{poisoned}",
+        flush=True,
+    )
 
 
 def batch_job(settings: PipelineSettings, rows: list[dict], copies: int, tmp: str) -> dict:
@@ -125,6 +224,8 @@ def batch_job(settings: PipelineSettings, rows: list[dict], copies: int, tmp: st
     data_dir = Path(tmp) / f"data-{copies}"
     spans.write_csv(data_dir / "span-1" / "data.csv", rows * copies)
     job_settings = PipelineSettings.load(data_dir=str(data_dir), span_pattern="span-{SPAN}/*.csv")
+    if job_settings.data.span_complete_marker:  # the batch job takes complete spans only
+        (data_dir / "span-1" / job_settings.data.span_complete_marker).touch()
     batch = BatchPredictSettings.load(sqlite_path=os.path.join(tmp, f"predictions-{copies}.db"))
     result = batch_predict.run(batch, job_settings, span=1)
     return {"rows": result.rows, "seconds": result.seconds, "rps": result.rows / result.seconds}
@@ -144,7 +245,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     settings = PipelineSettings.load()
-    version = batch_predict.newest_version(settings.serving_model_dir)
+    version, _ = batch_predict.choose_version(settings.serving_model_dir, None)
     model_path = os.path.join(settings.serving_model_dir, str(version))
     rows = span_rows(settings)
     instances = json_instances(rows[:2000])
@@ -166,20 +267,40 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "PIPELINE_SERVING_LOG_SAMPLING_RATE": "0"}
+        name = paths.model_name(ServingSettings.load(env), settings)
+        bodies = rest_bodies(instances)
+        protos = grpc_requests(model_path, name, instances)
+        good_examples, poisoned = example_requests(settings, instances)
         with process.running_server(env, os.path.join(tmp, "server.log")) as url:
-            name = paths.model_name(ServingSettings.load(env), settings)
             predict = f"{url}/v1/models/{name}:predict"
-            asyncio.run(http_load(predict, instances, 1, 1.0))  # warm-up
-            load = {
-                c: asyncio.run(http_load(predict, instances, c, args.seconds)) for c in (1, 8, 32)
+            seconds = args.seconds
+            asyncio.run(rest_load(predict, bodies, 1, 1.0))  # warm-up
+            asyncio.run(grpc_load(url.grpc, protos, 1, 1.0))
+            rest = {c: asyncio.run(rest_load(predict, bodies, c, seconds)) for c in (1, 8, 32)}
+            grpc_ = {c: asyncio.run(grpc_load(url.grpc, protos, c, seconds)) for c in (1, 8, 32)}
+            # Poisoning: serving_default (tf.Examples), 32 good clients, then 31 + 1 bad.
+            rest_bodies_ex = [b64(e) for e in good_examples]
+            grpc_ex = [examples_request(name, e) for e in good_examples]
+            poison = {
+                "REST": (
+                    asyncio.run(rest_load(predict, rest_bodies_ex, 32, seconds)),
+                    asyncio.run(rest_load(predict, rest_bodies_ex, 32, seconds, b64(poisoned), 1)),
+                ),
+                "gRPC": (
+                    asyncio.run(grpc_load(url.grpc, grpc_ex, 32, seconds)),
+                    asyncio.run(
+                        grpc_load(
+                            url.grpc, grpc_ex, 32, seconds, examples_request(name, poisoned), 1
+                        )
+                    ),
+                ),
             }
-        for c, result in load.items():
-            print(
-                f"HTTP single-row, concurrency {c:2d}: {result['rps']:7.0f} req/s, "
-                f"p50 {result['p50'] * 1000:6.2f} ms, p99 {result['p99'] * 1000:6.2f} ms, "
-                f"{result['errors']} errors / {result['requests']}",
-                flush=True,
-            )
+        for protocol, load in (("REST", rest), ("gRPC", grpc_)):
+            for c, result in load.items():
+                print_load(f"{protocol} single-row, concurrency {c:2d}:", result)
+        for protocol, (clean, poisoned_run) in poison.items():
+            print_load(f"{protocol} tf.Examples, 32 good:", clean)
+            print_load(f"{protocol} tf.Examples, 31 good + 1 bad:", poisoned_run)
         small = batch_job(settings, rows, 1, tmp)
         job = batch_job(settings, rows, args.batch_copies, tmp)
         marginal = (job["rows"] - small["rows"]) / max(job["seconds"] - small["seconds"], 1e-9)
@@ -192,26 +313,41 @@ def main() -> None:
             )
         print(f"batch job, marginal rate (start-up excluded): {marginal:,.0f} rows/s", flush=True)
 
-    p50_ratio = load[1]["p50"] / reference["one"]
-    scaling = load[32]["rps"] / load[1]["rps"]
+    rows_goals = []
+    for protocol, load in (("REST", rest), ("gRPC", grpc_)):
+        ratio = load[1]["p50"] / reference["one"]
+        scaling = load[32]["rps"] / load[1]["rps"]
+        errors = sum(r["errors"] for r in load.values())
+        rows_goals += [
+            (f"{protocol} p50 (c=1) within 2x in-process one-row", f"{ratio:.1f}x", ratio <= 2),
+            (
+                f"{protocol} throughput c=32 >= 5x c=1, zero errors",
+                f"{scaling:.1f}x, {errors} err",
+                scaling >= 5 and errors == 0,
+            ),
+        ]
+    for protocol, (clean, poisoned_run) in poison.items():
+        share = poisoned_run["rps"] / clean["rps"]
+        failed = poisoned_run["errors"] + clean["errors"]
+        rows_goals.append(
+            (
+                f"{protocol} 1 bad of 32: 0 good failed, >= 80% rps",
+                f"{failed} failed, {share:.0%}",
+                failed == 0 and share >= 0.8 and poisoned_run["bad"]["ok"] == 0,
+            )
+        )
     batch_share = job["rps"] / batched_rate
-    errors = sum(r["errors"] for r in load.values())
-    print("\ngoal                                              measured        met")
-    for goal, measured, met in (
-        ("HTTP p50 (c=1) within 3x in-process one-row", f"{p50_ratio:.1f}x", p50_ratio <= 3),
-        (
-            "throughput c=32 >= 3x c=1, zero errors",
-            f"{scaling:.1f}x, {errors} err",
-            scaling >= 3 and errors == 0,
-        ),
+    rows_goals += [
         ("batch job >= 25% of in-process batched rate", f"{batch_share:.1%}", batch_share >= 0.25),
         (
             "  same, start-up excluded (marginal rate)",
             f"{marginal / batched_rate:.1%}",
             marginal / batched_rate >= 0.25,
         ),
-    ):
-        print(f"{goal:<50}{measured:<16}{'yes' if met else 'NO'}")
+    ]
+    print("\ngoal                                              measured            met")
+    for goal, measured, met in rows_goals:
+        print(f"{goal:<50}{measured:<20}{'yes' if met else 'NO'}")
 
 
 if __name__ == "__main__":

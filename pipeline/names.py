@@ -18,10 +18,13 @@ TFLITE_EXPORTER_ID = "TFLiteExporter"
 SPAN_WINDOW_RESOLVER_ID = "span_window_resolver"
 BASELINE_RESOLVER_ID = "latest_blessed_model_resolver"
 CURRENT_MODEL_RESOLVER_ID = "current_model_resolver"
+PREVIOUS_SPAN_RESOLVER_ID = "previous_span_resolver"
 LATEST_HYPERPARAMETERS_RESOLVER_ID = "latest_hyperparameters_resolver"
 
 # ---- Resolver input keys and artifact custom properties ------------------------------------
 NEW_SPAN_KEY = "new_span"  # CurrentModelStrategy: this run's span
+# PreviousSpanStrategy: in, every ingested span; out, the window's span before this run's.
+PREVIOUS_SPAN_KEY = "previous_span"
 CANDIDATE_KEY = "candidate"  # LatestBlessedBaselineStrategy: this run's trained model
 SPAN_PROPERTY = "span"  # ExampleGen's span number (and ProgressiveValidation's)
 SPANS_PROPERTY = "spans"  # WindowExamples: the spans merged into one artifact

@@ -28,6 +28,8 @@ from pipeline.names import (
     LATEST_HYPERPARAMETERS_RESOLVER_ID,
     LEAKAGE_CHECK_ID,
     NEW_SPAN_KEY,
+    PREVIOUS_SPAN_KEY,
+    PREVIOUS_SPAN_RESOLVER_ID,
     PROGRESSIVE_VALIDATION_ID,
     SPAN_WINDOW_RESOLVER_ID,
     TFLITE_EXPORTER_ID,
@@ -37,6 +39,7 @@ from pipeline.resolvers import (
     AcceptedSpanRangeStrategy,
     CurrentModelStrategy,
     LatestBlessedBaselineStrategy,
+    PreviousSpanStrategy,
 )
 from pipeline.settings import (
     LeakageSettings,
@@ -112,10 +115,8 @@ def create_pipeline(
     if ingest_only_span is not None:
         return _pipeline(settings, [example_gen, *validation.nodes], metadata_connection_config)
 
-    window_nodes, window, training_examples = _training_window(
-        settings, example_gen, validation.gate
-    )
-    checks = _checks_before_training(settings, example_gen, validation, window)
+    window_nodes, training_examples = _training_window(settings, example_gen, validation.gate)
+    checks = _checks_before_training(settings, example_gen, validation)
     code_config = {"models_fingerprint": models_fingerprint(), "seed": settings.training.seed}
     transform = _transform(settings.transform, training_examples, validation.schema, code_config)
     for node in [validation.gate, *checks.before_training]:
@@ -195,23 +196,21 @@ class Checks:
 def _training_window(
     settings: PipelineSettings, example_gen: tfx.types.BaseComponent, gate: tfx.types.BaseComponent
 ) -> tuple:
-    """(nodes, the window's channel, what Transform reads): the span window resolver and one
-    merged artifact, or ExampleGen's output where it reads the whole window itself."""
+    """(nodes, what Transform reads): the span window resolver and one merged artifact, or
+    ExampleGen's output where it reads the whole window itself."""
     if settings.example_gen_reads_window:
-        return [], example_gen.outputs["examples"], example_gen.outputs["examples"]
+        return [], example_gen.outputs["examples"]
     span_window = _span_window_resolver(settings, example_gen)
-    window = span_window.outputs["examples"]
     # One artifact for Transform: one Beam dataset per split instead of one per span.
-    merged = WindowExamples(window=window).with_id(WINDOW_EXAMPLES_ID)
+    merged = WindowExamples(window=span_window.outputs["examples"]).with_id(WINDOW_EXAMPLES_ID)
     merged.add_upstream_node(gate)
-    return [span_window, merged], window, merged.outputs["examples"]
+    return [span_window, merged], merged.outputs["examples"]
 
 
 def _checks_before_training(
     settings: PipelineSettings,
     example_gen: tfx.types.BaseComponent,
     validation: Validation,
-    window: tfx.types.BaseChannel,
 ) -> Checks:
     """The leakage check, the drift check, progressive validation and the warm start, as the
     settings ask. The last three need custom resolvers or the previous span, so they exist
@@ -243,12 +242,15 @@ def _checks_before_training(
                 after=validation.gate,
             )
     if settings.continuous.check_drift and not settings.data.infer_schema:
+        previous = _previous_span_resolver(settings, example_gen)
+        checks.nodes.append(previous)
         checks.add(
             DriftCheck(
                 statistics=validation.statistics_gen.outputs["statistics"],
                 schema=validation.schema,
                 examples=examples,
-                window=window,
+                # Not the whole window: it holds `examples` too (PreviousSpanStrategy says why).
+                previous_span=previous.outputs[PREVIOUS_SPAN_KEY],
             ).with_id(DRIFT_CHECK_ID),
             after=validation.gate,
         )
@@ -425,21 +427,44 @@ def _span_window_resolver(
     leaving out spans a check rejected (pipeline/rejections.py, pipeline/resolvers.py)."""
     span_window = tfx.dsl.Resolver(
         strategy_class=AcceptedSpanRangeStrategy,
-        config={
-            "range_config": tfx.proto.RangeConfig(
-                rolling_range=tfx.proto.RollingRange(num_spans=settings.data.train_window_spans)
-            ),
-            "rejections_dir": rejections.records_dir(settings),
-        },
-        examples=tfx.dsl.Channel(
-            type=tfx.types.standard_artifacts.Examples,
-            producer_component_id=example_gen.id,
-            output_key="examples",
-        ),
+        config=_window_config(settings),
+        examples=_every_span(example_gen),
     ).with_id(SPAN_WINDOW_RESOLVER_ID)
     # A plain Channel sees every run's artifacts but adds no edge: wait for this run's span.
     span_window.add_upstream_node(example_gen)
     return span_window
+
+
+def _previous_span_resolver(
+    settings: PipelineSettings, example_gen: tfx.types.BaseComponent
+) -> tfx.dsl.Resolver:
+    """The span of the training window before this run's: the drift check's reference."""
+    previous = tfx.dsl.Resolver(
+        strategy_class=PreviousSpanStrategy,
+        config=_window_config(settings),
+        **{PREVIOUS_SPAN_KEY: _every_span(example_gen)},
+    ).with_id(PREVIOUS_SPAN_RESOLVER_ID)
+    previous.add_upstream_node(example_gen)  # the window must hold this run's span
+    return previous
+
+
+def _window_config(settings: PipelineSettings) -> dict:
+    """AcceptedSpanRangeStrategy's config: the training window's size and the rejections."""
+    return {
+        "range_config": tfx.proto.RangeConfig(
+            rolling_range=tfx.proto.RollingRange(num_spans=settings.data.train_window_spans)
+        ),
+        "rejections_dir": rejections.records_dir(settings),
+    }
+
+
+def _every_span(example_gen: tfx.types.BaseComponent) -> tfx.dsl.Channel:
+    """Every Examples artifact ExampleGen has output, in any run of the pipeline."""
+    return tfx.dsl.Channel(
+        type=tfx.types.standard_artifacts.Examples,
+        producer_component_id=example_gen.id,
+        output_key="examples",
+    )
 
 
 def _baseline_resolver(

@@ -1,6 +1,7 @@
 """The resolver strategies: which artifacts of earlier runs a run's nodes get.
 
 - AcceptedSpanRangeStrategy: the training window, the newest N spans no check rejected;
+- PreviousSpanStrategy: the window's span before this run's (what the drift check compares);
 - CurrentModelStrategy: the model being served when this run's span arrived (warm start,
   progressive validation);
 - LatestBlessedBaselineStrategy: the Evaluator's baseline, never the candidate itself.
@@ -17,7 +18,7 @@ from tfx import types
 from tfx import v1 as tfx
 
 from pipeline import rejections
-from pipeline.names import CANDIDATE_KEY, NEW_SPAN_KEY, SPAN_PROPERTY
+from pipeline.names import CANDIDATE_KEY, NEW_SPAN_KEY, PREVIOUS_SPAN_KEY, SPAN_PROPERTY
 
 
 class CurrentModelStrategy(tfx.dsl.experimental.LatestBlessedModelStrategy):
@@ -94,6 +95,31 @@ class AcceptedSpanRangeStrategy(tfx.dsl.experimental.SpanRangeStrategy):
             for key, artifacts in accepted.items()
         }
         return result if all(result.values()) else None
+
+
+class PreviousSpanStrategy(AcceptedSpanRangeStrategy):
+    """The training window's span before this run's, in a channel of its own
+    (`previous_span`, given every span ExampleGen ingested); none when the window holds no
+    earlier span. The drift check compares this run's span with it.
+
+    This run's span is the window's newest: the runners ingest the newest complete span no
+    check rejected. Taking it from ExampleGen's output as a second input instead fails on the
+    local runner: TFX's IR compiler merges two inputs that read one producer's output, and the
+    resolver's inputs then fail to resolve (a KeyError, logged, and an empty output).
+
+    Never this run's span itself: TFX's legacy orchestration (AirflowDagRunner) records one
+    INPUT event per channel and position, and MLMD keeps one event per artifact, execution
+    and type, so an execution given the same artifact in two channels fails to register
+    ("Given event already exists"); the IR runners merge such events, Airflow does not.
+    Passing the whole window next to this run's span did exactly that."""
+
+    def resolve_artifacts(
+        self, store: mlmd.MetadataStore, input_dict: dict[str, list[types.Artifact]]
+    ) -> Optional[dict[str, list[types.Artifact]]]:
+        window = super().resolve_artifacts(store, input_dict)
+        spans = window[PREVIOUS_SPAN_KEY] if window else []
+        # Newest span first (newest_spans' order): this run's, then the one before it.
+        return {PREVIOUS_SPAN_KEY: spans[1:2]}
 
 
 class LatestBlessedBaselineStrategy(tfx.dsl.experimental.LatestBlessedModelStrategy):

@@ -52,7 +52,7 @@ from serving import (
 from serving.batching import Batcher
 from serving.hybrid import PredictionTable
 from serving.metrics import HEALTH_PATH, METRICS_PATH, Metrics
-from serving.model_config import VersionPolicy, read_model_config
+from serving.model_config import ModelConfigError, VersionPolicy, read_model_config
 from serving.model_store import LoadedVersion, ModelStore
 from serving.request_log import RequestLogger
 from serving.rest_routes import shown
@@ -358,7 +358,10 @@ def model_store(settings: ServingSettings, pipeline: PipelineSettings) -> ModelS
     if not settings.model_config_file:
         policy = VersionPolicy("latest", num_versions=settings.keep_versions)
         return ModelStore(pipeline.serving_model_dir, policy, model_name=name)
-    config = read_model_config(settings.model_config_file, name)
+    try:
+        config = read_model_config(settings.model_config_file, name)
+    except ModelConfigError as error:
+        raise SettingsError(f"PIPELINE_SERVING_MODEL_CONFIG_FILE: {error}") from None
     log.info(
         "model config %s: version policy %s, labels %s (its base_path %s is not read: "
         "this server serves %s)",

@@ -17,6 +17,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import ml_metadata as mlmd
@@ -29,6 +30,7 @@ from models import features, model
 from pipeline import metadata, rejections
 from pipeline.settings import PipelineSettings
 from pipeline.metadata import span_of
+from pipeline.names import PREVIOUS_SPAN_RESOLVER_ID
 from pipeline.pipeline import EXAMPLE_GEN_ID
 from pipeline.spans import mark_complete
 from tests.pipeline_run import (
@@ -118,8 +120,10 @@ class Airflow:
     def dags_folder(self) -> Path:
         return Path(self.env["AIRFLOW__CORE__DAGS_FOLDER"])
 
-    def cli(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-        return _run([str(AIRFLOW), *args], env or self.env)
+    def cli(
+        self, *args: str, env: dict[str, str] | None = None, timeout: int = 1200
+    ) -> subprocess.CompletedProcess:
+        return _run([str(AIRFLOW), *args], env or self.env, timeout)
 
     def json(self, *args: str) -> list[dict]:
         result = self.cli(*args, "-o", "json")
@@ -142,8 +146,12 @@ def new_airflow(tmp_path: Path, env: dict[str, str]) -> Airflow:
     return airflow
 
 
-def _run(command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=1200)
+def _run(
+    command: list[str], env: dict[str, str], timeout: int = 1200
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
 
 
 @dataclasses.dataclass
@@ -157,7 +165,9 @@ class AirflowPipeline:
     def dag_id(self) -> str:
         return self.run.settings.name
 
-    def test_dag(self, date: str, conf: dict | None = None, **env_overrides: str) -> dict[str, str]:
+    def test_dag(
+        self, date: str, conf: dict | None = None, timeout: int = 1200, **env_overrides: str
+    ) -> dict[str, str]:
         """Runs the DAG once for `date` inside the `airflow` process (no scheduler needed);
         returns its tasks' states."""
         result = self.airflow.cli(
@@ -167,6 +177,7 @@ class AirflowPipeline:
             date,
             *(["--conf", json.dumps(conf)] if conf else []),
             env={**self.airflow.env, **env_overrides},
+            timeout=timeout,
         )
         assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
         return self.airflow.task_states(self.dag_id, f"manual__{date}T00:00:00+00:00")
@@ -471,3 +482,45 @@ def test_airflow_output_dir_moves_artifacts_and_models_but_not_the_metadata_stor
     # Other runners ignore it.
     local = settings.with_overrides(orchestrator="local")
     assert local.pipeline_root == "/var/tfx/tfx/taxi-tips"
+
+
+# ---- The shipped data with default settings, as the README tells a user --------------------
+
+
+@pytest.mark.integration
+def test_shipped_data_with_default_settings_runs_every_task_and_pushes_a_model(tmp_path):
+    """A fresh AIRFLOW_HOME, the DAG file copied to dags/, `airflow db migrate`, then
+    `airflow dags test` on the shipped spans with every pipeline setting at its default:
+    the drift check (on by default, off in the slices above) compares span 6 with span 5,
+    the Tuner runs, and the model is pushed. Task retries are 0 so a failure shows at once."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PIPELINE_")}
+    env |= {"PIPELINE_OUTPUT_DIR": str(tmp_path / "outputs"), "TF_USE_LEGACY_KERAS": "1"}
+    run = PipelineRun(
+        PipelineSettings.load({"PIPELINE_OUTPUT_DIR": env["PIPELINE_OUTPUT_DIR"]}), env
+    )
+    shipped = sorted(int(path.name.split("-")[1]) for path in (ROOT / "data").glob("span-*"))
+    assert Path(run.settings.data.data_dir) == ROOT / "data"
+    airflow = new_airflow(tmp_path, run.env)
+    airflow.dags_folder.mkdir(parents=True)
+    shutil.copy(ROOT / "airflow_runner.py", airflow.dags_folder)
+    pipeline = AirflowPipeline(airflow, run)
+
+    started = time.monotonic()
+    # Six spans, the Tuner and training at full size on a shared machine: give it time.
+    states = pipeline.test_dag("2024-01-02", timeout=3600)
+    print(f"airflow dags test on the shipped data: {time.monotonic() - started:.0f} s")
+
+    assert states == {task: "success" for task in states}
+    assert {"DriftCheck", PREVIOUS_SPAN_RESOLVER_ID, "Tuner", "Pusher"} <= set(states)
+    assert len(run.pushed_versions()) == 1
+    (drift,) = pipeline.executions("DriftCheck")
+    assert [span_of(a) for a in pipeline.artifacts(drift, "examples")] == shipped[-1:]
+    assert [span_of(a) for a in pipeline.artifacts(drift, "previous_span")] == shipped[-2:-1]
+    store = metadata.open_store(run.settings)
+    assert {e.properties["state"].string_value for e in store.get_executions()} <= {
+        "complete",
+        "cached",
+    }
+    events = store.get_events_by_execution_ids([e.id for e in store.get_executions()])
+    keys = [(e.execution_id, e.artifact_id, e.type) for e in events]
+    assert len(keys) == len(set(keys))

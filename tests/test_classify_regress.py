@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from pipeline import signature_methods
 from pipeline.names import CLASSIFY_METHOD_NAME, PREDICT_METHOD_NAME, REGRESS_METHOD_NAME
-from serving import classify_regress
+from serving import classify_regress, example_json
 from serving.batching import Batcher
 from serving.model_store import load_version
 from serving.tensors import RequestError
@@ -178,3 +178,65 @@ def test_context_features_are_merged_and_the_example_wins(model):
     assert first["x"].float_list.value == [1.0] and first["y"].int64_list.value == [7]
     assert second["x"].float_list.value == [5.0]  # an empty example takes the context
     assert classify_regress.with_context(None, [b"a"]) == [b"a"]
+
+
+def test_rest_json_becomes_tf_examples_as_tf_serving_reads_it():
+    context, examples = example_json.examples_from_body(
+        {
+            "context": {"c": "shared"},
+            "examples": [
+                {"f": 1.5, "i": 2, "b": True, "s": "é", "raw": {"b64": "AAE="}, "many": [1, 2]},
+                {"empty": [], "big": 2**64, "e": 1e2},
+            ],
+        },
+        "classify",
+    )
+    assert tf.train.Example.FromString(context).features.feature["c"].bytes_list.value == [
+        b"shared"
+    ]
+    first, second = (tf.train.Example.FromString(e).features.feature for e in examples)
+    assert first["f"].float_list.value == [1.5]
+    assert first["i"].int64_list.value == [2] and first["b"].int64_list.value == [1]
+    assert first["s"].bytes_list.value == ["é".encode()]
+    assert first["raw"].bytes_list.value == [b"\x00\x01"]
+    assert first["many"].int64_list.value == [1, 2]
+    assert second["empty"].WhichOneof("kind") is None
+    # Past uint64 a JSON parser reads a double, as 1e2 is one.
+    assert second["big"].float_list.value == [float(2**64)]
+    assert second["e"].float_list.value == [100.0]
+
+
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ({}, "When method is classify, key 'examples' is expected and was not found"),
+        ({"examples": {}}, "Expecting 'examples' value to be an list/array"),
+        ({"examples": []}, "'examples' value is an empty array"),
+        ({"examples": ["x"]}, "Example must be JSON object but got JSON String"),
+        ({"context": 1, "examples": [{}]}, "Example must be JSON object but got JSON Number"),
+        ({"examples": [{"a": None}]}, "Feature: a has element with unexpected JSON type: Null"),
+        ({"examples": [{"a": [[1]]}]}, "Feature: a has element with unexpected JSON type: Array"),
+        (
+            {"examples": [{"a": {"x": 1}}]},
+            "Feature: a has element with unexpected JSON type: Object",
+        ),
+        (
+            {"examples": [{"a": [1, 1.5]}]},
+            "Unexpected element type in feature: a expecting type: int64",
+        ),
+        (
+            {"examples": [{"a": ["x", 1.5]}]},
+            "Unexpected element type in feature: a expecting type: bytes",
+        ),
+        (
+            {"examples": [{"a": 2**63}]},
+            "Feature: a has uint64_t element. Only int64_t is supported.",
+        ),
+        ({"examples": [{"a": {"b64": "%%"}}]}, "Unable to base64 decode"),
+        ({"examples": [{"a": "\ud800"}]}, "Feature: a has a string that is not valid UTF-8"),
+    ],
+)
+def test_rest_json_mistakes_get_tf_servings_messages(body, message):
+    with pytest.raises(RequestError) as error:
+        example_json.examples_from_body(body, "classify")
+    assert error.value.status == 400 and message in str(error.value)

@@ -193,6 +193,8 @@ def test_in_process_cluster_trains_a_sharded_embedding_and_exports_it(
         model.SERVING_RAW_SIGNATURE,
         model.SERVING_KEYED_SIGNATURE,
         model.TRANSFORM_SIGNATURE,
+        model.CLASSIFY_SIGNATURE,
+        model.REGRESS_SIGNATURE,
     }
     exported = (
         loaded.signatures["serving_default"](examples=tf.constant(examples))[model.PREDICTION_KEY]
@@ -207,6 +209,8 @@ def test_in_process_cluster_trains_a_sharded_embedding_and_exports_it(
     direct = reloaded({k: transformed[k] for k in model.model_input_keys()}).numpy().ravel()
     assert len(exported) == len(examples) > 50
     np.testing.assert_allclose(exported, direct, atol=SIGNATURE_TOLERANCE)
+    regressed = loaded.signatures[model.REGRESS_SIGNATURE](inputs=tf.constant(examples))
+    np.testing.assert_allclose(regressed["outputs"].numpy(), exported, atol=1e-6)
 
     # A retrain warm-starts from the exported model: its whole table is split into the new
     # model's shards (the first epoch starts near the trained loss, not the initial one).

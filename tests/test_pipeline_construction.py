@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from pipeline.names import WINDOW_EXAMPLES_ID
+from pipeline.names import PREVIOUS_SPAN_RESOLVER_ID, WINDOW_EXAMPLES_ID
 from pipeline.pipeline import EXAMPLE_GEN_ID, SPAN_WINDOW_RESOLVER_ID, create_pipeline
 from pipeline.settings import PipelineSettings
 
@@ -41,16 +41,48 @@ def test_all_components_are_on_by_default(settings):
         # continuous training (pipeline/resolvers.py, pipeline/components/)
         "current_model_resolver",
         "ProgressiveValidation",
+        PREVIOUS_SPAN_RESOLVER_ID,
         "DriftCheck",
     }
 
 
-def test_drift_check_compares_the_new_span_with_the_training_window(settings):
+def test_drift_check_compares_the_new_span_with_the_previous_span(settings):
     c = _by_id(create_pipeline(settings))
     assert _producer(c["DriftCheck"], "statistics") == "StatisticsGen"
-    assert _producer(c["DriftCheck"], "window") == SPAN_WINDOW_RESOLVER_ID
+    assert _producer(c["DriftCheck"], "examples") == EXAMPLE_GEN_ID
+    # Not the whole window, which holds `examples` too (tests/test_resolvers.py).
+    assert _producer(c["DriftCheck"], "previous_span") == PREVIOUS_SPAN_RESOLVER_ID
+    assert "window" not in c["DriftCheck"].inputs
     assert c["AnomaliesGate"] in c["DriftCheck"].upstream_nodes
     assert c["DriftCheck"] in c["Transform"].upstream_nodes
+
+
+# Nodes with two input channels of one type, and what keeps the two apart. AirflowDagRunner
+# fails a node given one artifact in two channels (tests/test_resolvers.py); a resolver's
+# outputs are recorded the same way.
+SAME_TYPED_INPUTS = {
+    # PreviousSpanStrategy: only spans older than the new one.
+    "DriftCheck": {"examples", "previous_span"},
+    # LatestBlessedBaselineStrategy: never the candidate.
+    "Evaluator": {"model", "baseline_model"},
+    "latest_blessed_model_resolver": {"model", "candidate"},
+}
+
+
+@pytest.mark.parametrize("orchestrator", ["local", "airflow"])
+def test_no_node_takes_one_type_in_two_channels_unless_a_strategy_keeps_them_apart(
+    settings, orchestrator
+):
+    pipeline = create_pipeline(settings.with_overrides(orchestrator=orchestrator), span=6)
+    same_typed = {}
+    for node in pipeline.components:
+        by_type = {}
+        for key, channel in node.inputs.items():
+            by_type.setdefault(channel.type_name, set()).add(key)
+        keys = set().union(*(k for k in by_type.values() if len(k) > 1))
+        if keys:
+            same_typed[node.id] = keys
+    assert same_typed == SAME_TYPED_INPUTS
 
 
 def test_leakage_check_runs_before_transform_and_can_be_switched_off(settings):

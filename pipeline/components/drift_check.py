@@ -4,7 +4,6 @@ schema's drift comparators; a drifted span is rejected and the run stops before 
 
 import os
 import tempfile
-from typing import Optional
 
 import tensorflow as tf
 import tensorflow_data_validation as tfdv
@@ -56,26 +55,33 @@ def DriftCheck(
     drift_anomalies: tfx.dsl.components.OutputArtifact[
         tfx.types.standard_artifacts.ExampleAnomalies
     ],
-    window: tfx.dsl.components.InputArtifact[list[tfx.types.standard_artifacts.Examples]],
+    previous_span: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Examples] = None,
     split: tfx.dsl.components.Parameter[str] = "train",
 ) -> None:
     """Compares the new span's statistics with the previous accepted span's (computed here
     from its examples, which may have been ingested without statistics) using the schema's drift
     comparators; raises DataDriftError, stopping the run before Transform, when any fires.
+    `previous_span` is the training window's span before this one (PreviousSpanStrategy;
+    never `examples` itself, see there); none when the window holds no earlier span.
     The report goes to Split-<split>/SchemaDiff.pb like ExampleValidator's."""
     span = examples.get_int_custom_property(SPAN_PROPERTY)
     drift_anomalies.split_names = f'["{split}"]'
     report = anomalies_pb2.Anomalies()
     schema_proto = tfdv.load_schema_text(io_utils.get_only_uri_in_dir(schema.uri))
-    before = previous_span(window, span)
-    if before is not None:
-        previous_stats = statistics_of(before, split, schema_proto)
+    if previous_span is not None:
+        before = previous_span.get_int_custom_property(SPAN_PROPERTY)
+        if before >= span:
+            raise ValueError(
+                f"the drift check's reference span {before} is not older than span {span}: "
+                "PreviousSpanStrategy takes this run's span to be the training window's newest"
+            )
+        previous_stats = statistics_of(previous_span, split, schema_proto)
         current = stats_artifact_utils.load_statistics(statistics, split).proto()
         report = compare_drift(current, previous_stats, schema_proto)
         logging.info(
             "Drift of span %d against span %d: %d features over their threshold",
             span,
-            before.get_int_custom_property(SPAN_PROPERTY),
+            before,
             len(report.anomaly_info),
         )
     else:
@@ -94,15 +100,6 @@ def DriftCheck(
             span,
             DRIFT_CHECK_ID,
         )
-
-
-def previous_span(window: list[types.Artifact], span: int) -> Optional[types.Artifact]:
-    """The newest span of the training window older than `span`. The window resolver has
-    already left out spans a check rejected (AcceptedSpanRangeStrategy)."""
-    earlier = [a for a in window if a.get_int_custom_property(SPAN_PROPERTY) < span]
-    return max(
-        earlier, key=lambda a: (a.get_int_custom_property(SPAN_PROPERTY), a.id), default=None
-    )
 
 
 def statistics_of(examples: types.Artifact, split: str, schema):
