@@ -8,6 +8,13 @@ skips the hand-off), and splits the outputs back. While a call runs, new request
 and form the next batch, so batches grow with the load. Only under concurrent load (the
 previous batch merged several requests) does it also wait up to `max_wait` for others to join: a
 lone client pays no batching delay.
+
+Isolation: a request fails only if it would fail alone. Before requests are merged, each is
+checked where that is possible without the model (serialized tf.Examples against the spec the
+signature parses them with, serving/example_check.py): one that certainly fails is answered on
+its own and never joins the batch. If a merged call still fails, the batch is split in halves
+and each half called again, down to single requests, so that only the requests that fail alone
+get the error (serving/model_errors.py turns it into TF Serving's answer).
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from serving import model_errors
 from serving.model_store import LoadedVersion
 from serving.tensors import Signature, rows
 
@@ -39,6 +47,7 @@ class Batcher:
         self._workers: dict[tuple[int, str], asyncio.Task] = {}
         self.calls = 0  # model calls made, for the benchmark and tests
         self.rows = 0
+        self.isolations = 0  # merged calls that failed and were split
         # Called with (signature name, rows) for each model call: the batch-size metric.
         self.on_call: Optional[Callable[[str, int], None]] = None
 
@@ -46,8 +55,11 @@ class Batcher:
         self, model: LoadedVersion, signature: Signature, columns: dict[str, list]
     ) -> dict[str, np.ndarray]:
         n = rows(columns)
-        if n >= self.max_batch_size or self.max_batch_size == 1:
-            return await self._call(signature, columns)  # already a full batch
+        if n >= self.max_batch_size or self.max_batch_size == 1:  # already a full batch
+            loop = asyncio.get_running_loop()
+            future = loop.create_future()
+            await self._run(signature, [_Pending(columns, n, future)], on_loop=False)
+            return await future
         key = (model.version, signature.name)
         queue = self._queues.get(key)
         if queue is None:
@@ -56,16 +68,6 @@ class Batcher:
         future = asyncio.get_running_loop().create_future()
         await queue.put(_Pending(columns, n, future))
         return await future
-
-    async def _call(self, signature: Signature, columns: dict[str, list], on_loop: bool = False):
-        self.calls += 1
-        self.rows += rows(columns)
-        if self.on_call is not None:
-            self.on_call(signature.name, rows(columns))
-        if on_loop:
-            return signature(columns)
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, signature, columns)
 
     async def _work(self, queue: asyncio.Queue, signature: Signature) -> None:
         carry: Optional[_Pending] = None
@@ -99,20 +101,71 @@ class Batcher:
             await self._run(signature, batch, on_loop=not concurrent_load)
 
     async def _run(self, signature: Signature, batch: list[_Pending], on_loop: bool) -> None:
-        merged = {key: [v for item in batch for v in item.columns[key]] for key in batch[0].columns}
+        """Calls the model for the batch (on the loop, or in a model thread) and answers each
+        request with its rows or its own error."""
+        if on_loop:
+            answers = self._answers(signature, batch)
+        else:
+            loop = asyncio.get_running_loop()
+            answers = await loop.run_in_executor(self._executor, self._answers, signature, batch)
+        for item, answer in zip(batch, answers):
+            if item.future.done():  # the client went away
+                continue
+            if isinstance(answer, BaseException):
+                item.future.set_exception(answer)
+            else:
+                item.future.set_result(answer)
+
+    def _answers(self, signature: Signature, batch: list[_Pending]) -> list:
+        """Each request's outputs or error (synchronous: runs in a model thread, or on the
+        loop for a lone request)."""
+        answers: list = [None] * len(batch)
+        merged = list(range(len(batch)))
+        if len(batch) > 1 and signature.example_specs:
+            merged = []
+            for i, item in enumerate(batch):
+                problem = signature.problem(item.columns)
+                if problem is None:
+                    merged.append(i)
+                elif problem.certain:
+                    answers[i] = model_errors.request_error(
+                        ValueError(problem.message), signature.name, problem.message
+                    )
+                else:  # called alone: its error, if any, stays its own
+                    answers[i] = self._isolated(signature, [item])[0]
+        for i, answer in zip(merged, self._isolated(signature, [batch[i] for i in merged])):
+            answers[i] = answer
+        return answers
+
+    def _isolated(self, signature: Signature, batch: list[_Pending]) -> list:
+        """One model call for the batch; if it fails, each half again, down to the single
+        requests that fail alone (about 2 log2(n) calls for one bad request among n)."""
+        if not batch:
+            return []
+        columns = (
+            batch[0].columns
+            if len(batch) == 1
+            else {key: [v for item in batch for v in item.columns[key]] for key in batch[0].columns}
+        )
+        self.calls += 1
+        self.rows += rows(columns)
+        if self.on_call is not None:
+            self.on_call(signature.name, rows(columns))
         try:
-            outputs = await self._call(signature, merged, on_loop)
-        except Exception as error:  # noqa: BLE001 (every waiting request gets the error)
-            for item in batch:
-                if not item.future.done():
-                    item.future.set_exception(error)
-            return
-        start = 0
+            outputs = signature(columns)
+        except Exception as error:  # noqa: BLE001 (isolated below, answered per request)
+            if len(batch) == 1:
+                problem = signature.problem(batch[0].columns) if signature.example_specs else None
+                explanation = problem.message if problem else ""
+                return [model_errors.request_error(error, signature.name, explanation)]
+            self.isolations += 1
+            half = len(batch) // 2
+            return self._isolated(signature, batch[:half]) + self._isolated(signature, batch[half:])
+        answers, start = [], 0
         for item in batch:
-            part = {key: value[start : start + item.rows] for key, value in outputs.items()}
+            answers.append({k: value[start : start + item.rows] for k, value in outputs.items()})
             start += item.rows
-            if not item.future.done():
-                item.future.set_result(part)
+        return answers
 
     def forget(self, versions: set[int]) -> None:
         """Stops the workers of versions no longer loaded."""

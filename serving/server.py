@@ -4,7 +4,7 @@
 
 Endpoints, as TF Serving's (https://www.tensorflow.org/tfx/serving/api_rest):
     GET  /v1/models/{name}                                  version status
-    GET  /v1/models/{name}[/versions/{v}|/labels/{l}]       status of one version
+    GET  /v1/models/{name}/versions/{v}                     status of one version
     GET  /v1/models/{name}[/versions/{v}|/labels/{l}]/metadata   signature_def
     POST /v1/models/{name}[/versions/{v}|/labels/{l}]:predict    {"instances"} or {"inputs"}
     POST ...:classify | :regress      {"signature_name", "examples": [...], "context"}
@@ -13,9 +13,12 @@ Endpoints, as TF Serving's (https://www.tensorflow.org/tfx/serving/api_rest):
     GET  /healthz                                           200 while a version is loaded, else 503
 TF Serving's gRPC API runs in the same process (serving/grpc_server.py, PIPELINE_SERVING_GRPC_PORT);
 a bearer token guards both (serving/auth.py).
-Errors are {"error": "..."} with a 4xx status for client mistakes. Labels are those the model
-config file defines (PIPELINE_SERVING_MODEL_CONFIG_FILE, TF Serving's version_labels). Each
-response carries the version that answered in the `X-Model-Version` header.
+Paths, verbs and bodies are read as TF Serving reads them (serving/rest_routes.py,
+serving/rest_json.py). Errors are {"error": "..."} with TF Serving's status: 4xx for client
+mistakes, naming what is wrong; 5xx for the server's own faults, with a generic message (the
+detail goes to the server log). Labels are those the model config file defines
+(PIPELINE_SERVING_MODEL_CONFIG_FILE, TF Serving's version_labels). Each response carries the
+version that answered in the `X-Model-Version` header.
 """
 
 from __future__ import annotations
@@ -24,10 +27,10 @@ import asyncio
 import gc
 import json
 import logging
-import math
+import re
 import sys
 import time
-from typing import Any, Optional
+from typing import Optional
 
 import numpy as np
 from aiohttp import web
@@ -36,22 +39,27 @@ from pipeline import runtime
 from pipeline.names import SERVING_DEFAULT_SIGNATURE, SERVING_KEYED_SIGNATURE
 from pipeline.settings import PipelineSettings
 from pipeline.settings_model import SettingsError
-from serving import auth, classify_regress, example_json, grpc_server, paths
+from serving import (
+    auth,
+    classify_regress,
+    example_json,
+    grpc_server,
+    model_errors,
+    paths,
+    rest_json,
+    rest_routes,
+)
 from serving.batching import Batcher
 from serving.hybrid import PredictionTable
 from serving.metrics import HEALTH_PATH, METRICS_PATH, Metrics
 from serving.model_config import ModelConfigError, VersionPolicy, read_model_config
 from serving.model_store import LoadedVersion, ModelStore
 from serving.request_log import RequestLogger
+from serving.rest_routes import shown
 from serving.settings import BatchPredictSettings, ServingSettings
 from serving.tensors import RequestError, columnar_response, row_response
 
 log = logging.getLogger("serving")
-
-NAME = r"{name:[^/:]+}"
-VERSION = r"{version:[^/:]+}"
-LABEL = r"{label:[^/:]+}"
-METHOD = r"{method:[A-Za-z]+}"
 
 
 class App:
@@ -82,96 +90,105 @@ class App:
             client_max_size=self.settings.max_body_bytes,
             middlewares=[self.metrics.rest_middleware(), *guard, self._errors],
         )
-        base = f"/v1/models/{NAME}"
-        for prefix in (base, f"{base}/versions/{VERSION}", f"{base}/labels/{LABEL}"):
-            app.router.add_get(prefix, self.status)
-            app.router.add_get(prefix + "/metadata", self.metadata)
-            app.router.add_post(prefix + ":" + METHOD, self.call)
         app.router.add_get("/monitoring/hybrid", self.hybrid_stats)
         app.router.add_get(METRICS_PATH, self.metrics.metrics_page)
         app.router.add_get(HEALTH_PATH, self.metrics.health)
+        # Paths outside /v1/ go above this line: every other path, any verb, is read as TF
+        # Serving reads it (serving/rest_routes.py).
+        app.router.add_route("*", "/{path:.*}", self.dispatch)
         app.on_startup.append(self._start_polling)
         app.on_cleanup.append(self._stop)
         return app
 
     @web.middleware
     async def _errors(self, request: web.Request, handler):
-        """Every error as TF Serving's {"error": "..."}; the server keeps serving."""
+        """Every error as TF Serving's {"error": "..."}; the server keeps serving. A fault of
+        the server's own is a 500 with a generic message, its detail in the server log."""
         try:
             return await handler(request)
         except RequestError as error:
             return _error(error.status, str(error))
         except web.HTTPRequestEntityTooLarge:
-            size = f"{request.content_length} bytes" if request.content_length else "larger"
-            return _error(
-                413,
-                f"request body too large: {size}, the limit is "
-                f"{self.settings.max_body_bytes} bytes "
-                "(PIPELINE_SERVING_MAX_BODY_BYTES)",
-            )
+            return _error(413, self._too_large(request))
         except web.HTTPException as error:
             if error.status < 400:
                 raise
-            return _error(error.status, f"{error.reason}: {request.method} {request.path}")
-        except Exception as error:  # a model failure is a 500, not a crash
-            log.exception("error answering %s", request.path)
-            return _error(500, f"{type(error).__name__}: {error}")
+            path = shown(request.raw_path)
+            return _error(error.status, f"{error.reason}: {request.method} {path}")
+        except Exception:
+            log.exception("error answering %s %s", request.method, request.path)
+            return _error(500, model_errors.SERVER_FAULT)
 
-    def _model(self, request: web.Request) -> LoadedVersion:
-        name = request.match_info["name"]
-        if name != self.model_name:
-            raise RequestError(
-                f"Servable not found for request: model '{name}' (this server "
-                f"serves '{self.model_name}')",
-                404,
-            )
-        version, label = request.match_info.get("version"), request.match_info.get("label")
-        if label is not None:  # 400 for a label the config file does not define
-            version = str(self.store.label_version(label))
-        if version is not None:
-            if not version.isdigit():
-                raise RequestError(f"version '{version}' is not a number", 400)
-            model = self.store.get(int(version))
-            if model is None:
+    def _too_large(self, request: web.Request) -> str:
+        size = f"{request.content_length} bytes" if request.content_length else "larger"
+        return (
+            f"request body too large: {size}, the limit is {self.settings.max_body_bytes} "
+            "bytes (PIPELINE_SERVING_MAX_BODY_BYTES)"
+        )
+
+    async def dispatch(self, request: web.Request) -> web.StreamResponse:
+        """TF Serving's REST dispatch (http_rest_api_handler.cc): /v1/ paths by verb and
+        pattern, the rest 404."""
+        raw_path = request.raw_path
+        if not rest_routes.is_api(raw_path):
+            raise RequestError(f"Not Found: {request.method} {shown(raw_path)}", 404)
+        if request.method == "OPTIONS":  # CORS preflight, answered as TF Serving does
+            if not re.match(r"https?://", request.headers.get("Origin", "")):
+                raise RequestError("Origin header is missing in CORS preflight", 400)
+            return web.Response(content_type="application/json")
+        route = rest_routes.parse(request.method, raw_path)
+        if route.http_method == "POST":
+            return await self.call(request, route)
+        if not route.name:
+            raise RequestError("Missing model name in request.", 400)
+        if route.metadata:
+            return await self.metadata(route)
+        return await self.status(route)
+
+    def _model(self, route: rest_routes.Route) -> LoadedVersion:
+        """The loaded version a request names, or TF Serving's error for it."""
+        name, version, label = route.name, route.version, route.label
+        if label is not None:  # a label the model config file defines, else 400
+            try:
+                if name != self.model_name:
+                    raise RequestError("", 400)
+                version = self.store.label_version(label)
+            except RequestError:
                 raise RequestError(
-                    f"Servable not found for request: Specific({name}, {version})"
-                    f"; loaded versions: {sorted(self.store.versions)}",
-                    404,
-                )
-            return model
-        model = self.store.get()
+                    f"Unrecognized servable version label: {shown(label)}", 400
+                ) from None
+        model = None
+        if name == self.model_name:
+            model = self.store.get(version)
         if model is None:
-            raise RequestError(
-                f"Servable not found for request: Latest({name}); no version "
-                f"loaded from {self.store.base_path}",
-                404,
+            wanted = (
+                f"Latest({shown(name)})"
+                if version is None
+                else f"Specific({shown(name)}, {version})"
             )
+            raise RequestError(f"Servable not found for request: {wanted}", 404)
         return model
 
     # ---- GET ------------------------------------------------------------------------------
-    async def status(self, request: web.Request) -> web.Response:
-        name = request.match_info["name"]
-        if name != self.model_name:
-            raise RequestError(f"Servable not found for request: model '{name}'", 404)
-        statuses = self.store.status()
-        if not statuses:  # as TF Serving: NOT_FOUND until a version exists (readiness probe)
-            raise RequestError(
-                f"Could not find any versions of model {name} under {self.store.base_path}", 404
-            )
-        if "label" in request.match_info:
-            version = str(self._model(request).version)
-            statuses = [s for s in statuses if s["version"] == version]
-        elif "version" in request.match_info:  # any known version, failed ones too
-            version = request.match_info["version"]
-            statuses = [s for s in statuses if s["version"] == version]
+    async def status(self, route: rest_routes.Route) -> web.Response:
+        """TF Serving's GetModelStatus: every version of the model, or the one of a version
+        URL; a label URL lists every version too (TF Serving does not resolve labels there)."""
+        name, version = route.name, route.version
+        statuses = self.store.status() if name == self.model_name else []
+        if version is not None:
+            statuses = [s for s in statuses if s["version"] == str(version)]
             if not statuses:
-                raise RequestError(
-                    f"Servable not found for request: Specific({name}, {version})", 404
-                )
+                raise RequestError(f"Could not find version {version} of model {shown(name)}", 404)
+        if not statuses:  # as TF Serving: NOT_FOUND until a version exists (readiness probe)
+            raise RequestError(f"Could not find any versions of model {shown(name)}", 404)
+        for entry in statuses:  # a load error names files of this machine: not for clients
+            message = entry["status"]["error_message"]
+            if message:
+                entry["status"] = {**entry["status"], "error_message": public_message(message)}
         return web.json_response({"model_version_status": statuses})
 
-    async def metadata(self, request: web.Request) -> web.Response:
-        model = self._model(request)
+    async def metadata(self, route: rest_routes.Route) -> web.Response:
+        model = self._model(route)
         return web.json_response(
             {
                 "model_spec": {
@@ -189,51 +206,60 @@ class App:
         return web.json_response(self.table.stats())
 
     # ---- POST -----------------------------------------------------------------------------
-    async def call(self, request: web.Request) -> web.Response:
+    async def call(self, request: web.Request, route: rest_routes.Route) -> web.Response:
+        """POST :predict, :classify, :regress; checked in TF Serving's order: the body's JSON,
+        then the model, version or label, then the signature and the inputs."""
         started = time.perf_counter()
-        method = request.match_info["method"]
+        method = route.method
         model, body, signature_name, status = None, None, None, 200
         try:
-            if method not in ("predict", "classify", "regress"):
-                raise RequestError(
-                    f"unknown method ':{method}'; expected :predict, :classify or :regress", 404
-                )
-            model = self._model(request)
-            body = await _json_body(request)
+            body = rest_json.parse_body(await request.read())  # 413 past the body limit first
+            signature_name = body.get("signature_name")
+            if signature_name is not None and not isinstance(signature_name, str):
+                raise RequestError("'signature_name' key must be a string value")
             # TF Serving's default for every method (:classify needs the classification one).
-            signature_name = body.get("signature_name") or SERVING_DEFAULT_SIGNATURE
-            if not isinstance(signature_name, str):
-                raise RequestError("'signature_name' must be a string")
+            signature_name = signature_name or SERVING_DEFAULT_SIGNATURE
+            model = self._model(route)
             answer = await (
                 self._predict(model, signature_name, body)
                 if method == "predict"
                 else self._classify_regress(model, signature_name, body, method)
             )
-            response = web.json_response(answer, dumps=_dumps)
+            response = web.Response(text=rest_json.dumps(answer), content_type="application/json")
             response.headers["X-Model-Version"] = str(model.version)
         except RequestError as error:
             status, answer = error.status, {"error": str(error)}
             response = _error(status, str(error))
         if self.logger.sampled():
-            self.logger.log(
-                model=self.model_name,
-                version=model and model.version,
-                signature=signature_name,
-                method=method,
-                status=status,
-                latency_ms=(time.perf_counter() - started) * 1000,
-                request=body,
-                response=answer,
-            )
+            try:
+                self.logger.log(
+                    model=self.model_name,
+                    version=model and model.version,
+                    signature=signature_name,
+                    method=method,
+                    status=status,
+                    latency_ms=(time.perf_counter() - started) * 1000,
+                    request=body,
+                    response=answer,
+                )
+            except (ValueError, RecursionError, OSError):  # the answer matters more
+                log.warning("request log: could not write a record", exc_info=True)
         return response
 
     async def _predict(self, model: LoadedVersion, signature_name: str, body: dict) -> dict:
-        signature = model.signature(signature_name)
-        if ("instances" in body) == ("inputs" in body):
+        if signature_name not in model.signatures:
             raise RequestError(
-                "the body needs exactly one of 'instances' (row format) or "
-                "'inputs' (columnar format)"
+                f'Serving signature name: "{signature_name}" not found in signature def'
+                f" (signatures: {', '.join(sorted(model.signatures))})"
             )
+        signature = model.signature(signature_name)
+        if "instances" in body and "inputs" in body:
+            raise RequestError(
+                "Not formatted correctly expecting only one of 'inputs' or 'instances' keys "
+                "to exist"
+            )
+        if "instances" not in body and "inputs" not in body:
+            raise RequestError("Missing 'inputs' or 'instances' key")
         row_format = "instances" in body
         columns = (
             signature.columns_from_instances(body["instances"])
@@ -314,48 +340,11 @@ class App:
             log.info("hybrid serving: %s", json.dumps(self.table.stats()))
 
 
-async def _json_body(request: web.Request) -> dict:
-    raw = await request.read()  # raises 413 past client_max_size, before parsing
-    try:
-        body = json.loads(raw, parse_constant=_reject_constant)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise RequestError(f"malformed JSON body: {error}") from None
-    if not isinstance(body, dict):
-        raise RequestError(f"the body must be a JSON object, got {type(body).__name__}")
-    return body
-
-
-def _reject_constant(name: str):
-    raise RequestError(f"malformed JSON body: {name} is not JSON")
-
-
-def _dumps(value: Any) -> str:
-    # NaN is not JSON; TF Serving writes it as NaN too, but clients choke on it: null instead.
-    return (
-        json.dumps(value, allow_nan=False, default=str)
-        if _finite(value)
-        else json.dumps(_nan_to_none(value))
-    )
-
-
-def _finite(value: Any) -> bool:
-    if isinstance(value, float):
-        return math.isfinite(value)
-    if isinstance(value, dict):
-        return all(_finite(v) for v in value.values())
-    if isinstance(value, list):
-        return all(_finite(v) for v in value)
-    return True
-
-
-def _nan_to_none(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _nan_to_none(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_nan_to_none(v) for v in value]
-    return value
+def public_message(text: str) -> str:
+    """A message written for the server log, fit for a client: no file paths of this machine,
+    no Python exception class in front."""
+    text = re.sub(r"^[A-Z]\w*(Error|Exception|Warning): ", "", text)
+    return model_errors.readable(text)
 
 
 def _error(status: int, message: str) -> web.Response:
@@ -430,7 +419,17 @@ def serve(
         flush=True,
     )
     try:
-        web.run_app(web_app, host=settings.host, port=settings.port, print=None, access_log=None)
+        # TF Serving's HTTP server reads request lines and headers of any length: a long URL
+        # gets the API's JSON answer, not the HTTP parser's plain-text 400, up to the body limit.
+        web.run_app(
+            web_app,
+            host=settings.host,
+            port=settings.port,
+            print=None,
+            access_log=None,
+            max_line_size=settings.max_body_bytes,
+            max_field_size=settings.max_body_bytes,
+        )
     except grpc_server.BindError as error:
         raise SystemExit(f"error: {error}") from None
 

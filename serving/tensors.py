@@ -8,15 +8,23 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
+import json
 import math
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import tensorflow as tf
 
+from serving import example_check
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
 
 class RequestError(ValueError):
-    """A client error: the message names the field and what was expected (HTTP 400)."""
+    """An error answered to the client, with its HTTP status: 4xx for the client's mistakes
+    (the message names the field and what was expected), 5xx for the server's faults (a
+    generic message; the detail goes to the server log only)."""
 
     def __init__(self, message: str, status: int = 400):
         super().__init__(message)
@@ -28,7 +36,10 @@ def _to_string(name: str, value: Any) -> bytes:
     if value is None:
         return b""  # missing value, as serving_raw documents
     if isinstance(value, str):
-        return value.encode("utf-8")
+        try:
+            return value.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate; the JSON parser refuses them first
+            raise RequestError(f"input '{name}': the string is not valid Unicode") from None
     if isinstance(value, dict) and set(value) == {"b64"} and isinstance(value["b64"], str):
         try:
             return base64.b64decode(value["b64"], validate=True)
@@ -44,7 +55,10 @@ def _to_float(name: str, value: Any) -> float:
         return math.nan  # missing value
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise RequestError(f"input '{name}' expects a number, got {_describe(value)}")
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:  # an integer past the double range
+        raise RequestError(f"input '{name}': {_describe(value)} is too large") from None
 
 
 def _to_int(name: str, value: Any) -> int:
@@ -52,12 +66,29 @@ def _to_int(name: str, value: Any) -> int:
         return int(value)
     if isinstance(value, bool) or not isinstance(value, int):
         raise RequestError(f"input '{name}' expects an integer, got {_describe(value)}")
+    if not INT64_MIN <= value <= INT64_MAX:
+        raise RequestError(f"input '{name}': {_describe(value)} is out of the int64 range")
     return value
 
 
 def _describe(value: Any) -> str:
-    text = repr(value)
-    return f"{type(value).__name__} {text[:40]}{'...' if len(text) > 40 else ''}"
+    """A JSON value in a message, in JSON's words and bounded (never the repr of a deep or
+    long value)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        text = str(value) if isinstance(value, float) or abs(value) < 10**30 else "a huge number"
+        return f"number {text}"
+    if isinstance(value, str):
+        return f"string {json.dumps(value[:40])}{'...' if len(value) > 40 else ''}"
+    if isinstance(value, list):
+        return f"a list of {len(value)}"
+    if isinstance(value, dict):
+        keys = ", ".join(json.dumps(str(k)[:20]) for k in list(value)[:3])
+        return f"an object with keys {keys}{', ...' if len(value) > 3 else ''}"
+    return "an unsupported value"
 
 
 class Signature:
@@ -78,6 +109,23 @@ class Signature:
                 )
             self.inputs[key] = spec.dtype
         self.outputs = sorted(function.structured_outputs)
+        # String inputs the signature parses as tf.Examples, with the spec it parses them by:
+        # checked per request before requests are merged (serving/batching.py).
+        self.example_specs = example_check.signature_specs(
+            function, [k for k, dtype in self.inputs.items() if dtype == tf.string]
+        )
+
+    def problem(self, columns: dict[str, list]) -> Optional[example_check.Problem]:
+        """Why the model would fail on these rows, where that is known without calling it
+        (a serialized tf.Example it cannot parse); None otherwise."""
+        for key, spec in self.example_specs.items():
+            for i, value in enumerate(columns.get(key, ())):
+                problem = example_check.check(spec, value)
+                if problem is not None:
+                    return dataclasses.replace(
+                        problem, message=f"input '{key}' row {i}: {problem.message}"
+                    )
+        return None
 
     def convert(self, key: str, value: Any):
         dtype = self.inputs[key]

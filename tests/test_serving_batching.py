@@ -1,6 +1,7 @@
-"""Micro-batching (serving/batching.py) with a real SavedModel signature: a lone request is
+"""Micro-batching (serving/batching.py) with real SavedModel signatures: a lone request is
 one model call, concurrent requests share calls and each gets its own rows back, and a
-failing call fails every request it carried."""
+failing merged call fails only the requests that fail alone (bad tf.Examples are kept out of
+merged calls altogether)."""
 
 import asyncio
 import threading
@@ -10,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 from serving.batching import Batcher
-from serving.tensors import Signature
+from serving.tensors import RequestError, Signature
 
 
 class _Doubler(tf.Module):
@@ -89,20 +90,127 @@ def test_a_lone_request_is_called_on_the_event_loop_and_a_merged_batch_in_a_thre
     assert any(name.startswith("model") for name in recording.threads[1:])
 
 
-def test_a_failing_call_fails_every_request_it_carried(signature):
+def test_a_failing_merged_call_fails_only_the_requests_that_fail_alone(signature):
     batcher = Batcher(max_batch_size=256, max_wait_seconds=0.002)
+    values = [2.0, -1.0, 3.0, 4.0, -5.0, 6.0, 7.0]
 
     async def scenario():
         first = asyncio.ensure_future(batcher.predict(MODEL, signature, {"x": [1.0]}))
-        await asyncio.sleep(0)  # the first one takes the model; the next two queue
-        rest = [batcher.predict(MODEL, signature, {"x": [value]}) for value in (2.0, -1.0)]
+        await asyncio.sleep(0)  # the first one takes the model; the others queue
+        rest = [batcher.predict(MODEL, signature, {"x": [value]}) for value in values]
         results = await asyncio.gather(first, *rest, return_exceptions=True)
         await batcher.close()
         return results
 
-    first, good, bad = asyncio.run(scenario())
+    first, *results = asyncio.run(scenario())
     assert first["y"].tolist() == [2.0]
-    # 2.0 and -1.0 went in one call, which the negative value failed.
-    assert isinstance(good, tf.errors.InvalidArgumentError)
-    assert isinstance(bad, tf.errors.InvalidArgumentError)
-    assert "x must not be negative" in str(bad)
+    for value, result in zip(values, results):
+        if value < 0:
+            # The model's own error, as TF Serving answers an INVALID_ARGUMENT: 400, without
+            # the node names and Python stack TensorFlow puts around it.
+            assert isinstance(result, RequestError) and result.status == 400, result
+            assert "x must not be negative" in str(result)
+            assert "node" not in str(result) and "File" not in str(result)
+        else:
+            assert result["y"].tolist() == [2.0 * value]
+    # The seven went in one call, which failed; it was split down to the two bad ones.
+    assert batcher.isolations >= 1
+
+
+class _Parser(tf.Module):
+    """A signature on serialized tf.Examples, as serving_default: a float `x` (fixed length,
+    required) and any number of strings `s`."""
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    def serve(self, examples):
+        spec = {"x": tf.io.FixedLenFeature([], tf.float32), "s": tf.io.VarLenFeature(tf.string)}
+        parsed = tf.io.parse_example(examples, spec)
+        lengths = tf.strings.length(tf.sparse.to_dense(parsed["s"], ""))
+        return {"y": parsed["x"] * 2.0, "s_length": tf.reduce_sum(lengths, axis=1)}
+
+
+def _example(**features) -> bytes:
+    example = tf.train.Example()
+    for key, values in features.items():
+        feature = example.features.feature[key]
+        for value in values:
+            if isinstance(value, bytes):
+                feature.bytes_list.value.append(value)
+            elif isinstance(value, float):
+                feature.float_list.value.append(value)
+            else:
+                feature.int64_list.value.append(value)
+    return example.SerializeToString()
+
+
+@pytest.fixture(scope="module")
+def parser(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("parser"))
+    module = _Parser()
+    tf.saved_model.save(module, path, signatures={"serving_default": module.serve})
+    loaded = tf.saved_model.load(path)
+    signature = Signature("serving_default", loaded.signatures["serving_default"])
+    signature.loaded = loaded
+    return signature
+
+
+def test_the_example_spec_is_read_from_the_signature_graph(parser):
+    spec = parser.example_specs["examples"]
+    assert spec[b"x"].kind == "float_list" and spec[b"x"].size == 1 and spec[b"x"].required
+    assert spec[b"s"].kind == "bytes_list" and spec[b"s"].size is None
+    good = _example(x=[1.0], s=[b"a", b"b"])
+    assert parser.problem({"examples": [good]}) is None
+    cases = {
+        _example(x=[b"one"]): "feature 'x': data types don't match, expected float values, "
+        "got bytes",
+        _example(x=[1.0, 2.0]): "feature 'x': 2 float value(s), expected 1",
+        _example(s=[b"a"]): "feature 'x' (float) is required but could not be found",
+        _example(x=[1.0], s=[3]): "feature 's': data types don't match",
+        b"\xff\xfe not a proto": "is not a serialized tf.Example",
+    }
+    for serialized, message in cases.items():
+        problem = parser.problem({"examples": [good, serialized]})
+        assert problem is not None and message in problem.message, (message, problem)
+        assert problem.message.startswith("input 'examples' row 1: ")
+
+
+def test_bad_examples_never_join_a_merged_call(parser):
+    batcher = Batcher(max_batch_size=256, max_wait_seconds=0.002)
+    good = [_example(x=[float(i)]) for i in range(6)]
+    bad = _example(x=[b"not a float"])
+
+    async def scenario():
+        first = asyncio.ensure_future(batcher.predict(MODEL, parser, {"examples": [good[0]]}))
+        await asyncio.sleep(0)
+        calls = batcher.calls
+        rest = [batcher.predict(MODEL, parser, {"examples": [e]}) for e in [*good[1:3], bad]]
+        rest += [batcher.predict(MODEL, parser, {"examples": [e]}) for e in good[3:]]
+        results = await asyncio.gather(first, *rest, return_exceptions=True)
+        await batcher.close()
+        return results, batcher.calls - calls
+
+    (first, *results), calls = asyncio.run(scenario())
+    assert first["y"].tolist() == [0.0]
+    answers = [r["y"].tolist() for r in results[:2] + results[3:]]
+    assert answers == [[2.0], [4.0], [6.0], [8.0], [10.0]]
+    assert isinstance(results[2], RequestError) and results[2].status == 400
+    assert "input 'examples' row 0: feature 'x': data types don't match" in str(results[2])
+    # The bad example was answered without a model call: the first request's call, then one
+    # merged call for the five good ones.
+    assert calls == 2 and batcher.isolations == 0
+
+
+def test_a_lone_bad_example_gets_the_checks_message(parser):
+    batcher = Batcher(max_batch_size=256, max_wait_seconds=0.002)
+
+    async def scenario():
+        try:
+            return await batcher.predict(MODEL, parser, {"examples": [b"\xff\xfe\x00junk"]})
+        except RequestError as error:
+            return error
+        finally:
+            await batcher.close()
+
+    error = asyncio.run(scenario())
+    assert isinstance(error, RequestError) and error.status == 400
+    assert "input 'examples' row 0: is not a serialized tf.Example" in str(error)

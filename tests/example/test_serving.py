@@ -177,7 +177,7 @@ def test_bad_requests_get_4xx_naming_the_problem(served, rows):
     url = served["model_url"] + ":predict"
     raw = {"signature_name": "serving_raw"}
     cases = [
-        (url, b'{"instances": [', 400, "malformed JSON"),
+        (url, b'{"instances": [', 400, "JSON Parse error"),
         (url, b"[1, 2]", 400, "must be a JSON object"),
         (url, {**raw, "instances": [{**good, "fare": "twelve"}]}, 400, "'fare' expects a number"),
         (url, {**raw, "instances": [{**good, "company": 7}]}, 400, "'company' expects a string"),
@@ -189,12 +189,12 @@ def test_bad_requests_get_4xx_naming_the_problem(served, rows):
             "missing input(s) fare",
         ),
         (url, {**raw, "instances": []}, 400, "'instances' is empty"),
-        (url, {**raw}, 400, "exactly one of 'instances'"),
+        (url, {**raw}, 400, "Missing 'inputs' or 'instances' key"),
         (
             url,
             {"signature_name": "serving_rwa", "instances": [good]},
             400,
-            "signature_name 'serving_rwa' not found",
+            'Serving signature name: "serving_rwa" not found',  # TF Serving's wording
         ),
         (url, {"instances": [{"b64": "***"}]}, 400, "invalid base64"),
         (url, b'{"instances": [' + b"1," * MAX_BODY_BYTES + b"1]}", 413, "request body too large"),
@@ -202,7 +202,7 @@ def test_bad_requests_get_4xx_naming_the_problem(served, rows):
             served["url"] + "/v1/models/taxi-tipz:predict",
             {"instances": [good]},
             404,
-            "model 'taxi-tipz'",
+            "Servable not found for request: Latest(taxi-tipz)",
         ),
         (
             served["model_url"] + "/versions/999:predict",
@@ -213,10 +213,11 @@ def test_bad_requests_get_4xx_naming_the_problem(served, rows):
         (
             served["model_url"] + "/labels/canary:predict",
             {"instances": [good]},
-            400,
+            400,  # TF Serving: INVALID_ARGUMENT
             "Unrecognized servable version label: canary",
         ),
-        (served["model_url"] + ":explain", {"instances": [good]}, 404, "unknown method"),
+        # TF Serving: "Malformed request" (400) for a method it does not dispatch.
+        (served["model_url"] + ":explain", {"instances": [good]}, 400, "Malformed request"),
         (served["model_url"] + ":regress", {"examples": []}, 400, "'examples' value is an empty"),
     ]
     for target, body, status, message in cases:
