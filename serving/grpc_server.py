@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import base64
 import logging
-import re
 import time
 from typing import Awaitable, Callable, Optional
 
@@ -42,7 +41,7 @@ from tensorflow_serving.apis import (
 )
 
 from pipeline.names import SERVING_DEFAULT_SIGNATURE
-from serving import auth, classify_regress, status_codes
+from serving import auth, classify_regress, model_errors, status_codes
 from serving.batching import Batcher
 from serving.metrics import Metrics
 from serving.model_store import LoadedVersion, ModelStore
@@ -505,20 +504,10 @@ def _metadata(context: grpc.aio.ServicerContext, key: str) -> Optional[str]:
     return None
 
 
-_TRACE_LINE = re.compile(r'^\s|File "|defined at|Detected at node|Graph execution error')
-_NOISE = re.compile(r"\s*\[\[\{\{node [^]]*\}\}\]\]|\s*\[Op:[^]]*\]|\s*\[\[[^]]*\]\]")
-_PATH = re.compile(r"(?:[A-Za-z]:)?(?:/[\w.@+-]+){2,}/?")
-
-
 def model_error_message(message: str) -> str:
-    """A TensorFlow error's message without its graph trace, node names or file paths: what
-    went wrong with the input, e.g. "Key: <feature>.  Data types don't match. ..."."""
-    lines = [
-        _PATH.sub("<path>", _NOISE.sub("", line)).strip()
-        for line in message.splitlines()
-        if line.strip() and not _TRACE_LINE.search(line)
-    ]
-    text = " ".join(line for line in lines if line)
+    """A TensorFlow error's message without its graph trace, node names or file paths
+    (model_errors.readable, as REST answers): what went wrong with the input."""
+    text = model_errors.readable(message)
     return f"the model rejected the input: {text}" if text else "the model rejected the input"
 
 
