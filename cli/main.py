@@ -397,6 +397,15 @@ def batch_predict(
     job.batch_predict(span=span, version=version)
 
 
+def _request_log_option():
+    return typer.Option(
+        None,
+        metavar="FILE",
+        help="the request log (default: PIPELINE_SERVING_LOG_PATH, "
+        "else <output dir>/serving_logs/requests.jsonl)",
+    )
+
+
 @app.command(
     epilog=_examples(
         "make serving-skew               # the request log vs the newest training statistics",
@@ -406,12 +415,7 @@ def batch_predict(
     )
 )
 def skew(
-    log: Optional[str] = typer.Option(
-        None,
-        metavar="FILE",
-        help="the request log (default: PIPELINE_SERVING_LOG_PATH, "
-        "else <output dir>/serving_logs/requests.jsonl)",
-    ),
+    log: Optional[str] = _request_log_option(),
     training_statistics: Optional[str] = typer.Option(
         None,
         metavar="FILE",
@@ -442,12 +446,7 @@ def skew(
     ),
 )
 def serving_strategy(
-    log: Optional[str] = typer.Option(
-        None,
-        metavar="FILE",
-        help="the request log (default: PIPELINE_SERVING_LOG_PATH, "
-        "else <output dir>/serving_logs/requests.jsonl)",
-    ),
+    log: Optional[str] = _request_log_option(),
     span: Optional[int] = typer.Option(
         None, metavar="N", help="a span's rows as the workload instead of the log"
     ),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import glob
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -62,6 +63,13 @@ class PipelineRun:
             text=True,
             timeout=1200,
         )
+
+    def serving_copy(self, tmp: Path) -> tuple[Path, dict[str, str]]:
+        """A copy of the pushed model versions under `tmp/outputs` (a server's tests may add
+        or break versions there), and the run's environment pointed at it."""
+        base = tmp / "outputs" / "serving_model" / self.settings.name
+        shutil.copytree(self.settings.serving_model_dir, base)
+        return base, {**self.env, "PIPELINE_OUTPUT_DIR": str(tmp / "outputs")}
 
     def ingested_spans(self) -> list[int]:
         """The spans ExampleGen has ingested, whatever happened to them afterwards."""

@@ -35,11 +35,9 @@ def served(finished_run, tmp_path_factory):
     """A server over a copy of the finished run's pushed model (the hot-swap test adds
     versions to the copy)."""
     tmp = tmp_path_factory.mktemp("serving")
-    base = tmp / "outputs" / "serving_model" / finished_run.settings.name
-    shutil.copytree(finished_run.settings.serving_model_dir, base)
+    base, copy_env = finished_run.serving_copy(tmp)
     env = {
-        **finished_run.env,
-        "PIPELINE_OUTPUT_DIR": str(tmp / "outputs"),
+        **copy_env,
         "PIPELINE_SERVING_POLL_SECONDS": "0.3",
         "PIPELINE_SERVING_LOG_SAMPLING_RATE": "1",
         "PIPELINE_SERVING_LOG_PATH": str(tmp / "requests.jsonl"),

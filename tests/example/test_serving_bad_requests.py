@@ -16,7 +16,6 @@ import base64
 import http.client
 import json
 import re
-import shutil
 import threading
 import urllib.parse
 from pathlib import Path
@@ -43,11 +42,9 @@ REQUESTS_PER_CLIENT = 30
 def served(finished_run, tmp_path_factory):
     """A server over a copy of the finished run's pushed model."""
     tmp = tmp_path_factory.mktemp("serving_bad")
-    base = tmp / "outputs" / "serving_model" / finished_run.settings.name
-    shutil.copytree(finished_run.settings.serving_model_dir, base)
+    base, copy_env = finished_run.serving_copy(tmp)
     env = {
-        **finished_run.env,
-        "PIPELINE_OUTPUT_DIR": str(tmp / "outputs"),
+        **copy_env,
         "PIPELINE_SERVING_MAX_BODY_BYTES": str(MAX_BODY_BYTES),
     }
     log = tmp / "server.log"

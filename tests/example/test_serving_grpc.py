@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import math
-import shutil
 import types
 from pathlib import Path
 
@@ -45,11 +44,9 @@ MODEL = "taxi-tips"
 @pytest.fixture(scope="module")
 def served(finished_run, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("grpc-serving")
-    base = tmp / "outputs" / "serving_model" / finished_run.settings.name
-    shutil.copytree(finished_run.settings.serving_model_dir, base)
+    base, copy_env = finished_run.serving_copy(tmp)
     env = {
-        **finished_run.env,
-        "PIPELINE_OUTPUT_DIR": str(tmp / "outputs"),
+        **copy_env,
         "PIPELINE_SERVING_POLL_SECONDS": "0.3",
         "PIPELINE_SERVING_LOG_SAMPLING_RATE": "1",
         "PIPELINE_SERVING_LOG_PATH": str(tmp / "requests.jsonl"),
