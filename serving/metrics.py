@@ -40,7 +40,8 @@ BATCH_BUCKETS = tuple(2**i for i in range(13))  # 1 .. 4096 rows
 # TF Serving's REST paths: /v1/models/<name>[/versions/<v>|/labels/<l>][/metadata|:<method>]
 _REST_PATH = re.compile(
     r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>\d+)|/labels/[^/:]+)?"
-    r"(?P<tail>/metadata|:[A-Za-z]+)?/?$"
+    r"(?P<tail>/metadata|:[A-Za-z]+)?/?$",
+    re.IGNORECASE,  # as TF Serving's routes (serving/rest_routes.py); method names are not
 )
 _REST_METHODS = {":predict": "Predict", ":classify": "Classify", ":regress": "Regress"}
 
@@ -127,7 +128,7 @@ class Metrics:
 
         @web.middleware
         async def count(request: web.Request, handler):
-            if not request.path.startswith("/v1/"):
+            if request.path[:4].lower() != "/v1/":
                 return await handler(request)
             match = _REST_PATH.match(request.path)
             started = time.perf_counter()
@@ -173,7 +174,7 @@ def _rest_method(match: Optional[re.Match], http_method: str) -> str:
     tail = match["tail"]
     if tail is None:
         return "GetModelStatus" if http_method == "GET" else UNKNOWN
-    if tail == "/metadata":
+    if tail.lower() == "/metadata":
         return "GetModelMetadata" if http_method == "GET" else UNKNOWN
     return _REST_METHODS.get(tail, UNKNOWN) if http_method == "POST" else UNKNOWN
 
