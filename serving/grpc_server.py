@@ -426,6 +426,16 @@ def columns_from_tensors(signature, inputs) -> dict[str, list]:
                 f"input '{key}' expects a tensor of {_dtype_name(dtype.as_datatype_enum)}, "
                 f"got {_dtype_name(proto.dtype)}",
             )
+        values = _plain_values(proto)
+        if values is not None:  # the common case, read straight from the proto's repeated field
+            if rows is not None and len(values) != rows:
+                raise Abort(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"input '{key}' has {len(values)} values, the other inputs {rows}",
+                )
+            rows = len(values)
+            columns[key] = values
+            continue
         try:
             array = tf.make_ndarray(proto)
         except Exception:  # noqa: BLE001 (any undecodable tensor is the client's)
@@ -446,6 +456,43 @@ def columns_from_tensors(signature, inputs) -> dict[str, list]:
     if not rows:
         raise Abort(grpc.StatusCode.INVALID_ARGUMENT, "the inputs hold no values: send n >= 1")
     return columns
+
+
+# dtype -> the TensorProto field that holds its values one per element.
+_VALUE_FIELDS = {
+    types_pb2.DT_STRING: "string_val",
+    types_pb2.DT_FLOAT: "float_val",
+    types_pb2.DT_DOUBLE: "double_val",
+    types_pb2.DT_INT64: "int64_val",
+    types_pb2.DT_INT32: "int_val",
+}
+_PACKED = {
+    types_pb2.DT_FLOAT: np.dtype("<f4"),
+    types_pb2.DT_DOUBLE: np.dtype("<f8"),
+    types_pb2.DT_INT64: np.dtype("<i8"),
+    types_pb2.DT_INT32: np.dtype("<i4"),
+}
+
+
+def _plain_values(proto) -> Optional[list]:
+    """A [n] tensor's values as a list, read straight from the proto when it holds them one
+    per element or packed in tensor_content; None for anything else (a value repeated to fill
+    the shape, another rank or dtype), which tf.make_ndarray reads. make_ndarray and tolist
+    cost ~13 us a tensor: 0.2 ms for a one-row call of 15 inputs."""
+    field = _VALUE_FIELDS.get(proto.dtype)
+    shape = proto.tensor_shape
+    if field is None or shape.unknown_rank or len(shape.dim) != 1:
+        return None
+    if proto.tensor_content:  # numbers packed as bytes (tf.make_tensor_proto's way)
+        dtype = _PACKED.get(proto.dtype)
+        content = proto.tensor_content
+        if dtype is None or len(content) != shape.dim[0].size * dtype.itemsize:
+            return None
+        return np.frombuffer(content, dtype).tolist()
+    values = getattr(proto, field)
+    if shape.dim[0].size != len(values) or not values:
+        return None
+    return list(values)
 
 
 def serialized_examples(input_proto) -> list[bytes]:

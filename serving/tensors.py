@@ -203,14 +203,10 @@ class Signature:
 
     # ---- model call --------------------------------------------------------------------
     def __call__(self, columns: dict[str, list]) -> dict[str, np.ndarray]:
-        tensors = {
-            key: tf.constant(
-                np.asarray(values, dtype=object if dtype == tf.string else dtype.as_numpy_dtype),
-                dtype=dtype,
-            )
-            for key, values in columns.items()
-            for dtype in [self.inputs[key]]
-        }
+        # Straight from the Python lists (bytes, floats, ints: convert() made them so): one
+        # conversion per input, not a numpy array first and a tensor from it.
+        inputs = self.inputs
+        tensors = {key: tf.constant(values, inputs[key]) for key, values in columns.items()}
         return {key: value.numpy() for key, value in self.function(**tensors).items()}
 
 
