@@ -19,7 +19,7 @@ from typing import Any, Callable
 from absl import logging
 from airflow.models.param import Param
 
-from pipeline import metadata
+from pipeline import airflow_tasks, metadata
 from pipeline.settings import PipelineSettings
 
 FORCE = "force"
@@ -78,7 +78,8 @@ def with_run_parameters(
 ) -> Callable:
     """A TFX task's callable that first checks the MLMD store (a task fails with a message
     naming it, and its retry runs once the store is back), then launches the component of
-    the pipeline built with this run's parameters, when they change any setting."""
+    the pipeline built with this run's parameters, when they change any setting. A retried
+    try first retires the earlier try's execution (airflow_tasks.retire_earlier_try)."""
 
     @functools.wraps(launch)
     def launch_with_params(*args, **kwargs):
@@ -88,6 +89,14 @@ def with_run_parameters(
             logging.info("this run's parameters: %s", overrides)
             component = build_component(settings.with_overrides(**overrides))
             kwargs.update(component=component, exec_properties=component.exec_properties)
+        # `launch` is TFX's launcher with the component's arguments bound (functools.partial).
+        launch_args = {**getattr(launch, "keywords", {}), **kwargs}
+        pipeline_info = launch_args["pipeline_info"]
+        # As TFX's launcher does next: the Airflow run's id names the execution's context.
+        pipeline_info.run_id = kwargs["ti"].get_dagrun().run_id
+        airflow_tasks.retire_earlier_try(
+            launch_args["metadata_connection_config"], pipeline_info, launch_args["component"]
+        )
         return launch(*args, **kwargs)
 
     return launch_with_params

@@ -144,3 +144,47 @@ def record_rejection(settings: PipelineSettings, span: Optional[int], context: d
             type(error).__name__,
             error,
         )
+
+
+# TFX 1.16's legacy driver: an execution's run context is named after the Airflow run and the
+# component; its execution state is a string property.
+_COMPONENT_RUN_CONTEXT = "component_run"
+_STATE_PROPERTY = "state"
+_FINAL_STATES = ("complete", "cached")
+
+
+def retire_earlier_try(connection_config, pipeline_info: data_types.PipelineInfo, component) -> str:
+    """Lets a retried (or cleared) task register its execution afresh.
+
+    TFX 1.16's legacy driver registers an execution under a context named after the Airflow
+    run and the component. When an earlier try already did (a worker killed mid-task), the
+    driver reuses that execution and records its INPUT events again, which MLMD rejects as
+    duplicates, so every retry fails. The earlier try's context is renamed out of the way
+    (`<name>.try-<execution id>`) and its unfinished execution marked failed, as the killed
+    try is. Returns what it did, or "" when there was no earlier try."""
+    info = data_types.ComponentInfo(component.type, component.id, pipeline_info)
+    name = info.component_run_context_name
+    with legacy_metadata.Metadata(connection_config) as handle:
+        store = handle.store
+        context = store.get_context_by_type_and_name(_COMPONENT_RUN_CONTEXT, name)
+        if context is None:
+            return ""
+        executions = store.get_executions_by_context(context.id)
+        unfinished = [
+            e for e in executions if e.properties[_STATE_PROPERTY].string_value not in _FINAL_STATES
+        ]
+        for execution in unfinished:
+            execution.properties[_STATE_PROPERTY].string_value = "failed"
+            execution.last_known_state = execution.FAILED
+        if unfinished:
+            store.put_executions(unfinished)
+        suffix = executions[-1].id if executions else context.id
+        context.name = f"{name}.try-{suffix}"
+        store.put_contexts([context])
+    message = (
+        f"an earlier try of {component.id} in this run registered execution(s) "
+        f"{[e.id for e in executions]}: marked {len(unfinished)} unfinished one(s) failed and "
+        f"renamed its context to {context.name}, so this try registers afresh"
+    )
+    logging.warning(message)
+    return message
