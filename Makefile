@@ -34,8 +34,12 @@ lock:
 run: setup
 	$(CLI) run $(ARGS)
 
+# The suite's files on TEST_WORKERS processes (pytest-xdist; a file stays on one process, so
+# its fixtures are made once): a pipeline run is mostly one-core work, and the Airflow stack's
+# test mostly waits. TEST_WORKERS=0 runs everything in this process.
+TEST_WORKERS ?= 2
 test: setup browser airflow-packages
-	$(PY) -m pytest -q --durations=20
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=30
 
 # The quick loop (about 2 minutes): unit and construction tests, no pipeline, server or
 # subprocess runs (markers `integration` and `slow`; `make test` runs every tier).

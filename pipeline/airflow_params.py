@@ -94,9 +94,14 @@ def with_run_parameters(
         pipeline_info = launch_args["pipeline_info"]
         # As TFX's launcher does next: the Airflow run's id names the execution's context.
         pipeline_info.run_id = kwargs["ti"].get_dagrun().run_id
-        airflow_tasks.retire_earlier_try(
-            launch_args["metadata_connection_config"], pipeline_info, launch_args["component"]
-        )
+        component = launch_args["component"]
+        if airflow_tasks.retire_earlier_try(
+            launch_args["metadata_connection_config"], pipeline_info, component
+        ):
+            # This task's process built its own component: changing it touches no other task.
+            component.driver_class = airflow_tasks.driver_naming_outputs_for_try(
+                component.driver_class, kwargs["ti"].try_number
+            )
         return launch(*args, **kwargs)
 
     return launch_with_params

@@ -7,6 +7,7 @@ import os
 from typing import Optional
 
 from absl import logging
+from ml_metadata.proto import Event
 from tfx import v1 as tfx
 from tfx.orchestration import data_types
 from tfx.orchestration import metadata as legacy_metadata
@@ -147,9 +148,10 @@ def record_rejection(settings: PipelineSettings, span: Optional[int], context: d
 
 
 # TFX 1.16's legacy driver: an execution's run context is named after the Airflow run and the
-# component; its execution state is a string property.
+# component; its execution state and component id are string properties.
 _COMPONENT_RUN_CONTEXT = "component_run"
 _STATE_PROPERTY = "state"
+_COMPONENT_ID_PROPERTY = "component_id"
 _FINAL_STATES = ("complete", "cached")
 
 
@@ -157,11 +159,16 @@ def retire_earlier_try(connection_config, pipeline_info: data_types.PipelineInfo
     """Lets a retried (or cleared) task register its execution afresh.
 
     TFX 1.16's legacy driver registers an execution under a context named after the Airflow
-    run and the component. When an earlier try already did (a worker killed mid-task), the
-    driver reuses that execution and records its INPUT events again, which MLMD rejects as
-    duplicates, so every retry fails. The earlier try's context is renamed out of the way
-    (`<name>.try-<execution id>`) and its unfinished execution marked failed, as the killed
-    try is. Returns what it did, or "" when there was no earlier try."""
+    run and the component, with output artifacts named `<output key>:<run id>`. When an
+    earlier try already did (a worker killed mid-task), a retry fails in MLMD: the driver
+    reuses that execution and records its INPUT events again, and its outputs' names are
+    taken (MLMD cannot rename or delete an artifact). And a downstream task takes its inputs
+    from the first execution of the producer its run's context lists, whose order is the
+    store's. So the earlier try's context is renamed out of the way (`<name>.try-<execution id>`),
+    and its unfinished executions are marked failed and their component id given the same
+    suffix (no lookup finds them), their outputs marked ABANDONED. The retry names its own
+    outputs apart (`driver_naming_outputs_for_try`). Returns what it did, or "" when there
+    was no earlier try."""
     info = data_types.ComponentInfo(component.type, component.id, pipeline_info)
     name = info.component_run_context_name
     with legacy_metadata.Metadata(connection_config) as handle:
@@ -175,16 +182,58 @@ def retire_earlier_try(connection_config, pipeline_info: data_types.PipelineInfo
         ]
         for execution in unfinished:
             execution.properties[_STATE_PROPERTY].string_value = "failed"
+            execution.properties[
+                _COMPONENT_ID_PROPERTY
+            ].string_value = f"{component.id}.try-{execution.id}"
             execution.last_known_state = execution.FAILED
         if unfinished:
             store.put_executions(unfinished)
+        outputs = _abandon_outputs(store, unfinished)
         suffix = executions[-1].id if executions else context.id
         context.name = f"{name}.try-{suffix}"
         store.put_contexts([context])
     message = (
         f"an earlier try of {component.id} in this run registered execution(s) "
-        f"{[e.id for e in executions]}: marked {len(unfinished)} unfinished one(s) failed and "
-        f"renamed its context to {context.name}, so this try registers afresh"
+        f"{[e.id for e in executions]}: marked {len(unfinished)} unfinished one(s) failed, "
+        f"abandoned {len(outputs)} output artifact(s) and renamed its context to "
+        f"{context.name}, so this try registers afresh"
     )
     logging.warning(message)
     return message
+
+
+def _abandon_outputs(store, executions: list) -> list[int]:
+    """The unfinished executions' output artifacts, marked ABANDONED (nothing was published).
+    Returns their ids."""
+    if not executions:
+        return []
+    events = store.get_events_by_execution_ids([e.id for e in executions])
+    ids = sorted(
+        {
+            e.artifact_id
+            for e in events
+            if e.type in (Event.OUTPUT, Event.PENDING_OUTPUT, Event.DECLARED_OUTPUT)
+        }
+    )
+    artifacts = store.get_artifacts_by_id(ids) if ids else []
+    for artifact in artifacts:
+        artifact.state = artifact.ABANDONED
+    if artifacts:
+        store.put_artifacts(artifacts)
+    return ids
+
+
+def driver_naming_outputs_for_try(driver_class: type, try_number: int) -> type:
+    """`driver_class` whose output artifacts are named `<output key>:<run id>.try-<n>`: an
+    earlier try's outputs keep the plain names (MLMD's artifact names are unique per type and
+    cannot change). Nothing looks a legacy artifact up by its name."""
+
+    class DriverNamingOutputsForTry(driver_class):
+        def _prepare_output_artifacts(self, *args, **kwargs):
+            outputs = super()._prepare_output_artifacts(*args, **kwargs)
+            for artifacts in outputs.values():
+                for artifact in artifacts:
+                    artifact.name = f"{artifact.name}.try-{try_number}"
+            return outputs
+
+    return DriverNamingOutputsForTry

@@ -24,7 +24,24 @@ def example_is_active() -> bool:
     return features.LABEL == EXAMPLE_LABEL and "payment_type" in features.raw_feature_keys()
 
 
+# The longest files (minutes each), started first when `make test` runs files on two processes
+# (pytest-xdist, --no-loadscope-reorder), so that no process is left with one at the end.
+LONGEST_FILES = (
+    "test_airflow_stack.py",
+    "test_airflow_runner.py",
+    "test_new_dataset.py",
+    "test_bad_data.py",
+    "test_continuous_training.py",
+)
+
+
+def _longest_first(item) -> int:
+    name = Path(str(item.fspath)).name
+    return LONGEST_FILES.index(name) if name in LONGEST_FILES else len(LONGEST_FILES)
+
+
 def pytest_collection_modifyitems(config, items):
+    items.sort(key=_longest_first)  # stable: every other file keeps its order
     skip = (
         None
         if example_is_active()
@@ -43,17 +60,28 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(scope="session")
-def finished_run(tmp_path_factory):
+def finished_run(tmp_path_factory, worker_id):
     """A complete local run (two spans of 400 rows, Tuner off) with a pushed model.
 
-    Shared by the whole session: treat its outputs as read-only (copy the serving
-    directory or the data before changing them)."""
+    Shared by the whole session, and by every pytest-xdist worker (`make test` runs two):
+    the first to need it runs it under a file lock, the others wait and read it. Treat its
+    outputs as read-only (copy the serving directory or the data before changing them)."""
+    import shutil
+
+    from filelock import FileLock
+
     from tests.pipeline_run import new_run, write_data_slice
 
-    tmp_path = tmp_path_factory.mktemp("finished_run")
-    write_data_slice(tmp_path / "data", [1, 2], 400)
-    run = new_run(tmp_path, PIPELINE_ENABLE_TUNING="0")
-    result = run.run()
-    assert result.returncode == 0, result.stderr[-5000:]
-    assert run.pushed_versions(), "the shared run pushed no model"
+    base = tmp_path_factory.getbasetemp()
+    tmp_path = (base if worker_id == "master" else base.parent) / "finished_run"
+    with FileLock(f"{tmp_path}.lock"):
+        run = new_run(tmp_path, PIPELINE_ENABLE_TUNING="0")
+        done = tmp_path / "run-succeeded"
+        if not done.exists():
+            shutil.rmtree(tmp_path, ignore_errors=True)  # what a failed attempt left
+            write_data_slice(tmp_path / "data", [1, 2], 400)
+            result = run.run()
+            assert result.returncode == 0, result.stderr[-5000:]
+            assert run.pushed_versions(), "the shared run pushed no model"
+            done.touch()
     return run

@@ -374,6 +374,29 @@ def _task(stack, run_id: str, task_id: str) -> dict:
     )
 
 
+def _task_log(stack, run_id: str, task_id: str, try_number: int) -> str:
+    return stack.api.call(
+        "GET",
+        f"/dags/{stack.settings.name}/dagRuns/{urllib.parse.quote(run_id, safe='')}"
+        f"/taskInstances/{task_id}/logs/{try_number}?full_content=true",
+    )["content"]
+
+
+def _diagnosis(stack, run_id: str, task_id: str) -> str:
+    """What a failed fault run leaves to read: each try's log and the scheduler's."""
+    parts = []
+    for try_number in (1, 2):
+        try:
+            log = _task_log(stack, run_id, task_id, try_number)
+            parts.append(f"\n--- {task_id} try {try_number}:\n{log[-4000:]}")
+        except Exception as error:  # noqa: BLE001 (a diagnosis must not hide the failure)
+            parts.append(f"\n--- {task_id} try {try_number}: no log ({error})")
+    scheduler = stack.layout.log_file("scheduler")
+    if scheduler.exists():
+        parts.append(f"\n--- scheduler log:\n{scheduler.read_text()[-4000:]}")
+    return "".join(parts)
+
+
 def _wait_for(condition, what: str, timeout: float = 1800):
     deadline = time.monotonic() + timeout
     while not (value := condition()):
@@ -406,19 +429,21 @@ def test_faults_metadata_store_down_then_a_worker_killed_mid_task(stack, first_r
     restarted = stack.script("up")
     assert restarted.returncode == 0, restarted.stderr[-3000:]
     assert "mariadb: started" in restarted.stdout
-    log = stack.api.call(
-        "GET",
-        f"/dags/{stack.settings.name}/dagRuns/{urllib.parse.quote(run_id, safe='')}"
-        f"/taskInstances/{first_task}/logs/1?full_content=true",
-    )["content"]
+    log = _task_log(stack, run_id, first_task, 1)
     assert "MetadataStoreUnavailableError" in log
     assert f"the ML Metadata store (MySQL at 127.0.0.1:{layout.ports['mariadb']}" in log
     _wait_for(lambda: _task(stack, run_id, first_task)["state"] == "success", "the retry")
     assert _task(stack, run_id, first_task)["try_number"] == 2
 
+    trainer_runs_before = len(_executions(stack.store(), "Trainer"))
     trainer = _wait_for(
         lambda: (t := _task(stack, run_id, "Trainer"))["state"] == "running" and t.get("pid") and t,
         "the Trainer to run",
+    )
+    # Killed once its try has registered its execution in MLMD: the retry must retire it.
+    _wait_for(
+        lambda: len(_executions(stack.store(), "Trainer")) > trainer_runs_before,
+        "the Trainer's execution in MLMD",
     )
     killed = _worker_of(stack, trainer["pid"])
     tree = stack_module.stack_processes(layout)[killed]
@@ -428,9 +453,12 @@ def test_faults_metadata_store_down_then_a_worker_killed_mid_task(stack, first_r
         except ProcessLookupError:
             pass
     stdout, stderr = process.communicate(timeout=3600)
-    assert process.returncode == 0, (stdout + stderr)[-5000:]
+    assert process.returncode == 0, (stdout + stderr)[-3000:] + _diagnosis(stack, run_id, "Trainer")
     retried = _task(stack, run_id, "Trainer")
     assert retried["state"] == "success" and retried["try_number"] == 2
+    assert "an earlier try of Trainer in this run registered execution(s)" in _task_log(
+        stack, run_id, "Trainer", 2
+    )
     survivor = next(w for w in stack_module.WORKERS if w != killed)
     assert f"taxi-tips.Trainer {run_id}" in layout.log_file(survivor).read_text() or (
         f"Trainer {run_id}" in layout.log_file(survivor).read_text()
