@@ -1,6 +1,6 @@
 """Runs the pipeline on this machine with TFX's LocalDagRunner and a SQLite MLMD store.
 
-    python local_runner.py [--verbose]         # or: make run
+    python local_runner.py [--verbose] [--force]   # or: make run
     tfx pipeline create --engine local --pipeline_path local_runner.py
     tfx run create --engine local --pipeline_name taxi-tips
 
@@ -9,6 +9,8 @@ of a run goes to <output dir>/logs/ (pipeline/run_log.py); the console shows one
 component as it starts and ends (pipeline/progress.py) and the project's warnings, then the
 summary, or on failure one message naming the span and what to do, and the log's path.
 `--verbose` streams the whole log to the console too (`tfx-template run --verbose`).
+A run whose data, code and settings are those of the last successful run says so before TFX
+loads (pipeline/up_to_date.py); `--force` runs the pipeline anyway.
 """
 
 import argparse
@@ -30,6 +32,12 @@ def parse_options(argv: list[str]) -> argparse.Namespace:
         "log goes to <PIPELINE_OUTPUT_DIR>/logs/.",
     )
     parser.add_argument(
+        "--force",
+        action="store_true",
+        help="run the pipeline even when nothing changed since the last successful run "
+        "(every component is then cached)",
+    )
+    parser.add_argument(
         "--verbose",
         action="store_true",
         help="stream the whole log (TFX, Beam, TensorFlow) to the console as well as to the "
@@ -48,6 +56,14 @@ if __name__ == "__main__":
     # Before TensorFlow loads: `--help` answers at once, and the lines TensorFlow writes while
     # it loads go to the top of the run's log (to the console if the run stops before it).
     OPTIONS = parse_options(sys.argv[1:])
+    from pipeline import tfx_cli, up_to_date  # import nothing heavy
+
+    # Nothing changed since the last successful run: say so at once (not while the TFX CLI
+    # runs this file in its own process to capture the pipeline).
+    if not OPTIONS.force and tfx_cli.PATCHER_MODULE not in sys.modules:
+        if (NOTHING_TO_RUN := up_to_date.nothing_to_run_message()) is not None:
+            print(NOTHING_TO_RUN)
+            sys.exit(0)
     EARLY: Optional[run_log.EarlyOutput] = run_log.capture_early()
     atexit.register(EARLY.release)  # an import error's traceback still reaches the console
 else:
@@ -57,7 +73,7 @@ with runtime.paused_for_imports():
     from absl import logging
     from tfx import v1 as tfx
 
-    from pipeline import local_run, preflight, rejections, run_summary, spans, tfx_cli
+    from pipeline import local_run, preflight, rejections, run_summary, spans, tfx_cli, up_to_date
     from pipeline.pipeline import create_pipeline
     from pipeline.settings import PipelineSettings
 
@@ -95,12 +111,16 @@ def main(verbose: bool = False, early: Optional[run_log.EarlyOutput] = None) -> 
             + f" (full log: {log.path})"
         )
         state = local_run.RunState()
+        up_to_date.forget(settings)
+        inputs = up_to_date.inputs_fingerprint(settings)
         try:
             local_run.run(settings, metadata, span, state, say=log.print)
         except Exception as error:  # noqa: BLE001 (every failure ends with its message)
             log.fail(local_run.failure_message(settings, error, state))
             raise SystemExit(1) from None
-        log.print(run_summary.latest_run_summary(settings))
+        summary = run_summary.latest_run_summary(settings)
+        log.print(summary)
+        up_to_date.record(settings, inputs, summary, log.path)
     runtime.freeze_live_objects()
 
 

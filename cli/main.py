@@ -119,13 +119,20 @@ def run(
         help="stream the whole log (TFX, Beam, TensorFlow) to the console "
         "as well as to the run's log file",
     ),
+    force: bool = typer.Option(
+        False,
+        "--force",
+        help="run the pipeline even when nothing changed since the last successful run "
+        "(every component is then cached)",
+    ),
 ) -> None:
     """Run the pipeline on this machine (local_runner.py: TFX's LocalDagRunner, SQLite MLMD).
 
     Ingests the newest complete span (the earlier spans of the training window first, on a
     new pipeline), trains, evaluates on the new span's hold-out and pushes a blessed model.
     The console shows one line per component and a summary; the full log is in
-    <PIPELINE_OUTPUT_DIR>/logs/.
+    <PIPELINE_OUTPUT_DIR>/logs/. When the data, code and settings are those of the last
+    successful run, it says so at once, with that run's summary (--force runs anyway).
     """
     import runpy
     import sys
@@ -133,7 +140,7 @@ def run(
     from pipeline.settings import PROJECT_ROOT
 
     runner = str(PROJECT_ROOT / "local_runner.py")
-    sys.argv = [runner, *(["--verbose"] if verbose else [])]
+    sys.argv = [runner, *(["--verbose"] if verbose else []), *(["--force"] if force else [])]
     try:
         runpy.run_path(runner, run_name="__main__")
     except SystemExit as stop:

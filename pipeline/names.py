@@ -66,3 +66,7 @@ def split_dir_name(split: str) -> str:
     """The folder TFX writes one split of an artifact to (`artifact_utils.get_split_uri`
     needs an Artifact object; this takes a plain URI's child name)."""
     return f"Split-{split}"
+
+
+# Under the pipeline root: the record of each span a check rejected (pipeline/rejections.py).
+REJECTIONS_FOLDER = "rejected_spans"

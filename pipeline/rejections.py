@@ -28,10 +28,10 @@ from pipeline.names import (
     DRIFT_CHECK_ID,
     LEAKAGE_CHECK_ID,
     PROGRESSIVE_VALIDATION_ID,
+    REJECTIONS_FOLDER,
 )
 from pipeline.settings import PipelineSettings
 
-RECORDS_FOLDER = "rejected_spans"
 # The runner's own check of a span's files, before ExampleGen reads them (input_check.py).
 SPAN_FILES_CHECK = "SpanFilesCheck"
 # The nodes that look at a new span before anything trains on it (a crash there is "the check
@@ -65,7 +65,7 @@ class Rejection:
 
 def records_dir(settings: PipelineSettings) -> str:
     """Under the pipeline root, so a record lives as long as the artifacts it is about."""
-    return os.path.join(settings.pipeline_root, RECORDS_FOLDER)
+    return os.path.join(settings.pipeline_root, REJECTIONS_FOLDER)
 
 
 def record_path(directory: str, span: int) -> str:

@@ -50,8 +50,8 @@ class PipelineRun:
     settings: PipelineSettings
     env: dict[str, str]
 
-    def run(self) -> subprocess.CompletedProcess:
-        return run_local_runner(self.env)
+    def run(self, *args: str) -> subprocess.CompletedProcess:
+        return run_local_runner(self.env, *args)
 
     def trigger_once(self) -> subprocess.CompletedProcess:
         """One look of the trigger (`tfx-template watch --once`, as `make watch`)."""
@@ -105,10 +105,10 @@ def run_env(tmp_path: Path, **env_overrides: str) -> dict[str, str]:
     }
 
 
-def run_local_runner(env: dict[str, str]) -> subprocess.CompletedProcess:
-    """`python local_runner.py`, as `make run` does, with this environment."""
+def run_local_runner(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    """`python local_runner.py [args]`, as `make run` does, with this environment."""
     return subprocess.run(
-        [sys.executable, str(ROOT / "local_runner.py")],
+        [sys.executable, str(ROOT / "local_runner.py"), *args],
         env=env,
         capture_output=True,
         text=True,

@@ -137,8 +137,26 @@ def test_summary_names_the_log_which_has_what_the_console_has_not(pipeline):
 
 
 @pytest.mark.slow
-def test_second_run_says_cached(pipeline):
+def test_a_run_with_nothing_changed_says_so_at_once(pipeline):
+    logs = _log_path(pipeline["first"]).parent
+    before = sorted(logs.iterdir())
     result = _run(pipeline["env"])
+    assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
+    first = result.stdout.splitlines()[0]
+    assert " is up to date: the data, code and settings are those of the run that" in first
+    assert "--force" in first
+    named = Path(first.split("(its log: ", 1)[1].split(")", 1)[0])
+    assert named in before
+    # The last run's summary, as it printed it.
+    summary = pipeline["first"].stdout.split("Latest evaluation", 1)[1].split("Full log: ")[0]
+    assert result.stdout.split("Latest evaluation", 1)[1].strip() == summary.strip()
+    assert not result.stderr.strip(), result.stderr  # TensorFlow never loaded
+    assert sorted(logs.iterdir()) == before  # nothing ran, nothing was logged
+
+
+@pytest.mark.slow
+def test_second_run_says_cached(pipeline):
+    result = _run(pipeline["env"], "--force")
     assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
     _assert_small_and_clean(result)
     assert "Ingesting earlier span" not in result.stdout
@@ -154,7 +172,7 @@ def test_second_run_says_cached(pipeline):
 
 @pytest.mark.slow
 def test_verbose_streams_the_whole_log_to_the_console(pipeline):
-    result = _run(pipeline["env"], "--verbose")
+    result = _run(pipeline["env"], "--verbose", "--force")
     assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
     console = result.stdout + result.stderr
     assert "INFO:absl:Component Trainer is running." in console
