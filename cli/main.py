@@ -231,7 +231,17 @@ def airflow_trigger(
         def show(task: str, state: Optional[str]) -> None:
             typer.echo(f"  [{time.monotonic() - started:6.0f} s] {task}: {state}")
 
-        state = api.wait(dag_id, run_id, on_change=show)
+        def show_run(state: str) -> None:
+            # The DAG runs one run at a time: say which one this run waits for.
+            ahead = [r for r in api.running_runs(dag_id) if r != run_id]
+            waits = (
+                f" (after {', '.join(ahead)}: one run at a time)"
+                if state == "queued" and ahead
+                else ""
+            )
+            show("this run", f"{state}{waits}")
+
+        state = api.wait(dag_id, run_id, on_change=show, on_run_state=show_run)
         failed = [t for t, s in api.task_states(dag_id, run_id).items() if s in TASK_FAILED]
     except ApiError as error:
         raise SystemExit(f"error: {error}") from None

@@ -117,6 +117,11 @@ class AirflowApi:
     def run_state(self, dag_id: str, run_id: str) -> str:
         return self.call("GET", f"/dags/{_quote(dag_id)}/dagRuns/{_quote(run_id)}")["state"]
 
+    def running_runs(self, dag_id: str) -> list[str]:
+        """The DAG's runs in progress (Airflow's `running` state)."""
+        answer = self.call("GET", f"/dags/{_quote(dag_id)}/dagRuns?state=running&limit=100")
+        return [run["dag_run_id"] for run in answer["dag_runs"]]
+
     def task_states(self, dag_id: str, run_id: str) -> dict[str, Optional[str]]:
         answer = self.call(
             "GET", f"/dags/{_quote(dag_id)}/dagRuns/{_quote(run_id)}/taskInstances?limit=1000"
@@ -130,13 +135,19 @@ class AirflowApi:
         on_change: Callable[[str, Optional[str]], None] = lambda task, state: None,
         poll_seconds: float = 5.0,
         timeout_seconds: Optional[float] = None,
+        on_run_state: Callable[[str], None] = lambda state: None,
     ) -> str:
         """Polls the run until it finishes (or the timeout passes: ApiError); calls
-        `on_change(task, state)` whenever a task's state changes; returns the run's state."""
+        `on_change(task, state)` whenever a task's state changes, `on_run_state(state)`
+        whenever the run's own does; returns the run's state."""
         deadline = None if timeout_seconds is None else time.monotonic() + timeout_seconds
         seen: dict[str, Optional[str]] = {}
+        run_seen = None
         while True:
             state = self.run_state(dag_id, run_id)
+            if state != run_seen:
+                run_seen = state
+                on_run_state(state)
             for task, task_state in self.task_states(dag_id, run_id).items():
                 if seen.get(task, "") != task_state:
                     seen[task] = task_state

@@ -651,6 +651,7 @@ def up(stack: Stack, environ: Optional[dict] = None) -> dict:
         log = stack.log_file(service)
         if log.exists():
             log.replace(log.with_suffix(".log.1"))
+        pid = None
         if service == "postgres":
             start_postgres(stack, values)
         elif service == "mariadb":
@@ -670,7 +671,9 @@ def up(stack: Stack, environ: Optional[dict] = None) -> dict:
             ensure_airflow_database(stack, values)
         elif service == "mariadb":
             ensure_mlmd_database(stack, values)
-        print(f"  {service}: started (pid {read_pid(stack, service)})", flush=True)
+        # The scheduler writes its pid file a moment after it starts: its process's pid then.
+        shown = read_pid(stack, service) or pid
+        print(f"  {service}: started (pid {shown})", flush=True)
     seconds = time.monotonic() - started_at
     processes = stack_processes(stack)
     pss = {service: sum(pss_kib(p) for p in pids) for service, pids in processes.items()}
