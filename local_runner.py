@@ -20,7 +20,7 @@ from typing import Optional
 
 from pipeline import runtime  # first: Keras 2, GC, warnings (imports nothing heavy)
 
-from pipeline import run_log  # imports nothing heavy
+from pipeline import run_log, tfx_cli, up_to_date  # import nothing heavy
 
 
 def parse_options(argv: list[str]) -> argparse.Namespace:
@@ -56,8 +56,6 @@ if __name__ == "__main__":
     # Before TensorFlow loads: `--help` answers at once, and the lines TensorFlow writes while
     # it loads go to the top of the run's log (to the console if the run stops before it).
     OPTIONS = parse_options(sys.argv[1:])
-    from pipeline import tfx_cli, up_to_date  # import nothing heavy
-
     # Nothing changed since the last successful run: say so at once (not while the TFX CLI
     # runs this file in its own process to capture the pipeline).
     if not OPTIONS.force and tfx_cli.PATCHER_MODULE not in sys.modules:
@@ -73,7 +71,7 @@ with runtime.paused_for_imports():
     from absl import logging
     from tfx import v1 as tfx
 
-    from pipeline import local_run, preflight, rejections, run_summary, spans, tfx_cli, up_to_date
+    from pipeline import local_run, preflight, rejections, run_summary, spans
     from pipeline.pipeline import create_pipeline
     from pipeline.settings import PipelineSettings
 
