@@ -15,6 +15,7 @@ from pipeline.components.anomalies_gate import AnomaliesGate
 from pipeline.components.drift_check import DriftCheck
 from pipeline.components.leakage_check import LeakageCheck
 from pipeline.components.progressive_validation import ProgressiveValidation
+from pipeline.components.statistics_gen_executor import Executor as StatisticsExecutor
 from pipeline.components.tflite_exporter import TFLiteExporter
 from pipeline.components.window_examples import WindowExamples
 from pipeline.evaluation import eval_config
@@ -408,6 +409,8 @@ def _validation(settings: PipelineSettings, example_gen: tfx.types.BaseComponent
         statistics_gen = tfx.components.StatisticsGen(
             examples=example_gen.outputs["examples"], schema=schema_gen.outputs["schema"]
         )
+    # Small splits' statistics are computed in memory, without a Beam pipeline's start-up.
+    statistics_gen.executor_spec = executor_spec.BeamExecutorSpec(StatisticsExecutor)
     example_validator = tfx.components.ExampleValidator(
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"]
     )

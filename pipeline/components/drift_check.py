@@ -14,8 +14,9 @@ from tfx import v1 as tfx
 from tfx.components.statistics_gen import stats_artifact_utils
 from tfx.types import artifact_utils
 from tfx.utils import io_utils
+from tfx_bsl.tfxio import tf_example_record
 
-from pipeline import rejections
+from pipeline import in_memory_statistics, rejections
 from pipeline.components.anomalies_gate import describe_anomalies
 from pipeline.names import ANOMALIES_FILE, DRIFT_CHECK_ID, SPAN_PROPERTY, split_dir_name
 
@@ -104,10 +105,18 @@ def DriftCheck(
 
 def statistics_of(examples: types.Artifact, split: str, schema):
     """TFDV statistics of one split of an Examples artifact, computed as StatisticsGen does
-    (with the schema, so categorical ints get the top-k counts their comparators need)."""
+    (with the schema, so categorical ints get the top-k counts their comparators need; in
+    memory when small)."""
+    pattern = os.path.join(artifact_utils.get_split_uri([examples], split), "*")
+    options = tfdv.StatsOptions(schema=schema)
+    if in_memory_statistics.fits_in_memory(pattern):
+        return in_memory_statistics.compute(
+            tf_example_record.TFExampleRecord(pattern, telemetry_descriptors=["DriftCheck"]),
+            options,
+        )
     with tempfile.TemporaryDirectory() as tmp:
         return tfdv.generate_statistics_from_tfrecord(
-            data_location=os.path.join(artifact_utils.get_split_uri([examples], split), "*"),
+            data_location=pattern,
             output_path=os.path.join(tmp, "stats.tfrecord"),
-            stats_options=tfdv.StatsOptions(schema=schema),
+            stats_options=options,
         )
