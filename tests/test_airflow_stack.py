@@ -383,17 +383,21 @@ def _task_log(stack, run_id: str, task_id: str, try_number: int) -> str:
 
 
 def _diagnosis(stack, run_id: str, task_id: str) -> str:
-    """What a failed fault run leaves to read: each try's log and the scheduler's."""
-    parts = []
+    """What a failed fault run leaves to read: the scheduler's and the workers' logs, then each
+    try's log, the last try last (a long failure message is cut in its middle)."""
+    scheduler = stack.layout.log_file("scheduler")
+    reports = scheduler.read_text().count("Detected zombie job") if scheduler.exists() else 0
+    parts = [f"\n--- the scheduler reported {reports} dead task(s) (zombies)"]
+    for name in ("scheduler", *stack_module.WORKERS):
+        log_file = stack.layout.log_file(name)
+        if log_file.exists():
+            parts.append(f"\n--- {name} log:\n{log_file.read_text()[-2500:]}")
     for try_number in (1, 2):
         try:
             log = _task_log(stack, run_id, task_id, try_number)
             parts.append(f"\n--- {task_id} try {try_number}:\n{log[-4000:]}")
         except Exception as error:  # noqa: BLE001 (a diagnosis must not hide the failure)
             parts.append(f"\n--- {task_id} try {try_number}: no log ({error})")
-    scheduler = stack.layout.log_file("scheduler")
-    if scheduler.exists():
-        parts.append(f"\n--- scheduler log:\n{scheduler.read_text()[-4000:]}")
     return "".join(parts)
 
 

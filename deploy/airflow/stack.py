@@ -491,6 +491,11 @@ def airflow_config(stack: Stack, values: dict[str, str]) -> str:
             # A worker that died mid-task: its task is failed (then retried) after 2 minutes
             # without a heartbeat, not Airflow's default 5.
             "scheduler_zombie_task_threshold": 120,
+            # Airflow 2 finds such a task again at every check until the DAG processor has
+            # handled the first finding, which means parsing the DAG (10-30 s here), and
+            # handles each finding: one handled after the retry was queued fails the retry
+            # (apache/airflow#42553). Checking every 60 s, not 10, leaves one finding.
+            "zombie_detection_interval": 60,
         },
         "webserver": {
             "web_server_host": HOST,
