@@ -1,0 +1,465 @@
+"""A faster executor for CsvExampleGen that writes the same Examples.
+
+Why: TFX's CSV executor parses every line with Python's csv module, infers types cell by cell
+and builds each tf.Example in Python; at 1.5M rows it runs at about 4.6k rows/s and takes over
+half of a run. This executor keeps CsvExampleGen's component and driver (span, version and
+fingerprint resolution are unchanged) and swaps only the executor:
+
+    tfx.components.CsvExampleGen(..., custom_executor_spec=executor_spec.BeamExecutorSpec(
+        FastCsvExecutor))
+
+What it guarantees, against TFX's executor on the same files:
+  * the same column types: int64 if every non-empty cell of a column (over all matched files)
+    is an int64, else float if every one parses as a float, else bytes; a column with no
+    non-empty cell is a feature with no value kind; empty cells are features without values;
+  * the same tf.Example per CSV row, serialized canonically (map keys sorted, what
+    `SerializeToString(deterministic=True)` writes); the split of each row is the same,
+    since ExampleGen hashes exactly that serialization to pick the split. TFX's own executor
+    writes the map entries in a hash order that changes from one Example to the next, so its
+    files are not byte-stable even between two of its own runs; parsed, they are equal.
+  * the same errors, or clearer ones: a row with the wrong number of fields, invalid UTF-8,
+    unbalanced quotes, a header that differs between files, no file matching the pattern.
+
+How: every file is read twice, one block at a time (memory stays bounded by the block, not
+the file): once to infer the column types, once to encode. A file without quote characters,
+NUL bytes or lone carriage returns is parsed by pyarrow's CSV reader, where it cannot differ
+from Python's csv module; any other file is read line by line exactly as TFX reads it (its
+multi-line record buffering and tfx_bsl's CSV line parser). Cells that are plain decimal
+numbers are typed and converted by Arrow; any other non-empty cell (" 12", "+5", "1_000",
+"nan", a 19-digit integer...) is typed and converted by the very functions TFX uses (tfx_bsl's
+type inferrer, Python's int() and float()). The Examples are then assembled in numpy and
+Arrow from their wire format, one column at a time.
+"""
+
+import io
+import os
+from typing import Any, Iterable, Iterator, Sequence
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
+import tensorflow as tf
+from absl import logging
+from apache_beam.io.filesystems import FileSystems
+from tfx.components.example_gen.base_example_gen_executor import BaseExampleGenExecutor
+from tfx.dsl.io import fileio
+from tfx.proto import example_gen_pb2
+from tfx.types import standard_component_specs
+from tfx.utils import io_utils, proto_utils
+from tfx_bsl.coders import csv_decoder
+
+ColumnType = csv_decoder.ColumnType
+
+# Rows per block in the line-by-line reader, bytes per block in Arrow's reader and the scan.
+_EXACT_BLOCK_ROWS = 50_000
+_ARROW_BLOCK_BYTES = 8 << 20
+_SCAN_BLOCK_BYTES = 16 << 20
+
+# Cells whose type and value Arrow decides: at most 18 digits (always inside int64), and short
+# decimal floats (finite, never near the double's range limits). Anything else goes to Python.
+_PLAIN_INT = r"^-?[0-9]{1,18}$"
+_PLAIN_FLOAT = r"^-?(([0-9]+\.[0-9]*|\.[0-9]+)([eE][-+]?[0-9]{1,2})?|[0-9]+[eE][-+]?[0-9]{1,2})$"
+_PLAIN_FLOAT_MAX_LENGTH = 24
+
+# tf.Example wire format: field tags (field number << 3 | 2, length-delimited).
+_TAG_1 = 0x0A  # Example.features, Features.feature entry, entry key, BytesList.value,
+#                Int64List/FloatList.value (packed), Feature.bytes_list
+_TAG_2 = 0x12  # map entry value, Feature.float_list
+_TAG_3 = 0x1A  # Feature.int64_list
+
+
+class FastCsvError(ValueError):
+    """A CSV file that TFX's executor would also reject, named with the reason."""
+
+
+# --------------------------------------------------------------------------------------------
+# Reading: blocks of columns of raw cells (binary arrays, "" for an empty cell).
+
+
+class _PrefixedStream(io.RawIOBase):
+    """A stream that returns `prefix` and then the rest of `stream`."""
+
+    def __init__(self, prefix: bytes, stream: Any) -> None:
+        self._prefix = prefix
+        self._stream = stream
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self._prefix:
+            n = min(len(buffer), len(self._prefix))
+            buffer[:n] = self._prefix[:n]
+            self._prefix = self._prefix[n:]
+            return n
+        data = self._stream.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
+def arrow_can_parse(path: str) -> bool:
+    """Whether Arrow's parser reads the file's rows exactly as TFX's executor does: true when
+    the rows after the header hold no quote character, no NUL byte and no carriage return
+    other than in CRLF line ends (the only places the two parsers can part)."""
+    pending_cr = False
+    with FileSystems.open(path) as file:
+        file.readline()  # the header: TFX skips the first physical line
+        while block := file.read(_SCAN_BLOCK_BYTES):
+            if b'"' in block or b"\x00" in block:
+                return False
+            if pending_cr and not block.startswith(b"\n"):
+                return False
+            pending_cr = block.endswith(b"\r")
+            if block.count(b"\r") - block.count(b"\r\n") - int(pending_cr):
+                return False
+    return not pending_cr
+
+
+def _arrow_blocks(path: str, num_columns: int) -> Iterator[list[pa.Array]]:
+    names = [f"c{i}" for i in range(num_columns)]
+    read_options = pa_csv.ReadOptions(column_names=names, block_size=_ARROW_BLOCK_BYTES)
+    parse_options = pa_csv.ParseOptions(
+        delimiter=",",
+        quote_char=False,
+        double_quote=False,
+        escape_char=False,
+        newlines_in_values=False,
+        ignore_empty_lines=True,
+    )
+    convert_options = pa_csv.ConvertOptions(
+        column_types={name: pa.string() for name in names},
+        strings_can_be_null=False,
+        quoted_strings_can_be_null=False,
+        check_utf8=True,
+    )
+    with FileSystems.open(path) as file:
+        file.readline()
+        first = file.read(1)
+        if not first:
+            return
+        try:
+            reader = pa_csv.open_csv(
+                _PrefixedStream(first, file),
+                read_options=read_options,
+                parse_options=parse_options,
+                convert_options=convert_options,
+            )
+            for batch in reader:
+                yield [column.view(pa.binary()) for column in batch.columns]
+        except pa.ArrowInvalid as error:
+            raise FastCsvError(f"{path}: {error}") from error
+
+
+def _exact_blocks(path: str, num_columns: int) -> Iterator[list[pa.Array]]:
+    """The rows as TFX's executor reads them: physical lines joined while their quote count is
+    odd, each record parsed by tfx_bsl's CSV line parser, blank records skipped."""
+    parser = csv_decoder.ParseCSVLine(delimiter=",")
+    parser.setup()
+    columns: list[list[bytes]] = [[] for _ in range(num_columns)]
+
+    def block() -> list[pa.Array]:
+        arrays = [pa.array(column, pa.binary()) for column in columns]
+        for column in columns:
+            column.clear()
+        return arrays
+
+    with FileSystems.open(path) as file:
+        file.readline()
+        pending: list[str] = []
+        quotes = 0
+        for number, line in enumerate(file, start=2):
+            try:
+                text = line.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise FastCsvError(f"{path}, line {number}: not UTF-8: {error}") from error
+            pending.append(text)
+            quotes += text.count('"')
+            if quotes % 2:
+                continue
+            record = "".join(pending)
+            pending.clear()
+            quotes = 0
+            cells, _ = next(iter(parser.process(record)))
+            if not cells:
+                continue
+            if len(cells) != num_columns:
+                raise FastCsvError(
+                    f"{path}, line {number}: {len(cells)} fields where the header has "
+                    f"{num_columns}: {record!r}"
+                )
+            for column, cell in zip(columns, cells):
+                column.append(cell)
+            if len(columns[0]) >= _EXACT_BLOCK_ROWS:
+                yield block()
+        if pending:
+            raise FastCsvError(f"Csv record had unbalanced quotes. File: {path}")
+    if columns and columns[0]:
+        yield block()
+
+
+def read_blocks(path: str, num_columns: int, arrow: bool) -> Iterator[list[pa.Array]]:
+    """The file's rows after the header, in blocks of columns of raw cells."""
+    return _arrow_blocks(path, num_columns) if arrow else _exact_blocks(path, num_columns)
+
+
+# --------------------------------------------------------------------------------------------
+# Types and values.
+
+
+def _python_cell_type(cell: bytes) -> ColumnType:
+    """The type TFX infers for one cell (tfx_bsl's own inferrer, on a one-column row)."""
+    inferrer = csv_decoder.ColumnTypeInferrer(["c"], skip_blank_lines=True)
+    return inferrer.extract_output(inferrer.add_input(inferrer.create_accumulator(), [cell]))[
+        0
+    ].type
+
+
+class _Cells:
+    """One block of one column, split into the cells Arrow decides and the others."""
+
+    def __init__(self, cells: pa.Array) -> None:
+        self.cells = cells
+        self.present = pc.greater(pc.binary_length(cells), 0)
+        self.plain_int = pc.match_substring_regex(cells, _PLAIN_INT)
+        self.plain_float = pc.and_(
+            pc.match_substring_regex(cells, _PLAIN_FLOAT),
+            pc.less_equal(pc.binary_length(cells), _PLAIN_FLOAT_MAX_LENGTH),
+        )
+        other = pc.and_(self.present, pc.invert(pc.or_(self.plain_int, self.plain_float)))
+        self.other_rows = np.flatnonzero(other.to_numpy(zero_copy_only=False))
+
+    def other_values(self) -> list[bytes]:
+        return self.cells.take(pa.array(self.other_rows)).to_pylist()
+
+    def inferred_type(self) -> ColumnType:
+        found = ColumnType.UNKNOWN
+        if pc.any(self.plain_int).as_py():
+            found = ColumnType.INT
+        if pc.any(self.plain_float).as_py():
+            found = ColumnType.FLOAT
+        for cell in set(self.other_values()):
+            found = max(found, _python_cell_type(cell))
+            if found == ColumnType.STRING:
+                break
+        return found
+
+    def ints(self) -> np.ndarray:
+        values = pc.cast(
+            pc.if_else(self.plain_int, self.cells, pa.scalar(b"0")).cast(pa.string()), pa.int64()
+        ).to_numpy(zero_copy_only=False)
+        if len(self.other_rows):
+            values = values.copy()
+            values[self.other_rows] = [int(cell) for cell in self.other_values()]
+        return values
+
+    def floats(self) -> np.ndarray:
+        plain = pc.or_(self.plain_int, self.plain_float)
+        values = pc.cast(
+            pc.if_else(plain, self.cells, pa.scalar(b"0")).cast(pa.string()), pa.float64()
+        ).to_numpy(zero_copy_only=False)
+        if len(self.other_rows):
+            values = values.copy()
+            values[self.other_rows] = [float(cell) for cell in self.other_values()]
+        # float64 to float32 rounds to nearest, as the protobuf runtime does for FloatList.
+        with np.errstate(over="ignore"):
+            return values.astype(np.float32)
+
+
+def block_types(columns: Sequence[pa.Array]) -> list[ColumnType]:
+    return [_Cells(column).inferred_type() for column in columns]
+
+
+def merge_types(column_names: Sequence[str], types: Iterable[Sequence[int]]) -> list[ColumnType]:
+    """Column types over all files; columns that share a name share their type (TFX infers
+    per name)."""
+    merged = [ColumnType.UNKNOWN] * len(column_names)
+    for file_types in types:
+        merged = [max(a, ColumnType(b)) for a, b in zip(merged, file_types)]
+    by_name: dict[str, ColumnType] = {}
+    for name, kind in zip(column_names, merged):
+        by_name[name] = max(by_name.get(name, ColumnType.UNKNOWN), kind)
+    return [by_name[name] for name in column_names]
+
+
+# --------------------------------------------------------------------------------------------
+# Encoding: canonical tf.Example bytes, built column by column from the wire format.
+
+
+def _ragged(matrix: np.ndarray, lengths: np.ndarray) -> pa.Array:
+    """A binary array whose row i is matrix[i, :lengths[i]]."""
+    offsets = np.zeros(len(lengths) + 1, np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    keep = np.arange(matrix.shape[1]) < lengths[:, None]
+    data = np.ascontiguousarray(matrix[keep], np.uint8)
+    return pa.Array.from_buffers(
+        pa.binary(), len(lengths), [None, pa.py_buffer(offsets), pa.py_buffer(data)]
+    )
+
+
+def _varint_matrix(values: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Base-128 varints of uint64 values: (n x width matrix, lengths)."""
+    values = values.astype(np.uint64)
+    shifts = np.arange(width, dtype=np.uint64) * np.uint64(7)
+    groups = (values[:, None] >> shifts) & np.uint64(0x7F)
+    lengths = np.ones(len(values), np.int64)
+    for k in range(1, width):
+        lengths += values >= (np.uint64(1) << np.uint64(7 * k))
+    more = np.arange(width) < (lengths[:, None] - 1)
+    return (groups | (more * 0x80).astype(np.uint64)).astype(np.uint8), lengths
+
+
+def _varints(values: np.ndarray) -> pa.Array:
+    bits = int(values.max()).bit_length() if len(values) else 0
+    return _ragged(*_varint_matrix(values, max(1, (bits + 6) // 7)))
+
+
+def _length_prefixed(tag: int, payloads: pa.Array) -> pa.Array:
+    """tag, varint(length), payload: one length-delimited field per row."""
+    lengths = pc.binary_length(payloads).to_numpy(zero_copy_only=False)
+    return pc.binary_join_element_wise(
+        pa.scalar(bytes([tag]), pa.binary()), _varints(lengths), payloads, b""
+    )
+
+
+def _int_features(cells: _Cells) -> pa.Array:
+    present = cells.present.to_numpy(zero_copy_only=False)
+    value, n = _varint_matrix(cells.ints().view(np.uint64), 10)
+    # Feature{int64_list(3){value(1), packed}}; a missing cell: Feature{int64_list{}}.
+    head = np.stack([np.full(len(n), _TAG_3), 2 + n, np.full(len(n), _TAG_1), n], axis=1)
+    matrix = np.concatenate([head.astype(np.uint8), value], axis=1)
+    matrix[~present, :2] = (_TAG_3, 0)
+    return _ragged(matrix, np.where(present, 4 + n, 2))
+
+
+def _float_features(cells: _Cells) -> pa.Array:
+    present = cells.present.to_numpy(zero_copy_only=False)
+    rows = len(present)
+    # Feature{float_list(2){value(1), packed: 4 bytes}}; a missing cell: Feature{float_list{}}.
+    matrix = np.empty((rows, 8), np.uint8)
+    matrix[:, :4] = (_TAG_2, 6, _TAG_1, 4)
+    matrix[:, 4:] = cells.floats().astype("<f4").view(np.uint8).reshape(rows, 4)
+    matrix[~present, :2] = (_TAG_2, 0)
+    return _ragged(matrix, np.where(present, 8, 2))
+
+
+def _bytes_features(cells: _Cells) -> pa.Array:
+    # Feature{bytes_list(1){value(1): the cell}}; a missing cell: Feature{bytes_list{}}.
+    values = _length_prefixed(_TAG_1, cells.cells)
+    values = pc.if_else(cells.present, values, pa.scalar(b"", pa.binary()))
+    return _length_prefixed(_TAG_1, values)
+
+
+def _features(cells: pa.Array, kind: ColumnType) -> pa.Array:
+    if kind == ColumnType.INT:
+        return _int_features(_Cells(cells))
+    if kind == ColumnType.FLOAT:
+        return _float_features(_Cells(cells))
+    if kind == ColumnType.STRING:
+        return _bytes_features(_Cells(cells))
+    return pa.array([b""] * len(cells), pa.binary())  # Feature{}: a column never filled
+
+
+def _entry_key(name: str) -> bytes:
+    key = name.encode("utf-8")
+    return bytes([_TAG_1]) + _varints(np.array([len(key)])).to_pylist()[0] + key
+
+
+def encode_block(
+    columns: Sequence[pa.Array], column_names: Sequence[str], types: Sequence[ColumnType]
+) -> list[bytes]:
+    """Each row as a serialized tf.Example, byte for byte what TFX's executor builds and
+    `SerializeToString(deterministic=True)` writes: map entries sorted by key; a repeated
+    name keeps its last column, as a dict does."""
+    last_column = {name: i for i, name in enumerate(column_names)}
+    entries = []
+    for name in sorted(last_column, key=lambda n: n.encode("utf-8")):
+        i = last_column[name]
+        feature = _features(columns[i], types[i])
+        # Features.feature(1) entry {key(1): name, value(2): Feature}
+        entry = pc.binary_join_element_wise(
+            pa.scalar(_entry_key(name), pa.binary()), _length_prefixed(_TAG_2, feature), b""
+        )
+        entries.append(_length_prefixed(_TAG_1, entry))
+    features = pc.binary_join_element_wise(*entries, b"")
+    return _length_prefixed(_TAG_1, features).to_pylist()  # Example.features(1)
+
+
+# --------------------------------------------------------------------------------------------
+# Beam.
+
+
+class _InferFileTypes(beam.DoFn):
+    """path -> (path, whether Arrow parses it, the column types of its rows)."""
+
+    def __init__(self, num_columns: int) -> None:
+        self._num_columns = num_columns
+
+    def process(self, path: str) -> Iterator[tuple[str, bool, list[int]]]:
+        arrow = arrow_can_parse(path)
+        if not arrow:
+            logging.info("%s: read line by line (quotes, NUL or CR in the data)", path)
+        types = [ColumnType.UNKNOWN] * self._num_columns
+        for block in read_blocks(path, self._num_columns, arrow):
+            types = [max(a, b) for a, b in zip(types, block_types(block))]
+        yield path, arrow, [int(t) for t in types]
+
+
+class _EncodeFile(beam.DoFn):
+    """path -> its rows as serialized tf.Examples."""
+
+    def __init__(self, column_names: list[str]) -> None:
+        self._column_names = column_names
+
+    def process(self, path: str, files: list[tuple[str, bool, list[int]]]) -> Iterator[bytes]:
+        types = merge_types(self._column_names, (t for _, _, t in files))
+        arrow = dict((p, a) for p, a, _ in files)[path]
+        for block in read_blocks(path, len(self._column_names), arrow):
+            yield from encode_block(block, self._column_names, types)
+
+
+@beam.typehints.with_input_types(beam.Pipeline)
+class _CsvToSerializedExamples(beam.PTransform):
+    """The files of one input split as serialized tf.Examples (ExampleGen splits them)."""
+
+    def __init__(self, exec_properties: dict[str, Any], split_pattern: str) -> None:
+        super().__init__()
+        input_base = exec_properties[standard_component_specs.INPUT_BASE_KEY]
+        self._csv_pattern = os.path.join(input_base, split_pattern)
+        output_config = example_gen_pb2.Output()
+        proto_utils.json_to_proto(
+            exec_properties[standard_component_specs.OUTPUT_CONFIG_KEY], output_config
+        )
+        # Splitting by a feature needs tf.Example objects (the base executor reads them).
+        self._as_protos = output_config.split_config.HasField("partition_feature_name")
+
+    def expand(self, pipeline: beam.Pipeline) -> beam.pvalue.PCollection:
+        logging.info("Processing input csv data %s to TFExample (fast).", self._csv_pattern)
+        csv_files = sorted(fileio.glob(self._csv_pattern))
+        if not csv_files:
+            raise RuntimeError(f"Split pattern {self._csv_pattern} does not match any files.")
+        column_names = io_utils.load_csv_column_names(csv_files[0])
+        for csv_file in csv_files[1:]:
+            if io_utils.load_csv_column_names(csv_file) != column_names:
+                raise RuntimeError(
+                    f"Files in same split {self._csv_pattern} have different header: "
+                    f"{csv_file} differs from {csv_files[0]}."
+                )
+        files = pipeline | "CreateFilenames" >> beam.Create(csv_files)
+        file_types = beam.pvalue.AsList(
+            files | "InferColumnTypes" >> beam.ParDo(_InferFileTypes(len(column_names)))
+        )
+        records = files | "ToSerializedExamples" >> beam.ParDo(
+            _EncodeFile(column_names), file_types
+        )
+        if self._as_protos:
+            records = records | "ToTFExample" >> beam.Map(tf.train.Example.FromString)
+        return records
+
+
+class FastCsvExecutor(BaseExampleGenExecutor):
+    """CsvExampleGen's executor, with the CSV read, typed and encoded in blocks."""
+
+    def GetInputSourceToExamplePTransform(self) -> beam.PTransform:
+        return _CsvToSerializedExamples
