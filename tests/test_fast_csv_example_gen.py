@@ -1,0 +1,199 @@
+"""FastCsvExecutor writes the Examples CsvExampleGen's own executor writes: the same records
+(compared in canonical form: TFX's executor serializes map entries in a varying hash order),
+in the same splits, on the shipped data and on CSV files with the awkward cases."""
+
+import glob
+import os
+from pathlib import Path
+
+import pytest
+import tensorflow as tf
+from ml_metadata.metadata_store import metadata_store
+from tfx import v1 as tfx
+from tfx.components.example_gen.csv_example_gen import executor as tfx_csv_executor
+from tfx.proto import example_gen_pb2
+from tfx.types import standard_artifacts, standard_component_specs
+from tfx.utils import proto_utils
+
+from pipeline.components.fast_csv_example_gen import FastCsvExecutor, with_fast_executor
+
+REPO = Path(__file__).resolve().parents[1]
+SPLITS = ("train", "eval")
+
+
+def _output_config() -> example_gen_pb2.Output:
+    return example_gen_pb2.Output(
+        split_config=example_gen_pb2.SplitConfig(
+            splits=[
+                example_gen_pb2.SplitConfig.Split(name="train", hash_buckets=3),
+                example_gen_pb2.SplitConfig.Split(name="eval", hash_buckets=1),
+            ]
+        )
+    )
+
+
+def _records(examples_uri: str) -> dict[str, list[bytes]]:
+    """The serialized records of each split, as written."""
+    result = {}
+    for split in SPLITS:
+        files = sorted(glob.glob(os.path.join(examples_uri, f"Split-{split}", "*.gz")))
+        dataset = tf.data.TFRecordDataset(files, compression_type="GZIP")
+        result[split] = [record.numpy() for record in dataset]
+    return result
+
+
+def _canonical(records: list[bytes]) -> list[bytes]:
+    return sorted(
+        tf.train.Example.FromString(r).SerializeToString(deterministic=True) for r in records
+    )
+
+
+def _run(executor_class: type, input_base: Path, pattern: str, out: Path) -> dict:
+    examples = standard_artifacts.Examples()
+    examples.uri = str(out)
+    exec_properties = {
+        standard_component_specs.INPUT_BASE_KEY: str(input_base),
+        standard_component_specs.INPUT_CONFIG_KEY: proto_utils.proto_to_json(
+            example_gen_pb2.Input(splits=[example_gen_pb2.Input.Split(name="s", pattern=pattern)])
+        ),
+        standard_component_specs.OUTPUT_CONFIG_KEY: proto_utils.proto_to_json(_output_config()),
+        standard_component_specs.OUTPUT_DATA_FORMAT_KEY: example_gen_pb2.FORMAT_TF_EXAMPLE,
+    }
+    executor_class().Do({}, {standard_component_specs.EXAMPLES_KEY: [examples]}, exec_properties)
+    assert examples.split_names == '["train", "eval"]'
+    return _records(str(out))
+
+
+def _assert_same_examples(reference: dict, fast: dict) -> None:
+    for split in SPLITS:
+        assert len(fast[split]) == len(reference[split]), split
+        # The fast executor writes the canonical serialization itself...
+        assert sorted(fast[split]) == _canonical(fast[split]), split
+        # ...of the very Examples TFX's executor writes, split by split.
+        assert sorted(fast[split]) == _canonical(reference[split]), split
+    assert sum(len(r) for r in fast.values()) > 0
+
+
+def _feature_kinds(records: list[bytes]) -> dict[str, set]:
+    kinds: dict[str, set] = {}
+    for record in records:
+        for name, feature in tf.train.Example.FromString(record).features.feature.items():
+            kinds.setdefault(name, set()).add(feature.WhichOneof("kind"))
+    return kinds
+
+
+@pytest.mark.integration
+def test_shipped_data_slice_through_the_component(tmp_path):
+    """CsvExampleGen with the fast executor, run by TFX's LocalDagRunner beside the stock
+    CsvExampleGen on 300 rows of the shipped span 1: same records, splits and span."""
+    lines = (REPO / "data" / "span-1" / "data.csv").read_text().splitlines(keepends=True)
+    span_dir = tmp_path / "data" / "span-1"
+    span_dir.mkdir(parents=True)
+    (span_dir / "data.csv").write_text("".join(lines[:301]))
+
+    def example_gen(node_id: str) -> tfx.components.CsvExampleGen:
+        return tfx.components.CsvExampleGen(
+            input_base=str(tmp_path / "data"),
+            input_config=tfx.proto.Input(
+                splits=[tfx.proto.Input.Split(name="single_split", pattern="span-{SPAN}/*.csv")]
+            ),
+            output_config=_output_config(),
+        ).with_id(node_id)
+
+    fast = with_fast_executor(example_gen("Fast"))
+    assert fast.executor_spec.executor_class is FastCsvExecutor
+    assert type(fast) is tfx.components.CsvExampleGen
+    nodes = [example_gen("Reference"), fast]
+    connection = tfx.orchestration.metadata.sqlite_metadata_connection_config(
+        str(tmp_path / "m.db")
+    )
+    tfx.orchestration.LocalDagRunner().run(
+        tfx.dsl.Pipeline(
+            pipeline_name="fast-csv",
+            pipeline_root=str(tmp_path / "root"),
+            components=nodes,
+            metadata_connection_config=connection,
+        )
+    )
+    artifacts = metadata_store.MetadataStore(connection).get_artifacts_by_type("Examples")
+    by_node = {Path(a.uri).parts[-3]: a for a in artifacts}
+    reference, fast = by_node["Reference"], by_node["Fast"]
+    for key in ("span", "version", "input_fingerprint", "payload_format"):
+        assert fast.custom_properties[key] == reference.custom_properties[key], key
+    assert fast.custom_properties["span"].int_value == 1
+    _assert_same_examples(_records(reference.uri), _records(fast.uri))
+    assert sum(len(r) for r in _records(fast.uri).values()) == 300
+
+
+# Columns: each named for what it holds. Rows of file a.csv (no quotes: Arrow's reader).
+HEADER = "int,int_odd,zero_float,float_odd,numeric_then_text,big_int,empty,spaces,utf8,neg\n"
+ROWS_A = [
+    "0,007,0,nan,12,1,,a ,ünïcødé,-1",
+    "-5, 12,0.0,inf,3.5,9223372036854775807,, b,日本,-2.5",
+    ",+3,,-0,,,,  ,,-0",
+    "9223372036854775807,1_000,1e5,1e39,7,-9223372036854775808,, ,٣,-.5",
+    "-9223372036854775808,1234567890123456789,-.5,3.4028235e38,x,99999999999999999999,,c,e\u0301,-3",
+    "",
+    "42,-0,1.,1.5e-45,,2,,d,\U0001f600,-7e-3",
+    "1,2,.5, 2.5 ,1e2,3,,e,Zoë,-42",
+]
+# File b.csv: quoted fields (commas, newlines, doubled quotes, CRLF inside quotes, a quoted
+# number), read line by line as TFX does.
+ROWS_B = [
+    '5,6,0.25,1_0.5,"12",4,,"a, b","line1\nline2",-9',
+    '7,8,-1E-5,Infinity,"say ""hi""",5,,"",x,"-1"',
+    '"9",10,3.14159265358979,-nan,0,6,,"c\r\nd",y,-11',
+]
+
+
+def _tricky_span(input_base: Path) -> Path:
+    span = input_base / "span-1"
+    span.mkdir(parents=True)
+    (span / "a.csv").write_text(HEADER + "\n".join(ROWS_A) + "\n", encoding="utf-8")
+    (span / "b.csv").write_bytes((HEADER + "\r\n".join(ROWS_B)).encode("utf-8"))  # no final EOL
+    (span / "c.csv").write_text(HEADER, encoding="utf-8")  # header only
+    return span
+
+
+def test_tricky_cases_in_three_files_of_one_span(tmp_path):
+    _tricky_span(tmp_path / "in")
+    reference = _run(tfx_csv_executor.Executor, tmp_path / "in", "span-1/*", tmp_path / "ref")
+    fast = _run(FastCsvExecutor, tmp_path / "in", "span-1/*", tmp_path / "fast")
+    _assert_same_examples(reference, fast)
+    assert sum(len(r) for r in fast.values()) == len(ROWS_A) - 1 + len(ROWS_B)
+    # The cases the data is meant to exercise: every type, and the all-empty column.
+    kinds = _feature_kinds(fast["train"] + fast["eval"])
+    assert kinds["int"] == {"int64_list"} and kinds["int_odd"] == {"int64_list"}
+    assert kinds["zero_float"] == kinds["float_odd"] == kinds["neg"] == {"float_list"}
+    assert kinds["numeric_then_text"] == kinds["big_int"] == kinds["spaces"] == {"bytes_list"}
+    assert kinds["empty"] == {None}
+
+
+def test_the_shipped_columns_read_by_arrow(tmp_path):
+    """Both shipped spans 1 and 2 (a few hundred rows each) as two files of one span."""
+    span = tmp_path / "in" / "span-1"
+    span.mkdir(parents=True)
+    for n in (1, 2):
+        lines = (REPO / "data" / f"span-{n}" / "data.csv").read_text().splitlines(keepends=True)
+        (span / f"part-{n}.csv").write_text("".join(lines[:251]))
+    reference = _run(tfx_csv_executor.Executor, tmp_path / "in", "span-1/*", tmp_path / "ref")
+    fast = _run(FastCsvExecutor, tmp_path / "in", "span-1/*", tmp_path / "fast")
+    _assert_same_examples(reference, fast)
+    assert sum(len(r) for r in fast.values()) == 500
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [
+        ["1,2,3", "4,5"],  # too few fields, no quotes (Arrow's reader)
+        ['1,"a",3', '4,5,6,"7"'],  # too many, with quotes (the line-by-line reader)
+    ],
+    ids=["arrow", "line-by-line"],
+)
+def test_a_ragged_row_fails_naming_the_file(tmp_path, rows):
+    span = tmp_path / "in" / "span-1"
+    span.mkdir(parents=True)
+    (span / "good.csv").write_text("a,b,c\n7,8,9\n")
+    (span / "ragged.csv").write_text("a,b,c\n" + "\n".join(rows) + "\n")
+    with pytest.raises(Exception, match="ragged.csv"):
+        _run(FastCsvExecutor, tmp_path / "in", "span-1/*", tmp_path / "fast")
