@@ -17,20 +17,25 @@ What it guarantees, against TFX's executor on the same files:
     since ExampleGen hashes exactly that serialization to pick the split. TFX's own executor
     writes the map entries in a hash order that changes from one Example to the next, so its
     files are not byte-stable even between two of its own runs; parsed, they are equal.
-  * the same errors, or clearer ones: a row with the wrong number of fields, invalid UTF-8,
-    unbalanced quotes, a header that differs between files, no file matching the pattern.
+  * the same errors, or clearer ones naming the file and line: a row with the wrong number of
+    fields, invalid UTF-8, a NUL byte, unbalanced quotes, a header that differs between
+    files, no file matching the pattern. One difference: a record whose quoted field never
+    closes within it (`x"y,"z`: a quote inside an unquoted field, then a quoted field) makes
+    TFX's executor loop forever; here it is an error.
 
 How: every file is read twice, one block at a time (memory stays bounded by the block, not
 the file): once to infer the column types, once to encode. A file without quote characters,
-NUL bytes or lone carriage returns is parsed by pyarrow's CSV reader, where it cannot differ
-from Python's csv module; any other file is read line by line exactly as TFX reads it (its
-multi-line record buffering and tfx_bsl's CSV line parser). Cells that are plain decimal
-numbers are typed and converted by Arrow; any other non-empty cell (" 12", "+5", "1_000",
-"nan", a 19-digit integer...) is typed and converted by the very functions TFX uses (tfx_bsl's
-type inferrer, Python's int() and float()). The Examples are then assembled in numpy and
-Arrow from their wire format, one column at a time.
+NUL bytes or lone carriage returns is parsed by pyarrow's CSV reader, which cannot differ from
+Python's csv module on such text; any other file is read line by line exactly as TFX reads it
+(physical lines joined while their quote count is odd, each record parsed by Python's csv
+module as tfx_bsl's line parser calls it). Cells that are plain decimal numbers are typed and
+converted by Arrow; any other non-empty cell (" 12", "+5", "1_000", "nan", a 19-digit
+integer...) is typed and converted by the very functions TFX uses (tfx_bsl's type inferrer,
+Python's int() and float()). The Examples are then assembled from their wire format in numpy
+and Arrow, one column at a time.
 """
 
+import csv
 import io
 import os
 from typing import Any, Iterable, Iterator, Sequence
@@ -154,11 +159,47 @@ def _arrow_blocks(path: str, num_columns: int) -> Iterator[list[pa.Array]]:
             raise FastCsvError(f"{path}: {error}") from error
 
 
+class _OneRecord:
+    """The lines a csv.reader sees: the record once. tfx_bsl's line parser hands the reader
+    the same record again whenever it asks for more, which it does only when the record ends
+    inside a quoted field; that parse never ends (e.g. `x"y,"z`: a literal quote, then an
+    opening one), so it is refused here instead."""
+
+    def __init__(self, record: str) -> None:
+        self._record: str | None = record
+        self.asked_again = False
+
+    def __iter__(self) -> "_OneRecord":
+        return self
+
+    def __next__(self) -> str:
+        if self._record is None:
+            self.asked_again = True
+            raise StopIteration
+        record, self._record = self._record, None
+        return record
+
+
+def _parse_record(path: str, number: int, record: str) -> list[bytes]:
+    """The cells of one record, as tfx_bsl's ParseCSVLine parses it (Python's csv module,
+    excel dialect, ',' delimiter; cells UTF-8 encoded)."""
+    lines = _OneRecord(record)
+    try:
+        cells = next(csv.reader(lines, delimiter=","))
+    except csv.Error as error:
+        raise FastCsvError(f"{path}, line {number}: {error}: {record!r}") from error
+    if lines.asked_again:
+        raise FastCsvError(
+            f"{path}, line {number}: a quoted field is never closed in {record!r} (a quote "
+            "inside an unquoted field, then a quoted one?); TFX's CSV executor would loop "
+            "forever on it"
+        )
+    return [cell.encode() for cell in cells]
+
+
 def _exact_blocks(path: str, num_columns: int) -> Iterator[list[pa.Array]]:
     """The rows as TFX's executor reads them: physical lines joined while their quote count is
-    odd, each record parsed by tfx_bsl's CSV line parser, blank records skipped."""
-    parser = csv_decoder.ParseCSVLine(delimiter=",")
-    parser.setup()
+    odd, each record parsed as tfx_bsl's line parser does, blank records skipped."""
     columns: list[list[bytes]] = [[] for _ in range(num_columns)]
 
     def block() -> list[pa.Array]:
@@ -183,7 +224,7 @@ def _exact_blocks(path: str, num_columns: int) -> Iterator[list[pa.Array]]:
             record = "".join(pending)
             pending.clear()
             quotes = 0
-            cells, _ = next(iter(parser.process(record)))
+            cells = _parse_record(path, number, record)
             if not cells:
                 continue
             if len(cells) != num_columns:
