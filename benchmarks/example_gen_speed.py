@@ -91,14 +91,30 @@ def _records(out: Path, split: str) -> list[bytes]:
     return [r.numpy() for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]
 
 
+def _count(out: Path, split: str) -> int:
+    import tensorflow as tf
+
+    files = sorted(glob.glob(str(out / f"Split-{split}" / "*.gz")))
+    dataset = tf.data.TFRecordDataset(files, compression_type="GZIP")
+    return int(dataset.reduce(0, lambda n, _: n + 1))
+
+
 def _compare(outs: dict[str, Path], check: bool) -> list[str]:
     import tensorflow as tf
 
     lines = []
     for split in SPLITS:
+        if not check:
+            counts = [_count(outs[name], split) for name in EXECUTORS]
+            same = counts[0] == counts[1]
+            lines.append(
+                f"  {split}: {counts[0]} / {counts[1]} rows, record counts "
+                + ("identical" if same else "DIFFER")
+            )
+            continue
         reference, fast = (_records(outs[name], split) for name in EXECUTORS)
         same = len(reference) == len(fast)
-        if check and same:
+        if same:
 
             def canonical(records: list[bytes]) -> list[bytes]:
                 return sorted(
@@ -107,9 +123,8 @@ def _compare(outs: dict[str, Path], check: bool) -> list[str]:
                 )
 
             same = canonical(reference) == sorted(fast)
-        what = "records" if check else "record counts"
         lines.append(
-            f"  {split}: {len(reference)} / {len(fast)} rows, {what} "
+            f"  {split}: {len(reference)} / {len(fast)} rows, records "
             + ("identical" if same else "DIFFER")
         )
     return lines
