@@ -36,7 +36,9 @@ and Arrow, one column at a time.
 """
 
 import csv
+import hashlib
 import io
+import itertools
 import os
 from typing import Any, Iterable, Iterator, Sequence
 
@@ -48,12 +50,16 @@ import pyarrow.csv as pa_csv
 import tensorflow as tf
 from absl import logging
 from apache_beam.io.filesystems import FileSystems
+from tfx import types
+from tfx.components.example_gen import utils as example_gen_utils
+from tfx.components.example_gen import write_split
 from tfx.components.example_gen.base_example_gen_executor import BaseExampleGenExecutor
 from tfx.components.example_gen.csv_example_gen.component import CsvExampleGen
+from tfx.components.util import examples_utils
 from tfx.dsl.components.base import executor_spec
 from tfx.dsl.io import fileio
 from tfx.proto import example_gen_pb2
-from tfx.types import standard_component_specs
+from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import io_utils, proto_utils
 from tfx_bsl.coders import csv_decoder
 
@@ -462,6 +468,21 @@ class _EncodeFile(beam.DoFn):
             yield from encode_block(block, self._column_names, types)
 
 
+def input_files(csv_pattern: str) -> tuple[list[str], list[str]]:
+    """The files of one input split, sorted, and their common header (TFX's checks)."""
+    csv_files = sorted(fileio.glob(csv_pattern))
+    if not csv_files:
+        raise RuntimeError(f"Split pattern {csv_pattern} does not match any files.")
+    column_names = io_utils.load_csv_column_names(csv_files[0])
+    for csv_file in csv_files[1:]:
+        if io_utils.load_csv_column_names(csv_file) != column_names:
+            raise RuntimeError(
+                f"Files in same split {csv_pattern} have different header: "
+                f"{csv_file} differs from {csv_files[0]}."
+            )
+    return csv_files, column_names
+
+
 @beam.typehints.with_input_types(beam.Pipeline)
 class _CsvToSerializedExamples(beam.PTransform):
     """The files of one input split as serialized tf.Examples (ExampleGen splits them)."""
@@ -479,16 +500,7 @@ class _CsvToSerializedExamples(beam.PTransform):
 
     def expand(self, pipeline: beam.Pipeline) -> beam.pvalue.PCollection:
         logging.info("Processing input csv data %s to TFExample (fast).", self._csv_pattern)
-        csv_files = sorted(fileio.glob(self._csv_pattern))
-        if not csv_files:
-            raise RuntimeError(f"Split pattern {self._csv_pattern} does not match any files.")
-        column_names = io_utils.load_csv_column_names(csv_files[0])
-        for csv_file in csv_files[1:]:
-            if io_utils.load_csv_column_names(csv_file) != column_names:
-                raise RuntimeError(
-                    f"Files in same split {self._csv_pattern} have different header: "
-                    f"{csv_file} differs from {csv_files[0]}."
-                )
+        csv_files, column_names = input_files(self._csv_pattern)
         files = pipeline | "CreateFilenames" >> beam.Create(csv_files)
         file_types = beam.pvalue.AsList(
             files | "InferColumnTypes" >> beam.ParDo(_InferFileTypes(len(column_names)))
@@ -501,11 +513,180 @@ class _CsvToSerializedExamples(beam.PTransform):
         return records
 
 
+# --------------------------------------------------------------------------------------------
+# Without Beam: where Beam would run its DirectRunner in this very process, one worker.
+
+
+def serialized_examples(csv_pattern: str) -> Iterator[list[bytes]]:
+    """The rows of one input split as serialized tf.Examples, a block at a time: what
+    _CsvToSerializedExamples yields, in file order."""
+    csv_files, column_names = input_files(csv_pattern)
+    logging.info("Processing input csv data %s to TFExample (fast, no Beam).", csv_pattern)
+    infer = _InferFileTypes(len(column_names))
+    files = [file for path in csv_files for file in infer.process(path)]
+    types = merge_types(column_names, (t for _, _, t in files))
+    for path, arrow, _ in files:
+        for block in read_blocks(path, len(column_names), arrow):
+            yield encode_block(block, column_names, types)
+
+
+def _bucket_weights(total_buckets: int) -> np.ndarray:
+    """256**(31 - j) mod total_buckets, j = 0..31: a 32-byte big-endian number's remainder
+    is its bytes' dot product with these, reduced once more."""
+    return np.array([pow(256, 31 - j, total_buckets) for j in range(32)], np.uint64)
+
+
+def partition(records: Sequence[bytes], buckets: Sequence[int]) -> np.ndarray:
+    """Each record's output split, as the base executor's _PartitionFn picks it (without
+    partition_feature_name): bisect(buckets, int(sha256(record).hexdigest(), 16) %
+    buckets[-1])."""
+    total = buckets[-1]
+    digests = b"".join([hashlib.sha256(record).digest() for record in records])
+    if total < 1 << 40:  # 32 * 255 * total stays below 2**64: exact in uint64
+        matrix = np.frombuffer(digests, np.uint8).reshape(len(records), 32)
+        remainders = (matrix.astype(np.uint64) @ _bucket_weights(total)) % np.uint64(total)
+    else:
+        remainders = np.array(
+            [
+                int.from_bytes(digests[i : i + 32], "big") % total
+                for i in range(0, len(digests), 32)
+            ],
+            dtype=object,
+        )
+    return np.searchsorted(np.asarray(buckets, np.uint64), remainders.astype(np.uint64), "right")
+
+
+class _SplitWriters:
+    """One GZIP TFRecord file per output split, named as Beam's WriteToTFRecord names its
+    single shard (the DirectRunner writes one); written under a temporary name and renamed
+    when every split is complete, as Beam does."""
+
+    def __init__(self, split_uris: Sequence[str]) -> None:
+        options = tf.io.TFRecordOptions(compression_type="GZIP")
+        self.paths = [
+            os.path.join(uri, f"{write_split.DEFAULT_TF_RECORD_FILE_NAME}-00000-of-00001.gz")
+            for uri in split_uris
+        ]
+        for uri in split_uris:
+            fileio.makedirs(uri)
+        self._temporary = [f"{path}.incomplete" for path in self.paths]
+        self.writers = [tf.io.TFRecordWriter(path, options) for path in self._temporary]
+        self.counts = [0] * len(self.paths)
+
+    def close(self, complete: bool) -> None:
+        for writer in self.writers:
+            writer.close()
+        for temporary, path in zip(self._temporary, self.paths):
+            if complete:
+                fileio.rename(temporary, path, overwrite=True)
+            else:
+                fileio.remove(temporary)
+
+
 class FastCsvExecutor(BaseExampleGenExecutor):
-    """CsvExampleGen's executor, with the CSV read, typed and encoded in blocks."""
+    """CsvExampleGen's executor, with the CSV read, typed and encoded in blocks; where Beam
+    would run in this process with one worker, the splits are written without Beam."""
 
     def GetInputSourceToExamplePTransform(self) -> beam.PTransform:
         return _CsvToSerializedExamples
+
+    def _needs_beam(
+        self,
+        input_config: example_gen_pb2.Input,
+        output_config: example_gen_pb2.Output,
+        exec_properties: dict[str, Any],
+    ) -> str | None:
+        """Why this run goes through Beam, or None: the direct path writes it exactly."""
+        from pipeline import in_memory_statistics
+
+        if self._make_beam_pipeline_fn is not None:
+            return "the orchestrator makes the Beam pipeline"
+        if not in_memory_statistics.beam_runs_in_process(self._beam_pipeline_args or []):
+            return f"Beam arguments {list(self._beam_pipeline_args or [])} run elsewhere"
+        if output_config.split_config.HasField("partition_feature_name"):
+            return "splitting by partition_feature_name"
+        if output_config.split_config.splits and len(input_config.splits) != 1:
+            return "output splits with several input splits (the base executor refuses them)"
+        payload = exec_properties.get(standard_component_specs.OUTPUT_DATA_FORMAT_KEY)
+        if payload not in (None, example_gen_pb2.FORMAT_TF_EXAMPLE):
+            return f"payload format {payload}"
+        file_format = exec_properties.get(
+            standard_component_specs.OUTPUT_FILE_FORMAT_KEY,
+            example_gen_pb2.FILE_FORMAT_UNSPECIFIED,
+        )
+        if file_format not in (
+            example_gen_pb2.FILE_FORMAT_UNSPECIFIED,
+            example_gen_pb2.FORMAT_TFRECORDS_GZIP,
+        ):
+            return f"file format {file_format}"
+        return None
+
+    def Do(
+        self,
+        input_dict: dict[str, list[types.Artifact]],
+        output_dict: dict[str, list[types.Artifact]],
+        exec_properties: dict[str, Any],
+    ) -> None:
+        input_config = example_gen_pb2.Input()
+        proto_utils.json_to_proto(
+            exec_properties[standard_component_specs.INPUT_CONFIG_KEY], input_config
+        )
+        output_config = example_gen_pb2.Output()
+        proto_utils.json_to_proto(
+            exec_properties[standard_component_specs.OUTPUT_CONFIG_KEY], output_config
+        )
+        reason = self._needs_beam(input_config, output_config, exec_properties)
+        if reason is not None:
+            logging.info("FastCsvExecutor: writing the splits with Beam: %s.", reason)
+            super().Do(input_dict, output_dict, exec_properties)
+            return
+        logging.info("FastCsvExecutor: writing the splits without Beam (in-process runner).")
+        self._log_startup(input_dict, output_dict, exec_properties)
+        examples = output_dict[standard_component_specs.EXAMPLES_KEY]
+        split_names = example_gen_utils.generate_output_split_names(input_config, output_config)
+        artifact_utils.get_single_instance(
+            examples
+        ).split_names = artifact_utils.encode_split_names(split_names)
+        input_base = exec_properties[standard_component_specs.INPUT_BASE_KEY]
+        writers = _SplitWriters([artifact_utils.get_split_uri(examples, n) for n in split_names])
+        complete = False
+        try:
+            if output_config.split_config.splits:
+                buckets = list(
+                    itertools.accumulate(s.hash_buckets for s in output_config.split_config.splits)
+                )
+                pattern = os.path.join(input_base, input_config.splits[0].pattern)
+                for records in serialized_examples(pattern):
+                    for record, split in zip(records, partition(records, buckets).tolist()):
+                        writers.writers[split].write(record)
+                        writers.counts[split] += 1
+            else:
+                for index, split in enumerate(input_config.splits):
+                    pattern = os.path.join(input_base, split.pattern)
+                    write = writers.writers[index].write
+                    for records in serialized_examples(pattern):
+                        for record in records:
+                            write(record)
+                        writers.counts[index] += len(records)
+            complete = True
+        finally:
+            writers.close(complete)
+        for name, count in zip(split_names, writers.counts):
+            logging.info("Split %s: %d examples.", name, count)
+
+        payload = exec_properties.get(standard_component_specs.OUTPUT_DATA_FORMAT_KEY)
+        file_format = exec_properties.get(
+            standard_component_specs.OUTPUT_FILE_FORMAT_KEY,
+            example_gen_pb2.FILE_FORMAT_UNSPECIFIED,
+        )
+        for artifact in examples:
+            if payload:
+                examples_utils.set_payload_format(artifact, payload)
+            if file_format:
+                examples_utils.set_file_format(
+                    artifact, write_split.to_file_format_str(file_format)
+                )
+        logging.info("Examples generated.")
 
 
 def with_fast_executor(example_gen: CsvExampleGen) -> CsvExampleGen:
