@@ -3,19 +3,27 @@
 in the same splits, on the shipped data and on CSV files with the awkward cases."""
 
 import glob
+import logging
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import tensorflow as tf
 from ml_metadata.metadata_store import metadata_store
 from tfx import v1 as tfx
+from tfx.components.example_gen import base_example_gen_executor
 from tfx.components.example_gen.csv_example_gen import executor as tfx_csv_executor
+from tfx.dsl.components.base.base_beam_executor import BaseBeamExecutor
 from tfx.proto import example_gen_pb2
 from tfx.types import standard_artifacts, standard_component_specs
 from tfx.utils import proto_utils
 
-from pipeline.components.fast_csv_example_gen import FastCsvExecutor, with_fast_executor
+from pipeline.components.fast_csv_example_gen import (
+    FastCsvExecutor,
+    partition,
+    with_fast_executor,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 SPLITS = ("train", "eval")
@@ -32,10 +40,10 @@ def _output_config() -> example_gen_pb2.Output:
     )
 
 
-def _records(examples_uri: str) -> dict[str, list[bytes]]:
+def _records(examples_uri: str, splits=SPLITS) -> dict[str, list[bytes]]:
     """The serialized records of each split, as written."""
     result = {}
-    for split in SPLITS:
+    for split in splits:
         files = sorted(glob.glob(os.path.join(examples_uri, f"Split-{split}", "*.gz")))
         dataset = tf.data.TFRecordDataset(files, compression_type="GZIP")
         result[split] = [record.numpy() for record in dataset]
@@ -48,30 +56,93 @@ def _canonical(records: list[bytes]) -> list[bytes]:
     )
 
 
-def _run(executor_class: type, input_base: Path, pattern: str, out: Path) -> dict:
-    examples = standard_artifacts.Examples()
-    examples.uri = str(out)
-    exec_properties = {
+class _BeamFastCsvExecutor(FastCsvExecutor):
+    """FastCsvExecutor kept on its Beam path (Beam would run in-process here)."""
+
+    def _needs_beam(self, *args) -> str:
+        return "the test asks for Beam"
+
+
+# The executors compared: TFX's, the fast one through Beam, the fast one without Beam (what
+# it does where Beam would run in this process, as in these tests).
+EXECUTORS = {
+    "tfx": tfx_csv_executor.Executor,
+    "fast-beam": _BeamFastCsvExecutor,
+    "fast": FastCsvExecutor,
+}
+
+
+def _exec_properties(
+    input_base: Path, input_config: example_gen_pb2.Input, output_config: example_gen_pb2.Output
+) -> dict:
+    return {
         standard_component_specs.INPUT_BASE_KEY: str(input_base),
-        standard_component_specs.INPUT_CONFIG_KEY: proto_utils.proto_to_json(
-            example_gen_pb2.Input(splits=[example_gen_pb2.Input.Split(name="s", pattern=pattern)])
-        ),
-        standard_component_specs.OUTPUT_CONFIG_KEY: proto_utils.proto_to_json(_output_config()),
+        standard_component_specs.INPUT_CONFIG_KEY: proto_utils.proto_to_json(input_config),
+        standard_component_specs.OUTPUT_CONFIG_KEY: proto_utils.proto_to_json(output_config),
         standard_component_specs.OUTPUT_DATA_FORMAT_KEY: example_gen_pb2.FORMAT_TF_EXAMPLE,
     }
-    executor_class().Do({}, {standard_component_specs.EXAMPLES_KEY: [examples]}, exec_properties)
+
+
+def _execute(executor, exec_properties: dict, out: Path) -> standard_artifacts.Examples:
+    examples = standard_artifacts.Examples()
+    examples.uri = str(out)
+    executor.Do({}, {standard_component_specs.EXAMPLES_KEY: [examples]}, exec_properties)
+    return examples
+
+
+def _files(uri: str) -> list[str]:
+    return sorted(str(p.relative_to(uri)) for p in Path(uri).rglob("*"))
+
+
+def _run_all(input_base: Path, pattern: str, out: Path) -> dict[str, dict]:
+    """Every executor's records on the same input (one input split, train/eval 3:1); the
+    written files and the artifact's properties are the same for all of them."""
+    exec_properties = _exec_properties(
+        input_base,
+        example_gen_pb2.Input(splits=[example_gen_pb2.Input.Split(name="s", pattern=pattern)]),
+        _output_config(),
+    )
+    results, artifacts = {}, {}
+    for name, executor_class in EXECUTORS.items():
+        artifacts[name] = _execute(executor_class(), dict(exec_properties), out / name)
+        assert artifacts[name].split_names == '["train", "eval"]'
+        results[name] = _records(str(out / name))
+    for name in EXECUTORS:
+        assert _files(artifacts[name].uri) == _files(artifacts["tfx"].uri), name
+        assert artifacts[name].mlmd_artifact.properties == (
+            artifacts["tfx"].mlmd_artifact.properties
+        ), name
+        assert artifacts[name].mlmd_artifact.custom_properties == (
+            artifacts["tfx"].mlmd_artifact.custom_properties
+        ), name
+    return results
+
+
+def _run(executor_class: type, input_base: Path, pattern: str, out: Path) -> dict:
+    exec_properties = _exec_properties(
+        input_base,
+        example_gen_pb2.Input(splits=[example_gen_pb2.Input.Split(name="s", pattern=pattern)]),
+        _output_config(),
+    )
+    examples = _execute(executor_class(), exec_properties, out)
     assert examples.split_names == '["train", "eval"]'
     return _records(str(out))
 
 
 def _assert_same_examples(reference: dict, fast: dict) -> None:
-    for split in SPLITS:
+    for split in reference:
         assert len(fast[split]) == len(reference[split]), split
         # The fast executor writes the canonical serialization itself...
         assert sorted(fast[split]) == _canonical(fast[split]), split
         # ...of the very Examples TFX's executor writes, split by split.
         assert sorted(fast[split]) == _canonical(reference[split]), split
     assert sum(len(r) for r in fast.values()) > 0
+
+
+def _assert_all_same(results: dict[str, dict]) -> None:
+    for name in EXECUTORS:
+        if name != "tfx":
+            _assert_same_examples(results["tfx"], results[name])
 
 
 def _feature_kinds(records: list[bytes]) -> dict[str, set]:
@@ -157,9 +228,9 @@ def _tricky_span(input_base: Path) -> Path:
 
 def test_tricky_cases_in_three_files_of_one_span(tmp_path):
     _tricky_span(tmp_path / "in")
-    reference = _run(tfx_csv_executor.Executor, tmp_path / "in", "span-1/*", tmp_path / "ref")
-    fast = _run(FastCsvExecutor, tmp_path / "in", "span-1/*", tmp_path / "fast")
-    _assert_same_examples(reference, fast)
+    results = _run_all(tmp_path / "in", "span-1/*", tmp_path / "out")
+    _assert_all_same(results)
+    fast = results["fast"]
     assert sum(len(r) for r in fast.values()) == len(ROWS_A) - 1 + len(ROWS_B)
     # The cases the data is meant to exercise: every type, and the all-empty column.
     kinds = _feature_kinds(fast["train"] + fast["eval"])
@@ -176,10 +247,116 @@ def test_the_shipped_columns_read_by_arrow(tmp_path):
     for n in (1, 2):
         lines = (REPO / "data" / f"span-{n}" / "data.csv").read_text().splitlines(keepends=True)
         (span / f"part-{n}.csv").write_text("".join(lines[:251]))
-    reference = _run(tfx_csv_executor.Executor, tmp_path / "in", "span-1/*", tmp_path / "ref")
-    fast = _run(FastCsvExecutor, tmp_path / "in", "span-1/*", tmp_path / "fast")
-    _assert_same_examples(reference, fast)
-    assert sum(len(r) for r in fast.values()) == 500
+    results = _run_all(tmp_path / "in", "span-1/*", tmp_path / "out")
+    _assert_all_same(results)
+    assert sum(len(r) for r in results["fast"].values()) == 500
+
+
+def test_input_splits_and_an_empty_split(tmp_path):
+    """No output split config: each input split is an output split; one of them has a header
+    and no rows (Beam still writes its one, empty, shard)."""
+    span = tmp_path / "in" / "span-1"
+    span.mkdir(parents=True)
+    (span / "train.csv").write_text(HEADER + "\n".join(ROWS_A) + "\n", encoding="utf-8")
+    (span / "eval.csv").write_text(HEADER, encoding="utf-8")
+    exec_properties = _exec_properties(
+        tmp_path / "in",
+        example_gen_pb2.Input(
+            splits=[
+                example_gen_pb2.Input.Split(name="train", pattern="span-1/train.csv"),
+                example_gen_pb2.Input.Split(name="eval", pattern="span-1/eval.csv"),
+            ]
+        ),
+        example_gen_pb2.Output(),
+    )
+    results, artifacts = {}, {}
+    for name, executor_class in EXECUTORS.items():
+        artifacts[name] = _execute(executor_class(), dict(exec_properties), tmp_path / name)
+        results[name] = _records(artifacts[name].uri)
+    for name in EXECUTORS:
+        assert _files(artifacts[name].uri) == _files(artifacts["tfx"].uri), name
+        assert artifacts[name].mlmd_artifact.properties == (
+            artifacts["tfx"].mlmd_artifact.properties
+        )
+        assert artifacts[name].mlmd_artifact.custom_properties == (
+            artifacts["tfx"].mlmd_artifact.custom_properties
+        )
+    assert len(results["fast"]["train"]) == len(ROWS_A) - 1 and results["fast"]["eval"] == []
+    for name in ("fast", "fast-beam"):
+        assert sorted(results[name]["train"]) == _canonical(results["tfx"]["train"]), name
+
+
+def test_one_row_leaves_a_split_empty(tmp_path):
+    span = tmp_path / "in" / "span-1"
+    span.mkdir(parents=True)
+    (span / "data.csv").write_text("a,b\n1,x\n")
+    results = _run_all(tmp_path / "in", "span-1/*", tmp_path / "out")
+    assert sorted(len(r) for r in results["fast"].values()) == [0, 1]
+    for name in EXECUTORS:
+        assert {k: _canonical(v) for k, v in results[name].items()} == results["fast"], name
+
+
+@pytest.mark.parametrize(
+    "buckets", [[3, 4], [1, 2, 3], [10, 50, 80], [7], [2**45, 2**50 + 3]], ids=str
+)
+def test_partition_is_the_base_executors(buckets):
+    """The split of each record, vectorised, against the base executor's own _PartitionFn
+    (the last case takes the exact Python branch)."""
+    rng = np.random.default_rng(len(buckets))
+    records = [rng.bytes(int(n)) for n in rng.integers(0, 300, 2000)]
+    config = example_gen_pb2.SplitConfig()
+    expected = [
+        base_example_gen_executor._PartitionFn(r, len(buckets), buckets, config) for r in records
+    ]
+    assert partition(records, buckets).tolist() == expected
+    assert partition([], buckets).tolist() == []
+
+
+def test_beam_arguments_choose_the_path(tmp_path, caplog):
+    """Beam's in-process runner (no arguments, or one in-memory worker): no Beam. A
+    multi-processing DirectRunner, or another runner: the Beam path, with the same records."""
+    (tmp_path / "in" / "span-1").mkdir(parents=True)
+    (tmp_path / "in" / "span-1" / "data.csv").write_text("a,b\n1,x\n2,y\n3,\n")
+    exec_properties = _exec_properties(
+        tmp_path / "in",
+        example_gen_pb2.Input(splits=[example_gen_pb2.Input.Split(name="s", pattern="span-1/*")]),
+        _output_config(),
+    )
+
+    def executor(args: list[str]) -> FastCsvExecutor:
+        return FastCsvExecutor(BaseBeamExecutor.Context(beam_pipeline_args=args))
+
+    input_config = example_gen_pb2.Input(splits=[example_gen_pb2.Input.Split(pattern="x")])
+    for args in ([], ["--direct_num_workers=1"], ["--runner=DirectRunner"]):
+        assert executor(args)._needs_beam(input_config, _output_config(), exec_properties) is None
+    for args in (
+        ["--runner=DataflowRunner"],
+        ["--runner=FlinkRunner"],
+        ["--direct_running_mode=multi_threading", "--direct_num_workers=2"],
+    ):
+        assert executor(args)._needs_beam(input_config, _output_config(), exec_properties)
+    by_feature = example_gen_pb2.Output(
+        split_config=example_gen_pb2.SplitConfig(
+            splits=_output_config().split_config.splits, partition_feature_name="a"
+        )
+    )
+    assert executor([])._needs_beam(input_config, by_feature, exec_properties)
+
+    records = {}
+    with caplog.at_level(logging.INFO, logger="absl"):
+        for name, args in {
+            "direct": [],
+            # One worker process (faster to start than two); still not this process.
+            "multi-processing": ["--direct_running_mode=multi_processing"],
+        }.items():
+            caplog.clear()
+            examples = _execute(executor(args), dict(exec_properties), tmp_path / name)
+            records[name] = {k: sorted(v) for k, v in _records(examples.uri).items()}
+            beam = "writing the splits with Beam" in caplog.text
+            assert beam == (name == "multi-processing"), caplog.text
+            assert ("without Beam" in caplog.text) != beam
+    assert records["direct"] == records["multi-processing"]
+    assert sum(len(r) for r in records["direct"].values()) == 3
 
 
 @pytest.mark.parametrize(
@@ -192,10 +369,13 @@ def test_the_shipped_columns_read_by_arrow(tmp_path):
     ],
     ids=["ragged-arrow", "ragged-line-by-line", "never-closed-quote"],
 )
-def test_a_bad_row_fails_naming_the_file(tmp_path, rows):
+@pytest.mark.parametrize("executor_class", [FastCsvExecutor, _BeamFastCsvExecutor])
+def test_a_bad_row_fails_naming_the_file(tmp_path, rows, executor_class):
     span = tmp_path / "in" / "span-1"
     span.mkdir(parents=True)
     (span / "good.csv").write_text("a,b,c\n7,8,9\n")
     (span / "bad.csv").write_text("a,b,c\n" + "\n".join(rows) + "\n")
     with pytest.raises(Exception, match="bad.csv"):
-        _run(FastCsvExecutor, tmp_path / "in", "span-1/*", tmp_path / "fast")
+        _run(executor_class, tmp_path / "in", "span-1/*", tmp_path / "fast")
+    # Nothing that looks like a complete split is left behind.
+    assert not list((tmp_path / "fast").rglob("*.gz*"))
