@@ -1,16 +1,18 @@
-"""CsvExampleGen's executor against FastCsvExecutor on the same CSV, in one run.
+"""CsvExampleGen's executor against FastCsvExecutor (through Beam, and without) on the same CSV.
 
     TF_USE_LEGACY_KERAS=1 .venv/bin/python benchmarks/example_gen_speed.py [--rows 150000]
-        [--data-dir DIR] [--check]
+        [--data-dir DIR] [--pattern span-*/data.csv] [--check]
 
 The input is `tfx-template generate-data DIR --rows N` (made once, in outputs/data-N like
 `make data-large`, unless --data-dir names a dataset); every span's data.csv is read by one
 ExampleGen execution (pattern span-*/data.csv, as when ExampleGen reads the whole window), and
 split train/eval 2:1 by hash as the pipeline does. Each executor runs in its own process
-(its `Do` with real artifacts, DirectRunner), and prints its wall time, rows/s and peak
-memory (maximum resident set of that process). Both outputs must have the same number of
-records per split; --check also compares the records themselves (canonical form; slow at
-1.5M rows: about a minute per million).
+(its `Do` with real artifacts, no Beam arguments: the in-process DirectRunner), and prints its
+wall time, rows/s and peak memory (maximum resident set of that process): TFX's executor,
+FastCsvExecutor held on its Beam path ("fast-beam"), and FastCsvExecutor as it runs there,
+writing without Beam ("fast"). All outputs must have the same number of records per split;
+--check also compares the records themselves (canonical form; slow at 1.5M rows: about a
+minute per million).
 """
 
 import argparse
@@ -26,7 +28,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-EXECUTORS = ("reference", "fast")
+EXECUTORS = ("reference", "fast-beam", "fast")
 PATTERN = "span-*/data.csv"
 SPLITS = ("train", "eval")
 
@@ -44,7 +46,7 @@ def _data(rows: int, data_dir: Path | None) -> Path:
     return target
 
 
-def _run_one(name: str, data_dir: Path, out: Path) -> None:
+def _run_one(name: str, data_dir: Path, pattern: str, out: Path) -> None:
     """In the child process: one executor's Do, then one JSON line of its figures."""
     import pipeline.runtime  # noqa: F401 (Keras 2 before TensorFlow loads)
 
@@ -57,8 +59,16 @@ def _run_one(name: str, data_dir: Path, out: Path) -> None:
 
     from pipeline.components.fast_csv_example_gen import FastCsvExecutor
 
+    class BeamFastCsvExecutor(FastCsvExecutor):
+        def _needs_beam(self, *args: object) -> str:
+            return "the benchmark asks for Beam"
+
     logging.set_verbosity(logging.WARNING)
-    executor = {"reference": tfx_csv_executor.Executor, "fast": FastCsvExecutor}[name]
+    executor = {
+        "reference": tfx_csv_executor.Executor,
+        "fast-beam": BeamFastCsvExecutor,
+        "fast": FastCsvExecutor,
+    }[name]
     examples = standard_artifacts.Examples()
     examples.uri = str(out)
     output_config = example_gen_pb2.Output(
@@ -72,7 +82,7 @@ def _run_one(name: str, data_dir: Path, out: Path) -> None:
     exec_properties = {
         standard_component_specs.INPUT_BASE_KEY: str(data_dir),
         standard_component_specs.INPUT_CONFIG_KEY: proto_utils.proto_to_json(
-            example_gen_pb2.Input(splits=[example_gen_pb2.Input.Split(name="s", pattern=PATTERN)])
+            example_gen_pb2.Input(splits=[example_gen_pb2.Input.Split(name="s", pattern=pattern)])
         ),
         standard_component_specs.OUTPUT_CONFIG_KEY: proto_utils.proto_to_json(output_config),
         standard_component_specs.OUTPUT_DATA_FORMAT_KEY: example_gen_pb2.FORMAT_TF_EXAMPLE,
@@ -102,29 +112,27 @@ def _count(out: Path, split: str) -> int:
 def _compare(outs: dict[str, Path], check: bool) -> list[str]:
     import tensorflow as tf
 
+    def canonical(records: list[bytes]) -> list[bytes]:
+        return sorted(
+            tf.train.Example.FromString(r).SerializeToString(deterministic=True) for r in records
+        )
+
     lines = []
     for split in SPLITS:
         if not check:
             counts = [_count(outs[name], split) for name in EXECUTORS]
-            same = counts[0] == counts[1]
+            same = len(set(counts)) == 1
             lines.append(
-                f"  {split}: {counts[0]} / {counts[1]} rows, record counts "
+                f"  {split}: {' / '.join(map(str, counts))} rows, record counts "
                 + ("identical" if same else "DIFFER")
             )
             continue
-        reference, fast = (_records(outs[name], split) for name in EXECUTORS)
-        same = len(reference) == len(fast)
-        if same:
-
-            def canonical(records: list[bytes]) -> list[bytes]:
-                return sorted(
-                    tf.train.Example.FromString(r).SerializeToString(deterministic=True)
-                    for r in records
-                )
-
-            same = canonical(reference) == sorted(fast)
+        reference = canonical(_records(outs["reference"], split))
+        others = [sorted(_records(outs[name], split)) for name in EXECUTORS[1:]]
+        same = all(other == reference for other in others)
+        counts = [len(reference)] + [len(other) for other in others]
         lines.append(
-            f"  {split}: {len(reference)} / {len(fast)} rows, records "
+            f"  {split}: {' / '.join(map(str, counts))} rows, records "
             + ("identical" if same else "DIFFER")
         )
     return lines
@@ -134,16 +142,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=150_000)
     parser.add_argument("--data-dir", type=Path, default=None, help="an existing dataset")
+    parser.add_argument("--pattern", default=PATTERN, help="the input split's file pattern")
     parser.add_argument("--check", action="store_true", help="compare the records themselves")
     parser.add_argument("--run-one", choices=EXECUTORS, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.run_one:
-        _run_one(args.run_one, args.data_dir, args.out)
+        _run_one(args.run_one, args.data_dir, args.pattern, args.out)
         return 0
 
     data_dir = _data(args.rows, args.data_dir)
-    files = sorted(glob.glob(str(data_dir / PATTERN)))
+    files = sorted(glob.glob(str(data_dir / args.pattern)))
     rows = 0
     for name in files:
         with open(name, "rb") as file:
@@ -155,7 +164,8 @@ def main(argv: list[str] | None = None) -> int:
             outs[name] = work / name
             child = subprocess.run(
                 [sys.executable, __file__, "--run-one", name]
-                + ["--data-dir", str(data_dir), "--out", str(outs[name])],
+                + ["--data-dir", str(data_dir), "--pattern", args.pattern]
+                + ["--out", str(outs[name])],
                 cwd=REPO,
                 check=True,
                 capture_output=True,
@@ -163,15 +173,16 @@ def main(argv: list[str] | None = None) -> int:
                 env={**os.environ, "PYTHONPATH": str(REPO), "TF_USE_LEGACY_KERAS": "1"},
             )
             figures[name] = json.loads(child.stdout.strip().splitlines()[-1])
-        print(f"{rows} rows in {len(files)} files ({data_dir}/{PATTERN})")
+        print(f"{rows} rows in {len(files)} files ({data_dir}/{args.pattern})")
         for name in EXECUTORS:
             f = figures[name]
             print(
                 f"  {name:9} {f['seconds']:8.1f} s {rows / f['seconds']:10,.0f} rows/s"
                 f"   peak {f['peak_mb']:,.0f} MB"
             )
-        speedup = figures["reference"]["seconds"] / figures["fast"]["seconds"]
-        print(f"  speed-up  {speedup:.1f}x")
+        for name in EXECUTORS[1:]:
+            speedup = figures["reference"]["seconds"] / figures[name]["seconds"]
+            print(f"  speed-up of {name}: {speedup:.1f}x")
         for line in _compare(outs, args.check):
             print(line)
     finally:
