@@ -50,6 +50,7 @@ input splits (which the base executor rejects). A log line says which path is ta
 """
 
 import csv
+import functools
 import hashlib
 import io
 import itertools
@@ -280,18 +281,28 @@ def _python_cell_type(cell: bytes) -> ColumnType:
 
 
 class _Cells:
-    """One block of one column, split into the cells Arrow decides and the others."""
+    """One block of one column, split into the cells Arrow decides and the others (each
+    split computed when first asked: a bytes column needs none of them)."""
 
     def __init__(self, cells: pa.Array) -> None:
         self.cells = cells
         self.present = pc.greater(pc.binary_length(cells), 0)
-        self.plain_int = pc.match_substring_regex(cells, _PLAIN_INT)
-        self.plain_float = pc.and_(
-            pc.match_substring_regex(cells, _PLAIN_FLOAT),
-            pc.less_equal(pc.binary_length(cells), _PLAIN_FLOAT_MAX_LENGTH),
+
+    @functools.cached_property
+    def plain_int(self) -> pa.Array:
+        return pc.match_substring_regex(self.cells, _PLAIN_INT)
+
+    @functools.cached_property
+    def plain_float(self) -> pa.Array:
+        return pc.and_(
+            pc.match_substring_regex(self.cells, _PLAIN_FLOAT),
+            pc.less_equal(pc.binary_length(self.cells), _PLAIN_FLOAT_MAX_LENGTH),
         )
+
+    @functools.cached_property
+    def other_rows(self) -> np.ndarray:
         other = pc.and_(self.present, pc.invert(pc.or_(self.plain_int, self.plain_float)))
-        self.other_rows = np.flatnonzero(other.to_numpy(zero_copy_only=False))
+        return np.flatnonzero(other.to_numpy(zero_copy_only=False))
 
     def other_values(self) -> list[bytes]:
         return self.cells.take(pa.array(self.other_rows)).to_pylist()
