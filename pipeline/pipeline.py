@@ -13,6 +13,7 @@ from pipeline.atomic_push import AtomicPushExecutor
 from pipeline.code_fingerprint import models_fingerprint
 from pipeline.components.anomalies_gate import AnomaliesGate
 from pipeline.components.drift_check import DriftCheck
+from pipeline.components.fast_csv_example_gen import with_fast_executor
 from pipeline.components.leakage_check import LeakageCheck
 from pipeline.components.progressive_validation import ProgressiveValidation
 from pipeline.components.statistics_gen_executor import Executor as StatisticsExecutor
@@ -85,7 +86,7 @@ def _example_gen(settings: PipelineSettings, span: Optional[int]) -> tfx.types.B
     pattern = (
         span_pattern.replace("{SPAN}", "*") if settings.example_gen_reads_window else span_pattern
     )
-    return tfx.components.CsvExampleGen(
+    example_gen = tfx.components.CsvExampleGen(
         input_base=settings.runtime_path(settings.data.data_dir),
         input_config=tfx.proto.Input(
             splits=[tfx.proto.Input.Split(name="single_split", pattern=pattern)]
@@ -93,6 +94,7 @@ def _example_gen(settings: PipelineSettings, span: Optional[int]) -> tfx.types.B
         output_config=output_config,
         range_config=range_config,
     ).with_id(EXAMPLE_GEN_ID)
+    return with_fast_executor(example_gen) if settings.data.fast_csv_reader else example_gen
 
 
 def create_pipeline(

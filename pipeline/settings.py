@@ -84,6 +84,12 @@ class DataSettings(SettingsModel):
     train_window_spans: int = Field(
         6, ge=1, description="How many of the newest spans the Transform and Trainer see."
     )
+    fast_csv_reader: bool = Field(
+        True,
+        description="CsvExampleGen runs pipeline/components/fast_csv_example_gen.py's "
+        "executor: the same Examples as TFX's, read with pyarrow, written without Beam where "
+        "Beam would run in-process; off = TFX's own executor.",
+    )
     bigquery_query: str = Field(
         "",
         description="A BigQuery query instead of files (BigQueryExampleGen). Its result is "
