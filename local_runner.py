@@ -69,7 +69,7 @@ else:
 
 with runtime.paused_for_imports():
     from absl import logging
-    from tfx import v1 as tfx
+    from pipeline.tfx_api import tfx
 
     from pipeline import local_run, preflight, rejections, run_summary, spans
     from pipeline.pipeline import create_pipeline

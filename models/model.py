@@ -14,7 +14,6 @@ import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras as keras
 from absl import logging
-from tfx import v1 as tfx
 
 from models import features, hyperparameters, warm_start
 from pipeline import ps_cluster, runtime, signature_methods
@@ -38,6 +37,7 @@ from pipeline.names import (
     SERVING_RAW_SIGNATURE,
     TRANSFORM_SIGNATURE,
 )
+from pipeline.tfx_api import tfx
 
 runtime.leave_tf_keras_alone()  # tracing fit() 12 s -> 1 s (pipeline/runtime.py)
 # Examples held in memory by tf.data's cache; the shipped data is ~15k rows.

@@ -7,9 +7,9 @@ from typing import Optional
 import keras_tuner
 import tensorflow_transform as tft
 import tf_keras as keras
-from tfx import v1 as tfx
 
 from models import hyperparameters, model
+from pipeline.tfx_api import tfx
 
 OBJECTIVE = keras_tuner.Objective("val_auc", direction="max")
 

@@ -8,7 +8,6 @@ from typing import Optional
 
 from absl import logging
 from ml_metadata.proto import Event
-from tfx import v1 as tfx
 from tfx.orchestration import data_types
 from tfx.orchestration import metadata as legacy_metadata
 from tfx.orchestration.airflow.airflow_dag_runner import AirflowPipelineConfig
@@ -19,6 +18,7 @@ from pipeline import input_check, metadata, preflight, rejections, spans
 from pipeline.names import EXAMPLE_GEN_ID
 from pipeline.pipeline import create_pipeline
 from pipeline.settings import PipelineSettings
+from pipeline.tfx_api import tfx
 
 
 def metadata_config(settings: PipelineSettings):

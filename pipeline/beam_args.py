@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
 
 if TYPE_CHECKING:
     from pipeline.settings import BeamSettings, CloudSettings
@@ -75,4 +75,20 @@ def beam_preset_args(
         ]
     raise ValueError(
         f"PIPELINE_BEAM_PRESET={beam.preset!r}: expected direct, dataflow, flink or spark"
+    )
+
+
+def beam_runs_in_process(beam_pipeline_args: Sequence[str]) -> bool:
+    """Whether these Beam arguments run the DirectRunner in this process (one worker), so a
+    split computed here uses what Beam would use, minus its start-up."""
+    # Beam's options module is light; Beam itself is already imported wherever this is asked.
+    from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
+
+    options = PipelineOptions(list(beam_pipeline_args))
+    runner = options.view_as(StandardOptions).runner
+    direct = options.view_as(DirectOptions)
+    return (
+        runner in (None, "DirectRunner", "direct")
+        and direct.direct_running_mode in (None, "in_memory")
+        and (direct.direct_num_workers or 1) == 1
     )

@@ -14,28 +14,16 @@ from typing import Optional, Sequence
 
 import pyarrow as pa
 import tensorflow as tf
-from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 from tensorflow_data_validation.statistics import stats_impl, stats_options
 from tensorflow_metadata.proto.v0 import statistics_pb2
 from tfx_bsl.tfxio import dataset_options, record_based_tfxio
+
+from pipeline.beam_args import beam_runs_in_process
 
 # Above this many bytes of (compressed) records, a split goes through Beam: its rows, decoded
 # into Arrow columns, would take several times that much memory at once.
 IN_MEMORY_MAX_BYTES = 32 * 1024 * 1024
 _BATCH_ROWS = 50_000
-
-
-def beam_runs_in_process(beam_pipeline_args: Sequence[str]) -> bool:
-    """Whether these Beam arguments run the DirectRunner in this process (one worker), so a
-    split computed here uses what Beam would use, minus its start-up."""
-    options = PipelineOptions(list(beam_pipeline_args))
-    runner = options.view_as(StandardOptions).runner
-    direct = options.view_as(DirectOptions)
-    return (
-        runner in (None, "DirectRunner", "direct")
-        and direct.direct_running_mode in (None, "in_memory")
-        and (direct.direct_num_workers or 1) == 1
-    )
 
 
 def files_bytes(file_pattern: str) -> int:

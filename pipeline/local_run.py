@@ -9,12 +9,12 @@ import dataclasses
 from typing import Callable, Optional
 
 from absl import logging
-from tfx import v1 as tfx
 
 from pipeline import input_check, killed_runs, progress, rejections, run_log, spans
 from pipeline.names import EXAMPLE_GEN_ID
 from pipeline.pipeline import create_pipeline
 from pipeline.settings import PipelineSettings
+from pipeline.tfx_api import tfx
 
 
 @dataclasses.dataclass

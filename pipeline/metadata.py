@@ -9,9 +9,9 @@ from typing import Optional
 
 import ml_metadata as mlmd
 from ml_metadata.proto import metadata_store_pb2
-from tfx import v1 as tfx
 
 from pipeline.settings import PipelineSettings
+from pipeline.tfx_api import tfx
 
 OUTPUT_EVENTS = (mlmd.proto.Event.OUTPUT, mlmd.proto.Event.DECLARED_OUTPUT)
 

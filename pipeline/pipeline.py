@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional
 
-from tfx import v1 as tfx
 from tfx.dsl.components.base import executor_spec
 
 from pipeline import rejections, spans, vertex
@@ -50,6 +49,7 @@ from pipeline.settings import (
     TrainingSettings,
     TransformSettings,
 )
+from pipeline.tfx_api import tfx
 
 
 def _example_gen(settings: PipelineSettings, span: Optional[int]) -> tfx.types.BaseComponent:

@@ -15,10 +15,10 @@ from typing import Optional
 
 import ml_metadata as mlmd
 from tfx import types
-from tfx import v1 as tfx
 
 from pipeline import rejections
 from pipeline.names import CANDIDATE_KEY, NEW_SPAN_KEY, PREVIOUS_SPAN_KEY, SPAN_PROPERTY
+from pipeline.tfx_api import tfx
 
 
 class CurrentModelStrategy(tfx.dsl.experimental.LatestBlessedModelStrategy):

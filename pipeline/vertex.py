@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from tfx import v1 as tfx
-
 from pipeline.settings import CloudSettings, TrainingSettings
+from pipeline.tfx_api import tfx
 
 
 def training_config(training: TrainingSettings, cloud: CloudSettings) -> dict:

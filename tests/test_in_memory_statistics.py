@@ -19,6 +19,7 @@ from tfx.types import standard_artifacts
 from tfx.utils import proto_utils
 
 from pipeline import in_memory_statistics
+from pipeline.beam_args import beam_runs_in_process
 from pipeline.components import statistics_gen_executor
 from pipeline.settings import PROJECT_ROOT
 from tests import synthetic
@@ -136,12 +137,12 @@ def test_in_memory_statistics_equal_tfx_beam_statistics(
 def test_the_in_memory_path_is_taken_only_where_beam_would_run_in_this_process(
     shipped_and_synthetic,
 ):
-    assert in_memory_statistics.beam_runs_in_process([])
-    assert in_memory_statistics.beam_runs_in_process(["--direct_num_workers=1"])
-    assert not in_memory_statistics.beam_runs_in_process(
+    assert beam_runs_in_process([])
+    assert beam_runs_in_process(["--direct_num_workers=1"])
+    assert not beam_runs_in_process(
         ["--direct_running_mode=multi_processing", "--direct_num_workers=2"]
     )
-    assert not in_memory_statistics.beam_runs_in_process(["--runner=DataflowRunner"])
+    assert not beam_runs_in_process(["--runner=DataflowRunner"])
     pattern = str(Path(shipped_and_synthetic["shipped"].uri) / "Split-train" / "*")
     size = in_memory_statistics.files_bytes(pattern)
     assert 0 < size < in_memory_statistics.IN_MEMORY_MAX_BYTES

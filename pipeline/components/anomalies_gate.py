@@ -8,11 +8,11 @@ import os
 import tensorflow as tf
 from tensorflow_metadata.proto.v0 import anomalies_pb2
 from tfx import types
-from tfx import v1 as tfx
 from tfx.components.statistics_gen import stats_artifact_utils
 
 from pipeline.names import ANOMALIES_FILE, ANOMALIES_GATE_ID, SPAN_PROPERTY, split_dir_name
 from pipeline.rejections import SpanRejectedError
+from pipeline.tfx_api import tfx
 
 
 class DataAnomaliesError(SpanRejectedError):

@@ -10,7 +10,6 @@ import tensorflow_data_validation as tfdv
 from absl import logging
 from tensorflow_metadata.proto.v0 import anomalies_pb2
 from tfx import types
-from tfx import v1 as tfx
 from tfx.components.statistics_gen import stats_artifact_utils
 from tfx.types import artifact_utils
 from tfx.utils import io_utils
@@ -19,6 +18,7 @@ from tfx_bsl.tfxio import tf_example_record
 from pipeline import in_memory_statistics, rejections
 from pipeline.components.anomalies_gate import describe_anomalies
 from pipeline.names import ANOMALIES_FILE, DRIFT_CHECK_ID, SPAN_PROPERTY, split_dir_name
+from pipeline.tfx_api import tfx
 
 
 class DataDriftError(rejections.SpanRejectedError):

@@ -35,7 +35,7 @@ Python's int() and float()). The Examples are then assembled from their wire for
 and Arrow, one column at a time.
 
 Without Beam: where Beam would run its DirectRunner in this very process with one worker
-(`in_memory_statistics.beam_runs_in_process`: no runner flag, no multi-processing or several
+(`beam_args.beam_runs_in_process`: no runner flag, no multi-processing or several
 workers, no pipeline made by the orchestrator), the base executor's Beam pipeline (partition,
 reshuffle, WriteToTFRecord) would spend ~65 us a row and ~2 s of start-up doing in this process
 what a loop does directly. So the records are streamed block by block to one GZIP TFRecord
@@ -77,6 +77,8 @@ from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import io_utils, proto_utils
 from tfx_bsl.coders import csv_decoder
+
+from pipeline.beam_args import beam_runs_in_process
 
 ColumnType = csv_decoder.ColumnType
 
@@ -622,11 +624,9 @@ class FastCsvExecutor(BaseExampleGenExecutor):
         exec_properties: dict[str, Any],
     ) -> str | None:
         """Why this run goes through Beam, or None: the direct path writes it exactly."""
-        from pipeline import in_memory_statistics
-
         if self._make_beam_pipeline_fn is not None:
             return "the orchestrator makes the Beam pipeline"
-        if not in_memory_statistics.beam_runs_in_process(self._beam_pipeline_args or []):
+        if not beam_runs_in_process(self._beam_pipeline_args or []):
             return f"Beam arguments {list(self._beam_pipeline_args or [])} run elsewhere"
         if output_config.split_config.HasField("partition_feature_name"):
             return "splitting by partition_feature_name"

@@ -1,9 +1,8 @@
 """LeakageCheck: the data-leakage step after ExampleValidator (the checks themselves are in
 pipeline/leakage.py). No `from __future__ import annotations`: TFX reads the type hints."""
 
-from tfx import v1 as tfx
-
 from pipeline.leakage import DISTRIBUTION_DISTANCE, MIN_SERVING_ROWS, PRESENCE_GAP, run_check
+from pipeline.tfx_api import tfx
 
 
 class DataLeakageReport(tfx.dsl.Artifact):

@@ -5,12 +5,12 @@ import os
 
 import tensorflow_model_analysis as tfma
 from absl import logging
-from tfx import v1 as tfx
 from tfx.types import artifact_utils
 from tfx.utils import path_utils
 
 from pipeline.evaluation import overall_metrics, progressive_eval_config
 from pipeline.names import AUC_PROPERTY, MODEL_ID_PROPERTY, SPAN_PROPERTY
+from pipeline.tfx_api import tfx
 
 
 @tfx.dsl.components.component

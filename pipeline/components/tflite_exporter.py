@@ -21,12 +21,13 @@ from typing import Iterator, Sequence
 
 import tensorflow as tf
 import tf_keras as keras
-from tfx import v1 as tfx
-from tfx.v1.dsl.components import InputArtifact, OutputArtifact, Parameter, component
+from tfx.dsl.component.experimental.annotations import InputArtifact, OutputArtifact, Parameter
+from tfx.dsl.component.experimental.decorators import component
 
 from pipeline.names import TFLITE_MODEL_FILE as MODEL_FILE
 from pipeline.names import TRAIN_SPLIT, split_dir_name
 from pipeline.settings import TFLITE_QUANTIZATIONS as QUANTIZATIONS  # tests, docs
+from pipeline.tfx_api import tfx
 
 
 def load_network(saved_model_dir: str) -> keras.Model:

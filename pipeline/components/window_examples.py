@@ -14,11 +14,11 @@ import os
 import tensorflow as tf
 from absl import logging
 from tfx import types
-from tfx import v1 as tfx
 from tfx.components.util import examples_utils
 from tfx.types import artifact_utils
 
 from pipeline.names import SPAN_PROPERTY, SPANS_PROPERTY
+from pipeline.tfx_api import tfx
 
 
 def _span(artifact: types.Artifact) -> int:
