@@ -72,7 +72,7 @@ def tuner_fn(fn_args: tfx.components.FnArgs) -> tfx.components.TunerFnResult:
         oracle=keras_tuner.oracles.BayesianOptimizationOracle(
             objective=OBJECTIVE,
             hyperparameters=hyperparameters.search_space(),
-            max_trials=int(config.get("max_trials", 6)),
+            max_trials=int(config.get("max_trials", 3)),
             seed=None if seed is None else int(seed),
         ),
         train=model.input_dataset(fn_args.train_files, tf_transform_output, batch_size, seed=seed),

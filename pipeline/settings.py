@@ -158,7 +158,11 @@ class TrainingSettings(SettingsModel):
         description="Run the Tuner; when off, the Trainer uses the last tuning result, "
         "else the defaults in models/hyperparameters.py.",
     )
-    tuner_max_trials: int = Field(6, description="The Tuner's number of trials.")
+    tuner_max_trials: int = Field(
+        3,
+        description="The Tuner's number of trials (the first tries the defaults of "
+        "models/hyperparameters.py).",
+    )
     tuner_train_steps: int = Field(
         1000,
         description="Training steps of each trial; trials train as long as the "
