@@ -25,6 +25,9 @@ from pipeline.components.fast_csv_example_gen import (
     with_fast_executor,
 )
 
+# Every test runs TFX's executor (Beam) beside the fast one.
+pytestmark = pytest.mark.integration
+
 REPO = Path(__file__).resolve().parents[1]
 SPLITS = ("train", "eval")
 
@@ -153,7 +156,6 @@ def _feature_kinds(records: list[bytes]) -> dict[str, set]:
     return kinds
 
 
-@pytest.mark.integration
 def test_shipped_data_slice_through_the_component(tmp_path):
     """CsvExampleGen with the fast executor, run by TFX's LocalDagRunner beside the stock
     CsvExampleGen on 300 rows of the shipped span 1: same records, splits and span."""
