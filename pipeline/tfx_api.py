@@ -66,6 +66,8 @@ class _Api(SimpleNamespace):
     imported on first use."""
 
     def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):  # pickle, copy and introspection probes: not TFX names
+            raise AttributeError(name)
         return getattr(importlib.import_module("tfx.v1"), name)
 
 
