@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from google.protobuf import json_format
+from tensorflow_data_validation import StatsOptions
 from tfx.components.example_gen.csv_example_gen import executor as csv_executor
 from tfx.components.statistics_gen import executor as tfx_statistics_executor
 from tfx.components.statistics_gen import stats_artifact_utils
@@ -117,14 +118,13 @@ def shipped_and_synthetic(tmp_path_factory):
 
 
 @pytest.mark.parametrize("data", ["shipped", "deliveries"])
-def test_in_memory_statistics_equal_tfx_beam_statistics(
-    shipped_and_synthetic, tmp_path, data, caplog
-):
+def test_in_memory_statistics_equal_tfx_beam_statistics(shipped_and_synthetic, tmp_path, data):
     examples = shipped_and_synthetic[data]
+    assert statistics_gen_executor.Executor().in_memory(
+        examples, ["train", "eval"], StatsOptions(), {}
+    )
     theirs = statistics_by(tfx_statistics_executor.Executor, examples, tmp_path / "theirs")
-    caplog.set_level("INFO")
     ours = statistics_by(statistics_gen_executor.Executor, examples, tmp_path / "ours")
-    assert "Generating statistics for split eval in memory." in caplog.text
     for split in ("train", "eval"):
         expected = split_statistics(theirs, split)
         assert int(expected["datasets"][0]["numExamples"]) > 200
@@ -150,11 +150,16 @@ def test_the_in_memory_path_is_taken_only_where_beam_would_run_in_this_process(
     assert not in_memory_statistics.fits_in_memory(pattern, ["--runner=FlinkRunner"])
 
 
-def test_multi_processing_beam_args_keep_tfx_executor(shipped_and_synthetic, tmp_path, caplog):
+def test_multi_processing_beam_args_keep_tfx_executor(shipped_and_synthetic, tmp_path):
     examples = shipped_and_synthetic["deliveries"]
     args = ["--direct_running_mode=multi_threading", "--direct_num_workers=2"]
-    caplog.set_level("INFO")
+    context = base_beam_executor.BaseBeamExecutor.Context(beam_pipeline_args=args)
+    executor = statistics_gen_executor.Executor(context)
+    assert not executor.in_memory(examples, ["train", "eval"], StatsOptions(), {})
+    # Sampling needs TFX's Beam path even in-process.
+    assert not statistics_gen_executor.Executor().in_memory(
+        examples, ["train"], StatsOptions(sample_rate=0.5), {}
+    )
     ours = statistics_by(statistics_gen_executor.Executor, examples, tmp_path / "ours", args)
-    assert "in memory" not in caplog.text
     train = split_statistics(ours, "train")["datasets"][0]
     assert int(train["numExamples"]) > 400

@@ -37,7 +37,7 @@ class Executor(tfx_executor.Executor):
         )
         stats_options = _stats_options(exec_properties)
         splits = _split_names(examples, exec_properties)
-        if not splits or not self._in_memory(examples, splits, stats_options, exec_properties):
+        if not splits or not self.in_memory(examples, splits, stats_options, exec_properties):
             return super().Do(input_dict, output_dict, exec_properties)
         self._log_startup(input_dict, output_dict, exec_properties)
         if input_dict.get(standard_component_specs.SCHEMA_KEY):
@@ -76,13 +76,14 @@ class Executor(tfx_executor.Executor):
                 in_memory_statistics.compute(tfxio, stats_options), path
             )
 
-    def _in_memory(
+    def in_memory(
         self,
         examples: types.Artifact,
         splits: list[str],
         stats_options: options.StatsOptions,
         exec_properties: dict[str, Any],
     ) -> bool:
+        """Whether these splits' statistics are computed in memory (else TFX's Beam path)."""
         needs_beam = (
             exec_properties.get(standard_component_specs.SHARDED_STATS_OUTPUT_KEY)
             or json_utils.loads(
