@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+import copy
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 if TYPE_CHECKING:
     from pipeline.settings import BeamSettings, CloudSettings
@@ -82,13 +83,55 @@ def beam_runs_in_process(beam_pipeline_args: Sequence[str]) -> bool:
     """Whether these Beam arguments run the DirectRunner in this process (one worker), so a
     split computed here uses what Beam would use, minus its start-up."""
     # Beam's options module is light; Beam itself is already imported wherever this is asked.
-    from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
+    from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions
 
     options = PipelineOptions(list(beam_pipeline_args))
-    runner = options.view_as(StandardOptions).runner
     direct = options.view_as(DirectOptions)
     return (
-        runner in (None, "DirectRunner", "direct")
+        _runs_direct(beam_pipeline_args)
         and direct.direct_running_mode in (None, "in_memory")
         and (direct.direct_num_workers or 1) == 1
     )
+
+
+# The DirectRunner's choice of worker threads or processes; every other argument is kept.
+_DIRECT_WORKER_FLAGS = ("--direct_running_mode", "--direct_num_workers")
+
+
+def without_direct_workers(beam_pipeline_args: Sequence[Any]) -> list[Any]:
+    """The arguments minus the DirectRunner's worker flags (`--flag=value` or `--flag value`)
+    when they run the DirectRunner; unchanged for any other runner."""
+    args = list(beam_pipeline_args)
+    if not all(isinstance(arg, str) for arg in args) or not _runs_direct(args):
+        return args
+    kept, skip_value = [], False
+    for arg in args:
+        if skip_value:
+            skip_value = False
+            continue
+        if arg in _DIRECT_WORKER_FLAGS:
+            skip_value = True  # its value is the next argument
+        elif arg.split("=", 1)[0] not in _DIRECT_WORKER_FLAGS:
+            kept.append(arg)
+    return kept
+
+
+def in_process_context(context: Optional[Any]) -> Optional[Any]:
+    """A Beam executor's context for ingestion and statistics: the DirectRunner's worker flags
+    dropped, so they run in this process whatever the pipeline gives Transform and the
+    Evaluator. Worker processes do not pay for them on this machine (each imports TensorFlow;
+    measured in docs/performance.md: in-process CSV ingestion of 1.5M rows took 24 s, through
+    Beam with one worker per core 82 s), and without the flags TFX builds no sdist of itself
+    for workers (about 2 s per component run)."""
+    if context is None or not getattr(context, "beam_pipeline_args", None):
+        return context
+    context = copy.copy(context)
+    context.beam_pipeline_args = without_direct_workers(context.beam_pipeline_args)
+    return context
+
+
+def _runs_direct(beam_pipeline_args: Sequence[str]) -> bool:
+    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+    runner = PipelineOptions(list(beam_pipeline_args)).view_as(StandardOptions).runner
+    return runner in (None, "DirectRunner", "direct")

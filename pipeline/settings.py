@@ -347,7 +347,9 @@ class BeamSettings(SettingsModel):
     )
     direct_num_workers: str = Field(
         "auto",
-        description="Beam's DirectRunner: auto = one worker process per core once the "
+        description="Beam's DirectRunner for Transform and the Evaluator (ingestion and "
+        "statistics always run in-process on the DirectRunner, where worker processes "
+        "cost more than they save): auto = one worker process per core once the "
         "training window's input files reach PIPELINE_BEAM_MULTIPROCESSING_"
         "MIN_MB, else in-process (on small data starting the worker "
         "processes costs more than the second core saves); 1 = in-process; "

@@ -340,8 +340,8 @@ def test_partition_is_the_base_executors(buckets):
 
 
 def test_beam_arguments_choose_the_path(tmp_path, caplog):
-    """Beam's in-process runner (no arguments, or one in-memory worker): no Beam. A
-    multi-processing DirectRunner, or another runner: the Beam path, with the same records."""
+    """Beam's DirectRunner, with or without worker flags: no Beam. Another runner: the Beam
+    path. The records are the same either way."""
     (tmp_path / "in" / "span-1").mkdir(parents=True)
     (tmp_path / "in" / "span-1" / "data.csv").write_text("a,b\n1,x\n2,y\n3,\n")
     exec_properties = _exec_properties(
@@ -354,13 +354,20 @@ def test_beam_arguments_choose_the_path(tmp_path, caplog):
         return FastCsvExecutor(BaseBeamExecutor.Context(beam_pipeline_args=args))
 
     input_config = example_gen_pb2.Input(splits=[example_gen_pb2.Input.Split(pattern="x")])
-    for args in ([], ["--direct_num_workers=1"], ["--runner=DirectRunner"]):
-        assert executor(args)._needs_beam(input_config, _output_config(), exec_properties) is None
+    # On the DirectRunner, in any mode: the worker flags the pipeline sets for Transform and
+    # the Evaluator are dropped here, and so TFX builds no sdist of itself for this executor.
     for args in (
-        ["--runner=DataflowRunner"],
-        ["--runner=FlinkRunner"],
-        ["--direct_running_mode=multi_threading", "--direct_num_workers=2"],
+        [],
+        ["--direct_num_workers=1"],
+        ["--runner=DirectRunner"],
+        ["--direct_running_mode=multi_processing", "--direct_num_workers=2"],
+        ["--direct_running_mode", "multi_threading", "--direct_num_workers", "0"],
     ):
+        chosen = executor(args)
+        assert chosen._needs_beam(input_config, _output_config(), exec_properties) is None
+        assert not any("direct_" in arg for arg in chosen._beam_pipeline_args)
+    assert executor(["--direct_running_mode=multi_processing"])._beam_pipeline_args == []
+    for args in (["--runner=DataflowRunner"], ["--runner=FlinkRunner"]):
         assert executor(args)._needs_beam(input_config, _output_config(), exec_properties)
     by_feature = example_gen_pb2.Output(
         split_config=example_gen_pb2.SplitConfig(
@@ -373,16 +380,21 @@ def test_beam_arguments_choose_the_path(tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="absl"):
         for name, args in {
             "direct": [],
-            # One worker process (faster to start than two); still not this process.
             "multi-processing": ["--direct_running_mode=multi_processing"],
+            "beam": [],  # kept on its Beam path (_BeamFastCsvExecutor)
         }.items():
             caplog.clear()
-            examples = _execute(executor(args), dict(exec_properties), tmp_path / name)
+            chosen = (
+                _BeamFastCsvExecutor(BaseBeamExecutor.Context(beam_pipeline_args=args))
+                if name == "beam"
+                else executor(args)
+            )
+            examples = _execute(chosen, dict(exec_properties), tmp_path / name)
             records[name] = {k: sorted(v) for k, v in _records(examples.uri).items()}
             beam = "writing the splits with Beam" in caplog.text
-            assert beam == (name == "multi-processing"), caplog.text
+            assert beam == (name == "beam"), caplog.text
             assert ("without Beam" in caplog.text) != beam
-    assert records["direct"] == records["multi-processing"]
+    assert records["direct"] == records["multi-processing"] == records["beam"]
     assert sum(len(r) for r in records["direct"].values()) == 3
 
 

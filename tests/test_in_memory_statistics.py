@@ -150,16 +150,30 @@ def test_the_in_memory_path_is_taken_only_where_beam_would_run_in_this_process(
     assert not in_memory_statistics.fits_in_memory(pattern, ["--runner=FlinkRunner"])
 
 
-def test_multi_processing_beam_args_keep_tfx_executor(shipped_and_synthetic, tmp_path):
+def test_direct_runner_worker_flags_are_dropped_and_other_runners_keep_tfx_executor(
+    shipped_and_synthetic, tmp_path
+):
     examples = shipped_and_synthetic["deliveries"]
-    args = ["--direct_running_mode=multi_threading", "--direct_num_workers=2"]
-    context = base_beam_executor.BaseBeamExecutor.Context(beam_pipeline_args=args)
-    executor = statistics_gen_executor.Executor(context)
-    assert not executor.in_memory(examples, ["train", "eval"], StatsOptions(), {})
+
+    def executor(args: list[str]) -> statistics_gen_executor.Executor:
+        context = base_beam_executor.BaseBeamExecutor.Context(beam_pipeline_args=args)
+        return statistics_gen_executor.Executor(context)
+
+    # The DirectRunner's worker flags (set by the pipeline for Transform and the Evaluator
+    # on large data) do not reach StatisticsGen: in memory, and no sdist built for workers.
+    multi = executor(["--direct_running_mode=multi_processing", "--direct_num_workers=2"])
+    assert multi._beam_pipeline_args == []
+    assert multi.in_memory(examples, ["train", "eval"], StatsOptions(), {})
+    # Another runner keeps TFX's Beam path (given --setup_file, TFX builds no sdist).
+    flink = executor(["--runner=FlinkRunner", "--setup_file=setup.py"])
+    assert not flink.in_memory(examples, ["train", "eval"], StatsOptions(), {})
     # Sampling needs TFX's Beam path even in-process.
     assert not statistics_gen_executor.Executor().in_memory(
         examples, ["train"], StatsOptions(sample_rate=0.5), {}
     )
-    ours = statistics_by(statistics_gen_executor.Executor, examples, tmp_path / "ours", args)
-    train = split_statistics(ours, "train")["datasets"][0]
-    assert int(train["numExamples"]) > 400
+    args = ["--direct_running_mode=multi_threading", "--direct_num_workers=2"]
+    with_flags = statistics_by(statistics_gen_executor.Executor, examples, tmp_path / "a", args)
+    without = statistics_by(statistics_gen_executor.Executor, examples, tmp_path / "b")
+    train = split_statistics(with_flags, "train")
+    assert int(train["datasets"][0]["numExamples"]) > 400
+    assert train == split_statistics(without, "train")

@@ -34,9 +34,10 @@ integer...) is typed and converted by the very functions TFX uses (tfx_bsl's typ
 Python's int() and float()). The Examples are then assembled from their wire format in numpy
 and Arrow, one column at a time.
 
-Without Beam: where Beam would run its DirectRunner in this very process with one worker
-(`beam_args.beam_runs_in_process`: no runner flag, no multi-processing or several
-workers, no pipeline made by the orchestrator), the base executor's Beam pipeline (partition,
+Without Beam: where Beam would run its DirectRunner (no runner flag, no pipeline made by the
+orchestrator; the DirectRunner's worker flags are dropped, `beam_args.in_process_context`:
+worker processes cost ingestion more than they save, so on this machine it always runs in this
+process), the base executor's Beam pipeline (partition,
 reshuffle, WriteToTFRecord) would spend ~65 us a row and ~2 s of start-up doing in this process
 what a loop does directly. So the records are streamed block by block to one GZIP TFRecord
 writer per output split, each record sent to the split _PartitionFn picks (sha256 of the same
@@ -44,7 +45,7 @@ serialization, the same bucket arithmetic, vectorised over a block), into the fi
 DirectRunner writes (Split-<name>/data_tfrecord-00000-of-00001.gz, also when a split is empty),
 and the artifact gets the same split_names, payload_format and file_format. Records are in
 input order (Beam shuffles them). Anything else goes through Beam as before: another runner,
-a multi-processing or multi-worker DirectRunner, partition_feature_name, a payload format
+partition_feature_name, a payload format
 other than tf.Example, a file format other than GZIP TFRecords, output splits with several
 input splits (which the base executor rejects). A log line says which path is taken and why.
 """
@@ -78,7 +79,7 @@ from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import io_utils, proto_utils
 from tfx_bsl.coders import csv_decoder
 
-from pipeline.beam_args import beam_runs_in_process
+from pipeline.beam_args import beam_runs_in_process, in_process_context
 
 ColumnType = csv_decoder.ColumnType
 
@@ -612,7 +613,10 @@ class _SplitWriters:
 
 class FastCsvExecutor(BaseExampleGenExecutor):
     """CsvExampleGen's executor, with the CSV read, typed and encoded in blocks; where Beam
-    would run in this process with one worker, the splits are written without Beam."""
+    would run its DirectRunner, the splits are written without Beam."""
+
+    def __init__(self, context: Any = None) -> None:
+        super().__init__(in_process_context(context))
 
     def GetInputSourceToExamplePTransform(self) -> beam.PTransform:
         return _CsvToSerializedExamples

@@ -3,7 +3,9 @@
 The component, its inputs, outputs and artifacts are TFX's; only where a split's statistics
 are computed changes. TFX's own executor runs whenever an option needs its Beam path (sharded
 output, sampling, reading a subset of paths), Beam would not run in this process, or a split's
-records exceed in_memory_statistics.IN_MEMORY_MAX_BYTES."""
+records exceed in_memory_statistics.IN_MEMORY_MAX_BYTES. On the DirectRunner both paths run in
+this process: the DirectRunner's worker flags, which the pipeline sets for Transform and the
+Evaluator on large data, are dropped here (beam_args.in_process_context)."""
 
 from __future__ import annotations
 
@@ -18,13 +20,16 @@ from tfx.components.util import examples_utils, tfxio_utils
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import io_utils, json_utils, stats_utils
 
-from pipeline import in_memory_statistics
+from pipeline import beam_args, in_memory_statistics
 
 _TELEMETRY = ["StatisticsGen"]
 
 
 class Executor(tfx_executor.Executor):
     """TFX's StatisticsGen executor; splits that fit computed in memory, without Beam."""
+
+    def __init__(self, context: Any = None) -> None:
+        super().__init__(beam_args.in_process_context(context))
 
     def Do(
         self,
