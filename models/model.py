@@ -48,6 +48,10 @@ CONTENT_ORDER_MAX_FILES_BYTES = 64 * 1024 * 1024
 # Decimals of the floats in the content-order key: coarse enough that a last-bit difference
 # rarely crosses a rounding boundary, fine enough that distinct records keep distinct keys.
 ORDER_KEY_FLOAT_DECIMALS = 2
+# Training and validation steps run per call of the traced step function: one Python round
+# trip per 25 batches instead of per batch. Same updates in the same order (the losses agree
+# to the last digit), epochs about twice as fast on the shipped data.
+STEPS_PER_EXECUTION = 25
 # The opt-in crossed feature (PIPELINE_CROSSED_EMBEDDING_BUCKETS > 0): its hashed ids and
 # their embedding table, the one large variable, which parameter_server shards across ps tasks.
 CROSSED_IDS_LAYER = "crossed_ids"
@@ -240,6 +244,7 @@ def build_model(
         optimizer=keras.optimizers.Adam(hp.get("learning_rate")),
         loss=keras.losses.BinaryCrossentropy(),
         metrics=[keras.metrics.AUC(name="auc"), keras.metrics.BinaryAccuracy(name="accuracy")],
+        steps_per_execution=STEPS_PER_EXECUTION,
     )
     return model
 
