@@ -20,7 +20,8 @@ Each component's wall time comes from its MLMD executions (registration to publi
 summed over executions: ExampleGen runs once per span); its peak memory and average cores
 busy come from the samples taken within those times. The goals printed at the end are the
 issue's: 1.5M rows under 8 GB peak, wall time from 150k to 1.5M rows growing no faster than
-the data (x10), and the data components keeping both cores busy.
+the data (x10), and the data components keeping both cores busy; and the "Faster" issue's:
+1.5M rows cold in under 240 s at under 6 GB.
 """
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ DATA_COMPONENTS = ("CsvExampleGen", "StatisticsGen", "Transform", "Evaluator")
 SHOWN_COMPONENTS = DATA_COMPONENTS[:3] + ("Trainer", "Evaluator")
 NUM_SPANS = 6
 MEMORY_GOAL_GB = 8.0
+WALL_GOAL_S = 240.0  # the "Faster" issue: 1.5M rows, Tuner off, cold
+FAST_MEMORY_GOAL_GB = 6.0
 BUSY_CORES_GOAL = 1.5  # of 2: "both cores used" on average over the data components
 MODE_NAMES = {1: "in-process", 0: "multi-processing"}
 
@@ -285,6 +288,12 @@ def print_report(results: Sequence[RunResult], load: str) -> None:
             print(
                 f"  [{mode}] 1.5M rows peak memory < {MEMORY_GOAL_GB:.0f} GB: "
                 f"{big.peak_gb:.2f} GB -> {'met' if big.peak_gb < MEMORY_GOAL_GB else 'NOT met'}"
+            )
+            fast = big.wall_s < WALL_GOAL_S and big.peak_gb < FAST_MEMORY_GOAL_GB
+            print(
+                f"  [{mode}] 1.5M rows cold in < {WALL_GOAL_S:.0f} s at < "
+                f"{FAST_MEMORY_GOAL_GB:.0f} GB (the 'Faster' issue): {big.wall_s:.0f} s, "
+                f"{big.peak_gb:.2f} GB -> {'met' if fast else 'NOT met'}"
             )
         if big and mid:
             ratio = big.wall_s / mid.wall_s
