@@ -35,6 +35,12 @@ from pipeline.settings_model import SettingsModel, SettingsTree, env_config
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 STRATEGIES = ("default", "mirrored", "multi_worker", "parameter_server")
+TRANSFORM_MATERIALIZE = ("auto", "true", "false")
+# PIPELINE_TRANSFORM_MATERIALIZE takes the words the boolean settings take.
+BOOLEAN_WORDS = {
+    **dict.fromkeys(("1", "yes", "on"), "true"),
+    **dict.fromkeys(("0", "no", "off"), "false"),
+}
 TFLITE_QUANTIZATIONS = ("dynamic", "int8")  # see pipeline/components/tflite_exporter.py
 # The names Kubeflow Pipelines v2 / Vertex accept; every runner uses them, so pipelines port.
 PIPELINE_NAME_PATTERN = re.compile(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?")
@@ -130,7 +136,8 @@ class DataSettings(SettingsModel):
 
 
 class TransformSettings(SettingsModel):
-    """Transform: how it traces preprocessing_fn, and its own statistics."""
+    """Transform: how it traces preprocessing_fn, its own statistics, and whether it writes
+    the transformed examples."""
 
     model_config = env_config("TRANSFORM_")
 
@@ -146,6 +153,33 @@ class TransformSettings(SettingsModel):
         "data, same outputs. Switch it off for a preprocessing_fn that needs "
         "TF2-only features (e.g. tf.function-decorated helpers).",
     )
+    materialize: Literal[TRANSFORM_MATERIALIZE] = Field(
+        "auto",
+        description="Transform writes the transformed examples, which the Tuner and the "
+        "Trainer read; false = it writes only the transform graph, and they read the raw "
+        "window and apply the graph to each batch (the model sees the same inputs). "
+        "auto = false once the training window's input files reach "
+        "PIPELINE_TRANSFORM_MATERIALIZE_MIN_MB (writing every transformed row then costs "
+        "more than transforming the rows training reads), else true (small data is read "
+        "many times over). Always true with a distribution strategy other than default, "
+        "the TF Lite export or Vertex training, and for auto on Vertex/Kubeflow.",
+    )
+    materialize_min_mb: int = Field(
+        120,
+        ge=0,
+        description="The training window's input size (MB) from which auto stops "
+        "materializing the transformed examples.",
+    )
+
+    @field_validator("materialize", mode="before")
+    @classmethod
+    def _boolean_words(cls, value: Any) -> Any:
+        """1/0, yes/no, on/off as the boolean settings take them."""
+        if isinstance(value, bool):
+            return str(value).lower()
+        if isinstance(value, str):
+            return BOOLEAN_WORDS.get(value.strip().lower(), value.strip().lower())
+        return value
 
 
 class TrainingSettings(SettingsModel):
