@@ -29,6 +29,7 @@ from pipeline.names import (
     CLASSIFY_SIGNATURE,
     KEY_INPUT,
     PREDICTION_KEY,
+    RAW_EXAMPLES_CONFIG,
     REGRESS_METHOD_NAME,
     REGRESS_OUTPUT,
     REGRESS_SIGNATURE,
@@ -127,8 +128,12 @@ def input_dataset(
     seed: Optional[int | tf.Tensor] = None,
     input_context: Optional[tf.distribute.InputContext] = None,
     content_order: bool = True,
+    raw: bool = False,
 ) -> tf.data.Dataset:
-    """(features, label) batches from Transform's gzipped TFRecords.
+    """(features, label) batches from Transform's gzipped TFRecords, or with `raw` from the
+    raw examples Transform read (ExampleGen's), each batch parsed with the raw feature spec and
+    put through Transform's graph, as the serving signatures do: the same model inputs and
+    label either way.
 
     Batches before parsing (one vectorized parse per batch), reads files in parallel,
     holds the serialized records in memory when they fit (in content order, for repeatable
@@ -145,14 +150,20 @@ def input_dataset(
     """
     files = sorted(f for pattern in file_patterns for f in tf.io.gfile.glob(pattern))
     if not files:
-        raise FileNotFoundError(f"no transformed examples match {file_patterns}")
-    feature_spec = tf_transform_output.transformed_feature_spec()
+        kind = "raw" if raw else "transformed"
+        raise FileNotFoundError(f"no {kind} examples match {file_patterns}")
+    if raw:
+        feature_spec = tf_transform_output.raw_feature_spec()
+        # Once, outside the map function: it loads the transform graph.
+        transform_layer = tf_transform_output.transform_features_layer()
+    else:
+        feature_spec = tf_transform_output.transformed_feature_spec()
     dataset = tf.data.TFRecordDataset(
         files, compression_type="GZIP", num_parallel_reads=tf.data.AUTOTUNE
     )
     files_bytes = sum(tf.io.gfile.stat(f).length for f in files)
     if content_order and files_bytes < CONTENT_ORDER_MAX_FILES_BYTES:
-        dataset = _in_content_order(dataset, feature_spec)
+        dataset = _in_content_order(dataset, None if raw else feature_spec)
     elif files_bytes < CACHE_MAX_FILES_BYTES:
         dataset = dataset.cache()
     if shuffle:
@@ -165,6 +176,8 @@ def input_dataset(
 
     def parse(serialized):
         parsed = tf.io.parse_example(serialized, feature_spec)
+        if raw:
+            parsed = transform_layer(parsed)
         label = parsed.pop(features.LABEL_KEY)
         return {k: parsed[k] for k in model_input_keys()}, label
 
@@ -172,7 +185,7 @@ def input_dataset(
 
 
 def _in_content_order(
-    records: tf.data.Dataset, feature_spec: dict[str, tf.io.FixedLenFeature]
+    records: tf.data.Dataset, feature_spec: Optional[dict[str, tf.io.FixedLenFeature]]
 ) -> tf.data.Dataset:
     """The records in memory, in an order set by their content alone.
 
@@ -181,11 +194,22 @@ def _in_content_order(
     differently; with the order fixed, the seeds make training repeatable. The order key
     rounds the floats (ORDER_KEY_FLOAT_DECIMALS): Beam's combiners add Transform's
     statistics in no fixed order, so a z-score may differ in its last bit from run to run,
-    and a key over the raw bytes would then reorder most records."""
+    and a key over the raw bytes would then reorder most records. Raw examples
+    (`feature_spec` None) are byte-for-byte the same in every run: their bytes are the key."""
     batches = list(records.batch(65_536))
     if not batches:
         return records
     serialized = tf.concat(batches, axis=0)
+    keys = serialized if feature_spec is None else _content_keys(serialized, feature_spec)
+    # Stable: records with equal keys (near-duplicates) keep their relative order.
+    order = tf.argsort(tf.strings.to_hash_bucket_fast(keys, 2**62), stable=True)
+    return tf.data.Dataset.from_tensor_slices(tf.gather(serialized, order))
+
+
+def _content_keys(
+    serialized: tf.Tensor, feature_spec: dict[str, tf.io.FixedLenFeature]
+) -> tf.Tensor:
+    """One string per transformed record: its values, floats rounded."""
     parsed = tf.io.parse_example(serialized, feature_spec)
     columns = []
     for name in sorted(parsed):
@@ -197,10 +221,7 @@ def _in_content_order(
         if value.dtype != tf.string:
             value = tf.strings.as_string(value)
         columns.append(tf.strings.reduce_join(value, axis=1, separator=","))
-    keys = tf.strings.reduce_join(tf.stack(columns, axis=1), axis=1, separator="|")
-    # Stable: records with equal keys (near-duplicates) keep their relative order.
-    order = tf.argsort(tf.strings.to_hash_bucket_fast(keys, 2**62), stable=True)
-    return tf.data.Dataset.from_tensor_slices(tf.gather(serialized, order))
+    return tf.strings.reduce_join(tf.stack(columns, axis=1), axis=1, separator="|")
 
 
 def build_model(
@@ -513,11 +534,13 @@ def _train_and_export(fn_args: tfx.components.FnArgs, strategy: tf.distribute.St
         type(strategy).__name__,
         global_batch,
     )
+    raw = bool(config.get(RAW_EXAMPLES_CONFIG))
+    logging.info("Reading %s examples", "raw" if raw else "transformed")
     train = _distributed_input(
-        strategy, fn_args.train_files, tf_transform_output, global_batch, seed=seed
+        strategy, fn_args.train_files, tf_transform_output, global_batch, seed=seed, raw=raw
     )
     evaluation = _distributed_input(
-        strategy, fn_args.eval_files, tf_transform_output, global_batch, shuffle=False
+        strategy, fn_args.eval_files, tf_transform_output, global_batch, shuffle=False, raw=raw
     )
     with strategy.scope():
         model = build_model(hp, int(config.get("crossed_embedding_buckets") or 0))

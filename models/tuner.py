@@ -9,6 +9,7 @@ import tensorflow_transform as tft
 import tf_keras as keras
 
 from models import hyperparameters, model
+from pipeline.names import RAW_EXAMPLES_CONFIG
 from pipeline.tfx_api import tfx
 
 OBJECTIVE = keras_tuner.Objective("val_auc", direction="max")
@@ -68,6 +69,7 @@ def tuner_fn(fn_args: tfx.components.FnArgs) -> tfx.components.TunerFnResult:
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_graph_path)
     batch_size = int(config.get("batch_size", 128))
     seed = config.get("seed")
+    raw = bool(config.get(RAW_EXAMPLES_CONFIG))  # raw examples: Transform materialized none
     tuner = KerasTwoTuner(
         oracle=keras_tuner.oracles.BayesianOptimizationOracle(
             objective=OBJECTIVE,
@@ -75,9 +77,11 @@ def tuner_fn(fn_args: tfx.components.FnArgs) -> tfx.components.TunerFnResult:
             max_trials=int(config.get("max_trials", 3)),
             seed=None if seed is None else int(seed),
         ),
-        train=model.input_dataset(fn_args.train_files, tf_transform_output, batch_size, seed=seed),
+        train=model.input_dataset(
+            fn_args.train_files, tf_transform_output, batch_size, seed=seed, raw=raw
+        ),
         evaluation=model.input_dataset(
-            fn_args.eval_files, tf_transform_output, batch_size, shuffle=False
+            fn_args.eval_files, tf_transform_output, batch_size, shuffle=False, raw=raw
         ),
         steps=fn_args.train_steps,
         eval_steps=fn_args.eval_steps,

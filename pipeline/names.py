@@ -30,6 +30,9 @@ SPAN_PROPERTY = "span"  # ExampleGen's span number (and ProgressiveValidation's)
 SPANS_PROPERTY = "spans"  # WindowExamples: the spans merged into one artifact
 AUC_PROPERTY = "auc"  # ProgressiveValidation: the current model's AUC on the new span
 MODEL_ID_PROPERTY = "model_id"  # ProgressiveValidation: which model was scored
+# Tuner and Trainer custom_config: set when they read raw examples and apply the transform
+# graph themselves (Transform materializes none); absent, they read transformed examples.
+RAW_EXAMPLES_CONFIG = "raw_examples"
 # TFX's Evaluator names the judged model `candidate` when a baseline was evaluated too.
 EVALUATOR_CANDIDATE = "candidate"
 

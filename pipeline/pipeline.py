@@ -32,6 +32,7 @@ from pipeline.names import (
     PREVIOUS_SPAN_KEY,
     PREVIOUS_SPAN_RESOLVER_ID,
     PROGRESSIVE_VALIDATION_ID,
+    RAW_EXAMPLES_CONFIG,
     SPAN_WINDOW_RESOLVER_ID,
     TFLITE_EXPORTER_ID,
     WINDOW_EXAMPLES_ID,
@@ -121,15 +122,27 @@ def create_pipeline(
     window_nodes, training_examples = _training_window(settings, example_gen, validation.gate)
     checks = _checks_before_training(settings, example_gen, validation)
     code_config = {"models_fingerprint": models_fingerprint(), "seed": settings.training.seed}
-    transform = _transform(settings.transform, training_examples, validation.schema, code_config)
+    materialize = spans.transform_materializes(settings)
+    transform = _transform(
+        settings.transform, training_examples, validation.schema, code_config, materialize
+    )
     for node in [validation.gate, *checks.before_training]:
         transform.add_upstream_node(node)
-    training_config = _training_config(settings.training, code_config)
+    training_config = _training_config(settings.training, code_config, materialize)
+    # Without materialized examples the Tuner and the Trainer read Transform's own input and
+    # apply its graph to each batch (models/model.py, input_dataset).
+    examples = transform.outputs["transformed_examples"] if materialize else training_examples
     tuning_nodes, hyperparameters = _hyperparameters(
-        settings.training, settings.resolvers, transform, training_config
+        settings.training, settings.resolvers, transform, examples, training_config
     )
     trainer = _trainer(
-        settings, transform, validation.schema, hyperparameters, checks.base_model, training_config
+        settings,
+        transform,
+        examples,
+        validation.schema,
+        hyperparameters,
+        checks.base_model,
+        training_config,
     )
     baseline = _baseline_resolver(settings, trainer.outputs["model"])
     # Evaluated on the held-out split of this run's ExampleGen output only: the newest span
@@ -288,6 +301,7 @@ def _transform(
     examples: tfx.types.BaseChannel,
     schema: tfx.types.BaseChannel,
     code_config: dict,
+    materialize: bool,
 ) -> tfx.types.BaseComponent:
     return tfx.components.Transform(
         examples=examples,
@@ -299,16 +313,19 @@ def _transform(
         disable_statistics=not settings.statistics,
         custom_config=code_config,
         force_tf_compat_v1=settings.tf1_graph,
+        materialize=materialize,
     )
 
 
-def _training_config(settings: TrainingSettings, code_config: dict) -> dict:
+def _training_config(settings: TrainingSettings, code_config: dict, materialize: bool) -> dict:
     """custom_config of the Tuner and the Trainer (models/model.py reads it)."""
     config = {
         **code_config,
         "batch_size": settings.batch_size,
         "distribution_strategy": settings.distribution_strategy,
     }
+    if not materialize:
+        config[RAW_EXAMPLES_CONFIG] = 1  # absent otherwise: the config of earlier runs
     if settings.crossed_embedding_buckets:
         config["crossed_embedding_buckets"] = settings.crossed_embedding_buckets
     if settings.distribution_strategy == "parameter_server":
@@ -325,6 +342,7 @@ def _hyperparameters(
     settings: TrainingSettings,
     resolvers: str,
     transform: tfx.types.BaseComponent,
+    examples: tfx.types.BaseChannel,
     training_config: dict,
 ) -> tuple:
     """(nodes, the Trainer's hyperparameters channel): the Tuner's result; with tuning off,
@@ -333,7 +351,7 @@ def _hyperparameters(
     if settings.enable_tuning:
         tuner = tfx.components.Tuner(
             tuner_fn="models.tuner.tuner_fn",
-            examples=transform.outputs["transformed_examples"],
+            examples=examples,
             transform_graph=transform.outputs["transform_graph"],
             train_args=tfx.proto.TrainArgs(num_steps=settings.tuner_train_steps),
             eval_args=tfx.proto.EvalArgs(num_steps=settings.eval_steps),
@@ -352,6 +370,7 @@ def _hyperparameters(
 def _trainer(
     settings: PipelineSettings,
     transform: tfx.types.BaseComponent,
+    examples: tfx.types.BaseChannel,
     schema: tfx.types.BaseChannel,
     hyperparameters: Optional[tfx.types.BaseChannel],
     base_model: Optional[tfx.types.BaseChannel],
@@ -371,7 +390,7 @@ def _trainer(
     )
     return trainer_class(
         run_fn="models.model.run_fn",
-        examples=transform.outputs["transformed_examples"],
+        examples=examples,
         transform_graph=transform.outputs["transform_graph"],
         schema=schema,
         hyperparameters=hyperparameters,

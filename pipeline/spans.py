@@ -177,6 +177,50 @@ def with_beam_workers(settings: PipelineSettings) -> PipelineSettings:
     return settings.with_overrides(beam_direct_num_workers="0" if large else "1")
 
 
+def transform_materializes(settings: PipelineSettings) -> bool:
+    """Whether Transform writes the transformed examples (PIPELINE_TRANSFORM_MATERIALIZE), with
+    auto resolved against the data as with_beam_workers resolves the Beam mode: false once the
+    training window's input files reach PIPELINE_TRANSFORM_MATERIALIZE_MIN_MB. Only local and
+    Airflow runs reading files look at the data; a compiled Kubeflow/Vertex spec (or a query)
+    keeps materializing under auto. Forced on where only transformed examples will do: the
+    distribution strategies other than default, the TF Lite export (its representative data)
+    and Vertex training. Logs the decision."""
+    strategy = settings.training.distribution_strategy
+    forced = [
+        variable
+        for variable, needs in (
+            (f"PIPELINE_DISTRIBUTION_STRATEGY={strategy}", strategy != "default"),
+            ("PIPELINE_TFLITE_EXPORT", settings.tflite.export),
+            ("PIPELINE_VERTEX_TRAINING_REPLICAS", settings.cloud.vertex_training_replicas > 0),
+        )
+        if needs
+    ]
+    setting = settings.transform.materialize
+    if forced:
+        materialize, why = True, f"needed by {', '.join(forced)}"
+    elif setting != "auto":
+        materialize, why = setting == "true", f"PIPELINE_TRANSFORM_MATERIALIZE={setting}"
+    elif settings.data.bigquery_query or settings.on_kubeflow:
+        materialize, why = True, "auto: the data is not read where the pipeline is compiled"
+    else:
+        megabytes = window_input_bytes(settings) / 2**20
+        materialize = megabytes < settings.transform.materialize_min_mb
+        why = (
+            f"training window {megabytes:.0f} MB, threshold "
+            f"{settings.transform.materialize_min_mb} MB"
+        )
+    # Asked not to, and forced: a warning, not an error (the run still trains the same model).
+    log = logging.warning if forced and setting == "false" else logging.info
+    log(
+        "Transform: %s (%s)",
+        "materializes the transformed examples"
+        if materialize
+        else "writes no transformed examples; the Tuner and the Trainer transform the raw window",
+        why,
+    )
+    return materialize
+
+
 def read_csv(path: Path) -> list[dict[str, str]]:
     """A span file's rows as dicts of raw strings (tests, benchmarks and replays slice spans)."""
     with open(path, newline="") as f:
