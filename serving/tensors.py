@@ -17,6 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from serving import example_check
+from serving.model_call import ModelCall
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
@@ -99,6 +100,7 @@ class Signature:
     def __init__(self, name: str, function):
         self.name = name
         self.function = function
+        self._call = ModelCall(name, function)  # the flat call (serving/model_call.py)
         _, kwargs = function.structured_input_signature
         self.inputs: dict[str, tf.DType] = {}
         for key, spec in kwargs.items():
@@ -206,8 +208,9 @@ class Signature:
         # Straight from the Python lists (bytes, floats, ints: convert() made them so): one
         # conversion per input, not a numpy array first and a tensor from it.
         inputs = self.inputs
-        tensors = {key: tf.constant(values, inputs[key]) for key, values in columns.items()}
-        return {key: value.numpy() for key, value in self.function(**tensors).items()}
+        return self._call(
+            {key: tf.constant(values, inputs[key]) for key, values in columns.items()}
+        )
 
 
 def rows(columns: dict[str, list]) -> int:
