@@ -59,25 +59,28 @@ def saved(tmp_path_factory) -> str:
     return _save(_Model(), str(tmp_path_factory.mktemp("model_call") / "1"))
 
 
-def _tensors(zeta: list, alpha: list) -> dict:
-    return {"zeta": tf.constant(zeta, tf.float32), "alpha": tf.constant(alpha, tf.string)}
+INPUTS = {"zeta": tf.float32, "alpha": tf.string}
+
+
+def _columns(zeta: list, alpha: list) -> dict:
+    return {"zeta": zeta, "alpha": alpha}
 
 
 def test_the_flat_call_is_taken_once_it_answered_as_the_public_call(saved):
     loaded = tf.saved_model.load(saved)
     function = loaded.signatures["serving_default"]
-    call = ModelCall("serving_default", function)
+    call = ModelCall("serving_default", function, INPUTS)
     assert call.order is not None and set(call.order) == {"zeta", "alpha"}
     assert call.flat_verified is None
 
-    first = call(_tensors([1.5], [b"b"]))
+    first = call(_columns([1.5], [b"b"]))
     assert call.flat_verified is True
     assert call.executor is None  # the assert's control flow: the default executor
     assert first["scaled"].tolist() == [4.5] and first["code"].tolist() == [2]
 
     for zeta, alpha in (([0.0, 2.0], [b"a", b"zz"]), ([7.0] * 5, [b"b"] * 5)):
-        tensors = _tensors(zeta, alpha)
-        flat = call(tensors)
+        flat = call(_columns(zeta, alpha))
+        tensors = {"zeta": tf.constant(zeta, tf.float32), "alpha": tf.constant(alpha)}
         public = {k: v.numpy() for k, v in function(**tensors).items()}
         assert set(flat) == set(public)
         for key in public:
@@ -86,31 +89,31 @@ def test_the_flat_call_is_taken_once_it_answered_as_the_public_call(saved):
 
 def test_a_bad_input_fails_the_same_through_both_paths(saved):
     loaded = tf.saved_model.load(saved)
-    call = ModelCall("serving_default", loaded.signatures["serving_default"])
+    call = ModelCall("serving_default", loaded.signatures["serving_default"], INPUTS)
     with pytest.raises(tf.errors.InvalidArgumentError, match="zeta must not be negative"):
-        call(_tensors([-1.0], [b"a"]))
+        call(_columns([-1.0], [b"a"]))
     assert call.flat_verified is None  # a failed call checks nothing
-    call(_tensors([1.0], [b"a"]))
+    call(_columns([1.0], [b"a"]))
     assert call.flat_verified is True
     with pytest.raises(tf.errors.InvalidArgumentError, match="zeta must not be negative"):
-        call(_tensors([2.0, -1.0], [b"a", b"b"]))
+        call(_columns([2.0, -1.0], [b"a", b"b"]))
 
 
 def test_a_graph_without_control_flow_runs_on_the_single_threaded_executor(tmp_path):
     loaded = tf.saved_model.load(_save(_Plain(), str(tmp_path / "plain")))
-    call = ModelCall("serving_default", loaded.signatures["serving_default"])
-    assert call({"x": tf.constant([1.0])})["y"].tolist() == [3.0]
+    call = ModelCall("serving_default", loaded.signatures["serving_default"], {"x": tf.float32})
+    assert call({"x": [1.0]})["y"].tolist() == [3.0]
     assert call.flat_verified is True and call.executor == model_call.SINGLE_THREADED
-    assert call({"x": tf.constant([2.0, -1.0])})["y"].tolist() == [5.0, -1.0]
+    assert call({"x": [2.0, -1.0]})["y"].tolist() == [5.0, -1.0]
 
 
 def test_a_function_without_tensorflows_internals_is_called_the_public_way():
     def function(x):  # a plain callable: no flat form to call
         return {"y": x * 2}
 
-    call = ModelCall("plain", function)
+    call = ModelCall("plain", function, {"x": tf.float32})
     assert call.flat_verified is False
-    assert call({"x": tf.constant([1.0, 2.0])})["y"].tolist() == [2.0, 4.0]
+    assert call({"x": [1.0, 2.0]})["y"].tolist() == [2.0, 4.0]
     assert call.flat_verified is False
 
 
