@@ -9,6 +9,11 @@ and form the next batch, so batches grow with the load. Only under concurrent lo
 previous batch merged several requests) does it also wait up to `max_wait` for others to join: a
 lone client pays no batching delay.
 
+Requests come from the event loop (`predict`: REST) or from other threads (`predict_blocking`:
+the gRPC server's threads). A thread's request is called in that thread when nothing else is
+being served and the last batch was not merged (a lone client: no hand-off to the loop and
+back, about 0.3 ms of a gRPC call); otherwise it joins the loop's queue like any other.
+
 Isolation: a request fails only if it would fail alone. Before requests are merged, each is
 checked where that is possible without the model (serialized tf.Examples against the spec the
 signature parses them with, serving/example_check.py): one that certainly fails is answered on
@@ -22,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import dataclasses
+import threading
 from typing import Callable, Optional
 
 import numpy as np
@@ -35,7 +41,7 @@ from serving.tensors import Signature, rows
 class _Pending:
     columns: dict[str, list]
     rows: int
-    future: asyncio.Future
+    future: Optional[asyncio.Future]
 
 
 class Batcher:
@@ -48,10 +54,55 @@ class Batcher:
         self.calls = 0  # model calls made, for the benchmark and tests
         self.rows = 0
         self.isolations = 0  # merged calls that failed and were split
+        self.direct_calls = 0  # threads' lone requests called in their own thread
+        # Requests being served now (from the loop and from threads), and whether the last
+        # batch merged several: a thread's request is called in place only when neither.
+        self._lock = threading.Lock()
+        self._in_flight = 0
+        self._merging = False
         # Called with (signature name, rows) for each model call: the batch-size metric.
         self.on_call: Optional[Callable[[str, int], None]] = None
 
     async def predict(
+        self, model: LoadedVersion, signature: Signature, columns: dict[str, list]
+    ) -> dict[str, np.ndarray]:
+        """The request's outputs (on the event loop)."""
+        with self._lock:
+            self._in_flight += 1
+        try:
+            return await self._predict(model, signature, columns)
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+
+    def predict_blocking(
+        self,
+        model: LoadedVersion,
+        signature: Signature,
+        columns: dict[str, list],
+        loop: asyncio.AbstractEventLoop,
+    ) -> dict[str, np.ndarray]:
+        """The request's outputs, from a thread other than `loop`'s (which runs `predict`):
+        called in this thread if nothing else is being served, else batched on the loop."""
+        with self._lock:
+            alone = self._in_flight == 0 and not self._merging and self.max_batch_size > 1
+            if alone:
+                self._in_flight += 1
+        if not alone:
+            return asyncio.run_coroutine_threadsafe(
+                self.predict(model, signature, columns), loop
+            ).result()
+        try:
+            self.direct_calls += 1
+            answer = self._answers(signature, [_Pending(columns, rows(columns), None)])[0]
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
+
+    async def _predict(
         self, model: LoadedVersion, signature: Signature, columns: dict[str, list]
     ) -> dict[str, np.ndarray]:
         n = rows(columns)
@@ -95,6 +146,7 @@ class Batcher:
                 batch.append(item)
                 total += item.rows
             concurrent_load = len(batch) > 1 or carry is not None or not queue.empty()
+            self._merging = concurrent_load
             # A lone request with nobody waiting is called on the event loop itself: handing
             # it to a thread and back costs ~0.2 ms, a third of the model call. Under load the
             # loop stays free to take requests while the model runs.

@@ -4,6 +4,7 @@ failing merged call fails only the requests that fail alone (bad tf.Examples are
 merged calls altogether)."""
 
 import asyncio
+import concurrent.futures
 import threading
 import types
 
@@ -214,3 +215,84 @@ def test_a_lone_bad_example_gets_the_checks_message(parser):
     error = asyncio.run(scenario())
     assert isinstance(error, RequestError) and error.status == 400
     assert "input 'examples' row 0: is not a serialized tf.Example" in str(error)
+
+
+def test_a_threads_lone_request_is_called_in_that_thread(signature):
+    """gRPC's threads (Batcher.predict_blocking): nothing else being served, the request is
+    called where it is, without going through the event loop."""
+    recording = _ThreadRecordingSignature(signature)
+    batcher = Batcher(max_batch_size=256, max_wait_seconds=0.002)
+
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        answers = []
+
+        def client():
+            for value in (1.0, 2.0, -3.0):
+                try:
+                    answers.append(batcher.predict_blocking(MODEL, recording, {"x": [value]}, loop))
+                except RequestError as error:
+                    answers.append(error)
+
+        thread = threading.Thread(target=client, name="client-thread")
+        thread.start()
+        await loop.run_in_executor(None, thread.join)
+        await batcher.close()
+        return answers
+
+    one, two, bad = asyncio.run(scenario())
+    assert one["y"].tolist() == [2.0] and two["y"].tolist() == [4.0]
+    assert isinstance(bad, RequestError) and bad.status == 400
+    assert "x must not be negative" in str(bad)
+    assert recording.threads == ["client-thread"] * 3
+    assert batcher.direct_calls == 3 and batcher.calls == 3
+
+
+class _GatedSignature(Signature):
+    """The real signature; a call of `rows` rows waits until the gate opens."""
+
+    def __init__(self, signature: Signature, rows: int):
+        super().__init__(signature.name, signature.function)
+        self.rows, self.gate = rows, threading.Event()
+
+    def __call__(self, columns):
+        if len(columns["x"]) == self.rows:
+            self.gate.wait()
+        return super().__call__(columns)
+
+
+def test_threads_requests_go_to_the_loop_while_another_is_served(signature):
+    """While a request is being served, a thread's request goes to the loop's queue (and may
+    be merged there); a bad one among them fails alone."""
+    batcher = Batcher(max_batch_size=200, max_wait_seconds=0.002)
+    gated = _GatedSignature(signature, rows=200)
+    values = [float(i) for i in range(12)] + [-1.0]
+
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        pool = concurrent.futures.ThreadPoolExecutor(len(values), "client")
+
+        def call(value):
+            try:
+                return batcher.predict_blocking(MODEL, gated, {"x": [value]}, loop)
+            except RequestError as error:
+                return error
+
+        # A full batch (in a model thread), held until the threads have their answers.
+        busy = asyncio.ensure_future(batcher.predict(MODEL, gated, {"x": [0.5] * 200}))
+        await asyncio.sleep(0)
+        answers = await asyncio.gather(*(loop.run_in_executor(pool, call, v) for v in values))
+        gated.gate.set()
+        held = await busy
+        pool.shutdown()
+        await batcher.close()
+        return held, answers
+
+    held, answers = asyncio.run(scenario())
+    assert held["y"].tolist() == [1.0] * 200
+    for value, answer in zip(values, answers):
+        if value < 0:
+            assert isinstance(answer, RequestError) and "x must not be negative" in str(answer)
+        else:
+            assert answer["y"].tolist() == [2.0 * value]
+    assert batcher.direct_calls == 0
