@@ -9,10 +9,10 @@ and form the next batch, so batches grow with the load. Only under concurrent lo
 previous batch merged several requests) does it also wait up to `max_wait` for others to join: a
 lone client pays no batching delay.
 
-Requests come from the event loop (`predict`: REST) or from other threads (`predict_blocking`:
-the gRPC server's threads). A thread's request is called in that thread when nothing else is
-being served and the last batch was not merged (a lone client: no hand-off to the loop and
-back, about 0.3 ms of a gRPC call); otherwise it joins the loop's queue like any other.
+Requests from the event loop (`predict`: REST) queue as above; requests from other threads
+(`predict_blocking`: the gRPC server's threads) are batched among themselves in those threads,
+by the same rules and limits (serving/thread_batching.py: a lone one is called in its own
+thread, the others merge while a call runs).
 
 Isolation: a request fails only if it would fail alone. Before requests are merged, each is
 checked where that is possible without the model (serialized tf.Examples against the spec the
@@ -35,6 +35,7 @@ import numpy as np
 from serving import model_errors
 from serving.model_store import LoadedVersion
 from serving.tensors import Signature, rows
+from serving.thread_batching import ThreadBatches
 
 
 @dataclasses.dataclass
@@ -54,12 +55,8 @@ class Batcher:
         self.calls = 0  # model calls made, for the benchmark and tests
         self.rows = 0
         self.isolations = 0  # merged calls that failed and were split
-        self.direct_calls = 0  # threads' lone requests called in their own thread
-        # Requests being served now (from the loop and from threads), and whether the last
-        # batch merged several: a thread's request is called in place only when neither.
-        self._lock = threading.Lock()
-        self._in_flight = 0
-        self._merging = False
+        self._thread_batches: dict[tuple[int, str], ThreadBatches] = {}
+        self._thread_batches_lock = threading.Lock()
         # Called with (signature name, rows) for each model call: the batch-size metric.
         self.on_call: Optional[Callable[[str, int], None]] = None
 
@@ -67,44 +64,6 @@ class Batcher:
         self, model: LoadedVersion, signature: Signature, columns: dict[str, list]
     ) -> dict[str, np.ndarray]:
         """The request's outputs (on the event loop)."""
-        with self._lock:
-            self._in_flight += 1
-        try:
-            return await self._predict(model, signature, columns)
-        finally:
-            with self._lock:
-                self._in_flight -= 1
-
-    def predict_blocking(
-        self,
-        model: LoadedVersion,
-        signature: Signature,
-        columns: dict[str, list],
-        loop: asyncio.AbstractEventLoop,
-    ) -> dict[str, np.ndarray]:
-        """The request's outputs, from a thread other than `loop`'s (which runs `predict`):
-        called in this thread if nothing else is being served, else batched on the loop."""
-        with self._lock:
-            alone = self._in_flight == 0 and not self._merging and self.max_batch_size > 1
-            if alone:
-                self._in_flight += 1
-        if not alone:
-            return asyncio.run_coroutine_threadsafe(
-                self.predict(model, signature, columns), loop
-            ).result()
-        try:
-            self.direct_calls += 1
-            answer = self._answers(signature, [_Pending(columns, rows(columns), None)])[0]
-        finally:
-            with self._lock:
-                self._in_flight -= 1
-        if isinstance(answer, BaseException):
-            raise answer
-        return answer
-
-    async def _predict(
-        self, model: LoadedVersion, signature: Signature, columns: dict[str, list]
-    ) -> dict[str, np.ndarray]:
         n = rows(columns)
         if n >= self.max_batch_size or self.max_batch_size == 1:  # already a full batch
             loop = asyncio.get_running_loop()
@@ -119,6 +78,26 @@ class Batcher:
         future = asyncio.get_running_loop().create_future()
         await queue.put(_Pending(columns, n, future))
         return await future
+
+    def predict_blocking(
+        self, model: LoadedVersion, signature: Signature, columns: dict[str, list]
+    ) -> dict[str, np.ndarray]:
+        """The request's outputs, from a thread that may block (not the event loop's):
+        batched with the other threads' requests (serving/thread_batching.py)."""
+        key = (model.version, signature.name)
+        batches = self._thread_batches.get(key)
+        if batches is None:
+            with self._thread_batches_lock:
+                batches = self._thread_batches.get(key)
+                if batches is None:
+                    batches = self._thread_batches[key] = ThreadBatches(
+                        self.max_batch_size,
+                        lambda requests: self._answers(signature, requests),
+                    )
+        answer = batches.answer(_Pending(columns, rows(columns), None), rows(columns))
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
 
     async def _work(self, queue: asyncio.Queue, signature: Signature) -> None:
         carry: Optional[_Pending] = None
@@ -146,7 +125,6 @@ class Batcher:
                 batch.append(item)
                 total += item.rows
             concurrent_load = len(batch) > 1 or carry is not None or not queue.empty()
-            self._merging = concurrent_load
             # A lone request with nobody waiting is called on the event loop itself: handing
             # it to a thread and back costs ~0.2 ms, a third of the model call. Under load the
             # loop stays free to take requests while the model runs.
@@ -225,6 +203,10 @@ class Batcher:
             if self._queues[key].empty():
                 self._workers.pop(key).cancel()
                 self._queues.pop(key)
+        with self._thread_batches_lock:
+            for key in [k for k in self._thread_batches if k[0] not in versions]:
+                if not self._thread_batches[key].busy:
+                    del self._thread_batches[key]
 
     async def close(self) -> None:
         for task in self._workers.values():

@@ -219,33 +219,26 @@ def test_a_lone_bad_example_gets_the_checks_message(parser):
 
 def test_a_threads_lone_request_is_called_in_that_thread(signature):
     """gRPC's threads (Batcher.predict_blocking): nothing else being served, the request is
-    called where it is, without going through the event loop."""
+    called where it is, at once."""
     recording = _ThreadRecordingSignature(signature)
     batcher = Batcher(max_batch_size=256, max_wait_seconds=0.002)
+    answers = []
 
-    async def scenario():
-        loop = asyncio.get_running_loop()
-        answers = []
+    def client():
+        for value in (1.0, 2.0, -3.0):
+            try:
+                answers.append(batcher.predict_blocking(MODEL, recording, {"x": [value]}))
+            except RequestError as error:
+                answers.append(error)
 
-        def client():
-            for value in (1.0, 2.0, -3.0):
-                try:
-                    answers.append(batcher.predict_blocking(MODEL, recording, {"x": [value]}, loop))
-                except RequestError as error:
-                    answers.append(error)
-
-        thread = threading.Thread(target=client, name="client-thread")
-        thread.start()
-        await loop.run_in_executor(None, thread.join)
-        await batcher.close()
-        return answers
-
-    one, two, bad = asyncio.run(scenario())
+    thread = threading.Thread(target=client, name="client-thread")
+    thread.start()
+    thread.join()
+    one, two, bad = answers
     assert one["y"].tolist() == [2.0] and two["y"].tolist() == [4.0]
     assert isinstance(bad, RequestError) and bad.status == 400
     assert "x must not be negative" in str(bad)
-    assert recording.threads == ["client-thread"] * 3
-    assert batcher.direct_calls == 3 and batcher.calls == 3
+    assert recording.threads == ["client-thread"] * 3 and batcher.calls == 3
 
 
 class _GatedSignature(Signature):
@@ -261,38 +254,36 @@ class _GatedSignature(Signature):
         return super().__call__(columns)
 
 
-def test_threads_requests_go_to_the_loop_while_another_is_served(signature):
-    """While a request is being served, a thread's request goes to the loop's queue (and may
-    be merged there); a bad one among them fails alone."""
-    batcher = Batcher(max_batch_size=200, max_wait_seconds=0.002)
-    gated = _GatedSignature(signature, rows=200)
+def test_threads_requests_that_arrive_during_a_call_merge_into_the_next(signature):
+    """Requests from threads that arrive while a call runs wait for it, then go in one call;
+    a bad one among them fails alone."""
+    batcher = Batcher(max_batch_size=256, max_wait_seconds=0.002)
+    gated = _GatedSignature(signature, rows=3)
     values = [float(i) for i in range(12)] + [-1.0]
+    pool = concurrent.futures.ThreadPoolExecutor(len(values) + 1, "client")
 
-    async def scenario():
-        loop = asyncio.get_running_loop()
-        pool = concurrent.futures.ThreadPoolExecutor(len(values), "client")
+    def call(columns):
+        try:
+            return batcher.predict_blocking(MODEL, gated, columns)
+        except RequestError as error:
+            return error
 
-        def call(value):
-            try:
-                return batcher.predict_blocking(MODEL, gated, {"x": [value]}, loop)
-            except RequestError as error:
-                return error
-
-        # A full batch (in a model thread), held until the threads have their answers.
-        busy = asyncio.ensure_future(batcher.predict(MODEL, gated, {"x": [0.5] * 200}))
-        await asyncio.sleep(0)
-        answers = await asyncio.gather(*(loop.run_in_executor(pool, call, v) for v in values))
-        gated.gate.set()
-        held = await busy
-        pool.shutdown()
-        await batcher.close()
-        return held, answers
-
-    held, answers = asyncio.run(scenario())
-    assert held["y"].tolist() == [1.0] * 200
-    for value, answer in zip(values, answers):
+    first = pool.submit(call, {"x": [0.5, 1.5, 2.5]})  # holds the model until the gate opens
+    batches = batcher._thread_batches
+    while not batches or not next(iter(batches.values())).busy:
+        threading.Event().wait(0.001)
+    rest = [pool.submit(call, {"x": [value]}) for value in values]
+    while len(next(iter(batches.values()))._waiting) < len(values):
+        threading.Event().wait(0.001)
+    gated.gate.set()
+    assert first.result()["y"].tolist() == [1.0, 3.0, 5.0]
+    for value, future in zip(values, rest):
+        answer = future.result()
         if value < 0:
             assert isinstance(answer, RequestError) and "x must not be negative" in str(answer)
         else:
             assert answer["y"].tolist() == [2.0 * value]
-    assert batcher.direct_calls == 0
+    pool.shutdown()
+    # The held call, one merged call of the 13 (failed: split down to the bad one).
+    assert batcher.rows >= 3 + len(values) and batcher.isolations >= 1
+    assert batcher.calls < 1 + len(values)
