@@ -97,6 +97,10 @@ class Metrics:
             registry=self.registry,
         )
         self.registry.register(_Versions(model_name, store))
+        # (model, version, method, protocol, status) -> the counter's and histogram's
+        # children: labels() validates and locks on every call. Keyed by the labels as
+        # counted, which clients cannot grow without bound (see the module's docstring).
+        self._children: dict[tuple, tuple] = {}
 
     # ---- recording ---------------------------------------------------------------------
     def model_label(self, name: Optional[str]) -> str:
@@ -113,9 +117,16 @@ class Metrics:
     ) -> None:
         model = self.model_label(model)
         method = method if method in METHODS else UNKNOWN
-        version = str(version) if version is not None else ""
-        self.requests.labels(model, version, method, protocol, status).inc()
-        self.latency.labels(model, method, protocol).observe(seconds)
+        key = (model, version, method, protocol, status)
+        children = self._children.get(key)
+        if children is None:
+            version = str(version) if version is not None else ""
+            children = self._children[key] = (
+                self.requests.labels(model, version, method, protocol, status),
+                self.latency.labels(model, method, protocol),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
 
     def observe_batch(self, signature_name: str, rows: int) -> None:
         """The Batcher's hook: one model call of `rows` rows."""

@@ -11,12 +11,13 @@ import binascii
 import dataclasses
 import json
 import math
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import tensorflow as tf
 
 from serving import example_check
+from serving.model_call import ModelCall
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
@@ -33,13 +34,13 @@ class RequestError(ValueError):
 
 # dtype of each input -> how a JSON value becomes one element of it.
 def _to_string(name: str, value: Any) -> bytes:
-    if value is None:
-        return b""  # missing value, as serving_raw documents
     if isinstance(value, str):
         try:
             return value.encode("utf-8")
         except UnicodeEncodeError:  # a lone surrogate; the JSON parser refuses them first
             raise RequestError(f"input '{name}': the string is not valid Unicode") from None
+    if value is None:
+        return b""  # missing value, as serving_raw documents
     if isinstance(value, dict) and set(value) == {"b64"} and isinstance(value["b64"], str):
         try:
             return base64.b64decode(value["b64"], validate=True)
@@ -51,6 +52,8 @@ def _to_string(name: str, value: Any) -> bytes:
 
 
 def _to_float(name: str, value: Any) -> float:
+    if type(value) is float:  # the common case first
+        return value
     if value is None:
         return math.nan  # missing value
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -62,6 +65,8 @@ def _to_float(name: str, value: Any) -> float:
 
 
 def _to_int(name: str, value: Any) -> int:
+    if type(value) is int and INT64_MIN <= value <= INT64_MAX:  # the common case first
+        return value
     if isinstance(value, float) and value.is_integer():
         return int(value)
     if isinstance(value, bool) or not isinstance(value, int):
@@ -91,6 +96,21 @@ def _describe(value: Any) -> str:
     return "an unsupported value"
 
 
+def _converter(dtype: tf.DType) -> Callable[[str, Any], Any]:
+    """How a JSON value becomes one element of an input of this dtype."""
+    if dtype == tf.string:
+        return _to_string
+    if dtype.is_floating:
+        return _to_float
+    if dtype.is_integer:
+        return _to_int
+
+    def unsupported(name: str, value: Any):
+        raise RequestError(f"input '{name}' has unsupported dtype {dtype.name}")
+
+    return unsupported
+
+
 class Signature:
     """One signature of a loaded model: its scalar-per-row inputs and its outputs."""
 
@@ -108,6 +128,10 @@ class Signature:
                     "the server handles one value per row ([None]) only"
                 )
             self.inputs[key] = spec.dtype
+        # One converter per input, chosen once: a request converts every value it sends.
+        self._converters = {key: _converter(dtype) for key, dtype in self.inputs.items()}
+        self._input_names = frozenset(self.inputs)
+        self._call = ModelCall(name, function, self.inputs)  # serving/model_call.py
         self.outputs = sorted(function.structured_outputs)
         # String inputs the signature parses as tf.Examples, with the spec it parses them by:
         # checked per request before requests are merged (serving/batching.py).
@@ -128,14 +152,7 @@ class Signature:
         return None
 
     def convert(self, key: str, value: Any):
-        dtype = self.inputs[key]
-        if dtype == tf.string:
-            return _to_string(key, value)
-        if dtype.is_floating:
-            return _to_float(key, value)
-        if dtype.is_integer:
-            return _to_int(key, value)
-        raise RequestError(f"input '{key}' has unsupported dtype {dtype.name}")
+        return self._converters[key](key, value)
 
     # ---- requests -> columns -----------------------------------------------------------
     def columns_from_instances(self, instances: Any) -> dict[str, list]:
@@ -146,6 +163,7 @@ class Signature:
         if not instances:
             raise RequestError("'instances' is empty: send at least one instance")
         columns: dict[str, list] = {key: [] for key in self.inputs}
+        converters = self._converters
         single = next(iter(self.inputs)) if len(self.inputs) == 1 else None
         for i, instance in enumerate(instances):
             if single and not (isinstance(instance, dict) and single in instance):
@@ -155,13 +173,14 @@ class Signature:
                     f"instance {i} must be an object of inputs "
                     f"({', '.join(self.inputs)}), got {_describe(instance)}"
                 )
-            self._check_keys(instance, f"instance {i}")
+            if instance.keys() != self._input_names:
+                self._check_keys(instance, f"instance {i}")
             for key, value in instance.items():
                 if isinstance(value, list):
                     raise RequestError(
                         f"instance {i}: input '{key}' takes one value per instance, got a list"
                     )
-                columns[key].append(self.convert(key, value))
+                columns[key].append(converters[key](key, value))
         return columns
 
     def columns_from_inputs(self, inputs: Any) -> dict[str, list]:
@@ -205,9 +224,7 @@ class Signature:
     def __call__(self, columns: dict[str, list]) -> dict[str, np.ndarray]:
         # Straight from the Python lists (bytes, floats, ints: convert() made them so): one
         # conversion per input, not a numpy array first and a tensor from it.
-        inputs = self.inputs
-        tensors = {key: tf.constant(values, inputs[key]) for key, values in columns.items()}
-        return {key: value.numpy() for key, value in self.function(**tensors).items()}
+        return self._call(columns)
 
 
 def rows(columns: dict[str, list]) -> int:

@@ -47,6 +47,9 @@ def test_bodies_tf_serving_accepts(body, expected):
         (b"  \n", "JSON Parse error: The document is empty. at offset: 3"),
         (b'{"a": 1e400}', "Number too big to be stored in double. at offset: 6"),
         (b'{"a": -1' + b"0" * 400 + b"}", "Number too big to be stored in double."),
+        # Past the double range only through digits and exponent together, or in capitals.
+        (b'{"a": [0.5, 1' + b"0" * 250 + b"e99]}", "Number too big to be stored in double."),
+        (b'{"b": "x", "a": 1.5E+309}', "Number too big to be stored in double. at offset: 16"),
         (b'{"a": "\\ud800"}', "The surrogate pair in string is invalid."),
         (b'{"\\udc00": 1}', "The surrogate pair in string is invalid."),
         (b'{"a": "\xff"}', "Invalid encoding in string. at offset: 7"),
