@@ -94,7 +94,8 @@ class Batcher:
                         self.max_batch_size,
                         lambda requests: self._answers(signature, requests),
                     )
-        answer = batches.answer(_Pending(columns, rows(columns), None), rows(columns))
+        n = rows(columns)
+        answer = batches.answer(_Pending(columns, n, None), n)
         if isinstance(answer, BaseException):
             raise answer
         return answer
