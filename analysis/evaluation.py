@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import tensorflow_model_analysis as tfma
+from tensorflow_model_analysis.metrics import metric_specs
 from tensorflow_model_analysis.writers import eval_config_writer
 
 from analysis import artifacts
@@ -129,11 +130,13 @@ def thresholds_table(evaluation: Evaluation) -> pd.DataFrame:
         if evaluation.baseline_name is not None
         else None
     )
-    names = {"AUC": "auc", "BinaryAccuracy": "binary_accuracy"}
     rows = []
     for spec in evaluation.config.metrics_specs:
         for metric in spec.metrics:
-            name = names.get(metric.class_name, metric.class_name.lower())
+            if not metric.per_slice_thresholds:
+                continue
+            # The metric key's name, as TFMA gives it (custom classes included).
+            name = metric_specs.metric_instance(metric).name
             for per_slice in metric.per_slice_thresholds:
                 slices = ", ".join(
                     slice_name(tuple((k, "*") for k in s.feature_keys))

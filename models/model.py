@@ -49,6 +49,12 @@ CONTENT_ORDER_MAX_FILES_BYTES = 64 * 1024 * 1024
 # Decimals of the floats in the content-order key: coarse enough that a last-bit difference
 # rarely crosses a rounding boundary, fine enough that distinct records keep distinct keys.
 ORDER_KEY_FLOAT_DECIMALS = 2
+# Records read from one file before moving to the next. tf.data's parallel file reads
+# (num_parallel_reads) hand every record from thread to thread alone: 1.1M raw records took
+# 28.5 s to load, against 1.5 s read in blocks of 256 (and 5.1 s read file after file).
+READ_BLOCK_RECORDS = 256
+# Files read at once (each holds a decompression buffer).
+READ_PARALLEL_FILES = 8
 # Training and validation steps run per call of the traced step function: one Python round
 # trip per 25 batches instead of per batch. Same updates in the same order (the losses agree
 # to the last digit), epochs about twice as fast on the shipped data.
@@ -158,9 +164,7 @@ def input_dataset(
         transform_layer = tf_transform_output.transform_features_layer()
     else:
         feature_spec = tf_transform_output.transformed_feature_spec()
-    dataset = tf.data.TFRecordDataset(
-        files, compression_type="GZIP", num_parallel_reads=tf.data.AUTOTUNE
-    )
+    dataset = _read_records(files)
     files_bytes = sum(tf.io.gfile.stat(f).length for f in files)
     if content_order and files_bytes < CONTENT_ORDER_MAX_FILES_BYTES:
         dataset = _in_content_order(dataset, None if raw else feature_spec)
@@ -182,6 +186,23 @@ def input_dataset(
         return {k: parsed[k] for k in model_input_keys()}, label
 
     return dataset.map(parse, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+def _read_records(files: list[str]) -> tf.data.Dataset:
+    """The serialized records of the gzipped TFRecord `files`, several files read in parallel,
+    in blocks of READ_BLOCK_RECORDS taken from each file in turn (a fixed order)."""
+    return (
+        tf.data.Dataset.from_tensor_slices(files)
+        .interleave(
+            lambda path: tf.data.TFRecordDataset(path, compression_type="GZIP").batch(
+                READ_BLOCK_RECORDS
+            ),
+            cycle_length=min(len(files), READ_PARALLEL_FILES),
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=True,
+        )
+        .unbatch()
+    )
 
 
 def _in_content_order(

@@ -8,6 +8,7 @@ import tensorflow_model_analysis as tfma
 from google.protobuf import wrappers_pb2
 
 from models import features
+from pipeline import histogram_metrics
 from pipeline.names import (
     EVALUATOR_CANDIDATE,
     PREDICTION_KEY,
@@ -31,6 +32,12 @@ def _model_spec(**extra) -> tfma.ModelSpec:
 def _overall(threshold: tfma.MetricThreshold) -> tfma.PerSliceMetricThreshold:
     """Blessing looks at the whole hold-out; small slices (a rare hour) would be noise."""
     return tfma.PerSliceMetricThreshold(slicing_specs=[tfma.SlicingSpec()], threshold=threshold)
+
+
+def _from_histogram(class_name: str, **kwargs) -> tfma.MetricConfig:
+    """One of pipeline/histogram_metrics.py's metrics: TFMA's metric of the same key, read off
+    the histogram the AUC and the plots share instead of a combiner of its own."""
+    return tfma.MetricConfig(class_name=class_name, module=histogram_metrics.__name__, **kwargs)
 
 
 def eval_config(settings: EvaluationSettings) -> tfma.EvalConfig:
@@ -63,8 +70,8 @@ def eval_config(settings: EvaluationSettings) -> tfma.EvalConfig:
                             )
                         ],
                     ),
-                    tfma.MetricConfig(
-                        class_name="BinaryAccuracy",
+                    _from_histogram(
+                        "HistogramBinaryAccuracy",
                         per_slice_thresholds=[
                             _overall(
                                 tfma.MetricThreshold(
@@ -75,19 +82,20 @@ def eval_config(settings: EvaluationSettings) -> tfma.EvalConfig:
                             )
                         ],
                     ),
-                    tfma.MetricConfig(class_name="Precision"),
-                    tfma.MetricConfig(class_name="Recall"),
+                    _from_histogram("HistogramPrecision"),
+                    _from_histogram("HistogramRecall"),
                     tfma.MetricConfig(class_name="AUCPrecisionRecall"),
-                    tfma.MetricConfig(class_name="BinaryCrossEntropy"),
-                    tfma.MetricConfig(class_name="Calibration"),
+                    _from_histogram("HistogramCalibration"),
+                    # No BinaryCrossEntropy: a per-example combiner of its own (10% of the
+                    # Evaluator at 1.5M rows) for a value the Trainer logs (val_loss).
                     # Plots are computed for every slice but read for the overall one (analysis/):
                     # 100 buckets/thresholds draw the same curves as TFMA's default 1,000/10,000.
                     tfma.MetricConfig(class_name="CalibrationPlot", config='{"num_buckets": 100}'),
                     tfma.MetricConfig(
                         class_name="ConfusionMatrixPlot", config='{"num_thresholds": 100}'
                     ),
-                    tfma.MetricConfig(class_name="MeanLabel"),
-                    tfma.MetricConfig(class_name="MeanPrediction"),
+                    _from_histogram("HistogramMeanLabel"),
+                    _from_histogram("HistogramMeanPrediction"),
                 ]
             )
         ],
