@@ -451,8 +451,15 @@ def test_synthetic_csv_to_a_pushed_model(tmp_path):
     )
     assert made.returncode == 0, made.stderr[-4000:]
     assert "6 spans, 3000 rows" in made.stdout and "next: make run" in made.stdout
-    run = project_copy.run_local_runner(project, **SMALL_RUN)
+    # The raw input path (the default above 120 MB of window) on data it was not written for:
+    # the Trainer puts the raw window through Transform's graph; Transform writes no examples.
+    run = project_copy.run_local_runner(
+        project, **SMALL_RUN, PIPELINE_TRANSFORM_MATERIALIZE="false"
+    )
     _pushed(project, "deliveries", run)
+    transform = next((project / "outputs").glob("**/deliveries/Transform"))
+    assert (transform / "transform_graph").is_dir()
+    assert not (transform / "transformed_examples").exists()
     # The real project is untouched.
     assert 'PIPELINE_NAME = "deliveries"' not in (ROOT / "models" / "features.py").read_text()
 
