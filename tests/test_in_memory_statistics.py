@@ -5,6 +5,7 @@ round-off, top-k lists equal up to the order of equal counts."""
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -16,8 +17,9 @@ from tfx.components.statistics_gen import executor as tfx_statistics_executor
 from tfx.components.statistics_gen import stats_artifact_utils
 from tfx.dsl.components.base import base_beam_executor
 from tfx.proto import example_gen_pb2
-from tfx.types import standard_artifacts
+from tfx.types import artifact_utils, standard_artifacts
 from tfx.utils import proto_utils
+from tfx_bsl.tfxio import tf_example_record
 
 from pipeline import in_memory_statistics
 from pipeline.beam_args import beam_runs_in_process
@@ -132,6 +134,25 @@ def test_in_memory_statistics_equal_tfx_beam_statistics(shipped_and_synthetic, t
     assert ours.split_names == theirs.split_names == '["train", "eval"]'
     assert ours.span == theirs.span == 3
     assert ours.mlmd_artifact.custom_properties == theirs.mlmd_artifact.custom_properties
+
+
+@pytest.mark.parametrize("data", ["shipped", "deliveries"])
+def test_records_decoded_on_threads_in_many_batches_give_tfxios_statistics(
+    shipped_and_synthetic, monkeypatch, data
+):
+    """compute_examples (files read in turn, batches decoded on threads) against compute over
+    TFX's own reader of the same files, in batches of 64 rows: the threads' batches must be
+    joined back in order (top-k ties and quantiles depend on it)."""
+    pattern = os.path.join(
+        artifact_utils.get_split_uri([shipped_and_synthetic[data]], "train"), "*"
+    )
+    expected = json_format.MessageToDict(
+        in_memory_statistics.compute(tf_example_record.TFExampleRecord(pattern))
+    )
+    monkeypatch.setattr(in_memory_statistics, "_BATCH_ROWS", 64)
+    batched = json_format.MessageToDict(in_memory_statistics.compute_examples([pattern]))
+    assert int(batched["datasets"][0]["numExamples"]) > 400
+    assert_same_statistics(batched, expected, f"{data}/train in batches of 64")
 
 
 def test_the_in_memory_path_is_taken_only_where_beam_would_run_in_this_process(

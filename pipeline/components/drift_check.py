@@ -13,7 +13,6 @@ from tfx import types
 from tfx.components.statistics_gen import stats_artifact_utils
 from tfx.types import artifact_utils
 from tfx.utils import io_utils
-from tfx_bsl.tfxio import tf_example_record
 
 from pipeline import in_memory_statistics, rejections
 from pipeline.components.anomalies_gate import describe_anomalies
@@ -110,10 +109,7 @@ def statistics_of(examples: types.Artifact, split: str, schema):
     pattern = os.path.join(artifact_utils.get_split_uri([examples], split), "*")
     options = tfdv.StatsOptions(schema=schema)
     if in_memory_statistics.fits_in_memory(pattern):
-        return in_memory_statistics.compute(
-            tf_example_record.TFExampleRecord(pattern, telemetry_descriptors=["DriftCheck"]),
-            options,
-        )
+        return in_memory_statistics.compute_examples([pattern], options)
     with tempfile.TemporaryDirectory() as tmp:
         return tfdv.generate_statistics_from_tfrecord(
             data_location=pattern,

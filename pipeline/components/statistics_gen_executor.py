@@ -17,6 +17,7 @@ from tensorflow_data_validation.statistics import stats_options as options
 from tfx import types
 from tfx.components.statistics_gen import executor as tfx_executor
 from tfx.components.util import examples_utils, tfxio_utils
+from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import io_utils, json_utils, stats_utils
 
@@ -69,17 +70,24 @@ class Executor(tfx_executor.Executor):
             tfx_executor.SAMPLE_RATE_BY_SPLIT_PROPERTY_NAME,
             json_utils.dumps({split: stats_options.sample_rate or 1.0 for split in splits}),
         )
+        tf_examples = (
+            examples_utils.get_payload_format(examples)
+            == example_gen_pb2.PayloadFormat.FORMAT_TF_EXAMPLE
+        )
         for split in splits:
-            tfxio = tfxio_utils.get_split_tfxio(
-                examples=[examples], split=split, telemetry_descriptors=_TELEMETRY
-            )
             logging.info("Generating statistics for split %s in memory.", split)
+            if tf_examples:
+                patterns = tfxio_utils.get_file_format_and_patterns([examples], split)[0]
+                split_statistics = in_memory_statistics.compute_examples(patterns, stats_options)
+            else:
+                tfxio = tfxio_utils.get_split_tfxio(
+                    examples=[examples], split=split, telemetry_descriptors=_TELEMETRY
+                )
+                split_statistics = in_memory_statistics.compute(tfxio, stats_options)
             path = os.path.join(
                 artifact_utils.get_split_uri([statistics], split), tfx_executor.DEFAULT_FILE_NAME
             )
-            in_memory_statistics.write_binary(
-                in_memory_statistics.compute(tfxio, stats_options), path
-            )
+            in_memory_statistics.write_binary(split_statistics, path)
 
     def in_memory(
         self,
