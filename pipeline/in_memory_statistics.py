@@ -61,9 +61,9 @@ def compute_examples(
     file_patterns: Sequence[str], options: Optional[stats_options.StatsOptions] = None
 ) -> statistics_pb2.DatasetFeatureStatisticsList:
     """`compute` of the tf.Example TFRecords matching `file_patterns` (a TFExampleRecord's),
-    read file after file and decoded on DECODE_THREADS threads: a 250k-row span's splits in
-    2.7 s instead of 3.8 s (TFXIO reads its files in parallel record by record, one decode
-    at a time)."""
+    read file after file and decoded on DECODE_THREADS threads: a 187k-row split in 2.7 s
+    instead of 3.8 s (TFXIO reads its files in parallel record by record, and decodes one
+    batch at a time)."""
     files = sorted(f for pattern in file_patterns for f in tf.io.gfile.glob(pattern))
     gzipped = [f.endswith(".gz") for f in files]
     if any(gzipped) and not all(gzipped):
