@@ -7,8 +7,10 @@ Measures: in-process serving_raw call for 1 and 256 rows (the reference: the fas
 of 5 rounds; the one-row reference builds its input tensors from Python values inside the timed
 call, as the server must); single-row latency p50/p99 and throughput at concurrency 1, 8 and
 32, over REST and over gRPC, with micro-batching; 31 good clients and 1 poisoning client
-(tf.Examples whose numeric feature is bytes) against 32 good ones, over both protocols; batch
-job rows/s into the SQLite table vs the in-process batched rate. Prints goals vs measured.
+(tf.Examples whose numeric feature is bytes) against 32 good ones, over both protocols; the
+same gRPC client against a server that answers at once (benchmarks/grpc_transport.py: the
+transport's own ceiling on this machine); batch job rows/s into the SQLite table vs the
+in-process batched rate. Prints goals vs measured.
 
 The clients run in this process, on the server's cores: their cost is kept small so that what
 is measured is the server. REST: a minimal HTTP/1.1 keep-alive client on asyncio streams, one
@@ -25,6 +27,7 @@ import base64
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -208,6 +211,28 @@ async def grpc_load(
         return await client_load(calls, concurrency, seconds, bad_clients)
 
 
+def transport_ceiling(requests: list, seconds: float) -> dict:
+    """The same gRPC client against a server that answers every Predict at once with an empty
+    response (benchmarks/grpc_transport.py), at concurrency 1 and 32: the transport's own
+    requests/s on this machine, the bound of the model server's."""
+    port = process.free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.grpc_transport", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        if server.stdout.readline().strip() != "ready":
+            raise RuntimeError(f"the empty gRPC server exited with {server.wait()}")
+        target = f"127.0.0.1:{port}"
+        asyncio.run(grpc_load(target, requests, 1, 1.0))  # warm-up
+        return {c: asyncio.run(grpc_load(target, requests, c, seconds)) for c in (1, 32)}
+    finally:
+        server.kill()
+        server.wait()
+
+
 def rest_bodies(instances: list[dict]) -> list[dict]:
     return [{"signature_name": "serving_raw", "instances": [i]} for i in instances]
 
@@ -351,6 +376,9 @@ def main() -> None:
         for protocol, (clean, poisoned_run) in poison.items():
             print_load(f"{protocol} tf.Examples, 32 good:", clean)
             print_load(f"{protocol} tf.Examples, 31 good + 1 bad:", poisoned_run)
+        transport = transport_ceiling(protos, seconds)
+        for c, result in transport.items():
+            print_load(f"gRPC empty server, concurrency {c:2d}:", result)
         small = batch_job(settings, rows, 1, tmp)
         job = batch_job(settings, rows, args.batch_copies, tmp)
         marginal = (job["rows"] - small["rows"]) / max(job["seconds"] - small["seconds"], 1e-9)
@@ -376,6 +404,14 @@ def main() -> None:
                 scaling >= 5 and errors == 0,
             ),
         ]
+    ceiling = transport[32]["rps"] / transport[1]["rps"]
+    rows_goals.append(
+        (
+            "  gRPC transport alone (empty server) c32/c1",
+            f"{ceiling:.1f}x, {transport[32]['rps']:.0f} req/s",
+            ceiling >= 5,
+        )
+    )
     for protocol, (clean, poisoned_run) in poison.items():
         share = poisoned_run["rps"] / clean["rps"]
         failed = poisoned_run["errors"] + clean["errors"]
