@@ -9,10 +9,7 @@ and form the next batch, so batches grow with the load. Only under concurrent lo
 previous batch merged several requests) does it also wait up to `max_wait` for others to join: a
 lone client pays no batching delay.
 
-Requests from the event loop (`predict`: REST) queue as above; requests from other threads
-(`predict_blocking`: the gRPC server's threads) are batched among themselves in those threads,
-by the same rules and limits (serving/thread_batching.py: a lone one is called in its own
-thread, the others merge while a call runs).
+REST and gRPC requests (both served on the event loop) share the queues, and merge.
 
 Isolation: a request fails only if it would fail alone. Before requests are merged, each is
 checked where that is possible without the model (serialized tf.Examples against the spec the
@@ -27,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import dataclasses
-import threading
 from typing import Callable, Optional
 
 import numpy as np
@@ -35,7 +31,6 @@ import numpy as np
 from serving import model_errors
 from serving.model_store import LoadedVersion
 from serving.tensors import Signature, rows
-from serving.thread_batching import ThreadBatches
 
 
 @dataclasses.dataclass
@@ -55,8 +50,6 @@ class Batcher:
         self.calls = 0  # model calls made, for the benchmark and tests
         self.rows = 0
         self.isolations = 0  # merged calls that failed and were split
-        self._thread_batches: dict[tuple[int, str], ThreadBatches] = {}
-        self._thread_batches_lock = threading.Lock()
         # Called with (signature name, rows) for each model call: the batch-size metric.
         self.on_call: Optional[Callable[[str, int], None]] = None
 
@@ -78,27 +71,6 @@ class Batcher:
         future = asyncio.get_running_loop().create_future()
         await queue.put(_Pending(columns, n, future))
         return await future
-
-    def predict_blocking(
-        self, model: LoadedVersion, signature: Signature, columns: dict[str, list]
-    ) -> dict[str, np.ndarray]:
-        """The request's outputs, from a thread that may block (not the event loop's):
-        batched with the other threads' requests (serving/thread_batching.py)."""
-        key = (model.version, signature.name)
-        batches = self._thread_batches.get(key)
-        if batches is None:
-            with self._thread_batches_lock:
-                batches = self._thread_batches.get(key)
-                if batches is None:
-                    batches = self._thread_batches[key] = ThreadBatches(
-                        self.max_batch_size,
-                        lambda requests: self._answers(signature, requests),
-                    )
-        n = rows(columns)
-        answer = batches.answer(_Pending(columns, n, None), n)
-        if isinstance(answer, BaseException):
-            raise answer
-        return answer
 
     async def _work(self, queue: asyncio.Queue, signature: Signature) -> None:
         carry: Optional[_Pending] = None
@@ -204,10 +176,6 @@ class Batcher:
             if self._queues[key].empty():
                 self._workers.pop(key).cancel()
                 self._queues.pop(key)
-        with self._thread_batches_lock:
-            for key in [k for k in self._thread_batches if k[0] not in versions]:
-                if not self._thread_batches[key].busy:
-                    del self._thread_batches[key]
 
     async def close(self) -> None:
         for task in self._workers.values():

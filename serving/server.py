@@ -435,23 +435,22 @@ def serve(
 
 
 def _serve_grpc_too(web_app: web.Application, app: App, settings: ServingSettings) -> None:
-    """The gRPC server starts and stops with the REST app; its threads hand batched calls to
-    the app's event loop."""
+    """The gRPC server starts and stops with the REST app, on its event loop and batcher."""
     services = grpc_server.Services(
         app.model_name, app.store, app.batcher, app.metrics, app.token, app.logger
     )
     running = []
 
     async def start(_: web.Application) -> None:
-        services.loop = asyncio.get_running_loop()
         running.append(
-            grpc_server.start(services, settings.host, settings.grpc_port, settings.max_body_bytes)
+            await grpc_server.start(
+                services, settings.host, settings.grpc_port, settings.max_body_bytes
+            )
         )
 
     async def stop(_: web.Application) -> None:
-        while running:  # calls in flight finish (they may need the loop, which keeps running)
-            stopped = running.pop().stop(grace=1)
-            await asyncio.get_running_loop().run_in_executor(None, stopped.wait)
+        while running:  # calls in flight finish
+            await running.pop().stop(grace=1)
         # Collected now, on the loop, not at interpreter exit, where grpc's Cython objects
         # print an empty "Error in sys.excepthook" (github.com/grpc/grpc/issues/38679).
         gc.collect()

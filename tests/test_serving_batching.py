@@ -4,7 +4,6 @@ failing merged call fails only the requests that fail alone (bad tf.Examples are
 merged calls altogether)."""
 
 import asyncio
-import concurrent.futures
 import threading
 import types
 
@@ -215,75 +214,3 @@ def test_a_lone_bad_example_gets_the_checks_message(parser):
     error = asyncio.run(scenario())
     assert isinstance(error, RequestError) and error.status == 400
     assert "input 'examples' row 0: is not a serialized tf.Example" in str(error)
-
-
-def test_a_threads_lone_request_is_called_in_that_thread(signature):
-    """gRPC's threads (Batcher.predict_blocking): nothing else being served, the request is
-    called where it is, at once."""
-    recording = _ThreadRecordingSignature(signature)
-    batcher = Batcher(max_batch_size=256, max_wait_seconds=0.002)
-    answers = []
-
-    def client():
-        for value in (1.0, 2.0, -3.0):
-            try:
-                answers.append(batcher.predict_blocking(MODEL, recording, {"x": [value]}))
-            except RequestError as error:
-                answers.append(error)
-
-    thread = threading.Thread(target=client, name="client-thread")
-    thread.start()
-    thread.join()
-    one, two, bad = answers
-    assert one["y"].tolist() == [2.0] and two["y"].tolist() == [4.0]
-    assert isinstance(bad, RequestError) and bad.status == 400
-    assert "x must not be negative" in str(bad)
-    assert recording.threads == ["client-thread"] * 3 and batcher.calls == 3
-
-
-class _GatedSignature(Signature):
-    """The real signature; a call of `rows` rows waits until the gate opens."""
-
-    def __init__(self, signature: Signature, rows: int):
-        super().__init__(signature.name, signature.function)
-        self.rows, self.gate = rows, threading.Event()
-
-    def __call__(self, columns):
-        if len(columns["x"]) == self.rows:
-            self.gate.wait()
-        return super().__call__(columns)
-
-
-def test_threads_requests_that_arrive_during_a_call_merge_into_the_next(signature):
-    """Requests from threads that arrive while a call runs wait for it, then go in one call;
-    a bad one among them fails alone."""
-    batcher = Batcher(max_batch_size=256, max_wait_seconds=0.002)
-    gated = _GatedSignature(signature, rows=3)
-    values = [float(i) for i in range(12)] + [-1.0]
-    pool = concurrent.futures.ThreadPoolExecutor(len(values) + 1, "client")
-
-    def call(columns):
-        try:
-            return batcher.predict_blocking(MODEL, gated, columns)
-        except RequestError as error:
-            return error
-
-    first = pool.submit(call, {"x": [0.5, 1.5, 2.5]})  # holds the model until the gate opens
-    batches = batcher._thread_batches
-    while not batches or not next(iter(batches.values())).busy:
-        threading.Event().wait(0.001)
-    rest = [pool.submit(call, {"x": [value]}) for value in values]
-    while len(next(iter(batches.values()))._waiting) < len(values):
-        threading.Event().wait(0.001)
-    gated.gate.set()
-    assert first.result()["y"].tolist() == [1.0, 3.0, 5.0]
-    for value, future in zip(values, rest):
-        answer = future.result()
-        if value < 0:
-            assert isinstance(answer, RequestError) and "x must not be negative" in str(answer)
-        else:
-            assert answer["y"].tolist() == [2.0 * value]
-    pool.shutdown()
-    # The held call, one merged call of the 13 (failed: split down to the bad one).
-    assert batcher.rows >= 3 + len(values) and batcher.isolations >= 1
-    assert batcher.calls < 1 + len(values)
