@@ -569,8 +569,9 @@ def prepare_airflow(stack: Stack, values: dict[str, str], env: dict[str, str]) -
                 "Admin",
                 "--username",
                 ADMIN_USER,
-                "--password",
-                values["AIRFLOW_ADMIN_PASSWORD"],
+                # Attached with "=": a generated password may start with "-", which argparse
+                # would read as an option.
+                f"--password={values['AIRFLOW_ADMIN_PASSWORD']}",
                 "--firstname",
                 "Pipeline",
                 "--lastname",
