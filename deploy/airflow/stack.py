@@ -561,24 +561,7 @@ def prepare_airflow(stack: Stack, values: dict[str, str], env: dict[str, str]) -
     marker = stack.path("run", "admin-created")
     if not marker.exists():
         _checked(
-            [
-                str(AIRFLOW),
-                "users",
-                "create",
-                "--role",
-                "Admin",
-                "--username",
-                ADMIN_USER,
-                # Attached with "=": a generated password may start with "-", which argparse
-                # would read as an option.
-                f"--password={values['AIRFLOW_ADMIN_PASSWORD']}",
-                "--firstname",
-                "Pipeline",
-                "--lastname",
-                "Admin",
-                "--email",
-                "admin@localhost",
-            ],
+            admin_user_command(values["AIRFLOW_ADMIN_PASSWORD"]),
             "airflow users create",
             stack,
             env,
@@ -603,6 +586,18 @@ def start_airflow(stack: Stack, service: str, env: dict[str, str]) -> int:
         "--skip-serve-logs",
     ]
     return spawn(stack, service, command, env)
+
+
+def admin_user_command(password: str) -> list[str]:
+    """`airflow users create` of the UI's admin login."""
+    return [
+        str(AIRFLOW),
+        *("users", "create", "--role", "Admin", "--username", ADMIN_USER),
+        # Attached with "=": a generated password may start with "-", which argparse would
+        # read as an option.
+        f"--password={password}",
+        *("--firstname", "Pipeline", "--lastname", "Admin", "--email", "admin@localhost"),
+    ]
 
 
 def _checked(
