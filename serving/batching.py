@@ -37,7 +37,7 @@ from serving.tensors import Signature, rows
 class _Pending:
     columns: dict[str, list]
     rows: int
-    future: Optional[asyncio.Future]
+    future: asyncio.Future
 
 
 class Batcher:
