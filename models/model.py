@@ -288,6 +288,10 @@ def build_model(
         metrics=[keras.metrics.AUC(name="auc"), keras.metrics.BinaryAccuracy(name="accuracy")],
         steps_per_execution=STEPS_PER_EXECUTION,
     )
+    # Adam creates its slot variables inside the first traced training step, and a tf.function
+    # that creates variables is traced again: created here, the step is traced once (about 1 s
+    # less per model, in every Tuner trial too; the same weights to the last digit).
+    model.optimizer.build(model.trainable_variables)
     return model
 
 
@@ -438,6 +442,17 @@ def _raw_input_specs(raw_feature_spec: dict) -> dict[str, tf.TensorSpec]:
     return specs
 
 
+def _parsed_specs(feature_spec: dict) -> dict[str, tf.TypeSpec]:
+    """What tf.io.parse_example returns for `feature_spec`, as a tf.function signature."""
+    specs: dict[str, tf.TypeSpec] = {}
+    for key, spec in feature_spec.items():
+        if isinstance(spec, tf.io.FixedLenFeature):
+            specs[key] = tf.TensorSpec([None, *spec.shape], spec.dtype, name=key)
+        else:
+            specs[key] = tf.SparseTensorSpec([None, None], spec.dtype)
+    return specs
+
+
 def raw_to_sparse(values: tf.Tensor, dtype: tf.DType) -> tf.SparseTensor:
     """A [batch, 1] SparseTensor holding the present values, cast to the schema's dtype."""
     present = tf.not_equal(values, "") if values.dtype == tf.string else ~tf.math.is_nan(values)
@@ -465,13 +480,19 @@ def export_signatures(model: keras.Model, tf_transform_output: tft.TFTransformOu
     serving_spec = {k: v for k, v in raw_feature_spec.items() if k not in training_only}
     input_keys = model_input_keys()
 
+    # One traced function behind every signature: each trace of the Transform layer lifts its
+    # whole graph into the signature's (about 0.4 s each), so the signatures share this one.
+    model_spec = {k: raw_feature_spec[k] for k in features.raw_feature_keys()}
+
+    @tf.function(input_signature=[_parsed_specs(model_spec)])
     def predict(raw: dict) -> dict:
         transformed = model.tft_layer(raw)
         return {PREDICTION_KEY: model({k: transformed[k] for k in input_keys})}
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
     def serve_examples(serialized):
-        return predict(tf.io.parse_example(serialized, serving_spec))
+        parsed = tf.io.parse_example(serialized, serving_spec)
+        return predict({k: parsed[k] for k in model_spec})
 
     @tf.function(input_signature=[_raw_input_specs(raw_feature_spec)])
     def serve_raw(raw):
