@@ -193,9 +193,9 @@ class TrainingSettings(SettingsModel):
         "else the defaults in models/hyperparameters.py.",
     )
     tuner_max_trials: int = Field(
-        3,
-        description="The Tuner's number of trials (the first tries the defaults of "
-        "models/hyperparameters.py).",
+        2,
+        description="The Tuner's number of trials: the first trains the defaults of "
+        "models/hyperparameters.py, the others must beat them. Raise it on your data.",
     )
     tuner_train_steps: int = Field(
         1000,

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from models import features, hyperparameters, model
+from models import features, hyperparameters, model, tuner
 
 # Runs a pipeline, a server, a Beam job or a subprocess: `make test-fast` leaves it out.
 pytestmark = pytest.mark.integration
@@ -54,6 +54,36 @@ def test_loss_falls_when_training_a_few_steps():
     after = built.evaluate(inputs, label, verbose=0, return_dict=True)
     assert after["loss"] < 0.6 * before["loss"], (before, after)
     assert after["auc"] > 0.9
+
+
+def test_the_training_step_is_traced_once():
+    """Adam's slot variables exist before the first step: a tf.function that creates
+    variables in its first trace is traced a second time (a second, costly trace per model)."""
+    inputs, label = _tiny_transformed_set()
+    built = model.build_model(hyperparameters.search_space())
+    built.fit(inputs, label, batch_size=64, epochs=2, verbose=0)
+    assert built.train_tf_function.experimental_get_tracing_count() == 1
+
+
+def test_the_tuner_tries_the_defaults_first(tmp_path):
+    space = hyperparameters.search_space()
+    search = tuner.KerasTwoTuner(
+        oracle=tuner.DefaultsFirstOracle(
+            objective=tuner.OBJECTIVE, hyperparameters=space, max_trials=3, seed=42
+        ),
+        train=None,
+        evaluation=None,
+        steps=1,
+        eval_steps=1,
+        directory=str(tmp_path),
+        project_name="search",
+        overwrite=True,
+    )
+    first = search.oracle.create_trial("tuner0")
+    assert first.hyperparameters.values == space.values
+    search.oracle.end_trial(first)
+    second = search.oracle.create_trial("tuner0")
+    assert second.hyperparameters.values != space.values
 
 
 def _nudged(record: bytes) -> bytes:
