@@ -1,15 +1,17 @@
 """This pipeline against TFX's official `taxi` template: cost on this machine, quality on a
 shared hold-out.
 
-    .venv/bin/python benchmarks/pipeline_vs_official.py [--keep] [--skip-official]
+    .venv/bin/python benchmarks/pipeline_vs_official.py [--keep] [--skip-official] [--cold-runs N]
 
 Each pipeline runs as a subprocess, cold (fresh output directory) and then again with no
 new data (warm re-run); wall time and peak memory (sum of RSS over the process tree) are
 measured from outside. Ours answers a warm re-run before TFX loads (pipeline/up_to_date.py),
 so it runs a third time with --force: the pipeline with every component cached. Ours runs
 cold twice: with PIPELINE_ENABLE_TUNING=0 (like for like: the template has no Tuner) and with
-tuning on, to price the Tuner separately. The last lines compare the figures with issue 17's
-goals.
+tuning on, to price the Tuner separately. Then every pipeline runs cold again (--cold-runs,
+2 by default), the pipelines taking turns, each from empty outputs: this machine's speed drifts
+over minutes, by as much as a third, so each pipeline's best cold run is the figure compared.
+The last lines compare the figures with issue 17's goals.
 
 The hold-out is what our Evaluator evaluates on: the eval split that our CsvExampleGen
 hash-split off the newest span (span 6). The official template is fed the shipped
@@ -81,6 +83,8 @@ class PipelineSpec:
     serving_model_dir: Path
     expected_component_dirs: tuple[str, ...]
     output_key: str
+    # Everything a run writes: removed before another cold run.
+    output_dir: Path
     # The flag that runs the pipeline even when nothing changed (ours), if any.
     force_flag: Optional[str] = None
 
@@ -93,6 +97,15 @@ class PipelineRun:
     model_dir: Path
     pushed: bool
     cached: Optional[process_tree.Measurement] = None  # forced re-run, every component cached
+    more_colds: tuple[float, ...] = ()  # wall seconds of the later cold runs
+
+    @property
+    def colds(self) -> tuple[float, ...]:
+        return (self.cold.wall_s, *self.more_colds)
+
+    @property
+    def best_cold_s(self) -> float:
+        return min(self.colds)
 
 
 # The goals of issue 17 ("Faster"), against the official template in the same run.
@@ -170,6 +183,7 @@ def our_pipeline_spec(
         serving_model_dir=output_dir / "serving_model" / OUR_PIPELINE_NAME,
         expected_component_dirs=OUR_COMPONENT_DIRS + (("Tuner",) if tuning else ()),
         output_key=OUR_OUTPUT_KEY,
+        output_dir=output_dir,
         force_flag="--force",
     )
 
@@ -187,6 +201,7 @@ def official_spec(template_dir: Path, output_dir: Path, env: Mapping[str, str]) 
         serving_model_dir=official_template.serving_model_dir(output_dir),
         expected_component_dirs=official_template.EXPECTED_COMPONENT_DIRS,
         output_key=official_template.OUTPUT_KEY,
+        output_dir=output_dir,
     )
 
 
@@ -281,6 +296,29 @@ def benchmark_pipeline(spec: PipelineSpec, log_dir: Path, interval_s: float) -> 
     )
 
 
+def more_cold_runs(
+    runs: Sequence[PipelineRun], count: int, log_dir: Path, interval_s: float
+) -> list[PipelineRun]:
+    """`count` more cold runs of each pipeline, the pipelines taking turns, each from empty
+    outputs (the first runs' models are scored by then)."""
+    walls: dict[str, list[float]] = {run.spec.slug: [] for run in runs}
+    for round_ in range(2, count + 2):
+        for run in runs:
+            spec = run.spec
+            shutil.rmtree(spec.output_dir, ignore_errors=True)
+            cold = process_tree.run_measured(
+                spec.argv,
+                cwd=spec.cwd,
+                env=spec.env,
+                log_path=log_dir / f"{spec.slug}-cold-{round_}.log",
+                interval_s=interval_s,
+            )
+            check_components_ran(spec)
+            print(f"[{spec.label}] cold run {round_}: {cold.wall_s:.1f} s", flush=True)
+            walls[spec.slug].append(cold.wall_s)
+    return [dataclasses.replace(run, more_colds=tuple(walls[run.spec.slug])) for run in runs]
+
+
 # --- Report ----------------------------------------------------------------------------------
 
 
@@ -297,18 +335,22 @@ def print_table(
         score = scores[run.spec.slug]
         mark = "" if run.pushed else " *"
         print(
-            f"{run.spec.label + mark:<30} {run.cold.wall_s:>8.1f} {run.cold.peak_rss_mb:>8.0f} "
+            f"{run.spec.label + mark:<30} {run.best_cold_s:>8.1f} {run.cold.peak_rss_mb:>8.0f} "
             f"{run.warm.wall_s:>8.1f} {_seconds(run.cached):>8} {score.auc:>7.4f} "
             f"{score.accuracy:>8.4f} {hold_out.majority_rate:>8.4f}"
         )
     if not all(run.pushed for run in runs):
         print("* not pushed (not blessed): scored the Trainer's model of the cold run")
+    if any(run.more_colds for run in runs):
+        print("cold s: the best of each pipeline's cold runs, which were (in turn, seconds):")
+        for run in runs:
+            print(f"  {run.spec.label:<28} " + ", ".join(f"{wall:.1f}" for wall in run.colds))
     by_slug = {run.spec.slug: run for run in runs}
     if "ours-tuning-on" in by_slug and "ours-tuning-off" in by_slug:
         on, off = by_slug["ours-tuning-on"], by_slug["ours-tuning-off"]
         print(
             f"Tuner's extra cost (cold, tuning on - off): "
-            f"{on.cold.wall_s - off.cold.wall_s:+.1f} s wall, "
+            f"{on.best_cold_s - off.best_cold_s:+.1f} s wall (best cold runs), "
             f"{on.cold.peak_rss_mb - off.cold.peak_rss_mb:+.0f} MB peak memory"
         )
 
@@ -326,15 +368,15 @@ def print_goals(
     score = scores[ours.spec.slug]
     lines = []
     if official is not None:
-        ratio = ours.cold.wall_s / official.cold.wall_s
+        ratio = ours.best_cold_s / official.best_cold_s
         lines.append(
             (
-                f"cold run {ratio:.2f}x the official template's",
+                f"cold run {ratio:.2f}x the official template's (best runs)",
                 f"<= {GOAL_COLD_RATIO}x",
                 ratio <= GOAL_COLD_RATIO,
             )
         )
-    share = ours.warm.wall_s / ours.cold.wall_s
+    share = ours.warm.wall_s / ours.best_cold_s
     lines += [
         (
             f"warm re-run {share:.1%} of the cold run",
@@ -367,6 +409,13 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--skip-official", action="store_true", help="only run this pipeline (tuning off and on)"
+    )
+    parser.add_argument(
+        "--cold-runs",
+        type=int,
+        default=2,
+        metavar="N",
+        help="cold runs of each pipeline, the pipelines taking turns (default 2); the best counts",
     )
     parser.add_argument(
         "--sample-interval",
@@ -437,6 +486,8 @@ def run_benchmark(args: argparse.Namespace, workdir: Path) -> None:
             f"output {scores[run.spec.slug].output_key!r}",
             flush=True,
         )
+    if args.cold_runs > 1:
+        runs = more_cold_runs(runs, args.cold_runs - 1, logs, args.sample_interval)
     print_table(runs, scores, hold_out)
     print_goals(runs, scores, hold_out)
     print(
