@@ -253,38 +253,34 @@ def check_components_ran(spec: PipelineSpec) -> None:
         )
 
 
+def _measured_run(
+    spec: PipelineSpec, log_path: Path, interval_s: float, *extra_args: str
+) -> process_tree.Measurement:
+    return process_tree.run_measured(
+        (*spec.argv, *extra_args),
+        cwd=spec.cwd,
+        env=spec.env,
+        log_path=log_path,
+        interval_s=interval_s,
+    )
+
+
 def benchmark_pipeline(spec: PipelineSpec, log_dir: Path, interval_s: float) -> PipelineRun:
     """Cold run, then a warm re-run with no new data; the model is the cold run's."""
     print(f"[{spec.label}] cold run (log {log_dir / (spec.slug + '-cold.log')}) ...", flush=True)
-    cold = process_tree.run_measured(
-        spec.argv,
-        cwd=spec.cwd,
-        env=spec.env,
-        log_path=log_dir / f"{spec.slug}-cold.log",
-        interval_s=interval_s,
-    )
+    cold = _measured_run(spec, log_dir / f"{spec.slug}-cold.log", interval_s)
     print(f"[{spec.label}] cold: {cold.wall_s:.1f} s, peak {cold.peak_rss_mb:.0f} MB", flush=True)
     check_components_ran(spec)
     model_dir, pushed = newest_model(spec)
-    warm = process_tree.run_measured(
-        spec.argv,
-        cwd=spec.cwd,
-        env=spec.env,
-        log_path=log_dir / f"{spec.slug}-warm.log",
-        interval_s=interval_s,
-    )
+    warm = _measured_run(spec, log_dir / f"{spec.slug}-warm.log", interval_s)
     print(
         f"[{spec.label}] warm re-run: {warm.wall_s:.1f} s, peak {warm.peak_rss_mb:.0f} MB",
         flush=True,
     )
     cached = None
     if spec.force_flag:
-        cached = process_tree.run_measured(
-            (*spec.argv, spec.force_flag),
-            cwd=spec.cwd,
-            env=spec.env,
-            log_path=log_dir / f"{spec.slug}-cached.log",
-            interval_s=interval_s,
+        cached = _measured_run(
+            spec, log_dir / f"{spec.slug}-cached.log", interval_s, spec.force_flag
         )
         print(
             f"[{spec.label}] forced re-run, every component cached: {cached.wall_s:.1f} s, "
@@ -306,13 +302,7 @@ def more_cold_runs(
         for run in runs:
             spec = run.spec
             shutil.rmtree(spec.output_dir, ignore_errors=True)
-            cold = process_tree.run_measured(
-                spec.argv,
-                cwd=spec.cwd,
-                env=spec.env,
-                log_path=log_dir / f"{spec.slug}-cold-{round_}.log",
-                interval_s=interval_s,
-            )
+            cold = _measured_run(spec, log_dir / f"{spec.slug}-cold-{round_}.log", interval_s)
             check_components_ran(spec)
             print(f"[{spec.label}] cold run {round_}: {cold.wall_s:.1f} s", flush=True)
             walls[spec.slug].append(cold.wall_s)
