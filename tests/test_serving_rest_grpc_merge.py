@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
-import os
 import threading
 import urllib.request
 
@@ -47,15 +46,6 @@ class _SlowCounter(tf.Module):
         return {"y": y, "rows_in_call": tf.fill([rows], rows)}
 
 
-def _write_model(tmp) -> None:
-    final = tiny_model.base_path(tmp) / "1"
-    staging = tiny_model.base_path(tmp).parent / ".slow-1.tmp"
-    module = _SlowCounter()
-    tf.saved_model.save(module, str(staging), signatures={"serving_default": module.serve})
-    final.parent.mkdir(parents=True, exist_ok=True)
-    os.rename(staging, final)
-
-
 def _rest(url: str, value: float) -> tuple[float, int]:
     body = json.dumps({"instances": [value]}).encode()
     request = urllib.request.Request(
@@ -79,7 +69,7 @@ def _grpc(stub, value: float) -> tuple[float, int]:
 
 
 def test_rest_and_grpc_requests_merge_into_the_same_model_calls(tmp_path):
-    _write_model(tmp_path)
+    tiny_model.write(tmp_path, 1, _SlowCounter())
     env = tiny_model.server_env(tmp_path, PIPELINE_SERVING_MAX_BATCH_WAIT_MS="50")
     with process.running_server(env, str(tmp_path / "server.log")) as url:
         with grpc.insecure_channel(url.grpc) as channel:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Optional
 
 import tensorflow as tf
 
@@ -25,12 +26,13 @@ def base_path(tmp: Path) -> Path:
     return tmp / "outputs" / "serving_model" / NAME
 
 
-def write(tmp: Path, version: int = 1) -> Path:
+def write(tmp: Path, version: int = 1, module: Optional[tf.Module] = None) -> Path:
     """Version `version` of the model under `base_path(tmp)`, written beside and renamed into
-    place (a server never sees half of it)."""
+    place (a server never sees half of it). `module` (a `serve` tf.function, the tiny model's
+    by default) becomes its serving_default."""
     final = base_path(tmp) / str(version)
     staging = base_path(tmp).parent / f".{NAME}-{version}.tmp"
-    module = _Doubler()
+    module = module or _Doubler()
     tf.saved_model.save(module, str(staging), signatures={"serving_default": module.serve})
     final.parent.mkdir(parents=True, exist_ok=True)
     os.rename(staging, final)
