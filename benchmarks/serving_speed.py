@@ -3,10 +3,11 @@ all measured in one run on the same machine.
 
     make benchmark-serving          # needs a pushed model (make run); PIPELINE_* settings apply
 
-Measures: in-process serving_raw call for 1 and 256 rows (the reference: the fastest median
-of 5 rounds; the one-row reference builds its input tensors from Python values inside the timed
-call, as the server must); single-row latency p50/p99 and throughput at concurrency 1, 8 and
-32, over REST and over gRPC, with micro-batching; 31 good clients and 1 poisoning client
+Measures: in-process serving_raw call for 1 and 256 rows (the one-row reference builds its
+input tensors from Python values inside the timed call, as the server must); in --rounds
+rounds, that reference and then single-row latency p50/p99 and throughput at concurrency 1 and
+32, over REST and over gRPC, with micro-batching (each goal's ratio taken within a round, the
+median round reported); concurrency 8 once; 31 good clients and 1 poisoning client
 (tf.Examples whose numeric feature is bytes) against 32 good ones, over both protocols; the
 same gRPC client against a server that answers at once (benchmarks/grpc_transport.py: the
 transport's own ceiling on this machine); batch job rows/s into the SQLite table vs the
@@ -77,34 +78,71 @@ def timed_calls(fn, repeats: int) -> list[float]:
     return times
 
 
-def in_process(model_path: str, instances: list[dict], repeats: int, rounds: int = 5) -> dict:
-    """The reference: a one-row serving_raw call as a program holding the SavedModel makes it,
-    from Python values to tensors to the answer, the tensors built inside the timed call (the
-    server has to build them too, so leaving that out would charge it to the server); and,
-    for the record, the same call on tensors built beforehand, and 256 rows (tensors built
-    beforehand: the batched rate the batch job is held to)."""
-    signature = tf.saved_model.load(model_path).signatures["serving_raw"]
+def tensors(batch: list[dict]) -> dict:
+    """serving_raw's input tensors for rows of JSON instances (None: missing)."""
+    return {
+        k: tf.constant([i[k] or "" for i in batch])
+        if k in features.STRING_FEATURES
+        else tf.constant([np.nan if i[k] is None else i[k] for i in batch], tf.float64)
+        for k in batch[0]
+    }
 
-    def tensors(batch):
-        return {
-            k: tf.constant([i[k] or "" for i in batch])
-            if k in features.STRING_FEATURES
-            else tf.constant([np.nan if i[k] is None else i[k] for i in batch], tf.float64)
-            for k in batch[0]
-        }
 
+def one_row(signature, instances: list[dict], repeats: int) -> float:
+    """The reference: the median one-row serving_raw call as a program holding the SavedModel
+    makes it, from Python values to tensors to the answer, the tensors built inside the timed
+    call (the server has to build them too, so leaving that out would charge it to the
+    server)."""
+    return statistics.median(timed_calls(lambda: signature(**tensors(instances[:1])), repeats))
+
+
+def in_process(signature, instances: list[dict], repeats: int, rounds: int = 5) -> dict:
+    """The one-row reference, and for the record the same call on tensors built beforehand,
+    and 256 rows (tensors built beforehand: the batched rate the batch job is held to); each
+    the fastest median of `rounds`."""
     one, many = tensors(instances[:1]), tensors(instances[:256])
 
-    # The fastest of several rounds' medians: a round slowed by other work on the machine
-    # would flatter the goals measured against it.
     def fastest(fn) -> float:
         return min(statistics.median(timed_calls(fn, repeats)) for _ in range(rounds))
 
     return {
-        "one": fastest(lambda: signature(**tensors(instances[:1]))),
+        "one": min(one_row(signature, instances, repeats) for _ in range(rounds)),
         "one_prebuilt": fastest(lambda: signature(**one)),
         "batch256": fastest(lambda: signature(**many)),
     }
+
+
+def paired_rounds(rounds: int, signature, instances: list[dict], repeats: int, loads) -> list:
+    """`rounds` rounds of: the in-process one-row reference, then each protocol at concurrency
+    1 and 32 (`loads[protocol](concurrency)`). A goal's ratio is taken within a round, whose
+    parts run seconds apart: measured in separate phases, the reference first, the machine's
+    drift over the run (up to a third) landed in the ratios."""
+    results = []
+    for _ in range(rounds):
+        round_ = {"reference": one_row(signature, instances, repeats)}
+        for protocol, load in loads.items():
+            round_[protocol] = {c: load(c) for c in (1, 32)}
+        results.append(round_)
+    return results
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """CPU time (user + system, all threads) a process has used so far (Linux /proc)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def with_cpu(load, server_pid: int) -> dict:
+    """`load()`'s result (a coroutine, run here), with the CPU time the server process and
+    this process (the clients) spent per good request meanwhile: what bounds throughput once
+    the cores are busy."""
+    server, client = process_cpu_seconds(server_pid), time.process_time()
+    result = asyncio.run(load())
+    requests = max(result["requests"], 1)
+    result["server_cpu"] = (process_cpu_seconds(server_pid) - server) / requests
+    result["client_cpu"] = (time.process_time() - client) / requests
+    return result
 
 
 async def client_load(calls, concurrency: int, seconds: float, bad_clients: int = 0) -> dict:
@@ -227,7 +265,10 @@ def transport_ceiling(requests: list, seconds: float) -> dict:
             raise RuntimeError(f"the empty gRPC server exited with {server.wait()}")
         target = f"127.0.0.1:{port}"
         asyncio.run(grpc_load(target, requests, 1, 1.0))  # warm-up
-        return {c: asyncio.run(grpc_load(target, requests, c, seconds)) for c in (1, 32)}
+        return {
+            c: with_cpu(lambda c=c: grpc_load(target, requests, c, seconds), server.pid)
+            for c in (1, 32)
+        }
     finally:
         server.kill()
         server.wait()
@@ -285,10 +326,16 @@ def print_load(label: str, result: dict) -> None:
     poisoned = (
         f", poison: {bad['rejected']} rejected, {bad['ok']} answered" if sum(bad.values()) else ""
     )
+    cpu = (
+        f"; CPU/request: server {result['server_cpu'] * 1000:.2f} ms, clients "
+        f"{result['client_cpu'] * 1000:.2f} ms"
+        if "server_cpu" in result
+        else ""
+    )
     print(
         f"{label:<34}{result['rps']:7.0f} req/s, p50 {result['p50'] * 1000:6.2f} ms, "
         f"p99 {result['p99'] * 1000:6.2f} ms, {result['errors']} errors / "
-        f"{result['requests']}{poisoned}",
+        f"{result['requests']}{poisoned}{cpu}",
         flush=True,
     )
 
@@ -305,10 +352,23 @@ def batch_job(settings: PipelineSettings, rows: list[dict], copies: int, tmp: st
     return {"rows": result.rows, "seconds": result.seconds, "rps": result.rows / result.seconds}
 
 
+def cpu_bound(rounds: list, protocol: str) -> float:
+    """The requests/s the machine's cores could serve at concurrency 32 if fully busy, from the
+    CPU time server and clients spent per request (the median round): the ceiling of any
+    batching or scheduling."""
+    per_request = statistics.median(
+        r[protocol][32]["server_cpu"] + r[protocol][32]["client_cpu"] for r in rounds
+    )
+    return (os.cpu_count() or 1) / per_request
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=8.0, help="per throughput level")
     parser.add_argument("--repeats", type=int, default=300)
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="rounds of reference, c=1 and c=32 per protocol"
+    )
     # A batch job scores a warehouse table, not a request: 40 copies = 600k rows, where the
     # job's fixed costs (Beam start-up, loading the SavedModel: about 1 s) stop dominating.
     parser.add_argument(
@@ -331,7 +391,8 @@ def main() -> None:
         flush=True,
     )
 
-    reference = in_process(model_path, instances, args.repeats)
+    signature = tf.saved_model.load(model_path).signatures["serving_raw"]
+    reference = in_process(signature, instances, args.repeats)
     batched_rate = 256 / reference["batch256"]
     print(
         f"in-process serving_raw: 1 row {reference['one'] * 1000:.3f} ms (tensors built "
@@ -351,8 +412,14 @@ def main() -> None:
             seconds = args.seconds
             asyncio.run(rest_load(predict, bodies, 1, 1.0))  # warm-up
             asyncio.run(grpc_load(url.grpc, protos, 1, 1.0))
-            rest = {c: asyncio.run(rest_load(predict, bodies, c, seconds)) for c in (1, 8, 32)}
-            grpc_ = {c: asyncio.run(grpc_load(url.grpc, protos, c, seconds)) for c in (1, 8, 32)}
+            loads = {
+                "REST": lambda c: with_cpu(lambda: rest_load(predict, bodies, c, seconds), url.pid),
+                "gRPC": lambda c: with_cpu(
+                    lambda: grpc_load(url.grpc, protos, c, seconds), url.pid
+                ),
+            }
+            rounds = paired_rounds(args.rounds, signature, instances, args.repeats, loads)
+            eight = {protocol: load(8) for protocol, load in loads.items()}
             # Poisoning: serving_default (tf.Examples), 32 good clients, then 31 + 1 bad.
             rest_bodies_ex = [b64(e) for e in good_examples]
             grpc_ex = [examples_request(name, e) for e in good_examples]
@@ -370,9 +437,13 @@ def main() -> None:
                     ),
                 ),
             }
-        for protocol, load in (("REST", rest), ("gRPC", grpc_)):
-            for c, result in load.items():
-                print_load(f"{protocol} single-row, concurrency {c:2d}:", result)
+        for i, round_ in enumerate(rounds, 1):
+            print(f"round {i}: in-process one row {round_['reference'] * 1000:.3f} ms", flush=True)
+            for protocol in loads:
+                for c in (1, 32):
+                    print_load(f"  {protocol} single-row, concurrency {c:2d}:", round_[protocol][c])
+        for protocol, result in eight.items():
+            print_load(f"{protocol} single-row, concurrency  8:", result)
         for protocol, (clean, poisoned_run) in poison.items():
             print_load(f"{protocol} tf.Examples, 32 good:", clean)
             print_load(f"{protocol} tf.Examples, 31 good + 1 bad:", poisoned_run)
@@ -392,10 +463,13 @@ def main() -> None:
         print(f"batch job, marginal rate (start-up excluded): {marginal:,.0f} rows/s", flush=True)
 
     rows_goals = []
-    for protocol, load in (("REST", rest), ("gRPC", grpc_)):
-        ratio = load[1]["p50"] / reference["one"]
-        scaling = load[32]["rps"] / load[1]["rps"]
-        errors = sum(r["errors"] for r in load.values())
+    for protocol in ("REST", "gRPC"):
+        # Each ratio within its round (the reference and both loads a few seconds apart), then
+        # the median round: the machine's speed drifts by up to a third over a run.
+        ratio = statistics.median(r[protocol][1]["p50"] / r["reference"] for r in rounds)
+        scaling = statistics.median(r[protocol][32]["rps"] / r[protocol][1]["rps"] for r in rounds)
+        errors = sum(r[protocol][c]["errors"] for r in rounds for c in (1, 32))
+        errors += eight[protocol]["errors"]
         rows_goals += [
             (f"{protocol} p50 (c=1) within 2x in-process one-row", f"{ratio:.1f}x", ratio <= 2),
             (
@@ -403,12 +477,18 @@ def main() -> None:
                 f"{scaling:.1f}x, {errors} err",
                 scaling >= 5 and errors == 0,
             ),
+            (
+                f"  {protocol} c=32 CPU bound: cores / CPU per request",
+                f"{cpu_bound(rounds, protocol):,.0f} req/s",
+                None,
+            ),
         ]
     ceiling = transport[32]["rps"] / transport[1]["rps"]
+    empty_cpu = transport[32]["server_cpu"] + transport[32]["client_cpu"]
     rows_goals.append(
         (
             "  gRPC transport alone (empty server) c32/c1",
-            f"{ceiling:.1f}x, {transport[32]['rps']:.0f} req/s",
+            f"{ceiling:.1f}x, {transport[32]['rps']:.0f} req/s, {empty_cpu * 1000:.2f} ms CPU",
             None,  # a reference, not a goal
         )
     )
@@ -431,9 +511,9 @@ def main() -> None:
             marginal / batched_rate >= 0.25,
         ),
     ]
-    print("\ngoal                                              measured            met")
+    print("\ngoal                                              measured                 met")
     for goal, measured, met in rows_goals:
-        print(f"{goal:<50}{measured:<20}{'ref' if met is None else 'yes' if met else 'NO'}")
+        print(f"{goal:<50}{measured:<25}{'ref' if met is None else 'yes' if met else 'NO'}")
 
 
 if __name__ == "__main__":

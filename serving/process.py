@@ -22,9 +22,10 @@ def free_port() -> int:
 
 class ServerUrl(str):
     """The REST base URL (`http://127.0.0.1:<port>`), with the gRPC target in `.grpc`
-    (`127.0.0.1:<port>`)."""
+    (`127.0.0.1:<port>`) and the server's process id in `.pid`."""
 
     grpc: str
+    pid: int
 
 
 def call(
@@ -85,6 +86,7 @@ def running_server(
             stdout=log,
             stderr=subprocess.STDOUT,
         )
+    url.pid = process.pid
     try:
         deadline = time.monotonic() + startup_timeout
         while True:
