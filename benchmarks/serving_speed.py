@@ -17,7 +17,8 @@ The clients run in this process, on the server's cores: their cost is kept small
 is measured is the server. REST: a minimal HTTP/1.1 keep-alive client on asyncio streams, one
 connection per simulated client, bodies serialized before the clock starts (aiohttp's client
 cost 0.1-0.6 ms more per call on the same requests). gRPC: grpc.aio with the official
-tensorflow-serving-api stubs (sending pre-serialized bytes instead measured no different).
+tensorflow-serving-api stubs, a channel per simulated client (sending pre-serialized bytes
+instead measured no different). The server runs --workers processes (default one per core).
 """
 
 from __future__ import annotations
@@ -127,10 +128,14 @@ def paired_rounds(rounds: int, signature, instances: list[dict], repeats: int, l
 
 
 def process_cpu_seconds(pid: int) -> float:
-    """CPU time (user + system, all threads) a process has used so far (Linux /proc)."""
+    """CPU time (user + system, all threads) a process and its running children (the server's
+    workers) have used so far (Linux /proc)."""
     with open(f"/proc/{pid}/stat") as stat:
         fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    with open(f"/proc/{pid}/task/{pid}/children") as listed:
+        children = [int(child) for child in listed.read().split()]
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return own + sum(process_cpu_seconds(child) for child in children)
 
 
 def with_cpu(load, server_pid: int) -> dict:
@@ -235,18 +240,28 @@ async def rest_load(
 async def grpc_load(
     target: str, good: list, concurrency: int, seconds: float, poison=None, bad_clients=0
 ) -> dict:
-    """PredictRequests over gRPC (grpc.aio with the official stubs), as rest_load."""
-    async with grpc.aio.insecure_channel(target) as channel:
-        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    """PredictRequests over gRPC (grpc.aio with the official stubs), as rest_load: a channel
+    and connection per client (a subchannel pool of its own: channels to one target otherwise
+    share one connection), as separate client programs would have."""
+    channels = [
+        grpc.aio.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)])
+        for _ in range(concurrency)
+    ]
+    stubs = [prediction_service_pb2_grpc.PredictionServiceStub(c) for c in channels]
 
-        async def calls(is_bad: bool, i: int) -> bool:
-            try:
-                await stub.Predict(poison if is_bad else good[i % len(good)], timeout=60)
-                return True
-            except grpc.aio.AioRpcError:
-                return False
+    async def calls(is_bad: bool, i: int) -> bool:
+        try:
+            request = poison if is_bad else good[i % len(good)]
+            await stubs[i % concurrency].Predict(request, timeout=60)
+            return True
+        except grpc.aio.AioRpcError:
+            return False
 
+    try:
         return await client_load(calls, concurrency, seconds, bad_clients)
+    finally:
+        for channel in channels:
+            await channel.close()
 
 
 def transport_ceiling(requests: list, seconds: float) -> dict:
@@ -369,6 +384,12 @@ def main() -> None:
     parser.add_argument(
         "--rounds", type=int, default=3, help="rounds of reference, c=1 and c=32 per protocol"
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="server processes (PIPELINE_SERVING_WORKERS); default: one per core",
+    )
     # A batch job scores a warehouse table, not a request: 40 copies = 600k rows, where the
     # job's fixed costs (Beam start-up, loading the SavedModel: about 1 s) stop dominating.
     parser.add_argument(
@@ -387,7 +408,8 @@ def main() -> None:
     # process, whose imports would otherwise be walked by every full collection.
     runtime.freeze_live_objects()
     print(
-        f"model {model_path}; {len(rows)} rows in {settings.data.data_dir}; {os.cpu_count()} CPUs",
+        f"model {model_path}; {len(rows)} rows in {settings.data.data_dir}; {os.cpu_count()} CPUs; "
+        f"{args.workers} server worker(s)",
         flush=True,
     )
 
@@ -402,7 +424,11 @@ def main() -> None:
     )
 
     with tempfile.TemporaryDirectory() as tmp:
-        env = {**os.environ, "PIPELINE_SERVING_LOG_SAMPLING_RATE": "0"}
+        env = {
+            **os.environ,
+            "PIPELINE_SERVING_LOG_SAMPLING_RATE": "0",
+            "PIPELINE_SERVING_WORKERS": str(args.workers),
+        }
         name = paths.model_name(ServingSettings.load(env), settings)
         bodies = rest_bodies(instances)
         protos = grpc_requests(model_path, name, instances)

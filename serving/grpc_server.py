@@ -619,13 +619,15 @@ def model_error_message(message: str) -> str:
 
 # ---- the server --------------------------------------------------------------------------
 async def start(
-    services: Services, host: str, port: int, max_message_bytes: int
+    services: Services, host: str, port: int, max_message_bytes: int, shared: bool = False
 ) -> grpc.aio.Server:
-    """A started grpc.aio server on the running event loop."""
+    """A started grpc.aio server on the running event loop; `shared`: the port is shared with
+    the other workers (serving/workers.py checked it was free)."""
     server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", max_message_bytes),
-            ("grpc.so_reuseport", 0),  # a port in use is an error, not a shared port
+            # Alone, a port in use is an error, not a shared port.
+            ("grpc.so_reuseport", int(shared)),
         ],
     )
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(services, server)

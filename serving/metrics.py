@@ -17,17 +17,19 @@ clients cannot grow the label sets without bound.
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from typing import Callable, Optional
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector
+from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector, multiprocess
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import choose_encoder
 
 from serving import status_codes
 from serving.model_store import ModelStore
+from serving.workers import METRICS_DIR_ENV, worker_index
 
 METRICS_PATH = "/monitoring/prometheus/metrics"  # TF Serving's
 HEALTH_PATH = "/healthz"
@@ -73,8 +75,17 @@ class Metrics:
     def __init__(self, model_name: str, store: ModelStore):
         self.model_name = model_name
         self.store = store
+        self.worker = worker_index()
         self.registry = CollectorRegistry()
-        ProcessCollector(registry=self.registry)
+        # Workers sharing the ports (serving/workers.py) count into files of one directory,
+        # and every worker's page sums them; the process's own metrics are one worker's then.
+        multiprocess_dir = os.environ.get(METRICS_DIR_ENV)
+        if multiprocess_dir:
+            self.exposed = CollectorRegistry()
+            multiprocess.MultiProcessCollector(self.exposed, multiprocess_dir)
+        else:
+            self.exposed = self.registry
+            ProcessCollector(registry=self.registry)
         self.requests = Counter(
             "serving_requests",
             "Requests answered, by model, version, TF Serving API method, protocol and "
@@ -96,7 +107,7 @@ class Metrics:
             buckets=BATCH_BUCKETS,
             registry=self.registry,
         )
-        self.registry.register(_Versions(model_name, store))
+        self.exposed.register(_Versions(model_name, store))
         # (model, version, method, protocol, status) -> the counter's and histogram's
         # children: labels() validates and locks on every call. Keyed by the labels as
         # counted, which clients cannot grow without bound (see the module's docstring).
@@ -166,7 +177,7 @@ class Metrics:
 
     async def metrics_page(self, request: web.Request) -> web.Response:
         encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
-        return web.Response(body=encoder(self.registry), headers={"Content-Type": content_type})
+        return web.Response(body=encoder(self.exposed), headers={"Content-Type": content_type})
 
     async def health(self, request: web.Request) -> web.Response:
         """200 while a version is loaded, 503 before (or if none loads): for probes."""
@@ -176,6 +187,8 @@ class Metrics:
             "model": self.model_name,
             "versions": [str(v) for v in versions],
         }
+        if self.worker is not None:  # which of the workers sharing the port answered
+            body["worker"] = self.worker
         return web.json_response(body, status=200 if versions else 503)
 
 

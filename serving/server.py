@@ -48,6 +48,7 @@ from serving import (
     paths,
     rest_json,
     rest_routes,
+    workers,
 )
 from serving.batching import Batcher
 from serving.hybrid import PredictionTable
@@ -391,14 +392,18 @@ def serve(
 ) -> None:
     """`tfx-template serve`: serves REST and gRPC until stopped, on `host`, `port` and
     `grpc_port` (default PIPELINE_SERVING_HOST, _PORT and _GRPC_PORT; gRPC port 0: REST only)."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    worker = workers.worker_index()
+    tag = "" if worker is None else f" [worker {worker}]"
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s %(name)s{tag} %(message)s")
     overrides = {
         k: v for k, v in (("host", host), ("port", port), ("grpc_port", grpc_port)) if v is not None
     }
     try:
         settings, pipeline = ServingSettings.load(**overrides), PipelineSettings.load()
         auth.check_exposure(settings)  # before loading anything: refuse an open server at once
-    except SettingsError as error:
+        if settings.workers > 1 and worker is None:
+            raise SystemExit(workers.supervise(settings))
+    except (SettingsError, workers.PortInUse) as error:
         raise SystemExit(f"error: {error}") from None
     app = build(settings, pipeline, BatchPredictSettings.load())
     # TensorFlow and the loaded models live as long as the server: full collections that
@@ -410,11 +415,12 @@ def serve(
         )
     web_app = app.web_app()
     addresses = f"http://{settings.host}:{settings.port} (REST)"
+    shared = worker is not None  # the workers listen on the same ports
     if settings.grpc_port:
-        _serve_grpc_too(web_app, app, settings)
+        _serve_grpc_too(web_app, app, settings, shared)
         addresses += f" and {grpc_server.address_host(settings.host)}:{settings.grpc_port} (gRPC)"
     print(
-        f"serving '{app.model_name}' from {pipeline.serving_model_dir} on {addresses}",
+        f"serving{tag} '{app.model_name}' from {pipeline.serving_model_dir} on {addresses}",
         file=sys.stderr,
         flush=True,
     )
@@ -429,12 +435,15 @@ def serve(
             access_log=None,
             max_line_size=settings.max_body_bytes,
             max_field_size=settings.max_body_bytes,
+            reuse_port=shared or None,
         )
     except grpc_server.BindError as error:
         raise SystemExit(f"error: {error}") from None
 
 
-def _serve_grpc_too(web_app: web.Application, app: App, settings: ServingSettings) -> None:
+def _serve_grpc_too(
+    web_app: web.Application, app: App, settings: ServingSettings, shared: bool
+) -> None:
     """The gRPC server starts and stops with the REST app, on its event loop and batcher."""
     services = grpc_server.Services(
         app.model_name, app.store, app.batcher, app.metrics, app.token, app.logger
@@ -444,7 +453,7 @@ def _serve_grpc_too(web_app: web.Application, app: App, settings: ServingSetting
     async def start(_: web.Application) -> None:
         running.append(
             await grpc_server.start(
-                services, settings.host, settings.grpc_port, settings.max_body_bytes
+                services, settings.host, settings.grpc_port, settings.max_body_bytes, shared
             )
         )
 

@@ -53,6 +53,14 @@ class ServingSettings(SettingsModel):
     model_name: str = Field(
         "", description="Model name in the URLs (/v1/models/<name>); empty = the pipeline name."
     )
+    workers: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Server processes sharing the REST and gRPC ports, each with its own "
+        "loaded versions and micro-batching; one process uses about one core. Metrics are "
+        "summed over them; if one exits, the server stops (serving/workers.py).",
+    )
     max_body_bytes: int = Field(
         4 * 1024 * 1024,
         ge=1,
