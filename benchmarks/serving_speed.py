@@ -8,10 +8,12 @@ input tensors from Python values inside the timed call, as the server must); in 
 rounds, that reference and then single-row latency p50/p99 and throughput at concurrency 1 and
 32, over REST and over gRPC, with micro-batching (each goal's ratio taken within a round, the
 median round reported); concurrency 8 once; 31 good clients and 1 poisoning client
-(tf.Examples whose numeric feature is bytes) against 32 good ones, over both protocols; the
-same gRPC client against a server that answers at once (benchmarks/grpc_transport.py: the
-transport's own ceiling on this machine); batch job rows/s into the SQLite table vs the
-in-process batched rate. Prints goals vs measured.
+(tf.Examples whose numeric feature is bytes) against 32 good ones, over both protocols, a pair
+per round; the same gRPC client against a server that answers at once
+(benchmarks/grpc_transport.py: the transport's own ceiling on this machine); batch job rows/s
+into the SQLite table vs the in-process batched rate measured just before. Each load also
+reports the CPU time the server's processes and the clients spent per request. Prints goals vs
+measured.
 
 The clients run in this process, on the server's cores: their cost is kept small so that what
 is measured is the server. REST: a minimal HTTP/1.1 keep-alive client on asyncio streams, one
@@ -449,19 +451,20 @@ def main() -> None:
             # Poisoning: serving_default (tf.Examples), 32 good clients, then 31 + 1 bad.
             rest_bodies_ex = [b64(e) for e in good_examples]
             grpc_ex = [examples_request(name, e) for e in good_examples]
+            poison_loads = {
+                "REST": lambda bad: asyncio.run(
+                    rest_load(predict, rest_bodies_ex, 32, seconds, b64(poisoned), int(bad))
+                ),
+                "gRPC": lambda bad: asyncio.run(
+                    grpc_load(
+                        url.grpc, grpc_ex, 32, seconds, examples_request(name, poisoned), int(bad)
+                    )
+                ),
+            }
+            # Clean and poisoned runs alternate, a pair per round, as the loads above.
             poison = {
-                "REST": (
-                    asyncio.run(rest_load(predict, rest_bodies_ex, 32, seconds)),
-                    asyncio.run(rest_load(predict, rest_bodies_ex, 32, seconds, b64(poisoned), 1)),
-                ),
-                "gRPC": (
-                    asyncio.run(grpc_load(url.grpc, grpc_ex, 32, seconds)),
-                    asyncio.run(
-                        grpc_load(
-                            url.grpc, grpc_ex, 32, seconds, examples_request(name, poisoned), 1
-                        )
-                    ),
-                ),
+                protocol: [(load(False), load(True)) for _ in range(args.rounds)]
+                for protocol, load in poison_loads.items()
             }
         for i, round_ in enumerate(rounds, 1):
             print(f"round {i}: in-process one row {round_['reference'] * 1000:.3f} ms", flush=True)
@@ -470,12 +473,15 @@ def main() -> None:
                     print_load(f"  {protocol} single-row, concurrency {c:2d}:", round_[protocol][c])
         for protocol, result in eight.items():
             print_load(f"{protocol} single-row, concurrency  8:", result)
-        for protocol, (clean, poisoned_run) in poison.items():
-            print_load(f"{protocol} tf.Examples, 32 good:", clean)
-            print_load(f"{protocol} tf.Examples, 31 good + 1 bad:", poisoned_run)
+        for protocol, pairs in poison.items():
+            for clean, poisoned_run in pairs:
+                print_load(f"{protocol} tf.Examples, 32 good:", clean)
+                print_load(f"{protocol} tf.Examples, 31 good + 1 bad:", poisoned_run)
         transport = transport_ceiling(protos, seconds)
         for c, result in transport.items():
             print_load(f"gRPC empty server, concurrency {c:2d}:", result)
+        # The batched reference again, just before the job it is compared with.
+        batched_rate = 256 / in_process(signature, instances, args.repeats)["batch256"]
         small = batch_job(settings, rows, 1, tmp)
         job = batch_job(settings, rows, args.batch_copies, tmp)
         marginal = (job["rows"] - small["rows"]) / max(job["seconds"] - small["seconds"], 1e-9)
@@ -486,7 +492,11 @@ def main() -> None:
                 "CSV, SQLite writes)",
                 flush=True,
             )
-        print(f"batch job, marginal rate (start-up excluded): {marginal:,.0f} rows/s", flush=True)
+        print(
+            f"batch job, marginal rate (start-up excluded): {marginal:,.0f} rows/s; in-process "
+            f"256 rows just before: {batched_rate:,.0f} rows/s",
+            flush=True,
+        )
 
     rows_goals = []
     for protocol in ("REST", "gRPC"):
@@ -518,14 +528,15 @@ def main() -> None:
             None,  # a reference, not a goal
         )
     )
-    for protocol, (clean, poisoned_run) in poison.items():
-        share = poisoned_run["rps"] / clean["rps"]
-        failed = poisoned_run["errors"] + clean["errors"]
+    for protocol, pairs in poison.items():
+        share = statistics.median(bad["rps"] / clean["rps"] for clean, bad in pairs)
+        failed = sum(bad["errors"] + clean["errors"] for clean, bad in pairs)
+        answered = sum(bad["bad"]["ok"] for _, bad in pairs)
         rows_goals.append(
             (
                 f"{protocol} 1 bad of 32: 0 good failed, >= 80% rps",
                 f"{failed} failed, {share:.0%}",
-                failed == 0 and share >= 0.8 and poisoned_run["bad"]["ok"] == 0,
+                failed == 0 and share >= 0.8 and answered == 0,
             )
         )
     batch_share = job["rps"] / batched_rate
