@@ -99,19 +99,24 @@ def one_row(signature, instances: list[dict], repeats: int) -> float:
     return statistics.median(timed_calls(lambda: signature(**tensors(instances[:1])), repeats))
 
 
-def in_process(signature, instances: list[dict], repeats: int, rounds: int = 5) -> dict:
-    """The one-row reference, and for the record the same call on tensors built beforehand,
-    and 256 rows (tensors built beforehand: the batched rate the batch job is held to); each
-    the fastest median of `rounds`."""
-    one, many = tensors(instances[:1]), tensors(instances[:256])
+def fastest(fn, repeats: int, rounds: int = 5) -> float:
+    """The fastest of `rounds` medians of `repeats` timed calls."""
+    return min(statistics.median(timed_calls(fn, repeats)) for _ in range(rounds))
 
-    def fastest(fn) -> float:
-        return min(statistics.median(timed_calls(fn, repeats)) for _ in range(rounds))
 
+def batched_rate(signature, instances: list[dict], repeats: int) -> float:
+    """Rows/s of 256-row calls on tensors built beforehand: what the batch job is held to."""
+    many = tensors(instances[:256])
+    return 256 / fastest(lambda: signature(**many), repeats)
+
+
+def in_process(signature, instances: list[dict], repeats: int) -> dict:
+    """The one-row reference, and for the record the same call on tensors built beforehand;
+    each the fastest median of five rounds."""
+    one = tensors(instances[:1])
     return {
-        "one": min(one_row(signature, instances, repeats) for _ in range(rounds)),
-        "one_prebuilt": fastest(lambda: signature(**one)),
-        "batch256": fastest(lambda: signature(**many)),
+        "one": fastest(lambda: signature(**tensors(instances[:1])), repeats),
+        "one_prebuilt": fastest(lambda: signature(**one), repeats),
     }
 
 
@@ -417,11 +422,10 @@ def main() -> None:
 
     signature = tf.saved_model.load(model_path).signatures["serving_raw"]
     reference = in_process(signature, instances, args.repeats)
-    batched_rate = 256 / reference["batch256"]
     print(
         f"in-process serving_raw: 1 row {reference['one'] * 1000:.3f} ms (tensors built "
         f"outside the timed call: {reference['one_prebuilt'] * 1000:.3f} ms), 256 rows "
-        f"{reference['batch256'] * 1000:.3f} ms ({batched_rate:,.0f} rows/s)",
+        f"{batched_rate(signature, instances, args.repeats):,.0f} rows/s",
         flush=True,
     )
 
@@ -480,8 +484,8 @@ def main() -> None:
         transport = transport_ceiling(protos, seconds)
         for c, result in transport.items():
             print_load(f"gRPC empty server, concurrency {c:2d}:", result)
-        # The batched reference again, just before the job it is compared with.
-        batched_rate = 256 / in_process(signature, instances, args.repeats)["batch256"]
+        # The batched reference just before the job it is compared with.
+        batched = batched_rate(signature, instances, args.repeats)
         small = batch_job(settings, rows, 1, tmp)
         job = batch_job(settings, rows, args.batch_copies, tmp)
         marginal = (job["rows"] - small["rows"]) / max(job["seconds"] - small["seconds"], 1e-9)
@@ -494,7 +498,7 @@ def main() -> None:
             )
         print(
             f"batch job, marginal rate (start-up excluded): {marginal:,.0f} rows/s; in-process "
-            f"256 rows just before: {batched_rate:,.0f} rows/s",
+            f"256 rows just before: {batched:,.0f} rows/s",
             flush=True,
         )
 
@@ -539,13 +543,13 @@ def main() -> None:
                 failed == 0 and share >= 0.8 and answered == 0,
             )
         )
-    batch_share = job["rps"] / batched_rate
+    batch_share = job["rps"] / batched
     rows_goals += [
         ("batch job >= 25% of in-process batched rate", f"{batch_share:.1%}", batch_share >= 0.25),
         (
             "  same, start-up excluded (marginal rate)",
-            f"{marginal / batched_rate:.1%}",
-            marginal / batched_rate >= 0.25,
+            f"{marginal / batched:.1%}",
+            marginal / batched >= 0.25,
         ),
     ]
     print("\ngoal                                              measured                 met")
