@@ -56,8 +56,8 @@ def _tree_rss_psutil(pid: int) -> int:
     return total
 
 
-def _tree_rss_proc(pid: int) -> int:
-    """Sum of RSS of `pid` and its descendants, from /proc (Linux only)."""
+def _tree_proc(pid: int) -> list[int]:
+    """`pid` and its descendants, from /proc (Linux only)."""
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -69,20 +69,62 @@ def _tree_rss_proc(pid: int) -> int:
         # "pid (comm) state ppid ...": comm may hold spaces or parentheses.
         ppid = int(stat.rsplit(")", 1)[1].split()[1])
         children.setdefault(ppid, []).append(int(entry))
-    total, stack = 0, [pid]
+    found, stack = [], [pid]
     while stack:
         current = stack.pop()
+        found.append(current)
+        stack.extend(children.get(current, []))
+    return found
+
+
+def _tree_rss_proc(pid: int) -> int:
+    """Sum of RSS of `pid` and its descendants, from /proc (Linux only)."""
+    total = 0
+    for current in _tree_proc(pid):
         try:
             total += int(Path("/proc", str(current), "statm").read_text().split()[1]) * PAGE_SIZE
         except (OSError, ValueError, IndexError):
             pass
-        stack.extend(children.get(current, []))
+    return total
+
+
+def _tree_cpu_proc(pid: int) -> float:
+    """CPU seconds (user + system) of `pid` and its descendants, from /proc (Linux only)."""
+    total = 0
+    for current in _tree_proc(pid):
+        try:
+            fields = Path("/proc", str(current), "stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except (OSError, ValueError, IndexError):
+            pass
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def _tree_cpu_psutil(pid: int) -> float:
+    """CPU seconds (user + system) of `pid` and its descendants, with psutil."""
+    try:
+        root = psutil.Process(pid)
+        processes = [root] + root.children(recursive=True)
+    except psutil.NoSuchProcess:
+        return 0.0
+    total = 0.0
+    for process in processes:
+        try:
+            times = process.cpu_times()
+            total += times.user + times.system
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass  # exited between listing and reading
     return total
 
 
 def tree_rss_bytes(pid: int) -> int:
     """Current sum of RSS over the process tree rooted at `pid`."""
     return _tree_rss_psutil(pid) if psutil is not None else _tree_rss_proc(pid)
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time used so far by the process tree rooted at `pid` (its running processes)."""
+    return _tree_cpu_psutil(pid) if psutil is not None else _tree_cpu_proc(pid)
 
 
 def sampler_name() -> str:

@@ -49,6 +49,7 @@ from tensorflow_metadata.proto.v0 import schema_pb2
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from analysis import skew
+from benchmarks import process_tree
 from models import features
 from pipeline import runtime, spans
 from pipeline.settings import PipelineSettings
@@ -134,25 +135,14 @@ def paired_rounds(rounds: int, signature, instances: list[dict], repeats: int, l
     return results
 
 
-def process_cpu_seconds(pid: int) -> float:
-    """CPU time (user + system, all threads) a process and its running children (the server's
-    workers) have used so far (Linux /proc)."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    with open(f"/proc/{pid}/task/{pid}/children") as listed:
-        children = [int(child) for child in listed.read().split()]
-    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return own + sum(process_cpu_seconds(child) for child in children)
-
-
 def with_cpu(load, server_pid: int) -> dict:
-    """`load()`'s result (a coroutine, run here), with the CPU time the server process and
-    this process (the clients) spent per good request meanwhile: what bounds throughput once
-    the cores are busy."""
-    server, client = process_cpu_seconds(server_pid), time.process_time()
+    """`load()`'s result (a coroutine, run here), with the CPU time the server's processes
+    (its workers too) and this process (the clients) spent per good request meanwhile: what
+    bounds throughput once the cores are busy."""
+    server, client = process_tree.tree_cpu_seconds(server_pid), time.process_time()
     result = asyncio.run(load())
     requests = max(result["requests"], 1)
-    result["server_cpu"] = (process_cpu_seconds(server_pid) - server) / requests
+    result["server_cpu"] = (process_tree.tree_cpu_seconds(server_pid) - server) / requests
     result["client_cpu"] = (time.process_time() - client) / requests
     return result
 

@@ -15,6 +15,7 @@ import time
 import urllib.request
 
 import grpc
+import psutil
 import pytest
 import tensorflow as tf
 from prometheus_client.parser import text_string_to_metric_families
@@ -29,8 +30,15 @@ MODEL = tiny_model.NAME
 
 
 def children(pid: int) -> list[int]:
-    with open(f"/proc/{pid}/task/{pid}/children") as listed:
-        return [int(p) for p in listed.read().split()]
+    return [child.pid for child in psutil.Process(pid).children()]
+
+
+def running(pid: int) -> bool:
+    """Alive and not yet reaped as a zombie."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def requests_counted(url: str) -> float:
@@ -133,15 +141,10 @@ def test_a_worker_that_dies_stops_the_server_with_an_error(tmp_path):
         assert len(workers) == 2
         os.kill(workers[0], signal.SIGKILL)
         deadline = time.monotonic() + 60
-        while os.path.exists(f"/proc/{url.pid}") and _state(url.pid) != "Z":
+        while running(url.pid):
             assert time.monotonic() < deadline, "the server kept running"
             time.sleep(0.2)
         for pid in workers[1:]:  # the other worker was stopped too
-            assert not os.path.exists(f"/proc/{pid}") or _state(pid) == "Z"
+            assert not running(pid)
     text = log.read_text()
     assert "error: worker 0 exited with code -9; stopping the others" in text
-
-
-def _state(pid: int) -> str:
-    with open(f"/proc/{pid}/stat") as stat:
-        return stat.read().rsplit(")", 1)[1].split()[0]
