@@ -20,7 +20,6 @@ watches them:
 
 from __future__ import annotations
 
-import logging
 import os
 import shutil
 import signal
@@ -32,8 +31,6 @@ import time
 from typing import Optional
 
 from serving.settings import ServingSettings
-
-log = logging.getLogger("serving")
 
 WORKER_ENV = "TFX_TEMPLATE_SERVING_WORKER"  # set in a worker: its index
 METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's multiprocess mode
