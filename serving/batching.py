@@ -6,8 +6,9 @@ calls the model in a thread (TensorFlow releases the GIL, so the event loop keep
 requests meanwhile; a lone request with nobody waiting is called on the loop itself, which
 skips the hand-off), and splits the outputs back. While a call runs, new requests queue up
 and form the next batch, so batches grow with the load. Only under concurrent load (the
-previous batch merged several requests) does it also wait up to `max_wait` for others to join: a
-lone client pays no batching delay.
+previous batch merged several requests) does it also wait for others to join, until `max_wait`
+after the batch's first request arrived (TF Serving's batch timeout): a lone client pays no
+batching delay.
 
 REST and gRPC requests (both served on the event loop) share the queues, and merge.
 
@@ -38,6 +39,7 @@ class _Pending:
     columns: dict[str, list]
     rows: int
     future: asyncio.Future
+    arrived: float  # loop time when it was queued: its batch's wait counts from the first's
 
 
 class Batcher:
@@ -61,15 +63,16 @@ class Batcher:
         if n >= self.max_batch_size or self.max_batch_size == 1:  # already a full batch
             loop = asyncio.get_running_loop()
             future = loop.create_future()
-            await self._run(signature, [_Pending(columns, n, future)], on_loop=False)
+            await self._run(signature, [_Pending(columns, n, future, loop.time())], on_loop=False)
             return await future
         key = (model.version, signature.name)
         queue = self._queues.get(key)
         if queue is None:
             queue = self._queues[key] = asyncio.Queue()
             self._workers[key] = asyncio.create_task(self._work(queue, signature))
-        future = asyncio.get_running_loop().create_future()
-        await queue.put(_Pending(columns, n, future))
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        await queue.put(_Pending(columns, n, future, loop.time()))
         return await future
 
     async def _work(self, queue: asyncio.Queue, signature: Signature) -> None:
@@ -80,7 +83,9 @@ class Batcher:
             carry = None
             total = batch[0].rows
             wait = self.max_wait if concurrent_load else 0.0
-            deadline = asyncio.get_running_loop().time() + wait
+            # As TF Serving's batch_timeout_micros: from the arrival of the batch's first
+            # request, so one that already waited through the previous call is not held again.
+            deadline = batch[0].arrived + wait
             while total < self.max_batch_size:
                 try:
                     item = queue.get_nowait()

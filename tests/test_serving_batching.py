@@ -5,6 +5,7 @@ merged calls altogether)."""
 
 import asyncio
 import threading
+import time
 import types
 
 import pytest
@@ -88,6 +89,51 @@ def test_a_lone_request_is_called_on_the_event_loop_and_a_merged_batch_in_a_thre
     # must stay free, so merged batches run in the batcher's threads.
     assert recording.threads[0] == loop_thread
     assert any(name.startswith("model") for name in recording.threads[1:])
+
+
+class _SlowSignature(Signature):
+    """The real signature, each call taking `seconds` longer and noting when it started."""
+
+    def __init__(self, signature: Signature, seconds: float):
+        super().__init__(signature.name, signature.function)
+        self.seconds = seconds
+        self.calls: list[tuple[float, list]] = []  # (monotonic start, x)
+
+    def __call__(self, columns):
+        self.calls.append((time.monotonic(), list(columns["x"])))
+        time.sleep(self.seconds)
+        return super().__call__(columns)
+
+
+def test_a_batch_waits_from_its_first_requests_arrival_not_from_the_previous_calls_end(
+    signature,
+):
+    # As TF Serving's batch timeout: a request that arrived during a 1-s call has waited
+    # past the 0.5-s batch wait when that call ends, so its batch is called at once, not
+    # held another 0.5 s.
+    slow = _SlowSignature(signature, seconds=1.0)
+    batcher = Batcher(max_batch_size=256, max_wait_seconds=0.5)
+
+    async def late():
+        await asyncio.sleep(0.1)  # arrives while the first call runs
+        return await batcher.predict(MODEL, slow, {"x": [5.0]})
+
+    async def scenario():
+        answers = await asyncio.gather(
+            batcher.predict(MODEL, slow, {"x": [1.0]}),
+            batcher.predict(MODEL, slow, {"x": [2.0]}),
+            late(),
+        )
+        await batcher.close()
+        return answers
+
+    answers = asyncio.run(scenario())
+    assert [a["y"].tolist() for a in answers] == [[2.0], [4.0], [10.0]]
+    (first_start, first_x), (second_start, second_x) = slow.calls
+    assert first_x == [1.0, 2.0] and second_x == [5.0]
+    # Called about when the first call ended (start + 1 s), well before the 0.5 s a wait
+    # counted from then would add.
+    assert second_start - first_start < 1.0 + 0.3, second_start - first_start
 
 
 def test_a_failing_merged_call_fails_only_the_requests_that_fail_alone(signature):
