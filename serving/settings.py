@@ -74,8 +74,8 @@ class ServingSettings(SettingsModel):
     )
     max_batch_wait_ms: float = Field(
         2.0,
-        description="Under concurrent load a batch waits at most this long for others to "
-        "join (a lone client never waits).",
+        description="Under concurrent load a batch waits for others to join until this "
+        "long after its first request arrived (a lone client never waits).",
     )
     poll_seconds: float = Field(
         2.0, description="How often the server looks for newly pushed versions."
