@@ -40,22 +40,6 @@ class Measurement:
         return self.peak_rss_bytes / 2**20
 
 
-def _tree_rss_psutil(pid: int) -> int:
-    """Sum of RSS of `pid` and its descendants, with psutil."""
-    try:
-        root = psutil.Process(pid)
-        processes = [root] + root.children(recursive=True)
-    except psutil.NoSuchProcess:
-        return 0
-    total = 0
-    for process in processes:
-        try:
-            total += process.memory_info().rss
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            pass  # exited between listing and reading
-    return total
-
-
 def _tree_proc(pid: int) -> list[int]:
     """`pid` and its descendants, from /proc (Linux only)."""
     children: dict[int, list[int]] = {}
@@ -77,54 +61,51 @@ def _tree_proc(pid: int) -> list[int]:
     return found
 
 
-def _tree_rss_proc(pid: int) -> int:
-    """Sum of RSS of `pid` and its descendants, from /proc (Linux only)."""
-    total = 0
-    for current in _tree_proc(pid):
+def _sum_over_tree(pid: int, with_psutil: Callable, from_proc: Callable[[int], float]) -> float:
+    """Sum of one figure over `pid` and its descendants: `with_psutil(process)` where psutil is
+    installed, else `from_proc(pid)` (Linux only). A process that exits between listing and
+    reading counts for nothing."""
+    if psutil is not None:
         try:
-            total += int(Path("/proc", str(current), "statm").read_text().split()[1]) * PAGE_SIZE
-        except (OSError, ValueError, IndexError):
-            pass
-    return total
-
-
-def _tree_cpu_proc(pid: int) -> float:
-    """CPU seconds (user + system) of `pid` and its descendants, from /proc (Linux only)."""
+            root = psutil.Process(pid)
+            processes: list = [root] + root.children(recursive=True)
+        except psutil.NoSuchProcess:
+            return 0
+        read, gone = with_psutil, (psutil.NoSuchProcess, psutil.AccessDenied)
+    else:
+        processes, read, gone = _tree_proc(pid), from_proc, (OSError, ValueError, IndexError)
     total = 0
-    for current in _tree_proc(pid):
-        try:
-            fields = Path("/proc", str(current), "stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
-        except (OSError, ValueError, IndexError):
-            pass
-    return total / os.sysconf("SC_CLK_TCK")
-
-
-def _tree_cpu_psutil(pid: int) -> float:
-    """CPU seconds (user + system) of `pid` and its descendants, with psutil."""
-    try:
-        root = psutil.Process(pid)
-        processes = [root] + root.children(recursive=True)
-    except psutil.NoSuchProcess:
-        return 0.0
-    total = 0.0
     for process in processes:
         try:
-            times = process.cpu_times()
-            total += times.user + times.system
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            pass  # exited between listing and reading
+            total += read(process)
+        except gone:
+            pass
     return total
+
+
+def _rss_proc(pid: int) -> int:
+    return int(Path("/proc", str(pid), "statm").read_text().split()[1]) * PAGE_SIZE
+
+
+def _cpu_psutil(process) -> float:
+    times = process.cpu_times()
+    return times.user + times.system
+
+
+def _cpu_proc(pid: int) -> float:
+    fields = Path("/proc", str(pid), "stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def tree_rss_bytes(pid: int) -> int:
     """Current sum of RSS over the process tree rooted at `pid`."""
-    return _tree_rss_psutil(pid) if psutil is not None else _tree_rss_proc(pid)
+    return int(_sum_over_tree(pid, lambda process: process.memory_info().rss, _rss_proc))
 
 
 def tree_cpu_seconds(pid: int) -> float:
-    """CPU time used so far by the process tree rooted at `pid` (its running processes)."""
-    return _tree_cpu_psutil(pid) if psutil is not None else _tree_cpu_proc(pid)
+    """CPU time (user + system) used so far by the process tree rooted at `pid` (its running
+    processes)."""
+    return float(_sum_over_tree(pid, _cpu_psutil, _cpu_proc))
 
 
 def sampler_name() -> str:
